@@ -1,0 +1,173 @@
+//! Data handlers: chunk pieces moved inline or by RMA, with disk I/O overlapping the
+//! next transfer.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use gkfs_fabric::{FabricError, Peer, RemoteBuf};
+use gkfs_proto::msg::*;
+use gkfs_proto::wire::Bytes;
+use gkfs_proto::Errno;
+
+use crate::state::State;
+
+/// Longest time one bulk transfer of a request may take.
+const RMA_TIMEOUT: Duration = Duration::from_secs(30);
+/// Transfers in flight per request while the disk works on earlier pieces.
+const PIPELINE_DEPTH: usize = 2;
+/// Largest inline read reply, in bytes (the client sends a bulk buffer above this).
+pub const INLINE_READ_MAX: u64 = 64 * 1024;
+
+fn io_err(what: &str, e: std::io::Error) -> RemoteError {
+    let errno = Errno::from(&e);
+    if errno == Errno::ENOSPC {
+        log::warn!("{what}: the daemon's storage is full");
+    } else {
+        log::error!("{what}: {e}");
+    }
+    RemoteError::new(errno, format!("{what}: {e}"))
+}
+
+fn fabric_err(what: &str, e: FabricError) -> RemoteError {
+    log::warn!("{what}: {e}");
+    RemoteError::new(Errno::EIO, format!("{what}: {e}"))
+}
+
+fn check_pieces(st: &State, pieces: &[ChunkIo], buf_len: u64) -> Result<(), RemoteError> {
+    let cs = st.chunk_size.get();
+    for p in pieces {
+        let in_chunk = p.offset.checked_add(p.len).is_some_and(|e| e <= cs);
+        let in_buf = p.buf_offset.checked_add(p.len).is_some_and(|e| e <= buf_len);
+        if !in_chunk || !in_buf {
+            return Err(RemoteError::new(Errno::EINVAL, "piece outside its chunk or buffer"));
+        }
+    }
+    Ok(())
+}
+
+fn remote(b: &Bulk) -> RemoteBuf {
+    RemoteBuf {
+        addr: b.addr,
+        key: b.key,
+        len: b.len,
+    }
+}
+
+pub fn write_chunks(st: &State, from: Peer, req: WriteChunksReq) -> Result<WriteChunksReply, RemoteError> {
+    let id = req.file_id;
+    let mut written = 0u64;
+    match &req.bulk {
+        None => {
+            check_pieces(st, &req.pieces, req.inline.0.len() as u64)?;
+            for p in &req.pieces {
+                let data = &req.inline.0[p.buf_offset as usize..(p.buf_offset + p.len) as usize];
+                st.chunks.write(id, p.chunk, p.offset, data).map_err(|e| io_err("write chunk", e))?;
+                written += p.len;
+            }
+        }
+        Some(bulk) => {
+            check_pieces(st, &req.pieces, bulk.len)?;
+            let deadline = Instant::now() + RMA_TIMEOUT;
+            let rb = remote(bulk);
+            let mut next = 0;
+            let mut inflight = VecDeque::new();
+            let mut spare: Vec<Vec<u8>> = Vec::new();
+            loop {
+                while next < req.pieces.len() && inflight.len() < PIPELINE_DEPTH {
+                    let p = &req.pieces[next];
+                    let buf = spare.pop().unwrap_or_default();
+                    let op = st
+                        .ep
+                        .start_read(from, rb, p.buf_offset, buf, p.len as usize, deadline)
+                        .map_err(|e| fabric_err("pull data from client", e))?;
+                    inflight.push_back((p, op));
+                    next += 1;
+                }
+                let Some((p, op)) = inflight.pop_front() else { break };
+                let data = op.wait(deadline).map_err(|e| fabric_err("pull data from client", e))?;
+                // The next transfer is already in flight while this piece hits the disk.
+                st.chunks
+                    .write(id, p.chunk, p.offset, &data)
+                    .map_err(|e| io_err("write chunk", e))?;
+                written += p.len;
+                spare.push(data);
+            }
+        }
+    }
+    st.counters.bytes_written.fetch_add(written, Ordering::Relaxed);
+    Ok(WriteChunksReply { written })
+}
+
+pub fn read_chunks(st: &State, from: Peer, req: ReadChunksReq) -> Result<ReadChunksReply, RemoteError> {
+    let id = req.file_id;
+    let mut lens = Vec::with_capacity(req.pieces.len());
+    let total: u64 = req.pieces.iter().map(|p| p.len).sum();
+    match &req.bulk {
+        None => {
+            if total > INLINE_READ_MAX {
+                return Err(RemoteError::new(Errno::EINVAL, "inline read too large"));
+            }
+            let end = req.pieces.iter().map(|p| p.buf_offset + p.len).max().unwrap_or(0);
+            check_pieces(st, &req.pieces, end)?;
+            let mut out = vec![0u8; end as usize];
+            for p in &req.pieces {
+                let buf = &mut out[p.buf_offset as usize..(p.buf_offset + p.len) as usize];
+                lens.push(st.chunks.read(id, p.chunk, p.offset, buf).map_err(|e| io_err("read chunk", e))? as u64);
+            }
+            st.counters.bytes_read.fetch_add(total, Ordering::Relaxed);
+            Ok(ReadChunksReply {
+                lens,
+                inline: Bytes(out),
+            })
+        }
+        Some(bulk) => {
+            check_pieces(st, &req.pieces, bulk.len)?;
+            let deadline = Instant::now() + RMA_TIMEOUT;
+            let rb = remote(bulk);
+            let mut inflight = VecDeque::new();
+            let mut spare: Vec<Vec<u8>> = Vec::new();
+            for p in &req.pieces {
+                let mut buf = spare.pop().unwrap_or_default();
+                buf.resize(p.len as usize, 0);
+                // Reading this piece from disk overlaps the transfers still in flight.
+                let n = st.chunks.read(id, p.chunk, p.offset, &mut buf).map_err(|e| io_err("read chunk", e))?;
+                lens.push(n as u64);
+                if n == 0 {
+                    // A hole: the client zero-fills, nothing to send.
+                    spare.push(buf);
+                    continue;
+                }
+                buf.truncate(n);
+                let op = st
+                    .ep
+                    .start_write(from, rb, p.buf_offset, buf, deadline)
+                    .map_err(|e| fabric_err("push data to client", e))?;
+                inflight.push_back(op);
+                if inflight.len() >= PIPELINE_DEPTH {
+                    if let Some(op) = inflight.pop_front() {
+                        spare.push(op.wait(deadline).map_err(|e| fabric_err("push data to client", e))?);
+                    }
+                }
+            }
+            for op in inflight {
+                op.wait(deadline).map_err(|e| fabric_err("push data to client", e))?;
+            }
+            st.counters.bytes_read.fetch_add(total, Ordering::Relaxed);
+            Ok(ReadChunksReply {
+                lens,
+                inline: Bytes::default(),
+            })
+        }
+    }
+}
+
+pub fn truncate_chunks(st: &State, req: TruncateChunksReq) -> Result<Empty, RemoteError> {
+    st.chunks.truncate(req.file_id, req.size).map_err(|e| io_err("truncate chunks", e))?;
+    Ok(Empty {})
+}
+
+pub fn remove_chunks(st: &State, req: RemoveChunksReq) -> Result<Empty, RemoteError> {
+    st.chunks.remove(req.file_id).map_err(|e| io_err("remove chunks", e))?;
+    Ok(Empty {})
+}

@@ -1,0 +1,39 @@
+//! Management handlers: ping, stats, statfs.
+
+use std::sync::atomic::Ordering;
+
+use gkfs_proto::msg::*;
+use gkfs_proto::Errno;
+
+use crate::state::State;
+
+pub fn ping(st: &State) -> Result<PingReply, RemoteError> {
+    Ok(PingReply {
+        pid: std::process::id(),
+        index: st.membership().map_or(u32::MAX, |m| m.index),
+    })
+}
+
+pub fn stats(st: &State) -> Result<StatsReply, RemoteError> {
+    let c = st.chunks.stats();
+    Ok(StatsReply {
+        records: st.meta.count(),
+        chunks: c.chunks,
+        chunk_bytes: c.bytes,
+        requests: st.counters.requests.load(Ordering::Relaxed),
+        bytes_written: st.counters.bytes_written.load(Ordering::Relaxed),
+        bytes_read: st.counters.bytes_read.load(Ordering::Relaxed),
+    })
+}
+
+pub fn statfs(st: &State) -> Result<StatfsReply, RemoteError> {
+    let vfs = nix::sys::statvfs::statvfs(&st.rootdir).map_err(|e| RemoteError::new(Errno(e as i32), "statvfs of the rootdir"))?;
+    let frag = vfs.fragment_size() as u64;
+    Ok(StatfsReply {
+        total: vfs.blocks() as u64 * frag,
+        free: vfs.blocks_free() as u64 * frag,
+        avail: vfs.blocks_available() as u64 * frag,
+        chunk_size: st.chunk_size.get(),
+        records: 0,
+    })
+}

@@ -1,0 +1,226 @@
+//! gkfsd: the gkfs storage daemon. One runs on every node of a job; together they hold
+//! the file system. See `gkfsd --help` and daemon/README.md.
+#![forbid(unsafe_code)]
+
+mod handlers;
+mod server;
+mod state;
+mod store;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use gkfs_fabric::{Config as FabricConfig, Endpoint};
+use gkfs_proto::chunk::ChunkSize;
+use gkfs_proto::hosts::HostEntry;
+
+/// Receive buffers kept posted for incoming requests.
+const RECV_BUFFERS: usize = 64;
+/// Largest request accepted (inline writes are far below this).
+const MAX_REQUEST: usize = 256 * 1024;
+
+/// gkfsd: the gkfs storage daemon. Serves one node's share of a job-scoped file
+/// system: metadata in RocksDB, data as chunk files under the root dir.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Node-local directory for this daemon's data (created with mode 0700).
+    #[arg(long, value_name = "DIR")]
+    rootdir: PathBuf,
+
+    /// Mount directory advertised to clients: paths under it go to gkfs.
+    #[arg(long, value_name = "DIR", default_value = "/tmp/gkfs")]
+    mountdir: String,
+
+    /// Hosts file to register in (one line is appended) and to read membership from.
+    #[arg(long, value_name = "FILE")]
+    hosts_file: PathBuf,
+
+    /// Address or network interface to listen on (default: the address of this
+    /// host's name, else 127.0.0.1).
+    #[arg(long, value_name = "ADDR|IFACE")]
+    listen: Option<String>,
+
+    /// Port to listen on (default: any free port).
+    #[arg(long)]
+    port: Option<u16>,
+
+    /// libfabric provider: tcp;ofi_rxm, verbs;ofi_rxm, shm or sockets.
+    #[arg(long, env = "GKFS_PROVIDER", default_value = FabricConfig::DEFAULT_PROVIDER)]
+    provider: String,
+
+    /// Chunk size in bytes (power of two, 4 KiB to 1 GiB); every daemon of a file
+    /// system must use the same.
+    #[arg(long, value_name = "BYTES", default_value_t = gkfs_proto::chunk::DEFAULT_CHUNK_SIZE)]
+    chunk_size: u64,
+
+    /// Directory of the metadata database (default: <rootdir>/metadata).
+    #[arg(long, value_name = "DIR")]
+    metadir: Option<PathBuf>,
+
+    /// File holding the job token (default: `token` beside the hosts file).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
+    /// Remove the root dir (and metadir) when the daemon exits.
+    #[arg(long)]
+    clean_rootdir_on_exit: bool,
+
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, default_value = "info")]
+    log_level: log::LevelFilter,
+
+    /// Worker threads serving requests.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    env_logger::Builder::new()
+        .filter_level(args.log_level)
+        .format_timestamp_micros()
+        .init();
+    if let Err(e) = run(args) {
+        log::error!("{e:#}");
+        eprintln!("gkfsd: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn listen_address(listen: Option<&str>) -> Option<String> {
+    if let Some(l) = listen {
+        if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+            for a in addrs.filter(|a| a.interface_name == l) {
+                if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
+                    return Some(sin.ip().to_string());
+                }
+            }
+        }
+        return Some(l.to_string());
+    }
+    let host = hostname::get().ok()?.into_string().ok()?;
+    use std::net::ToSocketAddrs;
+    let addr = (host.as_str(), 0).to_socket_addrs().ok()?.find(|a| a.is_ipv4())?;
+    Some(addr.ip().to_string())
+}
+
+fn read_token(path: &Path) -> Result<u128> {
+    let text = fs::read_to_string(path).with_context(|| {
+        format!("cannot read the job token file {} (start daemons with gkfs-run, or pass --token-file)", path.display())
+    })?;
+    if let Ok(meta) = fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            log::warn!("token file {} is readable by other users; it should be mode 0600", path.display());
+        }
+    }
+    gkfs_proto::config::parse_token(&text)
+        .with_context(|| format!("{}: expected 32 hex digits", path.display()))
+}
+
+fn make_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
+fn register(hosts_file: &Path, entry: &HostEntry) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(hosts_file)
+        .with_context(|| format!("cannot open the hosts file {}", hosts_file.display()))?;
+    // One write of the whole line: O_APPEND makes it atomic among daemons.
+    f.write_all(entry.to_line().as_bytes())
+        .with_context(|| format!("cannot append to {}", hosts_file.display()))
+}
+
+fn run(args: Args) -> Result<()> {
+    let chunk_size = ChunkSize::new(args.chunk_size)
+        .with_context(|| format!("--chunk-size {} is not a power of two from 4096 to 1 GiB", args.chunk_size))?;
+    if !args.mountdir.starts_with('/') {
+        bail!("--mountdir {} must be an absolute path", args.mountdir);
+    }
+    let token_file = args.token_file.clone().unwrap_or_else(|| {
+        args.hosts_file
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(gkfs_proto::config::TOKEN_FILE_NAME)
+    });
+    let token = read_token(&token_file)?;
+    make_private_dir(&args.rootdir)?;
+    let metadir = args.metadir.clone().unwrap_or_else(|| args.rootdir.join("metadata"));
+    make_private_dir(&metadir)?;
+    let meta = store::meta::MetaStore::open(&metadir)
+        .with_context(|| format!("cannot open the metadata database in {}", metadir.display()))?;
+    let chunks = store::chunks::ChunkStore::open(&args.rootdir.join("chunks"), chunk_size.get())
+        .with_context(|| format!("cannot create the chunk dir under {}", args.rootdir.display()))?;
+    let fcfg = FabricConfig {
+        provider: args.provider.clone(),
+        node: listen_address(args.listen.as_deref()).or_else(|| Some("127.0.0.1".into())),
+        service: args.port.map(|p| p.to_string()),
+    };
+    let ep = Endpoint::open(&fcfg).with_context(|| format!("cannot open a {} endpoint on {:?}", fcfg.provider, fcfg.node))?;
+    let state = Arc::new(
+        state::State::new(meta, chunks, ep.clone(), token, chunk_size, args.hosts_file.clone(), args.rootdir.clone())
+            .map_err(|e| anyhow::anyhow!("cannot read the file-id counter: {e}"))?,
+    );
+    ep.serve(RECV_BUFFERS, MAX_REQUEST)
+        .context("cannot post receive buffers")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handlers")?;
+    }
+    let workers = server::start(state.clone(), args.threads, stop.clone());
+    let entry = HostEntry {
+        hostname: hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into()),
+        provider: args.provider.clone(),
+        address: ep.address().to_vec(),
+        chunk_size: chunk_size.get(),
+        mountdir: args.mountdir.trim_end_matches('/').to_string(),
+        pid: Some(std::process::id()),
+    };
+    register(&args.hosts_file, &entry)?;
+    log::info!(
+        "serving {} on {:?} ({} workers, chunk size {}), root {}",
+        args.provider,
+        fcfg.node,
+        args.threads,
+        chunk_size.get(),
+        args.rootdir.display()
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    log::info!("shutting down");
+    ep.shutdown();
+    for w in workers {
+        let _ = w.join();
+    }
+    if let Err(e) = state.meta.flush() {
+        log::warn!("flush on shutdown: {e}");
+    }
+    drop(state);
+    if args.clean_rootdir_on_exit {
+        if let Err(e) = fs::remove_dir_all(&args.rootdir) {
+            log::warn!("cannot remove {}: {e}", args.rootdir.display());
+        }
+        if args.metadir.is_some() {
+            let _ = fs::remove_dir_all(&metadir);
+        }
+    }
+    log::info!("stopped");
+    Ok(())
+}

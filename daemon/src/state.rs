@@ -1,0 +1,190 @@
+//! The daemon's shared state, handed to every handler (never a global).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use gkfs_fabric::Endpoint;
+use gkfs_proto::chunk::ChunkSize;
+use gkfs_proto::hosts::Hosts;
+use gkfs_proto::Errno;
+
+use crate::store::chunks::ChunkStore;
+use crate::store::meta::MetaStore;
+
+/// Number of lock stripes that order metadata changes per path.
+const STRIPES: usize = 64;
+/// File ids are reserved from the persistent counter in blocks of this many.
+const ID_BLOCK: u64 = 4096;
+
+/// The daemon's place in the file system, once the hosts file lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct Membership {
+    /// Hash of the hosts file.
+    pub hash: u64,
+    /// This daemon's index in it.
+    pub index: u32,
+    /// Number of daemons.
+    pub daemons: u32,
+}
+
+/// Counters reported by the stats RPC.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests served.
+    pub requests: AtomicU64,
+    /// Bytes written by clients.
+    pub bytes_written: AtomicU64,
+    /// Bytes read by clients.
+    pub bytes_read: AtomicU64,
+}
+
+struct IdAlloc {
+    next: u64,
+    reserved_until: u64,
+}
+
+/// Everything a handler may touch.
+pub struct State {
+    /// Metadata records.
+    pub meta: MetaStore,
+    /// Chunk files.
+    pub chunks: ChunkStore,
+    /// The transport endpoint (for RMA).
+    pub ep: Endpoint,
+    /// The job token every request must carry.
+    pub token: u128,
+    /// Chunk size of this file system.
+    pub chunk_size: ChunkSize,
+    /// The hosts file this daemon registered in.
+    pub hosts_file: PathBuf,
+    /// The root directory (for statfs).
+    pub rootdir: PathBuf,
+    /// Membership, known once the hosts file lists this daemon.
+    pub membership: RwLock<Option<Membership>>,
+    last_reload: Mutex<Option<Instant>>,
+    ids: Mutex<IdAlloc>,
+    stripes: Vec<RwLock<()>>,
+    /// Counters.
+    pub counters: Counters,
+    /// Process start time, ns (times of the root directory).
+    pub start_time: i64,
+}
+
+/// Now, in ns since the epoch.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl State {
+    /// Builds the state.
+    pub fn new(meta: MetaStore, chunks: ChunkStore, ep: Endpoint, token: u128, chunk_size: ChunkSize, hosts_file: PathBuf, rootdir: PathBuf) -> Result<State, Errno> {
+        let next = meta.next_id()?;
+        Ok(State {
+            meta,
+            chunks,
+            ep,
+            token,
+            chunk_size,
+            hosts_file,
+            rootdir,
+            membership: RwLock::new(None),
+            last_reload: Mutex::new(None),
+            ids: Mutex::new(IdAlloc {
+                next,
+                reserved_until: next,
+            }),
+            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            counters: Counters::default(),
+            start_time: now_ns(),
+        })
+    }
+
+    fn stripe(&self, path: &str) -> &RwLock<()> {
+        let h = gkfs_proto::place::path_hash(path);
+        &self.stripes[(h % STRIPES as u64) as usize]
+    }
+
+    /// Shared lock on `path`'s stripe (merges that may run concurrently).
+    pub fn read_lock(&self, path: &str) -> RwLockReadGuard<'_, ()> {
+        self.stripe(path).read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Exclusive lock on `path`'s stripe (read-modify-write of a record).
+    pub fn write_lock(&self, path: &str) -> RwLockWriteGuard<'_, ()> {
+        self.stripe(path).write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current membership, if known.
+    pub fn membership(&self) -> Option<Membership> {
+        *self.membership.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks a request's membership hash, re-reading the hosts file (at most every
+    /// 50 ms) when it does not match what we know.
+    pub fn check_membership(&self, hash: u64) -> Result<Membership, String> {
+        if let Some(m) = self.membership() {
+            if m.hash == hash {
+                return Ok(m);
+            }
+        }
+        {
+            let mut last = self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_none_or(|t| t.elapsed().as_millis() >= 50) {
+                *last = Some(Instant::now());
+                drop(last);
+                if let Some(m) = self.reload_membership() {
+                    *self.membership.write().unwrap_or_else(|p| p.into_inner()) = Some(m);
+                }
+            }
+        }
+        match self.membership() {
+            Some(m) if m.hash == hash => Ok(m),
+            Some(m) => Err(format!(
+                "membership mismatch: the client's hosts file has hash {hash:016x}, this daemon's {} has {:016x}; \
+                 the file system was restarted or the hosts file changed: restart the application with the current hosts file",
+                self.hosts_file.display(),
+                m.hash
+            )),
+            None => Err(format!(
+                "this daemon is not (yet) listed in its hosts file {}",
+                self.hosts_file.display()
+            )),
+        }
+    }
+
+    fn reload_membership(&self) -> Option<Membership> {
+        let text = std::fs::read_to_string(&self.hosts_file).ok()?;
+        let hosts = Hosts::parse(&self.hosts_file.display().to_string(), &text).ok()?;
+        let index = hosts.entries.iter().position(|e| e.address == self.ep.address())?;
+        Some(Membership {
+            hash: hosts.membership(),
+            index: index as u32,
+            daemons: hosts.len(),
+        })
+    }
+
+    /// A fresh file id: this daemon's index in the high 16 bits, a persistent
+    /// counter in the low 48.
+    pub fn new_file_id(&self) -> Result<u64, Errno> {
+        let m = self.membership().ok_or(Errno::EAGAIN)?;
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.next >= ids.reserved_until {
+            let until = ids.next + ID_BLOCK;
+            self.meta.set_next_id(until)?;
+            ids.reserved_until = until;
+        }
+        let n = ids.next;
+        ids.next += 1;
+        Ok((u64::from(m.index) << 48) | (n & ((1 << 48) - 1)))
+    }
+
+    /// Counts a request.
+    pub fn count_request(&self) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}

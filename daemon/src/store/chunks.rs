@@ -1,0 +1,173 @@
+//! The chunk store: chunk `k` of file `id` is the file `<root>/<id as 16 hex>/<k>`.
+//! A missing chunk file, or bytes past its end, read as a hole (zeros).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Chunk files of every file that has data on this daemon.
+pub struct ChunkStore {
+    root: PathBuf,
+    chunk_size: u64,
+}
+
+/// Counts of what the store holds.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ChunkStats {
+    /// Chunk files.
+    pub chunks: u64,
+    /// Bytes in chunk files.
+    pub bytes: u64,
+}
+
+impl ChunkStore {
+    /// Uses `root` (created if missing) for chunks of `chunk_size` bytes.
+    pub fn open(root: &Path, chunk_size: u64) -> io::Result<ChunkStore> {
+        fs::create_dir_all(root)?;
+        Ok(ChunkStore {
+            root: root.to_path_buf(),
+            chunk_size,
+        })
+    }
+
+    fn file_dir(&self, id: u64) -> PathBuf {
+        self.root.join(format!("{id:016x}"))
+    }
+
+    fn chunk_path(&self, id: u64, chunk: u64) -> PathBuf {
+        self.file_dir(id).join(chunk.to_string())
+    }
+
+    fn check(&self, offset: u64, len: usize) -> io::Result<()> {
+        if offset.saturating_add(len as u64) > self.chunk_size {
+            return Err(io::Error::new(ErrorKind::InvalidInput, "piece crosses the chunk end"));
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` inside chunk `chunk` of file `id`.
+    pub fn write(&self, id: u64, chunk: u64, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.check(offset, data.len())?;
+        let path = self.chunk_path(id, chunk);
+        let f = match OpenOptions::new().write(true).create(true).truncate(false).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                fs::create_dir_all(self.file_dir(id))?;
+                OpenOptions::new().write(true).create(true).truncate(false).open(&path)?
+            }
+            Err(e) => return Err(e),
+        };
+        f.write_all_at(data, offset)
+    }
+
+    /// Reads into `buf` from `offset` of a chunk; returns the bytes present (the rest
+    /// of `buf` is zeroed: a hole).
+    pub fn read(&self, id: u64, chunk: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.check(offset, buf.len())?;
+        let f = match File::open(self.chunk_path(id, chunk)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                buf.fill(0);
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut done = 0;
+        while done < buf.len() {
+            match f.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        buf[done..].fill(0);
+        Ok(done)
+    }
+
+    /// Cuts file `id` to `size` bytes: removes whole chunks past it and shortens the
+    /// boundary chunk.
+    pub fn truncate(&self, id: u64, size: u64) -> io::Result<()> {
+        let dir = self.file_dir(id);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let keep_whole = size / self.chunk_size;
+        let cut = size % self.chunk_size;
+        for entry in entries {
+            let entry = entry?;
+            let Some(k) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            if k > keep_whole || (k == keep_whole && cut == 0) {
+                fs::remove_file(entry.path())?;
+            } else if k == keep_whole {
+                let f = OpenOptions::new().write(true).open(entry.path())?;
+                if f.metadata()?.len() > cut {
+                    f.set_len(cut)?;
+                }
+            }
+        }
+        if fs::read_dir(&dir)?.next().is_none() {
+            let _ = fs::remove_dir(&dir);
+        }
+        Ok(())
+    }
+
+    /// Removes every chunk of file `id`.
+    pub fn remove(&self, id: u64) -> io::Result<()> {
+        match fs::remove_dir_all(self.file_dir(id)) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts chunk files and their bytes.
+    pub fn stats(&self) -> ChunkStats {
+        let mut s = ChunkStats::default();
+        let Ok(dirs) = fs::read_dir(&self.root) else { return s };
+        for d in dirs.flatten() {
+            let Ok(files) = fs::read_dir(d.path()) else { continue };
+            for f in files.flatten() {
+                s.chunks += 1;
+                s.bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        s
+    }
+
+    /// The directory holding the chunks.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_truncate_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let cs = ChunkStore::open(dir.path(), 4096).unwrap();
+        cs.write(7, 0, 10, b"hello").unwrap();
+        cs.write(7, 2, 0, &[1u8; 4096]).unwrap();
+        let mut buf = [9u8; 20];
+        assert_eq!(cs.read(7, 0, 5, &mut buf).unwrap(), 10);
+        assert_eq!(&buf[5..10], b"hello");
+        assert!(buf[..5].iter().chain(&buf[10..]).all(|&b| b == 0));
+        assert_eq!(cs.read(7, 1, 0, &mut buf).unwrap(), 0);
+        assert!(cs.write(7, 0, 4090, &[0u8; 10]).is_err());
+        assert_eq!(cs.stats().chunks, 2);
+        cs.truncate(7, 4096 * 2 + 100).unwrap();
+        assert_eq!(cs.stats().bytes, 15 + 100);
+        cs.truncate(7, 12).unwrap();
+        assert_eq!(cs.stats().bytes, 12);
+        cs.remove(7).unwrap();
+        assert_eq!(cs.stats().chunks, 0);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,280 @@
+//! The metadata store: one RocksDB database keyed by absolute path.
+//!
+//! Size updates are RocksDB merges whose operand is "size is at least X, mtime is at
+//! least T"; the merge operator keeps the maxima, so concurrent writers never lose an
+//! update. Directory listings seek past each child's descendants, so a listing costs
+//! O(children on this daemon), not O(subtree).
+
+use std::path::Path;
+
+use gkfs_proto::msg::{DirEntry, PathRecord};
+use gkfs_proto::{Errno, Record};
+use rocksdb::{Direction, IteratorMode, MergeOperands, Options, DB};
+
+/// Key of the persistent file-id counter (outside the `/` namespace).
+const NEXT_ID_KEY: &[u8] = b"#next_id";
+
+/// A metadata store error, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("metadata store: {0}")]
+pub struct MetaError(#[from] rocksdb::Error);
+
+impl From<MetaError> for Errno {
+    fn from(e: MetaError) -> Errno {
+        log::error!("{e}");
+        Errno::EIO
+    }
+}
+
+/// The RocksDB-backed metadata store.
+pub struct MetaStore {
+    db: DB,
+}
+
+fn size_operand(size: u64, mtime: i64) -> [u8; 16] {
+    let mut op = [0u8; 16];
+    op[..8].copy_from_slice(&size.to_le_bytes());
+    op[8..].copy_from_slice(&mtime.to_le_bytes());
+    op
+}
+
+/// Merge operator: apply "size at least / mtime at least" operands to a record.
+/// A missing or undecodable base yields an empty value, which reads as "absent".
+fn merge_size(_key: &[u8], existing: Option<&[u8]>, ops: &MergeOperands) -> Option<Vec<u8>> {
+    let Some(mut rec) = existing.and_then(|b| Record::from_bytes(b).ok()) else {
+        return Some(Vec::new());
+    };
+    for op in ops {
+        if op.len() != 16 {
+            continue;
+        }
+        let size = u64::from_le_bytes(op[..8].try_into().unwrap_or_default());
+        let mtime = i64::from_le_bytes(op[8..].try_into().unwrap_or_default());
+        rec.size = rec.size.max(size);
+        rec.mtime = rec.mtime.max(mtime);
+        rec.ctime = rec.ctime.max(mtime);
+    }
+    Some(rec.to_bytes())
+}
+
+/// Partial merge of two operands: keep the maxima.
+fn merge_operands(_key: &[u8], _existing: Option<&[u8]>, ops: &MergeOperands) -> Option<Vec<u8>> {
+    let (mut size, mut mtime) = (0u64, i64::MIN);
+    for op in ops {
+        if op.len() != 16 {
+            return None;
+        }
+        size = size.max(u64::from_le_bytes(op[..8].try_into().unwrap_or_default()));
+        mtime = mtime.max(i64::from_le_bytes(op[8..].try_into().unwrap_or_default()));
+    }
+    Some(size_operand(size, mtime).to_vec())
+}
+
+/// The key prefix of a directory's children: "/a" -> "/a/", "/" -> "/".
+pub fn child_prefix(dir: &str) -> String {
+    if dir == "/" {
+        "/".to_string()
+    } else {
+        format!("{dir}/")
+    }
+}
+
+impl MetaStore {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<MetaStore, MetaError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_merge_operator("gkfs_size_max", merge_size, merge_operands);
+        opts.increase_parallelism(2);
+        opts.set_write_buffer_size(64 << 20);
+        let db = DB::open(&opts, dir)?;
+        Ok(MetaStore { db })
+    }
+
+    /// Reads the record of `path`.
+    pub fn get(&self, path: &str) -> Result<Option<Record>, MetaError> {
+        Ok(self
+            .db
+            .get_pinned(path.as_bytes())?
+            .and_then(|v| Record::from_bytes(&v).ok()))
+    }
+
+    /// Stores the record of `path`.
+    pub fn put(&self, path: &str, rec: &Record) -> Result<(), MetaError> {
+        Ok(self.db.put(path.as_bytes(), rec.to_bytes())?)
+    }
+
+    /// Removes the record of `path`.
+    pub fn delete(&self, path: &str) -> Result<(), MetaError> {
+        Ok(self.db.delete(path.as_bytes())?)
+    }
+
+    /// Raises size and mtime of `path` to at least the given values.
+    pub fn merge_size(&self, path: &str, size: u64, mtime: i64) -> Result<(), MetaError> {
+        Ok(self.db.merge(path.as_bytes(), size_operand(size, mtime))?)
+    }
+
+    /// Direct children of `dir` stored here, after `start_after`, at most `max`
+    /// entries or about `max_bytes` of names; returns the entries and whether more follow.
+    pub fn children(&self, dir: &str, start_after: &str, max: usize, max_bytes: usize) -> Result<(Vec<DirEntry>, bool), MetaError> {
+        let prefix = child_prefix(dir);
+        let mut seek = format!("{prefix}{start_after}");
+        if !start_after.is_empty() {
+            // Past the last name returned and all of its descendants.
+            seek.push('0');
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let mut iter = self.db.raw_iterator();
+        iter.seek(seek.as_bytes());
+        while iter.valid() {
+            let (Some(key), Some(val)) = (iter.key(), iter.value()) else { break };
+            let Some(rest) = key.strip_prefix(prefix.as_bytes()) else { break };
+            if rest.is_empty() {
+                iter.next();
+                continue;
+            }
+            if let Some(slash) = rest.iter().position(|&b| b == b'/') {
+                // A deeper descendant: jump past everything under this child.
+                let mut next = key[..prefix.len() + slash].to_vec();
+                next.push(b'0');
+                iter.seek(&next);
+                continue;
+            }
+            if out.len() >= max || bytes >= max_bytes {
+                return Ok((out, true));
+            }
+            if let (Ok(name), Ok(rec)) = (std::str::from_utf8(rest), Record::from_bytes(val)) {
+                bytes += name.len() + 16;
+                out.push(DirEntry {
+                    name: name.to_string(),
+                    mode: rec.mode,
+                    size: rec.size,
+                });
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok((out, false))
+    }
+
+    /// Every record strictly below `dir` (any depth) stored here, after the full path
+    /// `start_after`.
+    pub fn scan(&self, dir: &str, start_after: &str, max: usize) -> Result<(Vec<PathRecord>, bool), MetaError> {
+        let prefix = child_prefix(dir);
+        let mut iter = self.db.raw_iterator();
+        if start_after.is_empty() {
+            iter.seek(prefix.as_bytes());
+        } else {
+            iter.seek(start_after.as_bytes());
+            if iter.valid() && iter.key() == Some(start_after.as_bytes()) {
+                iter.next();
+            }
+        }
+        let mut out = Vec::new();
+        while iter.valid() {
+            let (Some(key), Some(val)) = (iter.key(), iter.value()) else { break };
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if out.len() >= max {
+                return Ok((out, true));
+            }
+            if let (Ok(path), Ok(rec)) = (std::str::from_utf8(key), Record::from_bytes(val)) {
+                if path != prefix {
+                    out.push(PathRecord {
+                        path: path.to_string(),
+                        record: rec,
+                    });
+                }
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok((out, false))
+    }
+
+    /// Does `dir` have any child stored here?
+    pub fn has_children(&self, dir: &str) -> Result<bool, MetaError> {
+        Ok(!self.scan(dir, "", 1)?.0.is_empty())
+    }
+
+    /// Number of records.
+    pub fn count(&self) -> u64 {
+        self.db
+            .iterator(IteratorMode::From(b"/", Direction::Forward))
+            .take_while(|r| r.as_ref().is_ok_and(|(k, _)| k.starts_with(b"/")))
+            .count() as u64
+    }
+
+    /// Reads the persisted next file-id counter.
+    pub fn next_id(&self) -> Result<u64, MetaError> {
+        Ok(self
+            .db
+            .get(NEXT_ID_KEY)?
+            .and_then(|v| v.try_into().ok().map(u64::from_le_bytes))
+            .unwrap_or(1))
+    }
+
+    /// Persists the next file-id counter.
+    pub fn set_next_id(&self, next: u64) -> Result<(), MetaError> {
+        Ok(self.db.put(NEXT_ID_KEY, next.to_le_bytes())?)
+    }
+
+    /// Flushes memtables (for a clean shutdown).
+    pub fn flush(&self) -> Result<(), MetaError> {
+        Ok(self.db.flush()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gkfs_proto::record::mode;
+
+    fn rec(m: u32) -> Record {
+        Record {
+            mode: m,
+            nlink: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn children_skip_descendants_and_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaStore::open(dir.path()).unwrap();
+        for p in ["/a", "/a/b", "/a/b/c", "/a/b/c/d", "/a/b-x", "/a/c", "/b", "/a0"] {
+            db.put(p, &rec(mode::S_IFDIR)).unwrap();
+        }
+        let names = |d: &str, after: &str, max| {
+            let (v, more) = db.children(d, after, max, 1 << 20).unwrap();
+            (v.into_iter().map(|e| e.name).collect::<Vec<_>>(), more)
+        };
+        assert_eq!(names("/a", "", 10), (vec!["b".into(), "b-x".into(), "c".into()], false));
+        assert_eq!(names("/a", "", 1), (vec!["b".into()], true));
+        assert_eq!(names("/a", "b", 10), (vec!["b-x".into(), "c".into()], false));
+        assert_eq!(names("/", "", 10), (vec!["a".into(), "a0".into(), "b".into()], false));
+        // A child whose own record lives on another daemon is not listed here.
+        db.delete("/a/b").unwrap();
+        assert_eq!(names("/a", "", 10).0, vec!["b-x".to_string(), "c".into()]);
+        let (all, _) = db.scan("/a", "", 100).unwrap();
+        assert_eq!(all.len(), 5);
+        assert!(db.has_children("/a/b").unwrap());
+        assert!(!db.has_children("/b").unwrap());
+    }
+
+    #[test]
+    fn merge_keeps_the_maximum() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaStore::open(dir.path()).unwrap();
+        db.put("/f", &rec(mode::S_IFREG)).unwrap();
+        db.merge_size("/f", 100, 5).unwrap();
+        db.merge_size("/f", 50, 9).unwrap();
+        let r = db.get("/f").unwrap().unwrap();
+        assert_eq!((r.size, r.mtime), (100, 9));
+        // A merge on a missing key reads as absent, never as garbage.
+        db.merge_size("/gone", 1, 1).unwrap();
+        assert_eq!(db.get("/gone").unwrap(), None);
+    }
+}

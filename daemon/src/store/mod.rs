@@ -1,0 +1,4 @@
+//! Storage below the handlers: RocksDB metadata and the chunk files.
+
+pub mod chunks;
+pub mod meta;

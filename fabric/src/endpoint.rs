@@ -1,0 +1,891 @@
+//! The endpoint: one libfabric RDM endpoint with its fabric, domain, completion queue
+//! and address vector, plus the progress engine that turns completions into results.
+//!
+//! Progress is leader/follower, with no background thread: a thread that must wait for
+//! something (a reply, an RMA, an incoming request) becomes the *leader* if nobody is,
+//! and blocks in `fi_cq_sread` (never busy-polls); every completion it reads is handed
+//! to its owner, and the other waiters sleep on a condition variable. When the
+//! leader's own wait is over, it steps down and wakes the others so one takes over.
+//! With `FI_PROGRESS_MANUAL` providers (tcp;ofi_rxm) this also keeps RMA targets
+//! progressing while their owner waits for the reply.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::{check, classify, strerror, FabricError};
+use crate::sys;
+
+/// Tag of request messages; replies use the caller's tag, always below this.
+const REQUEST_TAG: u64 = 1 << 62;
+/// Longest time a leader blocks in the CQ before re-checking deadlines and shutdown.
+const MAX_SLICE: Duration = Duration::from_millis(200);
+/// Completions read per `fi_cq_sread`.
+const CQ_BATCH: usize = 16;
+
+/// How to open an endpoint.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// libfabric provider, e.g. `tcp;ofi_rxm`, `verbs;ofi_rxm`, `shm`, `sockets`.
+    pub provider: String,
+    /// Local address or host name to listen on; None lets the provider choose.
+    pub node: Option<String>,
+    /// Local port (service); None lets the provider choose.
+    pub service: Option<String>,
+}
+
+impl Config {
+    /// The default provider when none is given.
+    pub const DEFAULT_PROVIDER: &'static str = "tcp;ofi_rxm";
+}
+
+/// A peer in this endpoint's address vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer(u64);
+
+/// A remote buffer the peer registered for RMA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteBuf {
+    /// Base address to use in RMA calls (0 or a virtual address, per provider).
+    pub addr: u64,
+    /// Remote key.
+    pub key: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// A request received by a serving endpoint.
+#[derive(Debug)]
+pub struct Request {
+    /// Who sent it.
+    pub from: Peer,
+    /// The message did not fit the receive buffer: the payload is cut short and the
+    /// request should be answered with an error.
+    pub truncated: bool,
+    reply_tag: u64,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Request {
+    /// The request bytes (after the transport envelope).
+    pub fn payload(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+/// Result slot of one posted operation.
+struct Slot {
+    st: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// The data operation's own completion was reaped (its context is freed).
+    reaped: bool,
+    /// The outcome, until the waiter takes it.
+    result: Option<Result<(Vec<u8>, usize), FabricError>>,
+    /// The waiter took the outcome.
+    taken: bool,
+}
+
+impl Slot {
+    fn new() -> Arc<Slot> {
+        Arc::new(Slot {
+            st: Mutex::new(SlotState::default()),
+        })
+    }
+    /// The data operation completed (called just before its context is freed).
+    fn finish(&self, r: Result<(Vec<u8>, usize), FabricError>) {
+        let mut st = lock(&self.st);
+        st.reaped = true;
+        if st.result.is_none() && !st.taken {
+            st.result = Some(r);
+        }
+    }
+    /// A linked operation (the request send) failed: fail the call early.
+    fn fail(&self, e: FabricError) {
+        let mut st = lock(&self.st);
+        if st.result.is_none() && !st.taken {
+            st.result = Some(Err(e));
+        }
+    }
+    fn take(&self) -> Option<Result<(Vec<u8>, usize), FabricError>> {
+        let mut st = lock(&self.st);
+        let r = st.result.take();
+        if r.is_some() {
+            st.taken = true;
+        }
+        r
+    }
+    fn is_done(&self) -> bool {
+        let st = lock(&self.st);
+        st.result.is_some() || st.taken
+    }
+}
+
+/// What a posted operation's context owns until its completion is reaped.
+enum OpKind {
+    /// A send; on failure the linked call (if any) fails early.
+    Send { _buf: Vec<u8>, call: Option<Arc<Slot>> },
+    /// A receive of a reply, or an RMA: the buffer goes to the slot.
+    Data { buf: Vec<u8>, slot: Arc<Slot> },
+    /// A posted request buffer of a serving endpoint.
+    Incoming { buf: Vec<u8> },
+}
+
+/// The context libfabric carries for us; `fi` must stay the first field.
+#[repr(C)]
+struct OpCtx {
+    fi: sys::fi_context2,
+    kind: OpKind,
+    _mr: Option<LocalMr>,
+}
+
+/// A registration of a local buffer, for providers with `FI_MR_LOCAL`.
+struct LocalMr(*mut sys::fid_mr);
+
+// SAFETY: a fid_mr is a handle usable from any thread of a FI_THREAD_SAFE domain.
+unsafe impl Send for LocalMr {}
+
+impl Drop for LocalMr {
+    fn drop(&mut self) {
+        // SAFETY: the mr was opened by fi_mr_reg and is closed exactly once, here.
+        unsafe { sys::gkfs_fi_close(sys::gkfs_fid_of_mr(self.0)) };
+    }
+}
+
+#[derive(Default)]
+struct State {
+    leader: bool,
+    waiters: usize,
+    incoming: VecDeque<Request>,
+    shutdown: bool,
+    recv_size: usize,
+}
+
+struct Inner {
+    info: *mut sys::fi_info,
+    fabric: *mut sys::fid_fabric,
+    domain: *mut sys::fid_domain,
+    cq: *mut sys::fid_cq,
+    av: *mut sys::fid_av,
+    ep: *mut sys::fid_ep,
+    mr_mode: u64,
+    name: Vec<u8>,
+    provider: String,
+    state: Mutex<State>,
+    cv: Condvar,
+    next_tag: AtomicU64,
+    next_key: AtomicU64,
+    peers: Mutex<HashMap<Vec<u8>, u64>>,
+}
+
+// SAFETY: all libfabric objects are opened with FI_THREAD_SAFE, so they may be used
+// from any thread concurrently; the Rust-side state is behind mutexes and atomics.
+unsafe impl Send for Inner {}
+// SAFETY: see Send above.
+unsafe impl Sync for Inner {}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A libfabric RDM endpoint; cheap to clone (shared handle), safe to use from many
+/// threads at once.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("provider", &self.inner.provider)
+            .field("mr_mode", &self.inner.mr_mode)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// Opens an endpoint with the given provider and (optional) local address.
+    pub fn open(cfg: &Config) -> Result<Endpoint, FabricError> {
+        let node = cfg
+            .node
+            .as_deref()
+            .map(CString::new)
+            .transpose()
+            .map_err(|_| FabricError::BadAddress("NUL in node".into()))?;
+        let service = cfg
+            .service
+            .as_deref()
+            .map(CString::new)
+            .transpose()
+            .map_err(|_| FabricError::BadAddress("NUL in service".into()))?;
+        let prov = CString::new(cfg.provider.as_str())
+            .map_err(|_| FabricError::BadAddress("NUL in provider".into()))?;
+        let mut inner = Inner {
+            info: std::ptr::null_mut(),
+            fabric: std::ptr::null_mut(),
+            domain: std::ptr::null_mut(),
+            cq: std::ptr::null_mut(),
+            av: std::ptr::null_mut(),
+            ep: std::ptr::null_mut(),
+            mr_mode: 0,
+            name: Vec::new(),
+            provider: cfg.provider.clone(),
+            state: Mutex::new(State::default()),
+            cv: Condvar::new(),
+            next_tag: AtomicU64::new(1),
+            next_key: AtomicU64::new(1),
+            peers: Mutex::new(HashMap::new()),
+        };
+        // SAFETY: straight-line libfabric setup. Every pointer passed is either null
+        // (where allowed), a CString that outlives the call, or an out-parameter of
+        // `inner`; each object created is stored in `inner` at once, so Inner's Drop
+        // closes whatever was opened if a later step fails.
+        unsafe {
+            let hints = sys::gkfs_fi_allocinfo();
+            if hints.is_null() {
+                return Err(FabricError::Call {
+                    call: "fi_allocinfo",
+                    code: libc::ENOMEM,
+                    msg: "out of memory".into(),
+                });
+            }
+            (*(*hints).ep_attr).type_ = sys::fi_ep_type_FI_EP_RDM;
+            (*hints).caps = (sys::FI_TAGGED
+                | sys::FI_MSG
+                | sys::FI_RMA
+                | sys::FI_READ
+                | sys::FI_WRITE
+                | sys::FI_REMOTE_READ
+                | sys::FI_REMOTE_WRITE) as u64;
+            (*hints).mode = (sys::FI_CONTEXT | sys::FI_CONTEXT2) as u64;
+            (*(*hints).domain_attr).mr_mode = (sys::FI_MR_LOCAL
+                | sys::FI_MR_VIRT_ADDR
+                | sys::FI_MR_PROV_KEY
+                | sys::FI_MR_ALLOCATED) as i32;
+            (*(*hints).domain_attr).threading = sys::fi_threading_FI_THREAD_SAFE;
+            // fi_freeinfo frees prov_name: it must come from malloc.
+            (*(*hints).fabric_attr).prov_name = libc::strdup(prov.as_ptr());
+            let flags = if node.is_some() || service.is_some() {
+                sys::FI_SOURCE as u64
+            } else {
+                0
+            };
+            let ret = sys::fi_getinfo(
+                sys::API_VERSION,
+                node.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+                service.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+                flags,
+                hints,
+                &mut inner.info,
+            );
+            sys::fi_freeinfo(hints);
+            if ret != 0 || inner.info.is_null() {
+                let code = -ret;
+                return Err(FabricError::Call {
+                    call: "fi_getinfo",
+                    code,
+                    msg: format!(
+                        "no usable libfabric provider `{}` ({}); check `fi_info -p '{}'`",
+                        cfg.provider,
+                        strerror(code),
+                        cfg.provider
+                    ),
+                });
+            }
+            let info = inner.info;
+            inner.mr_mode = (*(*info).domain_attr).mr_mode as u64;
+            check("fi_fabric", sys::fi_fabric((*info).fabric_attr, &mut inner.fabric, std::ptr::null_mut()) as i64)?;
+            check("fi_domain", sys::gkfs_fi_domain(inner.fabric, info, &mut inner.domain, std::ptr::null_mut()) as i64)?;
+            let mut cq_attr = sys::fi_cq_attr {
+                size: 0,
+                format: sys::fi_cq_format_FI_CQ_FORMAT_TAGGED,
+                wait_obj: sys::fi_wait_obj_FI_WAIT_UNSPEC,
+                ..Default::default()
+            };
+            check("fi_cq_open", sys::gkfs_fi_cq_open(inner.domain, &mut cq_attr, &mut inner.cq, std::ptr::null_mut()) as i64)?;
+            let mut av_attr = sys::fi_av_attr {
+                type_: sys::fi_av_type_FI_AV_TABLE,
+                ..Default::default()
+            };
+            check("fi_av_open", sys::gkfs_fi_av_open(inner.domain, &mut av_attr, &mut inner.av, std::ptr::null_mut()) as i64)?;
+            check("fi_endpoint", sys::gkfs_fi_endpoint(inner.domain, info, &mut inner.ep, std::ptr::null_mut()) as i64)?;
+            check(
+                "fi_ep_bind(cq)",
+                sys::gkfs_fi_ep_bind(inner.ep, sys::gkfs_fid_of_cq(inner.cq), (sys::FI_TRANSMIT | sys::FI_RECV) as u64) as i64,
+            )?;
+            check("fi_ep_bind(av)", sys::gkfs_fi_ep_bind(inner.ep, sys::gkfs_fid_of_av(inner.av), 0) as i64)?;
+            check("fi_enable", sys::gkfs_fi_enable(inner.ep) as i64)?;
+            let mut name = vec![0u8; 256];
+            let mut len = name.len();
+            check(
+                "fi_getname",
+                sys::gkfs_fi_getname(sys::gkfs_fid_of_ep(inner.ep), name.as_mut_ptr().cast(), &mut len) as i64,
+            )?;
+            name.truncate(len);
+            inner.name = name;
+        }
+        log::debug!(
+            "opened {} endpoint, mr_mode {:#x}, address {:02x?}",
+            cfg.provider,
+            inner.mr_mode,
+            inner.name
+        );
+        Ok(Endpoint {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// This endpoint's address, to publish (e.g. in the hosts file).
+    pub fn address(&self) -> &[u8] {
+        &self.inner.name
+    }
+
+    /// The provider name the endpoint was opened with.
+    pub fn provider(&self) -> &str {
+        &self.inner.provider
+    }
+
+    /// Resolves a peer's address (as published by its [`Endpoint::address`]).
+    pub fn peer(&self, addr: &[u8]) -> Result<Peer, FabricError> {
+        if addr.is_empty() || addr.len() > 1024 {
+            return Err(FabricError::BadAddress(format!("{} bytes", addr.len())));
+        }
+        let mut peers = lock(&self.inner.peers);
+        if let Some(&a) = peers.get(addr) {
+            return Ok(Peer(a));
+        }
+        let mut out: u64 = sys::ADDR_UNSPEC;
+        // SAFETY: av is open; addr points to one address of the provider's format
+        // (a wrong one is rejected by the provider with an error or count 0); out is
+        // a valid place for one fi_addr_t.
+        let n = unsafe { sys::gkfs_fi_av_insert(self.inner.av, addr.as_ptr().cast(), 1, &mut out, 0) };
+        if n != 1 || out == sys::ADDR_UNSPEC {
+            return Err(FabricError::BadAddress(format!("fi_av_insert returned {n}")));
+        }
+        peers.insert(addr.to_vec(), out);
+        Ok(Peer(out))
+    }
+
+    fn needs_local_mr(&self) -> bool {
+        self.inner.mr_mode & sys::FI_MR_LOCAL as u64 != 0
+    }
+
+    fn local_mr(&self, buf: &[u8]) -> Result<(Option<LocalMr>, *mut libc::c_void), FabricError> {
+        if !self.needs_local_mr() || buf.is_empty() {
+            return Ok((None, std::ptr::null_mut()));
+        }
+        let mut mr: *mut sys::fid_mr = std::ptr::null_mut();
+        let access = (sys::FI_SEND | sys::FI_RECV | sys::FI_READ | sys::FI_WRITE) as u64;
+        let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: buf is a live heap buffer owned by the operation context that will
+        // also own the registration, so it outlives the mr.
+        check("fi_mr_reg", unsafe {
+            sys::gkfs_fi_mr_reg(self.inner.domain, buf.as_ptr().cast(), buf.len(), access, key, &mut mr)
+        } as i64)?;
+        let local = LocalMr(mr);
+        // SAFETY: mr was just opened successfully.
+        let desc = unsafe { sys::gkfs_fi_mr_desc(mr) };
+        Ok((Some(local), desc))
+    }
+
+    /// Posts an operation, retrying while the provider says FI_EAGAIN (progressing
+    /// the CQ in between) until `deadline`.
+    fn post(
+        &self,
+        what: &'static str,
+        kind: OpKind,
+        deadline: Instant,
+        op: impl Fn(*mut libc::c_void, *mut libc::c_void) -> isize,
+    ) -> Result<*mut OpCtx, FabricError> {
+        let buf: &[u8] = match &kind {
+            OpKind::Send { _buf, .. } => _buf,
+            OpKind::Data { buf, .. } | OpKind::Incoming { buf } => buf,
+        };
+        let (mr, desc) = self.local_mr(buf)?;
+        let ctx = Box::into_raw(Box::new(OpCtx {
+            fi: sys::fi_context2::default(),
+            kind,
+            _mr: mr,
+        }));
+        loop {
+            let ret = op(desc, ctx.cast());
+            if ret == 0 {
+                return Ok(ctx);
+            }
+            if ret != -(sys::FI_EAGAIN as isize) || Instant::now() >= deadline {
+                // SAFETY: the provider refused the operation, so it never saw ctx and
+                // we still own it.
+                drop(unsafe { Box::from_raw(ctx) });
+                if ret == -(sys::FI_EAGAIN as isize) {
+                    return Err(FabricError::Timeout);
+                }
+                return Err(check(what, ret as i64).unwrap_err());
+            }
+            self.poll(0);
+        }
+    }
+
+    /// Reads completions for up to `timeout_ms` and hands each to its owner.
+    fn poll(&self, timeout_ms: i32) {
+        let mut entries = [sys::fi_cq_tagged_entry::default(); CQ_BATCH];
+        // SAFETY: cq is open and entries has room for CQ_BATCH tagged entries.
+        let n = unsafe {
+            if timeout_ms == 0 {
+                sys::gkfs_fi_cq_read(self.inner.cq, entries.as_mut_ptr().cast(), CQ_BATCH)
+            } else {
+                sys::gkfs_fi_cq_sread(self.inner.cq, entries.as_mut_ptr().cast(), CQ_BATCH, timeout_ms)
+            }
+        };
+        if n > 0 {
+            for e in &entries[..n as usize] {
+                self.complete(e.op_context, Ok(e.len));
+            }
+        } else if n == -(sys::FI_EAVAIL as isize) {
+            let mut err = sys::fi_cq_err_entry::default();
+            // SAFETY: cq is open; err is a valid error entry to fill.
+            let r = unsafe { sys::gkfs_fi_cq_readerr(self.inner.cq, &mut err) };
+            if r > 0 {
+                let mut msg = [0 as libc::c_char; 128];
+                // SAFETY: cq is open; msg is a writable buffer of the given length; the
+                // returned pointer is a NUL-terminated string (ours or the provider's).
+                let text = unsafe {
+                    let p = sys::gkfs_fi_cq_strerror(self.inner.cq, err.prov_errno, err.err_data, msg.as_mut_ptr(), msg.len());
+                    if p.is_null() {
+                        String::new()
+                    } else {
+                        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                    }
+                };
+                let mut e = classify("completion", err.err, format!("{} ({text})", strerror(err.err)));
+                if let FabricError::Truncated(_) = e {
+                    e = FabricError::Truncated(err.len);
+                }
+                self.complete(err.op_context, Err(e));
+            }
+        } else if n < 0 && n != -(sys::FI_EAGAIN as isize) && n != -(sys::FI_ETIMEDOUT as isize) {
+            log::warn!("fi_cq_sread: {}", strerror((-n) as i32));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn complete(&self, ctx: *mut libc::c_void, result: Result<usize, FabricError>) {
+        if ctx.is_null() {
+            return;
+        }
+        // SAFETY: every context we post is a Box<OpCtx> leaked by `post`, and the
+        // provider reports each exactly once; we take ownership back here.
+        let ctx = unsafe { Box::from_raw(ctx.cast::<OpCtx>()) };
+        let OpCtx { kind, _mr, .. } = *ctx;
+        match kind {
+            OpKind::Send { call, .. } => {
+                if let (Err(e), Some(slot)) = (result, call) {
+                    slot.fail(e);
+                }
+            }
+            OpKind::Data { buf, slot } => slot.finish(result.map(|len| (buf, len))),
+            OpKind::Incoming { buf } => {
+                drop(_mr);
+                self.on_incoming(buf, result);
+            }
+        }
+    }
+
+    fn on_incoming(&self, buf: Vec<u8>, result: Result<usize, FabricError>) {
+        let (size, shutdown) = {
+            let st = lock(&self.inner.state);
+            (st.recv_size, st.shutdown)
+        };
+        if shutdown {
+            return;
+        }
+        match result {
+            Ok(len) => match self.parse_envelope(buf, len) {
+                Ok(req) => lock(&self.inner.state).incoming.push_back(req),
+                Err(e) => log::warn!("dropped a malformed message: {e}"),
+            },
+            Err(FabricError::Truncated(_)) => {
+                let len = buf.len();
+                match self.parse_envelope(buf, len) {
+                    Ok(mut req) => {
+                        req.truncated = true;
+                        lock(&self.inner.state).incoming.push_back(req)
+                    }
+                    Err(e) => log::warn!("dropped an oversized malformed message: {e}"),
+                }
+            }
+            Err(FabricError::Canceled) => return,
+            Err(e) => log::warn!("receive failed: {e}"),
+        }
+        if let Err(e) = self.post_receive(size) {
+            log::error!("cannot repost a receive buffer: {e}");
+        }
+    }
+
+    fn parse_envelope(&self, mut buf: Vec<u8>, len: usize) -> Result<Request, FabricError> {
+        buf.truncate(len);
+        if buf.len() < 10 {
+            return Err(FabricError::BadAddress("message shorter than its envelope".into()));
+        }
+        let reply_tag = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
+        let alen = u16::from_le_bytes([buf[8], buf[9]]) as usize;
+        if buf.len() < 10 + alen || reply_tag >= REQUEST_TAG {
+            return Err(FabricError::BadAddress("bad envelope".into()));
+        }
+        let from = self.peer(&buf[10..10 + alen])?;
+        Ok(Request {
+            from,
+            truncated: false,
+            reply_tag,
+            buf,
+            start: 10 + alen,
+        })
+    }
+
+    fn post_receive(&self, size: usize) -> Result<(), FabricError> {
+        let mut buf = vec![0u8; size];
+        let (ptr, len) = (buf.as_mut_ptr(), buf.len());
+        let ep = self.inner.ep;
+        self.post(
+            "fi_trecv",
+            OpKind::Incoming { buf },
+            Instant::now() + Duration::from_secs(5),
+            // SAFETY: ptr/len describe the heap buffer owned by the context, which
+            // lives until the completion is reaped.
+            |desc, ctx| unsafe { sys::gkfs_fi_trecv(ep, ptr.cast(), len, desc, sys::ADDR_UNSPEC, REQUEST_TAG, 0, ctx) },
+        )?;
+        Ok(())
+    }
+
+    /// Blocks until `check` yields a value, progressing the endpoint as leader when
+    /// nobody else does, or until `deadline`.
+    fn drive<T>(&self, deadline: Instant, mut check: impl FnMut(&mut State) -> Option<T>) -> Result<T, FabricError> {
+        let inner = &self.inner;
+        let mut st = lock(&inner.state);
+        loop {
+            if let Some(v) = check(&mut st) {
+                return Ok(v);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(FabricError::Timeout);
+            }
+            if st.shutdown && st.incoming.is_empty() {
+                return Err(FabricError::Canceled);
+            }
+            if !st.leader {
+                st.leader = true;
+                loop {
+                    drop(st);
+                    let slice = (deadline - Instant::now()).min(MAX_SLICE);
+                    self.poll((slice.as_millis() as i32).max(1));
+                    st = lock(&inner.state);
+                    if st.waiters > 0 {
+                        inner.cv.notify_all();
+                    }
+                    let done = check(&mut st);
+                    if done.is_some() || Instant::now() >= deadline || st.shutdown {
+                        st.leader = false;
+                        if st.waiters > 0 {
+                            inner.cv.notify_all();
+                        }
+                        match done {
+                            Some(v) => return Ok(v),
+                            None => break,
+                        }
+                    }
+                }
+            } else {
+                st.waiters += 1;
+                let wait = (deadline - now).min(MAX_SLICE);
+                st = inner.cv.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner()).0;
+                st.waiters -= 1;
+            }
+        }
+    }
+
+    fn wait_slot(&self, slot: &Arc<Slot>, deadline: Instant) -> Result<(Vec<u8>, usize), FabricError> {
+        let r = self.drive(deadline, |_| slot.take());
+        match r {
+            Ok(r) => r,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a request to `peer` and returns a handle to wait for its reply (at most
+    /// `max_reply` bytes). Many calls may be in flight at once.
+    pub fn start_call(&self, peer: Peer, payload: &[u8], max_reply: usize, deadline: Instant) -> Result<PendingCall, FabricError> {
+        let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed) % REQUEST_TAG;
+        let slot = Slot::new();
+        let mut rbuf = vec![0u8; max_reply];
+        let (rptr, rlen) = (rbuf.as_mut_ptr(), rbuf.len());
+        let ep = self.inner.ep;
+        let rctx = self.post(
+            "fi_trecv",
+            OpKind::Data {
+                buf: std::mem::take(&mut rbuf),
+                slot: slot.clone(),
+            },
+            deadline,
+            // SAFETY: rptr/rlen describe the heap buffer now owned by the context.
+            |desc, ctx| unsafe { sys::gkfs_fi_trecv(ep, rptr.cast(), rlen, desc, peer.0, tag, 0, ctx) },
+        )?;
+        let name = &self.inner.name;
+        let mut msg = Vec::with_capacity(10 + name.len() + payload.len());
+        msg.extend_from_slice(&tag.to_le_bytes());
+        msg.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        msg.extend_from_slice(name);
+        msg.extend_from_slice(payload);
+        let (sptr, slen) = (msg.as_ptr(), msg.len());
+        let sent = self.post(
+            "fi_tsend",
+            OpKind::Send {
+                _buf: msg,
+                call: Some(slot.clone()),
+            },
+            deadline,
+            // SAFETY: sptr/slen describe the heap buffer now owned by the context.
+            |desc, ctx| unsafe { sys::gkfs_fi_tsend(ep, sptr.cast(), slen, desc, peer.0, REQUEST_TAG, ctx) },
+        );
+        let pending = PendingCall {
+            ep: self.clone(),
+            slot,
+            ctx: rctx,
+        };
+        sent?;
+        Ok(pending)
+    }
+
+    /// Sends a request and waits for its reply.
+    pub fn call(&self, peer: Peer, payload: &[u8], max_reply: usize, timeout: Duration) -> Result<Vec<u8>, FabricError> {
+        let deadline = Instant::now() + timeout;
+        self.start_call(peer, payload, max_reply, deadline)?.wait(deadline)
+    }
+
+    /// Makes this endpoint a server: keeps `count` receive buffers of `size` bytes
+    /// posted for incoming requests.
+    pub fn serve(&self, count: usize, size: usize) -> Result<(), FabricError> {
+        lock(&self.inner.state).recv_size = size + 10 + self.inner.name.len().max(256);
+        let size = lock(&self.inner.state).recv_size;
+        for _ in 0..count {
+            self.post_receive(size)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the next request; `Ok(None)` when the endpoint is shut down.
+    pub fn next_request(&self, deadline: Instant) -> Result<Option<Request>, FabricError> {
+        match self.drive(deadline, |st| st.incoming.pop_front()) {
+            Ok(r) => Ok(Some(r)),
+            Err(FabricError::Canceled) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends the reply to a request (fire and forget: the buffer is kept until the
+    /// send completes).
+    pub fn reply(&self, req: &Request, payload: Vec<u8>) -> Result<(), FabricError> {
+        let (ptr, len) = (payload.as_ptr(), payload.len());
+        let ep = self.inner.ep;
+        let (to, tag) = (req.from.0, req.reply_tag);
+        self.post(
+            "fi_tsend",
+            OpKind::Send { _buf: payload, call: None },
+            Instant::now() + Duration::from_secs(5),
+            // SAFETY: ptr/len describe the heap buffer now owned by the context.
+            |desc, ctx| unsafe { sys::gkfs_fi_tsend(ep, ptr.cast(), len, desc, to, tag, ctx) },
+        )?;
+        Ok(())
+    }
+
+    /// Starts an RMA read of `len` bytes at `offset` of the peer's `remote` buffer
+    /// into `buf` (which is resized to `len`); the buffer comes back from `wait`.
+    pub fn start_read(&self, peer: Peer, remote: RemoteBuf, offset: u64, mut buf: Vec<u8>, len: usize, deadline: Instant) -> Result<PendingRma, FabricError> {
+        self.check_remote(remote, offset, len)?;
+        buf.resize(len, 0);
+        let slot = Slot::new();
+        let (ptr, ep) = (buf.as_mut_ptr(), self.inner.ep);
+        self.post(
+            "fi_read",
+            OpKind::Data { buf, slot: slot.clone() },
+            deadline,
+            // SAFETY: ptr/len describe the heap buffer now owned by the context.
+            |desc, ctx| unsafe { sys::gkfs_fi_read(ep, ptr.cast(), len, desc, peer.0, remote.addr + offset, remote.key, ctx) },
+        )?;
+        Ok(PendingRma { ep: self.clone(), slot })
+    }
+
+    /// Starts an RMA write of `buf` to `offset` of the peer's `remote` buffer.
+    pub fn start_write(&self, peer: Peer, remote: RemoteBuf, offset: u64, buf: Vec<u8>, deadline: Instant) -> Result<PendingRma, FabricError> {
+        let len = buf.len();
+        self.check_remote(remote, offset, len)?;
+        let slot = Slot::new();
+        let (ptr, ep) = (buf.as_ptr(), self.inner.ep);
+        self.post(
+            "fi_write",
+            OpKind::Data { buf, slot: slot.clone() },
+            deadline,
+            // SAFETY: ptr/len describe the heap buffer now owned by the context.
+            |desc, ctx| unsafe { sys::gkfs_fi_write(ep, ptr.cast(), len, desc, peer.0, remote.addr + offset, remote.key, ctx) },
+        )?;
+        Ok(PendingRma { ep: self.clone(), slot })
+    }
+
+    fn check_remote(&self, remote: RemoteBuf, offset: u64, len: usize) -> Result<(), FabricError> {
+        if offset.checked_add(len as u64).is_none_or(|end| end > remote.len) {
+            return Err(FabricError::BadAddress(format!(
+                "RMA of {len} bytes at {offset} outside a remote buffer of {} bytes",
+                remote.len
+            )));
+        }
+        Ok(())
+    }
+
+    /// Registers `buf` so peers can read it by RMA ([`Endpoint::start_read`]).
+    pub fn register<'a>(&self, buf: &'a [u8]) -> Result<MemoryRegion<'a>, FabricError> {
+        self.register_raw(buf.as_ptr(), buf.len(), sys::FI_REMOTE_READ as u64)
+    }
+
+    /// Registers `buf` so peers can write it by RMA ([`Endpoint::start_write`]).
+    pub fn register_mut<'a>(&self, buf: &'a mut [u8]) -> Result<MemoryRegion<'a>, FabricError> {
+        self.register_raw(buf.as_ptr(), buf.len(), (sys::FI_REMOTE_WRITE | sys::FI_REMOTE_READ) as u64)
+    }
+
+    fn register_raw<'a>(&self, ptr: *const u8, len: usize, access: u64) -> Result<MemoryRegion<'a>, FabricError> {
+        let mut mr: *mut sys::fid_mr = std::ptr::null_mut();
+        let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: ptr/len describe a buffer borrowed for 'a by the returned region,
+        // whose Drop closes the registration before the borrow ends.
+        check("fi_mr_reg", unsafe { sys::gkfs_fi_mr_reg(self.inner.domain, ptr.cast(), len, access, key, &mut mr) } as i64)?;
+        let virt = self.inner.mr_mode & sys::FI_MR_VIRT_ADDR as u64 != 0;
+        let prov_key = self.inner.mr_mode & sys::FI_MR_PROV_KEY as u64 != 0;
+        let remote = RemoteBuf {
+            addr: if virt { ptr as u64 } else { 0 },
+            // SAFETY: mr was just opened successfully.
+            key: if prov_key { unsafe { sys::gkfs_fi_mr_key(mr) } } else { key },
+            len: len as u64,
+        };
+        Ok(MemoryRegion {
+            mr,
+            remote,
+            _buf: std::marker::PhantomData,
+        })
+    }
+
+    /// Stops serving: wakes every waiter; `next_request` then returns `Ok(None)`.
+    pub fn shutdown(&self) {
+        let mut st = lock(&self.inner.state);
+        st.shutdown = true;
+        // SAFETY: cq is open; signalling wakes a thread blocked in fi_cq_sread.
+        unsafe { sys::gkfs_fi_cq_signal(self.inner.cq) };
+        self.inner.cv.notify_all();
+    }
+}
+
+/// A request in flight; see [`Endpoint::start_call`].
+pub struct PendingCall {
+    ep: Endpoint,
+    slot: Arc<Slot>,
+    ctx: *mut OpCtx,
+}
+
+// SAFETY: ctx is only used as an opaque value for fi_cancel, under the slot lock.
+unsafe impl Send for PendingCall {}
+
+impl PendingCall {
+    /// Waits for the reply until `deadline`.
+    pub fn wait(self, deadline: Instant) -> Result<Vec<u8>, FabricError> {
+        match self.ep.wait_slot(&self.slot, deadline) {
+            Ok((mut buf, len)) => {
+                buf.truncate(len);
+                Ok(buf)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        // A call given up (timeout, error, or never waited for): cancel its posted
+        // receive so the buffer is released. The slot lock orders us against the
+        // completion path, which marks the slot before freeing the context.
+        let st = lock(&self.slot.st);
+        if !st.reaped {
+            // SAFETY: the receive was not reaped, so its context is still owned by the
+            // provider and alive; fi_cancel only looks it up.
+            unsafe { sys::gkfs_fi_cancel(self.ep.inner.ep, self.ctx.cast()) };
+        }
+    }
+}
+
+/// An RMA in flight; see [`Endpoint::start_read`].
+pub struct PendingRma {
+    ep: Endpoint,
+    slot: Arc<Slot>,
+}
+
+impl PendingRma {
+    /// Waits for the transfer; returns the local buffer (holding the data for a read).
+    pub fn wait(self, deadline: Instant) -> Result<Vec<u8>, FabricError> {
+        self.ep.wait_slot(&self.slot, deadline).map(|(buf, _)| buf)
+    }
+
+    /// Has the transfer completed (successfully or not)?
+    pub fn is_done(&self) -> bool {
+        self.slot.is_done()
+    }
+}
+
+/// A local buffer registered for remote access; closing it (drop) revokes access.
+pub struct MemoryRegion<'a> {
+    mr: *mut sys::fid_mr,
+    remote: RemoteBuf,
+    _buf: std::marker::PhantomData<&'a mut [u8]>,
+}
+
+impl MemoryRegion<'_> {
+    /// What a peer needs to reach the buffer.
+    pub fn remote(&self) -> RemoteBuf {
+        self.remote
+    }
+}
+
+impl Drop for MemoryRegion<'_> {
+    fn drop(&mut self) {
+        // SAFETY: mr was opened by fi_mr_reg and is closed exactly once, here.
+        unsafe { sys::gkfs_fi_close(sys::gkfs_fid_of_mr(self.mr)) };
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // SAFETY: each object is closed once, children before parents; null ones
+        // were never opened.
+        unsafe {
+            if !self.ep.is_null() {
+                sys::gkfs_fi_close(sys::gkfs_fid_of_ep(self.ep));
+            }
+            if !self.av.is_null() {
+                sys::gkfs_fi_close(sys::gkfs_fid_of_av(self.av));
+            }
+            if !self.cq.is_null() {
+                sys::gkfs_fi_close(sys::gkfs_fid_of_cq(self.cq));
+            }
+            if !self.domain.is_null() {
+                sys::gkfs_fi_close(sys::gkfs_fid_of_domain(self.domain));
+            }
+            if !self.fabric.is_null() {
+                sys::gkfs_fi_close(sys::gkfs_fid_of_fabric(self.fabric));
+            }
+            if !self.info.is_null() {
+                sys::fi_freeinfo(self.info);
+            }
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! The client: set-up from the hosts file, and the metadata operations.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gkfs_fabric::{Config as FabricConfig, Endpoint};
+use gkfs_proto::chunk::ChunkSize;
+use gkfs_proto::config;
+use gkfs_proto::hosts::Hosts;
+use gkfs_proto::msg::*;
+use gkfs_proto::path;
+use gkfs_proto::place::{place, place_chunk};
+use gkfs_proto::record::mode;
+use gkfs_proto::{Errno, Record};
+
+use crate::error::ClientError;
+use crate::rpc::{wait_all, Rpcs, SMALL_REPLY};
+
+/// Reply buffer for directory pages (daemons cap a page at 48 KiB).
+const PAGE_REPLY: usize = 64 * 1024;
+/// Records per prefix-scan page, and its reply buffer.
+const SCAN_PAGE: u32 = 64;
+const SCAN_REPLY: usize = 64 * (path::MAX_PATH + 128) + 1024;
+
+/// How to reach a file system.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The hosts file.
+    pub hosts_file: PathBuf,
+    /// The token file (default: `token` beside the hosts file).
+    pub token_file: Option<PathBuf>,
+    /// Deadline of each RPC.
+    pub timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Reads `LIBGKFS_HOSTS_FILE`, `LIBGKFS_TOKEN_FILE` and `LIBGKFS_TIMEOUT_MS`.
+    pub fn from_env() -> Result<ClientConfig, ClientError> {
+        let hosts_file = std::env::var_os(config::ENV_HOSTS_FILE).ok_or(ClientError::NoHostsFile)?;
+        let timeout = std::env::var(config::ENV_TIMEOUT_MS)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(config::DEFAULT_TIMEOUT_MS);
+        Ok(ClientConfig {
+            hosts_file: hosts_file.into(),
+            token_file: std::env::var_os(config::ENV_TOKEN_FILE).map(Into::into),
+            timeout: Duration::from_millis(timeout),
+        })
+    }
+
+    /// A config for `hosts_file` with the default token file and timeout.
+    pub fn new(hosts_file: impl Into<PathBuf>) -> ClientConfig {
+        ClientConfig {
+            hosts_file: hosts_file.into(),
+            token_file: None,
+            timeout: Duration::from_millis(config::DEFAULT_TIMEOUT_MS),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub rpc: Rpcs,
+    pub hosts: Hosts,
+    pub chunk_size: ChunkSize,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A connection to one gkfs file system. Cheap to clone; safe to share between
+/// threads. Paths are absolute paths inside the file system ("/dir/file"); use
+/// [`Client::fs_path`] to turn a path under the mount dir into one.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Now, in ns since the epoch.
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn read_token(path: &Path) -> Result<u128, ClientError> {
+    let err = |msg: String| ClientError::Token {
+        path: path.display().to_string(),
+        msg,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    config::parse_token(&text).ok_or_else(|| err("expected 32 hex digits".into()))
+}
+
+/// Checks and normalises a path given to the API.
+pub(crate) fn check_path(p: &str) -> Result<String, Errno> {
+    if p.len() > path::MAX_PATH {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if !p.starts_with('/') {
+        return Err(Errno::EINVAL);
+    }
+    path::normalize(p)
+}
+
+impl Client {
+    /// Connects using the environment (see [`ClientConfig::from_env`]).
+    pub fn from_env() -> Result<Client, ClientError> {
+        Client::new(&ClientConfig::from_env()?)
+    }
+
+    /// Connects to the file system described by `cfg`. No message is sent yet.
+    pub fn new(cfg: &ClientConfig) -> Result<Client, ClientError> {
+        let name = cfg.hosts_file.display().to_string();
+        let text = std::fs::read_to_string(&cfg.hosts_file).map_err(|source| ClientError::ReadHosts {
+            path: name.clone(),
+            source,
+        })?;
+        let hosts = Hosts::parse(&name, &text)?;
+        let token_file = cfg.token_file.clone().unwrap_or_else(|| {
+            cfg.hosts_file
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(config::TOKEN_FILE_NAME)
+        });
+        let token = read_token(&token_file)?;
+        let ep = Endpoint::open(&FabricConfig {
+            provider: hosts.provider().to_string(),
+            node: None,
+            service: None,
+        })?;
+        let daemons = hosts
+            .entries
+            .iter()
+            .map(|e| ep.peer(&e.address))
+            .collect::<Result<Vec<_>, _>>()?;
+        let chunk_size = ChunkSize::new(hosts.chunk_size()).unwrap_or_default();
+        let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+        Ok(Client {
+            inner: Arc::new(Inner {
+                rpc: Rpcs {
+                    ep,
+                    daemons,
+                    token,
+                    membership: hosts.membership(),
+                    timeout: cfg.timeout,
+                    next_id: AtomicU64::new(1),
+                },
+                hosts,
+                chunk_size,
+                uid,
+                gid,
+            }),
+        })
+    }
+
+    /// The mount directory the daemons advertise.
+    pub fn mountdir(&self) -> &str {
+        self.inner.hosts.mountdir()
+    }
+
+    /// Number of daemons.
+    pub fn daemons(&self) -> u32 {
+        self.inner.hosts.len()
+    }
+
+    /// The hosts file contents.
+    pub fn hosts(&self) -> &Hosts {
+        &self.inner.hosts
+    }
+
+    /// The chunk size.
+    pub fn chunk_size(&self) -> u64 {
+        self.inner.chunk_size.get()
+    }
+
+    /// Turns an absolute path under the mount dir into a path inside the file system
+    /// (`/tmp/gkfs/a/b` -> `/a/b`); None if it is not under the mount dir.
+    pub fn fs_path(&self, p: &str) -> Option<String> {
+        let m = self.mountdir();
+        let rest = p.strip_prefix(m)?;
+        if rest.is_empty() {
+            Some("/".into())
+        } else if rest.starts_with('/') {
+            path::normalize(rest).ok()
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn rpc(&self) -> &Rpcs {
+        &self.inner.rpc
+    }
+
+    fn owner(&self, p: &str) -> u32 {
+        place(p, self.daemons())
+    }
+
+    /// Daemons holding chunks `from..to` of file `id` (all daemons when the range is
+    /// at least as large as the daemon count).
+    pub(crate) fn chunk_owners(&self, id: u64, from: u64, to: u64) -> Vec<u32> {
+        let n = self.daemons();
+        if to.saturating_sub(from) >= u64::from(n) * 4 {
+            return (0..n).collect();
+        }
+        let mut v: Vec<u32> = (from..to).map(|k| place_chunk(id, k, n)).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Checks round trips to every daemon; returns each daemon's pid.
+    pub fn ping_all(&self) -> Result<Vec<PingReply>, Errno> {
+        let pending = (0..self.daemons())
+            .map(|d| self.rpc().start(d, &PingReq {}, SMALL_REPLY))
+            .collect::<Result<Vec<_>, _>>()?;
+        wait_all(pending)
+    }
+
+    /// One round trip to daemon `d`.
+    pub fn ping(&self, d: u32) -> Result<PingReply, Errno> {
+        self.rpc().call(d, &PingReq {})
+    }
+
+    /// Counters of daemon `d`.
+    pub fn daemon_stats(&self, d: u32) -> Result<StatsReply, Errno> {
+        self.rpc().call(d, &StatsReq {})
+    }
+
+    /// The metadata record of `p`.
+    pub fn stat(&self, p: &str) -> Result<Record, Errno> {
+        let p = check_path(p)?;
+        self.stat_norm(&p)
+    }
+
+    pub(crate) fn stat_norm(&self, p: &str) -> Result<Record, Errno> {
+        Ok(self.rpc().call(self.owner(p), &StatReq { path: p.to_string() })?.record)
+    }
+
+    fn check_parent_dir(&self, p: &str) -> Result<(), Errno> {
+        let parent = path::parent(p);
+        if parent == "/" {
+            return Ok(());
+        }
+        let rec = self.stat_norm(parent)?;
+        if !rec.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(())
+    }
+
+    /// Creates a record of type and permissions `mode_bits` at `p` after checking
+    /// that the parent is a directory.
+    pub(crate) fn create_record(&self, p: &str, mode_bits: u32, exclusive: bool) -> Result<CreateReply, Errno> {
+        if p == "/" {
+            return Err(Errno::EEXIST);
+        }
+        self.check_parent_dir(p)?;
+        self.rpc().call(
+            self.owner(p),
+            &CreateReq {
+                path: p.to_string(),
+                mode: mode_bits,
+                uid: self.inner.uid,
+                gid: self.inner.gid,
+                exclusive,
+                time: now_ns(),
+            },
+        )
+    }
+
+    /// Creates an empty regular file (fails with EEXIST if `p` exists).
+    pub fn create(&self, p: &str, perm: u32) -> Result<Record, Errno> {
+        let p = check_path(p)?;
+        Ok(self.create_record(&p, mode::S_IFREG | (perm & 0o7777), true)?.record)
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(&self, p: &str, perm: u32) -> Result<(), Errno> {
+        let p = check_path(p)?;
+        self.create_record(&p, mode::S_IFDIR | (perm & 0o7777), true).map(|_| ())
+    }
+
+    /// Is the directory `p` empty on every daemon?
+    fn dir_is_empty(&self, p: &str) -> Result<bool, Errno> {
+        let pending = (0..self.daemons())
+            .map(|d| {
+                self.rpc().start(
+                    d,
+                    &ReadDirReq {
+                        dir: p.to_string(),
+                        start_after: String::new(),
+                        max: 1,
+                    },
+                    PAGE_REPLY,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(wait_all(pending)?.iter().all(|r| r.entries.is_empty()))
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&self, p: &str) -> Result<(), Errno> {
+        let p = check_path(p)?;
+        if p == "/" {
+            return Err(Errno::EBUSY);
+        }
+        let rec = self.stat_norm(&p)?;
+        if !rec.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        if !self.dir_is_empty(&p)? {
+            return Err(Errno::ENOTEMPTY);
+        }
+        self.rpc().call(self.owner(&p), &RemoveReq { path: p, kind: 2 }).map(|_| ())
+    }
+
+    /// Removes a file (not a directory) and all of its chunks.
+    pub fn unlink(&self, p: &str) -> Result<(), Errno> {
+        let p = check_path(p)?;
+        let rec = self
+            .rpc()
+            .call(self.owner(&p), &RemoveReq { path: p, kind: 1 })?
+            .record;
+        self.remove_data(&rec)
+    }
+
+    /// Removes the chunks of a record that no longer has a name.
+    pub(crate) fn remove_data(&self, rec: &Record) -> Result<(), Errno> {
+        if rec.is_dir() || rec.file_id == 0 || rec.size == 0 {
+            return Ok(());
+        }
+        let chunks = self.inner.chunk_size.chunks_for_size(rec.size);
+        let pending = self
+            .chunk_owners(rec.file_id, 0, chunks)
+            .into_iter()
+            .map(|d| self.rpc().start(d, &RemoveChunksReq { file_id: rec.file_id }, SMALL_REPLY))
+            .collect::<Result<Vec<_>, _>>()?;
+        wait_all(pending).map(|_| ())
+    }
+
+    /// Lists a directory: every entry, sorted by name.
+    pub fn readdir(&self, p: &str) -> Result<Vec<DirEntry>, Errno> {
+        let p = check_path(p)?;
+        let rec = self.stat_norm(&p)?;
+        if !rec.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let mut all: BTreeMap<String, DirEntry> = BTreeMap::new();
+        let mut active: Vec<(u32, String)> = (0..self.daemons()).map(|d| (d, String::new())).collect();
+        while !active.is_empty() {
+            let pending = active
+                .iter()
+                .map(|(d, after)| {
+                    self.rpc().start(
+                        *d,
+                        &ReadDirReq {
+                            dir: p.clone(),
+                            start_after: after.clone(),
+                            max: 4096,
+                        },
+                        PAGE_REPLY,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let replies = wait_all(pending)?;
+            let mut next = Vec::new();
+            for ((d, _), reply) in active.iter().zip(replies) {
+                if reply.more {
+                    if let Some(last) = reply.entries.last() {
+                        next.push((*d, last.name.clone()));
+                    }
+                }
+                for e in reply.entries {
+                    all.insert(e.name.clone(), e);
+                }
+            }
+            active = next;
+        }
+        Ok(all.into_values().collect())
+    }
+
+    /// Renames `from` to `to` (files and directories; data never moves). Replacing an
+    /// existing target follows rename(2): a file may replace a file, an empty
+    /// directory may be replaced by a directory.
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), Errno> {
+        let (from, to) = (check_path(from)?, check_path(to)?);
+        if from == "/" || to == "/" {
+            return Err(Errno::EBUSY);
+        }
+        let rec = self.stat_norm(&from)?;
+        if from == to {
+            return Ok(());
+        }
+        if rec.is_dir() && path::is_within(&to, &from) {
+            return Err(Errno::EINVAL);
+        }
+        self.check_parent_dir(&to)?;
+        if rec.is_dir() {
+            match self.stat_norm(&to) {
+                Ok(t) if !t.is_dir() => return Err(Errno::ENOTDIR),
+                Ok(_) if !self.dir_is_empty(&to)? => return Err(Errno::ENOTEMPTY),
+                Ok(_) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut moved = rec;
+        moved.ctime = now_ns();
+        let replaced = self
+            .rpc()
+            .call(
+                self.owner(&to),
+                &PutRecordReq {
+                    path: to.clone(),
+                    record: moved,
+                    replace: true,
+                },
+            )?
+            .replaced;
+        if rec.is_dir() {
+            self.move_subtree(&from, &to)?;
+        }
+        self.rpc().call(self.owner(&from), &RemoveReq { path: from, kind: 0 })?;
+        if let Some(old) = replaced {
+            if old.file_id != rec.file_id {
+                self.remove_data(&old)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the record of everything below `from` to the same place below `to`:
+    /// first every record is stored under its new path, then the old ones are removed
+    /// in reverse key order (children before their parents).
+    fn move_subtree(&self, from: &str, to: &str) -> Result<(), Errno> {
+        for d in 0..self.daemons() {
+            let mut old_paths = Vec::new();
+            let mut after = String::new();
+            loop {
+                let page = self
+                    .rpc()
+                    .start(
+                        d,
+                        &ScanPrefixReq {
+                            prefix: from.to_string(),
+                            start_after: after.clone(),
+                            max: SCAN_PAGE,
+                        },
+                        SCAN_REPLY,
+                    )?
+                    .wait()?;
+                let pending = page
+                    .records
+                    .iter()
+                    .map(|pr| {
+                        let new_path = format!("{to}{}", &pr.path[from.len()..]);
+                        self.rpc().start(
+                            self.owner(&new_path),
+                            &PutRecordReq {
+                                path: new_path,
+                                record: pr.record,
+                                replace: true,
+                            },
+                            SMALL_REPLY,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                wait_all(pending)?;
+                old_paths.extend(page.records.into_iter().map(|pr| pr.path));
+                match (page.more, old_paths.last()) {
+                    (true, Some(last)) => after = last.clone(),
+                    _ => break,
+                }
+            }
+            for old in old_paths.into_iter().rev() {
+                match self.rpc().call(d, &RemoveReq { path: old, kind: 0 }) {
+                    Ok(_) | Err(Errno::ENOENT) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes permission bits (`perm`) and/or times (ns; None keeps them).
+    pub fn set_attr(&self, p: &str, perm: Option<u32>, atime: Option<i64>, mtime: Option<i64>) -> Result<Record, Errno> {
+        let p = check_path(p)?;
+        Ok(self
+            .rpc()
+            .call(
+                self.owner(&p),
+                &SetAttrReq {
+                    path: p,
+                    mode: perm.unwrap_or(u32::MAX),
+                    atime: atime.unwrap_or(-1),
+                    mtime: mtime.unwrap_or(-1),
+                    ctime: now_ns(),
+                },
+            )?
+            .record)
+    }
+
+    /// Sets the size of a file: shrinking drops the data past it, growing adds a hole.
+    pub fn truncate(&self, p: &str, size: u64) -> Result<(), Errno> {
+        let p = check_path(p)?;
+        if size > i64::MAX as u64 {
+            return Err(Errno::EFBIG);
+        }
+        let old = self
+            .rpc()
+            .call(
+                self.owner(&p),
+                &TruncateReq {
+                    path: p,
+                    size,
+                    mtime: now_ns(),
+                },
+            )?
+            .old;
+        if size >= old.size {
+            return Ok(());
+        }
+        let cs = self.inner.chunk_size;
+        let pending = self
+            .chunk_owners(old.file_id, cs.chunk_of(size), cs.chunks_for_size(old.size))
+            .into_iter()
+            .map(|d| {
+                self.rpc().start(
+                    d,
+                    &TruncateChunksReq {
+                        file_id: old.file_id,
+                        size,
+                    },
+                    SMALL_REPLY,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        wait_all(pending).map(|_| ())
+    }
+
+    /// Space of the whole file system (summed over the daemons).
+    pub fn statfs(&self) -> Result<StatfsReply, Errno> {
+        let pending = (0..self.daemons())
+            .map(|d| self.rpc().start(d, &StatfsReq {}, SMALL_REPLY))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut total = StatfsReply {
+            chunk_size: self.chunk_size(),
+            ..Default::default()
+        };
+        for r in wait_all(pending)? {
+            total.total += r.total;
+            total.free += r.free;
+            total.avail += r.avail;
+        }
+        Ok(total)
+    }
+}
+

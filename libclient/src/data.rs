@@ -1,0 +1,332 @@
+//! Files and their data: open, pread, pwrite, append. A large transfer is split into
+//! chunk pieces, grouped per daemon, and sent to every daemon involved at once; small
+//! groups travel inline, large ones by RMA from/to the caller's own buffer.
+
+use std::collections::BTreeMap;
+
+use gkfs_proto::msg::*;
+use gkfs_proto::place::{place, place_chunk};
+use gkfs_proto::record::mode;
+use gkfs_proto::wire::Bytes;
+use gkfs_proto::{Errno, Record};
+
+use crate::client::{check_path, now_ns, Client};
+use crate::error::fabric_errno;
+use crate::rpc::{wait_all, SMALL_REPLY};
+
+/// Largest per-daemon write sent inline in the request.
+pub const INLINE_WRITE_MAX: u64 = 32 * 1024;
+/// Largest per-daemon read answered inline (the daemon's limit).
+pub const INLINE_READ_MAX: u64 = 64 * 1024;
+
+/// How to open a file (the `open(2)` flags that matter to the file system).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// Create the file if it does not exist (O_CREAT).
+    pub create: bool,
+    /// With `create`: fail if it exists (O_EXCL).
+    pub exclusive: bool,
+    /// Cut an existing file to size 0 (O_TRUNC).
+    pub truncate: bool,
+    /// Writes go to the end (O_APPEND).
+    pub append: bool,
+    /// The caller will write (needed for `truncate`; opening a directory for writing
+    /// fails with EISDIR).
+    pub write: bool,
+    /// Permission bits for a new file.
+    pub mode: u32,
+}
+
+/// An open file (or directory): its path and file id. There is no client cache:
+/// every call goes to the daemons.
+#[derive(Clone)]
+pub struct File {
+    client: Client,
+    path: String,
+    record: Record,
+    append: bool,
+}
+
+impl std::fmt::Debug for File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("File").field("path", &self.path).field("id", &self.record.file_id).finish()
+    }
+}
+
+struct Group {
+    pieces: Vec<ChunkIo>,
+    bytes: u64,
+}
+
+impl Client {
+    /// Opens (and maybe creates or truncates) `p`.
+    pub fn open(&self, p: &str, opts: &OpenOptions) -> Result<File, Errno> {
+        let p = check_path(p)?;
+        let record = if opts.create {
+            let reply = self.create_record(&p, mode::S_IFREG | (opts.mode & 0o7777), opts.exclusive)?;
+            reply.record
+        } else {
+            self.stat_norm(&p)?
+        };
+        if record.is_dir() && (opts.write || opts.truncate || opts.append) {
+            return Err(Errno::EISDIR);
+        }
+        let mut file = File {
+            client: self.clone(),
+            path: p,
+            record,
+            append: opts.append,
+        };
+        if opts.truncate && opts.write && record.size > 0 {
+            self.truncate(&file.path, 0)?;
+            file.record.size = 0;
+        }
+        Ok(file)
+    }
+
+    /// Writes `data` at `off` of `p` in one call (the file must exist).
+    pub fn write_at(&self, p: &str, data: &[u8], off: u64) -> Result<usize, Errno> {
+        self.open(p, &OpenOptions { write: true, ..Default::default() })?.pwrite(data, off)
+    }
+
+    /// Reads up to `buf.len()` bytes at `off` of `p` in one call.
+    pub fn read_at(&self, p: &str, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
+        self.open(p, &OpenOptions::default())?.pread(buf, off)
+    }
+
+    fn groups(&self, id: u64, off: u64, len: u64) -> BTreeMap<u32, Group> {
+        let n = self.daemons();
+        let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
+        for piece in self.inner.chunk_size.split(off, len) {
+            let g = groups.entry(place_chunk(id, piece.chunk, n)).or_insert(Group {
+                pieces: Vec::new(),
+                bytes: 0,
+            });
+            g.pieces.push(ChunkIo {
+                chunk: piece.chunk,
+                offset: piece.chunk_offset,
+                len: piece.len,
+                buf_offset: piece.buf_offset,
+            });
+            g.bytes += piece.len;
+        }
+        groups
+    }
+
+    fn write_data(&self, path: &str, id: u64, data: &[u8], off: u64, update_size: bool) -> Result<(), Errno> {
+        let end = off.checked_add(data.len() as u64).filter(|e| *e <= i64::MAX as u64).ok_or(Errno::EFBIG)?;
+        let groups = self.groups(id, off, data.len() as u64);
+        let rpc = self.rpc();
+        let mr = if groups.values().any(|g| g.bytes > INLINE_WRITE_MAX) {
+            Some(rpc.ep.register(data).map_err(|e| fabric_errno(&e))?)
+        } else {
+            None
+        };
+        let mut pending = Vec::with_capacity(groups.len());
+        for (d, g) in groups {
+            let req = if g.bytes <= INLINE_WRITE_MAX {
+                let mut inline = Vec::with_capacity(g.bytes as usize);
+                let pieces = g
+                    .pieces
+                    .into_iter()
+                    .map(|p| {
+                        let at = inline.len() as u64;
+                        inline.extend_from_slice(&data[p.buf_offset as usize..(p.buf_offset + p.len) as usize]);
+                        ChunkIo { buf_offset: at, ..p }
+                    })
+                    .collect();
+                WriteChunksReq {
+                    file_id: id,
+                    pieces,
+                    bulk: None,
+                    inline: Bytes(inline),
+                }
+            } else {
+                let r = mr.as_ref().map(|m| m.remote()).ok_or(Errno::EIO)?;
+                WriteChunksReq {
+                    file_id: id,
+                    pieces: g.pieces,
+                    bulk: Some(Bulk {
+                        addr: r.addr,
+                        key: r.key,
+                        len: r.len,
+                    }),
+                    inline: Bytes::default(),
+                }
+            };
+            pending.push(rpc.start(d, &req, SMALL_REPLY)?);
+        }
+        // The size update travels alongside the data.
+        let size = if update_size {
+            Some(rpc.start(
+                place(path, self.daemons()),
+                &UpdateSizeReq {
+                    path: path.to_string(),
+                    end,
+                    append_len: 0,
+                    mtime: now_ns(),
+                },
+                SMALL_REPLY,
+            )?)
+        } else {
+            None
+        };
+        let written = wait_all(pending);
+        let sized = size.map(|s| s.wait()).transpose();
+        drop(mr);
+        written?;
+        sized?;
+        Ok(())
+    }
+
+    fn read_data(&self, path: &str, id: u64, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let rpc = self.rpc();
+        let size = rpc.start(place(path, self.daemons()), &GetSizeReq { path: path.to_string() }, SMALL_REPLY)?;
+        let groups = self.groups(id, off, buf.len() as u64);
+        let len = buf.len();
+        // (inline?, group) in the order the calls are started.
+        let mut sent: Vec<(bool, Group)> = Vec::with_capacity(groups.len());
+        let replies = {
+            let mr = if groups.values().any(|g| g.bytes > INLINE_READ_MAX) {
+                Some(rpc.ep.register_mut(buf).map_err(|e| fabric_errno(&e))?)
+            } else {
+                None
+            };
+            let mut pending = Vec::new();
+            for (d, g) in groups {
+                let inline = g.bytes <= INLINE_READ_MAX;
+                let (req, reply_max) = if inline {
+                    let mut at = 0;
+                    let pieces: Vec<ChunkIo> = g
+                        .pieces
+                        .iter()
+                        .map(|p| {
+                            let q = ChunkIo { buf_offset: at, ..*p };
+                            at += p.len;
+                            q
+                        })
+                        .collect();
+                    let reply_max = g.bytes as usize + 8 * pieces.len() + 1024;
+                    (ReadChunksReq { file_id: id, pieces, bulk: None }, reply_max)
+                } else {
+                    let r = mr.as_ref().map(|m| m.remote()).ok_or(Errno::EIO)?;
+                    let bulk = Some(Bulk {
+                        addr: r.addr,
+                        key: r.key,
+                        len: r.len,
+                    });
+                    let reply_max = SMALL_REPLY + 8 * g.pieces.len();
+                    (ReadChunksReq { file_id: id, pieces: g.pieces.clone(), bulk }, reply_max)
+                };
+                pending.push(rpc.start(d, &req, reply_max)?);
+                sent.push((inline, g));
+            }
+            let replies = wait_all(pending);
+            // Revoke the daemons' access before touching the buffer again.
+            drop(mr);
+            replies?
+        };
+        for ((inline, g), reply) in sent.iter().zip(replies) {
+            if *inline {
+                let mut at = 0usize;
+                for p in &g.pieces {
+                    let src = reply.inline.0.get(at..at + p.len as usize).ok_or(Errno::EPROTO)?;
+                    buf[p.buf_offset as usize..(p.buf_offset + p.len) as usize].copy_from_slice(src);
+                    at += p.len as usize;
+                }
+            } else {
+                // Bytes past what the chunk holds are a hole: zeros.
+                if reply.lens.len() != g.pieces.len() {
+                    return Err(Errno::EPROTO);
+                }
+                for (p, &present) in g.pieces.iter().zip(&reply.lens) {
+                    let present = present.min(p.len);
+                    buf[(p.buf_offset + present) as usize..(p.buf_offset + p.len) as usize].fill(0);
+                }
+            }
+        }
+        let size = size.wait()?.size;
+        Ok((size.saturating_sub(off)).min(len as u64) as usize)
+    }
+}
+
+impl File {
+    /// Path inside the file system.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The record read or created at open time.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// The file id (data placement key).
+    pub fn id(&self) -> u64 {
+        self.record.file_id
+    }
+
+    /// Writes all of `data` at `off` (or, if opened with `append`, at the end).
+    /// Returns the bytes written.
+    pub fn pwrite(&self, data: &[u8], off: u64) -> Result<usize, Errno> {
+        if self.record.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        if self.append {
+            return self.append(data).map(|_| data.len());
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        self.client.write_data(&self.path, self.record.file_id, data, off, true)?;
+        Ok(data.len())
+    }
+
+    /// Appends `data` atomically (the metadata owner reserves the range); returns the
+    /// offset it was written at.
+    pub fn append(&self, data: &[u8]) -> Result<u64, Errno> {
+        if data.is_empty() {
+            return self.size();
+        }
+        let rpc = self.client.rpc();
+        let offset = rpc
+            .call(
+                place(&self.path, self.client.daemons()),
+                &UpdateSizeReq {
+                    path: self.path.clone(),
+                    end: 0,
+                    append_len: data.len() as u64,
+                    mtime: now_ns(),
+                },
+            )?
+            .offset;
+        self.client.write_data(&self.path, self.record.file_id, data, offset, false)?;
+        Ok(offset)
+    }
+
+    /// Reads up to `buf.len()` bytes at `off`; returns the bytes read (0 at EOF).
+    /// Holes read as zeros.
+    pub fn pread(&self, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
+        if self.record.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        self.client.read_data(&self.path, self.record.file_id, buf, off)
+    }
+
+    /// The current size.
+    pub fn size(&self) -> Result<u64, Errno> {
+        Ok(self
+            .client
+            .rpc()
+            .call(place(&self.path, self.client.daemons()), &GetSizeReq { path: self.path.clone() })?
+            .size)
+    }
+
+    /// Sets the size.
+    pub fn truncate(&self, size: u64) -> Result<(), Errno> {
+        self.client.truncate(&self.path, size)
+    }
+}

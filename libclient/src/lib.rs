@@ -1,0 +1,25 @@
+//! The gkfs client: a safe Rust API over the daemons of one file system.
+//!
+//! [`Client`] is built from the hosts file ([`Client::from_env`] reads
+//! `LIBGKFS_HOSTS_FILE`); it is cheap to clone and safe to share between threads.
+//! Every operation returns `Result<_, Errno>` with the errno POSIX names, so the
+//! preload layer and the stage tools can hand it straight to their callers.
+//!
+//! A `pwrite` enters at [`File::pwrite`], is split into chunk pieces and grouped per
+//! daemon, and leaves as one `WriteChunks` RPC per daemon (all in flight at once,
+//! together with the size update) through `gkfs-fabric`.
+//!
+//! This crate never links the daemon; it depends only on `gkfs-proto` and
+//! `gkfs-fabric`.
+#![deny(missing_docs)]
+
+mod client;
+mod data;
+mod error;
+mod rpc;
+
+pub use client::{Client, ClientConfig};
+pub use data::{File, OpenOptions, INLINE_READ_MAX, INLINE_WRITE_MAX};
+pub use error::ClientError;
+pub use gkfs_proto::msg::{DirEntry, PingReply, StatfsReply, StatsReply};
+pub use gkfs_proto::{Errno, Record};

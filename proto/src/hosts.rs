@@ -1,0 +1,263 @@
+//! The hosts file: the list of a file system's daemons, in placement order.
+//!
+//! Format (UTF-8 text, one daemon per line, written by the daemons themselves with
+//! one atomic `O_APPEND` write each):
+//!
+//! ```text
+//! # comment lines and blank lines are ignored
+//! <hostname> <provider> <address-hex> [key=value ...]
+//! node1 tcp;ofi_rxm 02009a4a7f0000010000000000000000 chunk_size=524288 mountdir=/tmp/gkfs pid=4242
+//! ```
+//!
+//! - `hostname`: the node's name (informational; used by `gkfs-run status`).
+//! - `provider`: the libfabric provider the daemon listens on, e.g. `tcp;ofi_rxm`.
+//! - `address-hex`: the endpoint's raw libfabric name (`fi_getname`), hex encoded.
+//! - keys: `chunk_size` (bytes, required), `mountdir` (required), `pid`; unknown keys
+//!   are kept and ignored, so newer daemons can add keys.
+//!
+//! The daemon of line `i` (counting daemon lines from 0) is daemon `i` for
+//! [`crate::place`]. Every line must agree on `chunk_size`, `mountdir` and
+//! `provider`. The membership hash ([`Hosts::membership`]) identifies the list.
+
+use thiserror::Error;
+use xxhash_rust::xxh64::xxh64;
+
+/// Seed of the membership hash (ASCII "hosts").
+const MEMBERSHIP_SEED: u64 = 0x686f_7374_73;
+
+/// A hosts file that could not be used, with the place that was wrong.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{file}:{line}: {msg}")]
+pub struct HostsError {
+    /// The file name as given.
+    pub file: String,
+    /// 1-based line number (0 when the problem is the whole file).
+    pub line: usize,
+    /// What is wrong.
+    pub msg: String,
+}
+
+/// One daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEntry {
+    /// Node name.
+    pub hostname: String,
+    /// libfabric provider.
+    pub provider: String,
+    /// Raw endpoint address.
+    pub address: Vec<u8>,
+    /// Chunk size in bytes.
+    pub chunk_size: u64,
+    /// Mount directory advertised to clients.
+    pub mountdir: String,
+    /// Daemon process id, when known.
+    pub pid: Option<u32>,
+}
+
+impl HostEntry {
+    /// Formats the entry as one hosts-file line (with the trailing newline).
+    pub fn to_line(&self) -> String {
+        let mut s = format!(
+            "{} {} {} chunk_size={} mountdir={}",
+            self.hostname,
+            self.provider,
+            hex(&self.address),
+            self.chunk_size,
+            self.mountdir
+        );
+        if let Some(pid) = self.pid {
+            s.push_str(&format!(" pid={pid}"));
+        }
+        s.push('\n');
+        s
+    }
+}
+
+/// A parsed hosts file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hosts {
+    /// Daemons in placement order.
+    pub entries: Vec<HostEntry>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || s.is_empty() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl Hosts {
+    /// Parses the text of a hosts file; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Hosts, HostsError> {
+        let err = |line: usize, msg: String| HostsError {
+            file: file.to_string(),
+            line,
+            msg,
+        };
+        let mut entries: Vec<HostEntry> = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let lineno = i + 1;
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut fields = line.split_whitespace();
+            let (Some(hostname), Some(provider), Some(addr)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(err(
+                    lineno,
+                    format!("expected `<hostname> <provider> <address-hex> key=value...`, found `{line}`"),
+                ));
+            };
+            let address = unhex(addr)
+                .ok_or_else(|| err(lineno, format!("address `{addr}` is not hex")))?;
+            let mut chunk_size = None;
+            let mut mountdir = None;
+            let mut pid = None;
+            for kv in fields {
+                let Some((k, v)) = kv.split_once('=') else {
+                    return Err(err(lineno, format!("expected key=value, found `{kv}`")));
+                };
+                match k {
+                    "chunk_size" => {
+                        chunk_size = Some(v.parse::<u64>().ok().filter(|c| {
+                            crate::chunk::ChunkSize::new(*c).is_some()
+                        }).ok_or_else(|| {
+                            err(lineno, format!("chunk_size `{v}` is not a power of two from 4096 to 1 GiB"))
+                        })?)
+                    }
+                    "mountdir" => {
+                        if !v.starts_with('/') {
+                            return Err(err(lineno, format!("mountdir `{v}` is not absolute")));
+                        }
+                        mountdir = Some(v.trim_end_matches('/').to_string())
+                    }
+                    "pid" => pid = v.parse().ok(),
+                    _ => {}
+                }
+            }
+            let entry = HostEntry {
+                hostname: hostname.to_string(),
+                provider: provider.to_string(),
+                address,
+                chunk_size: chunk_size.ok_or_else(|| err(lineno, "missing chunk_size=".into()))?,
+                mountdir: mountdir.ok_or_else(|| err(lineno, "missing mountdir=".into()))?,
+                pid,
+            };
+            if let Some(first) = entries.first() {
+                let what = if first.chunk_size != entry.chunk_size {
+                    Some("chunk_size")
+                } else if first.mountdir != entry.mountdir {
+                    Some("mountdir")
+                } else if first.provider != entry.provider {
+                    Some("provider")
+                } else {
+                    None
+                };
+                if let Some(what) = what {
+                    return Err(err(lineno, format!("{what} differs from the first daemon's")));
+                }
+                if entries.iter().any(|e| e.address == entry.address) {
+                    return Err(err(lineno, "the same address appears twice".into()));
+                }
+            }
+            entries.push(entry);
+        }
+        if entries.is_empty() {
+            return Err(err(0, "no daemon listed (is the file system started?)".into()));
+        }
+        if entries.len() > u32::MAX as usize / 2 {
+            return Err(err(0, "too many daemons".into()));
+        }
+        Ok(Hosts { entries })
+    }
+
+    /// The membership hash: XXH64 (seed "hosts") over `hostname provider address-hex\n`
+    /// of every daemon in order. Never 0.
+    pub fn membership(&self) -> u64 {
+        let mut text = String::new();
+        for e in &self.entries {
+            text.push_str(&format!("{} {} {}\n", e.hostname, e.provider, hex(&e.address)));
+        }
+        xxh64(text.as_bytes(), MEMBERSHIP_SEED).max(1)
+    }
+
+    /// Number of daemons.
+    pub fn len(&self) -> u32 {
+        self.entries.len() as u32
+    }
+
+    /// Always false: a parsed hosts file lists at least one daemon.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The common chunk size.
+    pub fn chunk_size(&self) -> u64 {
+        self.entries[0].chunk_size
+    }
+
+    /// The common mount directory.
+    pub fn mountdir(&self) -> &str {
+        &self.entries[0].mountdir
+    }
+
+    /// The common provider.
+    pub fn provider(&self) -> &str {
+        &self.entries[0].provider
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8) -> HostEntry {
+        HostEntry {
+            hostname: format!("node{n}"),
+            provider: "tcp;ofi_rxm".into(),
+            address: vec![2, 0, n, 1],
+            chunk_size: 524288,
+            mountdir: "/tmp/gkfs".into(),
+            pid: Some(7),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let text = format!("# header\n\n{}{}", entry(1).to_line(), entry(2).to_line());
+        let h = Hosts::parse("hosts", &text).unwrap();
+        assert_eq!(h.entries, vec![entry(1), entry(2)]);
+        assert_eq!(h.len(), 2);
+        assert_ne!(h.membership(), Hosts { entries: vec![entry(2), entry(1)] }.membership());
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let text = format!("{}garbage here\n", entry(1).to_line());
+        let e = Hosts::parse("/x/hosts", &text).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.to_string().starts_with("/x/hosts:2: "), "{e}");
+        let e = Hosts::parse("h", "a b zz chunk_size=4096 mountdir=/m\n").unwrap_err();
+        assert!(e.msg.contains("not hex"));
+        let e = Hosts::parse("h", "a b 00 chunk_size=4097 mountdir=/m\n").unwrap_err();
+        assert!(e.msg.contains("chunk_size"));
+        let e = Hosts::parse("h", "a b 00 chunk_size=4096\n").unwrap_err();
+        assert!(e.msg.contains("mountdir"));
+        let mut other = entry(2);
+        other.chunk_size = 4096;
+        let e = Hosts::parse("h", &format!("{}{}", entry(1).to_line(), other.to_line())).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert_eq!(Hosts::parse("h", "\n# only comments\n").unwrap_err().line, 0);
+        assert!(Hosts::parse("h", "\u{0}\u{1}\u{2}").is_err());
+    }
+}

@@ -1,0 +1,111 @@
+//! Paths inside the file system: absolute, normalised ("/a/b", root "/"), at most
+//! [`MAX_PATH`] bytes with components of at most [`MAX_NAME`] bytes.
+
+use crate::errno::Errno;
+
+/// Longest path, in bytes (Linux `PATH_MAX` less the terminating NUL).
+pub const MAX_PATH: usize = 4095;
+/// Longest component, in bytes (Linux `NAME_MAX`).
+pub const MAX_NAME: usize = 255;
+
+/// Checks that `path` is a normalised absolute path within the limits.
+pub fn validate(path: &str) -> Result<(), Errno> {
+    if path.len() > MAX_PATH {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if path == "/" {
+        return Ok(());
+    }
+    if !path.starts_with('/') || path.ends_with('/') {
+        return Err(Errno::EINVAL);
+    }
+    for c in path[1..].split('/') {
+        if c.is_empty() || c == "." || c == ".." || c.contains('\0') {
+            return Err(Errno::EINVAL);
+        }
+        if c.len() > MAX_NAME {
+            return Err(Errno::ENAMETOOLONG);
+        }
+    }
+    Ok(())
+}
+
+/// The parent of a normalised path ("/" for "/" and for "/a").
+pub fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// The last component of a normalised path ("" for "/").
+pub fn name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or("")
+}
+
+/// Joins a normalised directory path and a name.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Is `path` equal to `dir` or below it?
+pub fn is_within(path: &str, dir: &str) -> bool {
+    dir == "/" || path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+}
+
+/// Normalises `path` (absolute) lexically: drops empty and "." components and
+/// resolves ".." (never above the root). Errors on over-long results.
+pub fn normalize(path: &str) -> Result<String, Errno> {
+    if !path.starts_with('/') {
+        return Err(Errno::EINVAL);
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let out = if parts.is_empty() {
+        "/".to_string()
+    } else {
+        let mut s = String::with_capacity(path.len());
+        for p in parts {
+            s.push('/');
+            s.push_str(p);
+        }
+        s
+    };
+    validate(&out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_and_helpers() {
+        assert!(validate("/").is_ok());
+        assert!(validate("/a/b").is_ok());
+        for bad in ["", "a", "/a/", "//a", "/a/./b", "/a/../b"] {
+            assert_eq!(validate(bad), Err(Errno::EINVAL), "{bad}");
+        }
+        assert_eq!(validate(&format!("/{}", "x".repeat(256))), Err(Errno::ENAMETOOLONG));
+        assert_eq!(validate(&"/x".repeat(2100)), Err(Errno::ENAMETOOLONG));
+        assert_eq!(parent("/a/b"), "/a");
+        assert_eq!(parent("/a"), "/");
+        assert_eq!(name("/a/b"), "b");
+        assert_eq!(join("/", "a"), "/a");
+        assert!(is_within("/a/b", "/a") && !is_within("/ab", "/a") && is_within("/a", "/a"));
+        assert_eq!(normalize("//a/./b/../c/").unwrap(), "/a/c");
+        assert_eq!(normalize("/..").unwrap(), "/");
+    }
+}

@@ -1,0 +1,201 @@
+//! Test fixtures: a [`Cluster`] of real `gkfsd` processes on loopback with private
+//! temporary root dirs, torn down (processes and files) when dropped.
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gkfs_client::{Client, ClientConfig};
+use gkfs_proto::hosts::Hosts;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The directory holding the workspace's built binaries (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// Path of a workspace binary; panics with a hint if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: build the workspace first (cargo build --release --workspace)",
+        p.display()
+    );
+    p
+}
+
+/// N daemons on this machine.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    children: Vec<Option<Child>>,
+    /// The hosts file.
+    pub hosts_file: PathBuf,
+    /// Each daemon's root dir.
+    pub rootdirs: Vec<PathBuf>,
+    /// Chunk size.
+    pub chunk_size: u64,
+}
+
+impl Cluster {
+    /// Starts `n` daemons with the default chunk size.
+    pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, 512 * 1024)
+    }
+
+    /// Starts `n` daemons with `chunk_size` and waits until all answer.
+    pub fn start_with(n: usize, chunk_size: u64) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("gkfs-test-").tempdir().expect("tempdir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let token: u128 = rand::random();
+        fs::write(dir.path().join("token"), gkfs_proto::config::format_token(token)).unwrap();
+        fs::set_permissions(dir.path().join("token"), fs::Permissions::from_mode(0o600)).unwrap();
+        let hosts_file = dir.path().join("hosts");
+        fs::write(&hosts_file, "").unwrap();
+        let gkfsd = bin("gkfsd");
+        let mut children = Vec::new();
+        let mut rootdirs = Vec::new();
+        for i in 0..n {
+            let root = dir.path().join(format!("root{i}"));
+            let log = fs::File::create(dir.path().join(format!("gkfsd.{i}.log"))).unwrap();
+            let child = Command::new(&gkfsd)
+                .arg("--rootdir")
+                .arg(&root)
+                .arg("--hosts-file")
+                .arg(&hosts_file)
+                .arg("--listen")
+                .arg("127.0.0.1")
+                .arg("--chunk-size")
+                .arg(chunk_size.to_string())
+                .arg("--mountdir")
+                .arg("/tmp/gkfs-test")
+                .arg("--log-level")
+                .arg("info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("spawn gkfsd");
+            children.push(Some(child));
+            rootdirs.push(root);
+        }
+        let c = Cluster {
+            dir,
+            children,
+            hosts_file,
+            rootdirs,
+            chunk_size,
+        };
+        c.wait_ready(n);
+        c
+    }
+
+    fn wait_ready(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = fs::read_to_string(&self.hosts_file).unwrap_or_default();
+            if let Ok(h) = Hosts::parse("hosts", &text) {
+                if h.entries.len() == n {
+                    let client = self.client_with_timeout(Duration::from_secs(2));
+                    if client.ping_all().is_ok() {
+                        return;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "daemons did not come up:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A client of this file system.
+    pub fn client(&self) -> Client {
+        self.client_with_timeout(Duration::from_secs(20))
+    }
+
+    /// A client with a given RPC deadline.
+    pub fn client_with_timeout(&self, timeout: Duration) -> Client {
+        Client::new(&ClientConfig {
+            timeout,
+            ..ClientConfig::new(&self.hosts_file)
+        })
+        .expect("client")
+    }
+
+    /// Sends a signal to daemon `i` (and reaps it for SIGKILL).
+    pub fn signal(&mut self, i: usize, sig: Signal) {
+        if let Some(c) = &mut self.children[i] {
+            kill(Pid::from_raw(c.id() as i32), sig).unwrap();
+            if sig == Signal::SIGKILL {
+                let _ = c.wait();
+                self.children[i] = None;
+            }
+        }
+    }
+
+    /// Stops daemon `i` with SIGTERM and returns its exit status code.
+    pub fn stop_daemon(&mut self, i: usize) -> Option<i32> {
+        let mut c = self.children[i].take()?;
+        kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM).ok()?;
+        c.wait().ok()?.code()
+    }
+
+    /// The daemons' logs (for assertion messages).
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for i in 0..self.rootdirs.len() {
+            let p = self.dir.path().join(format!("gkfsd.{i}.log"));
+            s.push_str(&format!("--- gkfsd.{i}.log\n{}", fs::read_to_string(p).unwrap_or_default()));
+        }
+        s
+    }
+
+    /// Number of chunk files under every root dir.
+    pub fn chunk_files(&self) -> usize {
+        self.rootdirs
+            .iter()
+            .map(|r| {
+                fs::read_dir(r.join("chunks"))
+                    .map(|d| d.flatten().map(|f| fs::read_dir(f.path()).map(|x| x.count()).unwrap_or(0)).sum())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// Process ids of the running daemons.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().flatten().map(|c| c.id()).collect()
+    }
+
+    /// The instance directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        }
+        for c in self.children.iter_mut().flatten() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Daemons + client, with 1, 2 and 4 daemons: data, metadata, errno.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::FileExt;
+
+use gkfs_client::{Client, Errno, OpenOptions};
+use gkfs_tests::Cluster;
+use rand::{Rng, RngCore, SeedableRng};
+
+/// Small chunks so that modest transfers cross many chunk and daemon boundaries.
+const CHUNK: u64 = 64 * 1024;
+
+macro_rules! per_daemon_count {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn one_daemon() {
+                super::$name(1)
+            }
+            #[test]
+            fn two_daemons() {
+                super::$name(2)
+            }
+            #[test]
+            fn four_daemons() {
+                super::$name(4)
+            }
+        }
+    };
+}
+
+fn wopts() -> OpenOptions {
+    OpenOptions {
+        create: true,
+        write: true,
+        mode: 0o644,
+        ..Default::default()
+    }
+}
+
+fn random_io_matches_local_file(n: usize) {
+    let c = Cluster::start_with(n, CHUNK);
+    let client = c.client();
+    let f = client.open("/data.bin", &wopts()).unwrap();
+    let local = tempfile::tempfile().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(n as u64);
+    let max = 6 * 1024 * 1024;
+    for i in 0..60 {
+        let off = rng.random_range(0..max as u64);
+        let len = if i % 5 == 0 { rng.random_range(0..4096) } else { rng.random_range(0..3 * 1024 * 1024) };
+        let mut data = vec![0u8; len];
+        rng.fill_bytes(&mut data);
+        assert_eq!(f.pwrite(&data, off).unwrap(), len);
+        local.write_all_at(&data, off).unwrap();
+        // Read back a random range, and the same range locally.
+        let roff = rng.random_range(0..max as u64 + 1024 * 1024);
+        let rlen = rng.random_range(0..4 * 1024 * 1024);
+        let mut got = vec![0xAAu8; rlen];
+        let mut want = vec![0u8; rlen];
+        let gn = f.pread(&mut got, roff).unwrap();
+        let wn = read_full(&local, &mut want, roff);
+        assert_eq!(gn, wn, "read length at {roff}+{rlen}");
+        assert!(got[..gn] == want[..wn], "data differs at {roff}+{rlen}");
+    }
+    let size = local.metadata().unwrap().len();
+    assert_eq!(f.size().unwrap(), size);
+    assert_eq!(client.stat("/data.bin").unwrap().size, size);
+    // The whole file, in one read.
+    let mut got = vec![0u8; size as usize + 100];
+    let mut want = vec![0u8; size as usize + 100];
+    assert_eq!(f.pread(&mut got, 0).unwrap(), size as usize);
+    read_full(&local, &mut want, 0);
+    assert!(got == want);
+}
+per_daemon_count!(random_io_matches_local_file);
+
+fn read_full(f: &fs::File, buf: &mut [u8], off: u64) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64).unwrap() {
+            0 => break,
+            k => done += k,
+        }
+    }
+    done
+}
+
+fn holes_eof_truncate_append(n: usize) {
+    let c = Cluster::start_with(n, CHUNK);
+    let client = c.client();
+    let f = client.open("/sparse", &wopts()).unwrap();
+    // A write far out leaves a hole of several chunks.
+    f.pwrite(b"tail", 10 * CHUNK + 5).unwrap();
+    assert_eq!(f.size().unwrap(), 10 * CHUNK + 9);
+    let mut buf = vec![0xFFu8; (CHUNK * 3) as usize];
+    assert_eq!(f.pread(&mut buf, CHUNK).unwrap(), buf.len());
+    assert!(buf.iter().all(|&b| b == 0), "hole is not zeros");
+    // Reads stop at EOF.
+    let mut buf = vec![0u8; 100];
+    assert_eq!(f.pread(&mut buf, 10 * CHUNK).unwrap(), 9);
+    assert_eq!(&buf[5..9], b"tail");
+    assert_eq!(f.pread(&mut buf, 20 * CHUNK).unwrap(), 0);
+    // Shrink: data past the new size is gone, also after growing again.
+    f.pwrite(&vec![7u8; (2 * CHUNK) as usize], 0).unwrap();
+    f.truncate(CHUNK + 10).unwrap();
+    assert_eq!(client.stat("/sparse").unwrap().size, CHUNK + 10);
+    f.truncate(3 * CHUNK).unwrap();
+    let mut buf = vec![0xFFu8; (3 * CHUNK) as usize];
+    assert_eq!(f.pread(&mut buf, 0).unwrap(), (3 * CHUNK) as usize);
+    assert!(buf[..(CHUNK + 10) as usize].iter().all(|&b| b == 7));
+    assert!(buf[(CHUNK + 10) as usize..].iter().all(|&b| b == 0), "truncated data came back");
+    // Append.
+    let a = client
+        .open("/log", &OpenOptions { append: true, ..wopts() })
+        .unwrap();
+    assert_eq!(a.append(b"one\n").unwrap(), 0);
+    assert_eq!(a.pwrite(b"two\n", 0).unwrap(), 4);
+    let big = vec![b'x'; (CHUNK + 3) as usize];
+    assert_eq!(a.append(&big).unwrap(), 8);
+    let mut buf = vec![0u8; 8];
+    a.pread(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"one\ntwo\n");
+    assert_eq!(a.size().unwrap(), 8 + CHUNK + 3);
+    // O_TRUNC on open.
+    let t = client.open("/log", &OpenOptions { truncate: true, ..wopts() }).unwrap();
+    assert_eq!(t.size().unwrap(), 0);
+}
+per_daemon_count!(holes_eof_truncate_append);
+
+fn threads_distinct_and_shared(n: usize) {
+    let c = Cluster::start_with(n, CHUNK);
+    let client = c.client();
+    let shared = client.open("/shared", &wopts()).unwrap();
+    let block = 100_000usize;
+    std::thread::scope(|s| {
+        for t in 0..8u8 {
+            let client = client.clone();
+            let shared = shared.clone();
+            s.spawn(move || {
+                let own = client.open(&format!("/own{t}"), &wopts()).unwrap();
+                let data: Vec<u8> = (0..block * 3).map(|i| (i as u8).wrapping_mul(t + 1)).collect();
+                for k in 0..3 {
+                    own.pwrite(&data[k * block..(k + 1) * block], (k * block) as u64).unwrap();
+                    shared.pwrite(&vec![t; block], ((t as usize * 3 + k) * block) as u64).unwrap();
+                }
+                let mut back = vec![0u8; data.len()];
+                assert_eq!(own.pread(&mut back, 0).unwrap(), data.len());
+                assert!(back == data);
+            });
+        }
+    });
+    assert_eq!(shared.size().unwrap(), (24 * block) as u64);
+    let mut all = vec![0u8; 24 * block];
+    shared.pread(&mut all, 0).unwrap();
+    for (i, b) in all.chunks(block).enumerate() {
+        assert!(b.iter().all(|&x| x as usize == i / 3), "block {i} of the shared file");
+    }
+}
+per_daemon_count!(threads_distinct_and_shared);
+
+fn readdir_rename_unlink(n: usize) {
+    let c = Cluster::start_with(n, CHUNK);
+    let client = c.client();
+    client.mkdir("/dir", 0o755).unwrap();
+    client.mkdir("/dir/sub", 0o755).unwrap();
+    let count = 10_000;
+    let names: BTreeSet<String> = (0..count).map(|i| format!("f{i:05}")).collect();
+    std::thread::scope(|s| {
+        let names: Vec<&String> = names.iter().collect();
+        for part in names.chunks(count / 4) {
+            let client = client.clone();
+            s.spawn(move || {
+                for name in part {
+                    client.create(&format!("/dir/sub/{name}"), 0o644).unwrap();
+                }
+            });
+        }
+    });
+    // A deeper file must not show up in the listing of /dir.
+    client.create("/dir/top", 0o600).unwrap();
+    let listed = client.readdir("/dir/sub").unwrap();
+    assert_eq!(listed.len(), count);
+    let got: BTreeSet<String> = listed.iter().map(|e| e.name.clone()).collect();
+    assert_eq!(got, names);
+    let top: Vec<String> = client.readdir("/dir").unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(top, vec!["sub".to_string(), "top".to_string()]);
+
+    // Rename keeps the data and moves no chunk.
+    let f = client.open("/dir/top", &wopts()).unwrap();
+    let data: Vec<u8> = (0..(5 * CHUNK as usize)).map(|i| (i % 251) as u8).collect();
+    f.pwrite(&data, 0).unwrap();
+    let before = chunk_listing(&c);
+    client.rename("/dir/top", "/moved").unwrap();
+    assert_eq!(chunk_listing(&c), before, "chunks moved on rename");
+    assert_eq!(client.stat("/dir/top").unwrap_err(), Errno::ENOENT);
+    let mut back = vec![0u8; data.len()];
+    assert_eq!(client.read_at("/moved", &mut back, 0).unwrap(), data.len());
+    assert!(back == data);
+    // Directory rename moves everything below it.
+    client.rename("/dir", "/dir2").unwrap();
+    assert_eq!(client.readdir("/dir2/sub").unwrap().len(), count);
+    assert_eq!(client.stat("/dir/sub/f00001").unwrap_err(), Errno::ENOENT);
+    assert!(client.stat("/dir2/sub/f00001").unwrap().is_file());
+    // Replacing a file by rename drops the old data.
+    client.create("/victim", 0o644).unwrap();
+    client.write_at("/victim", &[1u8; 200_000], 0).unwrap();
+    client.rename("/moved", "/victim").unwrap();
+    assert_eq!(client.read_at("/victim", &mut back, 0).unwrap(), data.len());
+    assert!(back == data);
+    assert_eq!(chunk_listing(&c), before, "replaced file's chunks remain");
+
+    // Unlink removes every chunk on every daemon.
+    client.unlink("/victim").unwrap();
+    for name in &names {
+        client.unlink(&format!("/dir2/sub/{name}")).unwrap();
+    }
+    client.rmdir("/dir2/sub").unwrap();
+    client.rmdir("/dir2").unwrap();
+    assert_eq!(c.chunk_files(), 0, "chunks left behind");
+    assert!(client.readdir("/").unwrap().is_empty());
+    let fs = client.statfs().unwrap();
+    assert!(fs.total > 0 && fs.avail <= fs.total && fs.free <= fs.total);
+    assert_eq!(fs.chunk_size, CHUNK);
+}
+per_daemon_count!(readdir_rename_unlink);
+
+fn chunk_listing(c: &Cluster) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, r) in c.rootdirs.iter().enumerate() {
+        for d in fs::read_dir(r.join("chunks")).unwrap().flatten() {
+            for f in fs::read_dir(d.path()).unwrap().flatten() {
+                out.push(format!("{i}/{}/{}", d.file_name().to_string_lossy(), f.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn errnos(n: usize) {
+    let c = Cluster::start_with(n, CHUNK);
+    let client: Client = c.client();
+    assert_eq!(client.stat("/nope").unwrap_err(), Errno::ENOENT);
+    assert_eq!(client.open("/nope", &OpenOptions::default()).unwrap_err(), Errno::ENOENT);
+    assert_eq!(client.create("/a/b", 0o644).unwrap_err(), Errno::ENOENT);
+    client.create("/file", 0o644).unwrap();
+    assert_eq!(client.create("/file", 0o644).unwrap_err(), Errno::EEXIST);
+    assert_eq!(client.mkdir("/file", 0o755).unwrap_err(), Errno::EEXIST);
+    assert_eq!(client.create("/file/x", 0o644).unwrap_err(), Errno::ENOTDIR);
+    assert_eq!(client.readdir("/file").unwrap_err(), Errno::ENOTDIR);
+    assert_eq!(client.rmdir("/file").unwrap_err(), Errno::ENOTDIR);
+    client.mkdir("/d", 0o755).unwrap();
+    assert_eq!(client.unlink("/d").unwrap_err(), Errno::EISDIR);
+    assert_eq!(client.open("/d", &wopts()).unwrap_err(), Errno::EISDIR);
+    client.create("/d/x", 0o644).unwrap();
+    assert_eq!(client.rmdir("/d").unwrap_err(), Errno::ENOTEMPTY);
+    client.mkdir("/e", 0o755).unwrap();
+    client.create("/e/y", 0o644).unwrap();
+    assert_eq!(client.rename("/d", "/e").unwrap_err(), Errno::ENOTEMPTY);
+    assert_eq!(client.rename("/d", "/d/x/z").unwrap_err(), Errno::EINVAL);
+    let long = format!("/{}", "n".repeat(256));
+    assert_eq!(client.create(&long, 0o644).unwrap_err(), Errno::ENAMETOOLONG);
+    assert_eq!(client.stat(&"/abcdefgh".repeat(600)).unwrap_err(), Errno::ENAMETOOLONG);
+    assert_eq!(client.rmdir("/").unwrap_err(), Errno::EBUSY);
+    assert!(client.stat("/").unwrap().is_dir());
+    client.unlink("/d/x").unwrap();
+    client.rmdir("/d").unwrap();
+    assert_eq!(client.stat("/d").unwrap_err(), Errno::ENOENT);
+}
+per_daemon_count!(errnos);
