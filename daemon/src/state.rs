@@ -25,8 +25,6 @@ pub struct Membership {
     pub hash: u64,
     /// This daemon's index in it.
     pub index: u32,
-    /// Number of daemons.
-    pub daemons: u32,
 }
 
 /// Counters reported by the stats RPC.
@@ -164,7 +162,6 @@ impl State {
         Some(Membership {
             hash: hosts.membership(),
             index: index as u32,
-            daemons: hosts.len(),
         })
     }
 

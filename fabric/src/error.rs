@@ -72,7 +72,6 @@ pub(crate) fn classify(call: &'static str, code: i32, msg: String) -> FabricErro
         | sys::FI_ESHUTDOWN
         | sys::FI_ENETUNREACH
         | sys::FI_ETIMEDOUT
-        | sys::FI_EPIPE
         | sys::FI_EIO => FabricError::PeerGone(format!("{call}: {msg}")),
         _ => FabricError::Call { call, code, msg },
     }

@@ -1,7 +1,7 @@
 //! Two processes over the real provider: tagged ping-pong, and an RMA read + write of
 //! 1 MiB verified byte for byte. The server is this test binary re-run as a child.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,10 @@ fn server_process() {
     })
     .unwrap();
     ep.serve(4, 4096).unwrap();
-    println!("ADDR {}", hex(ep.address()));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ADDR {}", hex(ep.address())).unwrap();
+    out.flush().unwrap();
+    drop(out);
     loop {
         let req = ep.next_request(Instant::now() + Duration::from_secs(30)).unwrap().unwrap();
         let p = req.payload().to_vec();
@@ -77,8 +80,9 @@ fn ping_pong_and_rma() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("server exited").unwrap();
-        if let Some(a) = line.strip_prefix("ADDR ") {
-            break unhex(a);
+        // libtest may print "test server_process ... " in front of it.
+        if let Some(at) = line.find("ADDR ") {
+            break unhex(line[at + 5..].trim());
         }
     };
     let ep = Endpoint::open(&Config {

@@ -10,7 +10,6 @@ use gkfs_proto::msg::*;
 
 use crate::state::State;
 
-pub use data::INLINE_READ_MAX;
 
 impl Handler for State {
     type Ctx = Peer;

@@ -138,11 +138,6 @@ impl ChunkStore {
         }
         s
     }
-
-    /// The directory holding the chunks.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
 }
 
 #[cfg(test)]
