@@ -13,13 +13,13 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use gkfs_fabric::{Config as FabricConfig, Endpoint};
 use gkfs_proto::chunk::ChunkSize;
 use gkfs_proto::hosts::HostEntry;
+use nix::sys::signal::{SigSet, Signal};
 
 /// Receive buffers kept posted for incoming requests.
 const RECV_BUFFERS: usize = 64;
@@ -145,6 +145,13 @@ fn register(hosts_file: &Path, entry: &HostEntry) -> Result<()> {
 }
 
 fn run(args: Args) -> Result<()> {
+    // Block SIGTERM/SIGINT before any thread exists (RocksDB's, libfabric's, ours):
+    // every thread inherits the mask and only the main thread takes them, with
+    // sigwait below. No handler runs, so no library's own handler can exit early.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.thread_block().context("cannot block SIGTERM/SIGINT")?;
     let chunk_size = ChunkSize::new(args.chunk_size)
         .with_context(|| format!("--chunk-size {} is not a power of two from 4096 to 1 GiB", args.chunk_size))?;
     if !args.mountdir.starts_with('/') {
@@ -177,9 +184,6 @@ fn run(args: Args) -> Result<()> {
     ep.serve(RECV_BUFFERS, MAX_REQUEST)
         .context("cannot post receive buffers")?;
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handlers")?;
-    }
     let workers = server::start(state.clone(), args.threads, stop.clone());
     let entry = HostEntry {
         hostname: hostname::get()
@@ -201,10 +205,9 @@ fn run(args: Args) -> Result<()> {
         chunk_size.get(),
         args.rootdir.display()
     );
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    log::info!("shutting down");
+    let sig = signals.wait().context("sigwait")?;
+    log::info!("{sig} received: shutting down");
+    stop.store(true, Ordering::Relaxed);
     ep.shutdown();
     for w in workers {
         let _ = w.join();

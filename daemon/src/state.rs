@@ -131,13 +131,14 @@ impl State {
             }
         }
         {
+            // One reload at a time; others wait for it and then see its result.
             let mut last = self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_none_or(|t| t.elapsed().as_millis() >= 50) {
-                *last = Some(Instant::now());
-                drop(last);
+            let current = self.membership().is_some_and(|m| m.hash == hash);
+            if !current && last.is_none_or(|t| t.elapsed().as_millis() >= 50) {
                 if let Some(m) = self.reload_membership() {
                     *self.membership.write().unwrap_or_else(|p| p.into_inner()) = Some(m);
                 }
+                *last = Some(Instant::now());
             }
         }
         match self.membership() {

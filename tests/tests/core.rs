@@ -166,9 +166,9 @@ fn readdir_rename_unlink(n: usize) {
     client.mkdir("/dir/sub", 0o755).unwrap();
     let count = 10_000;
     let names: BTreeSet<String> = (0..count).map(|i| format!("f{i:05}")).collect();
+    let list: Vec<&String> = names.iter().collect();
     std::thread::scope(|s| {
-        let names: Vec<&String> = names.iter().collect();
-        for part in names.chunks(count / 4) {
+        for part in list.chunks(count / 4) {
             let client = client.clone();
             s.spawn(move || {
                 for name in part {

@@ -120,8 +120,9 @@ impl MetaStore {
         let prefix = child_prefix(dir);
         let mut seek = format!("{prefix}{start_after}");
         if !start_after.is_empty() {
-            // Past the last name returned and all of its descendants.
-            seek.push('0');
+            // The smallest key after the last name returned (its descendants are
+            // skipped below, like any other child's).
+            seek.push('\0');
         }
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -259,7 +260,7 @@ mod tests {
         db.delete("/a/b").unwrap();
         assert_eq!(names("/a", "", 10).0, vec!["b-x".to_string(), "c".into()]);
         let (all, _) = db.scan("/a", "", 100).unwrap();
-        assert_eq!(all.len(), 5);
+        assert_eq!(all.len(), 4);
         assert!(db.has_children("/a/b").unwrap());
         assert!(!db.has_children("/b").unwrap());
     }
