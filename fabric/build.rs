@@ -69,7 +69,9 @@ fn main() {
     for p in &lib.include_paths {
         b = b.clang_arg(format!("-I{}", p.display()));
     }
-    let bindings = b.generate().expect("bindgen failed on the libfabric headers");
+    let bindings = b
+        .generate()
+        .expect("bindgen failed on the libfabric headers");
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     bindings
         .write_to_file(out.join("bindings.rs"))

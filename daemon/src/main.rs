@@ -108,17 +108,26 @@ fn listen_address(listen: Option<&str>) -> Option<String> {
     }
     let host = hostname::get().ok()?.into_string().ok()?;
     use std::net::ToSocketAddrs;
-    let addr = (host.as_str(), 0).to_socket_addrs().ok()?.find(|a| a.is_ipv4())?;
+    let addr = (host.as_str(), 0)
+        .to_socket_addrs()
+        .ok()?
+        .find(|a| a.is_ipv4())?;
     Some(addr.ip().to_string())
 }
 
 fn read_token(path: &Path) -> Result<u128> {
     let text = fs::read_to_string(path).with_context(|| {
-        format!("cannot read the job token file {} (start daemons with gkfs-run, or pass --token-file)", path.display())
+        format!(
+            "cannot read the job token file {} (start daemons with gkfs-run, or pass --token-file)",
+            path.display()
+        )
     })?;
     if let Ok(meta) = fs::metadata(path) {
         if meta.permissions().mode() & 0o077 != 0 {
-            log::warn!("token file {} is readable by other users; it should be mode 0600", path.display());
+            log::warn!(
+                "token file {} is readable by other users; it should be mode 0600",
+                path.display()
+            );
         }
     }
     gkfs_proto::config::parse_token(&text)
@@ -151,9 +160,15 @@ fn run(args: Args) -> Result<()> {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
-    signals.thread_block().context("cannot block SIGTERM/SIGINT")?;
-    let chunk_size = ChunkSize::new(args.chunk_size)
-        .with_context(|| format!("--chunk-size {} is not a power of two from 4096 to 1 GiB", args.chunk_size))?;
+    signals
+        .thread_block()
+        .context("cannot block SIGTERM/SIGINT")?;
+    let chunk_size = ChunkSize::new(args.chunk_size).with_context(|| {
+        format!(
+            "--chunk-size {} is not a power of two from 4096 to 1 GiB",
+            args.chunk_size
+        )
+    })?;
     if !args.mountdir.starts_with('/') {
         bail!("--mountdir {} must be an absolute path", args.mountdir);
     }
@@ -165,21 +180,42 @@ fn run(args: Args) -> Result<()> {
     });
     let token = read_token(&token_file)?;
     make_private_dir(&args.rootdir)?;
-    let metadir = args.metadir.clone().unwrap_or_else(|| args.rootdir.join("metadata"));
+    let metadir = args
+        .metadir
+        .clone()
+        .unwrap_or_else(|| args.rootdir.join("metadata"));
     make_private_dir(&metadir)?;
     let meta = store::meta::MetaStore::open(&metadir)
         .with_context(|| format!("cannot open the metadata database in {}", metadir.display()))?;
     let chunks = store::chunks::ChunkStore::open(&args.rootdir.join("chunks"), chunk_size.get())
-        .with_context(|| format!("cannot create the chunk dir under {}", args.rootdir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create the chunk dir under {}",
+                args.rootdir.display()
+            )
+        })?;
     let fcfg = FabricConfig {
         provider: args.provider.clone(),
         node: listen_address(args.listen.as_deref()).or_else(|| Some("127.0.0.1".into())),
         service: args.port.map(|p| p.to_string()),
     };
-    let ep = Endpoint::open(&fcfg).with_context(|| format!("cannot open a {} endpoint on {:?}", fcfg.provider, fcfg.node))?;
+    let ep = Endpoint::open(&fcfg).with_context(|| {
+        format!(
+            "cannot open a {} endpoint on {:?}",
+            fcfg.provider, fcfg.node
+        )
+    })?;
     let state = Arc::new(
-        state::State::new(meta, chunks, ep.clone(), token, chunk_size, args.hosts_file.clone(), args.rootdir.clone())
-            .map_err(|e| anyhow::anyhow!("cannot read the file-id counter: {e}"))?,
+        state::State::new(
+            meta,
+            chunks,
+            ep.clone(),
+            token,
+            chunk_size,
+            args.hosts_file.clone(),
+            args.rootdir.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot read the file-id counter: {e}"))?,
     );
     ep.serve(RECV_BUFFERS, MAX_REQUEST)
         .context("cannot post receive buffers")?;

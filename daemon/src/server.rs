@@ -34,7 +34,10 @@ pub fn start(state: Arc<State>, threads: usize, stop: Arc<AtomicBool>) -> Vec<Jo
 
 fn worker(state: &State, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
-        match state.ep.next_request(Instant::now() + Duration::from_millis(500)) {
+        match state
+            .ep
+            .next_request(Instant::now() + Duration::from_millis(500))
+        {
             Ok(Some(req)) => {
                 let reply = handle(state, &req);
                 if let Err(e) = state.ep.reply(&req, reply) {
@@ -58,20 +61,35 @@ pub fn handle(state: &State, req: &Request) -> Vec<u8> {
         Ok(x) => x,
         Err(e) => {
             log::warn!("undecodable request header: {e}");
-            return encode_reply::<()>(0, &Err(RemoteError::new(Errno::EBADMSG, format!("bad request header: {e}"))));
+            return encode_reply::<()>(
+                0,
+                &Err(RemoteError::new(
+                    Errno::EBADMSG,
+                    format!("bad request header: {e}"),
+                )),
+            );
         }
     };
     if req.truncated {
         return encode_reply::<()>(
             h.request_id,
-            &Err(RemoteError::new(Errno::EMSGSIZE, "request larger than the daemon's receive buffers")),
+            &Err(RemoteError::new(
+                Errno::EMSGSIZE,
+                "request larger than the daemon's receive buffers",
+            )),
         );
     }
     if h.token != state.token {
-        log::warn!("refused a request with a wrong job token (opcode {})", h.opcode);
+        log::warn!(
+            "refused a request with a wrong job token (opcode {})",
+            h.opcode
+        );
         return encode_reply::<()>(
             h.request_id,
-            &Err(RemoteError::new(Errno::EACCES, "wrong job token: this file system belongs to another job or user")),
+            &Err(RemoteError::new(
+                Errno::EACCES,
+                "wrong job token: this file system belongs to another job or user",
+            )),
         );
     }
     let mgmt = matches!(
@@ -84,11 +102,16 @@ pub fn handle(state: &State, req: &Request) -> Vec<u8> {
         }
     }
     let from = req.from;
-    match catch_unwind(AssertUnwindSafe(|| dispatch(state, &from, h.opcode, h.request_id, body))) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        dispatch(state, &from, h.opcode, h.request_id, body)
+    })) {
         Ok(reply) => reply,
         Err(_) => {
             log::error!("a handler panicked on opcode {}; answered EIO", h.opcode);
-            encode_reply::<()>(h.request_id, &Err(RemoteError::new(Errno::EIO, "internal error in the daemon")))
+            encode_reply::<()>(
+                h.request_id,
+                &Err(RemoteError::new(Errno::EIO, "internal error in the daemon")),
+            )
         }
     }
 }

@@ -80,7 +80,15 @@ pub fn now_ns() -> i64 {
 
 impl State {
     /// Builds the state.
-    pub fn new(meta: MetaStore, chunks: ChunkStore, ep: Endpoint, token: u128, chunk_size: ChunkSize, hosts_file: PathBuf, rootdir: PathBuf) -> Result<State, Errno> {
+    pub fn new(
+        meta: MetaStore,
+        chunks: ChunkStore,
+        ep: Endpoint,
+        token: u128,
+        chunk_size: ChunkSize,
+        hosts_file: PathBuf,
+        rootdir: PathBuf,
+    ) -> Result<State, Errno> {
         let next = meta.next_id()?;
         Ok(State {
             meta,
@@ -159,7 +167,10 @@ impl State {
     fn reload_membership(&self) -> Option<Membership> {
         let text = std::fs::read_to_string(&self.hosts_file).ok()?;
         let hosts = Hosts::parse(&self.hosts_file.display().to_string(), &text).ok()?;
-        let index = hosts.entries.iter().position(|e| e.address == self.ep.address())?;
+        let index = hosts
+            .entries
+            .iter()
+            .position(|e| e.address == self.ep.address())?;
         Some(Membership {
             hash: hosts.membership(),
             index: index as u32,

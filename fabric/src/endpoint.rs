@@ -129,7 +129,10 @@ impl Slot {
 /// What a posted operation's context owns until its completion is reaped.
 enum OpKind {
     /// A send; on failure the linked call (if any) fails early.
-    Send { _buf: Vec<u8>, call: Option<Arc<Slot>> },
+    Send {
+        _buf: Vec<u8>,
+        call: Option<Arc<Slot>>,
+    },
     /// A receive of a reply, or an RMA: the buffer goes to the slot.
     Data { buf: Vec<u8>, slot: Arc<Slot> },
     /// A posted request buffer of a serving endpoint.
@@ -263,7 +266,7 @@ impl Endpoint {
                 | sys::FI_WRITE
                 | sys::FI_REMOTE_READ
                 | sys::FI_REMOTE_WRITE) as u64;
-            (*hints).mode = (sys::FI_CONTEXT | sys::FI_CONTEXT2) as u64;
+            (*hints).mode = sys::FI_CONTEXT | sys::FI_CONTEXT2;
             (*(*hints).domain_attr).mr_mode = (sys::FI_MR_LOCAL
                 | sys::FI_MR_VIRT_ADDR
                 | sys::FI_MR_PROV_KEY
@@ -272,7 +275,7 @@ impl Endpoint {
             // fi_freeinfo frees prov_name: it must come from malloc.
             (*(*hints).fabric_attr).prov_name = libc::strdup(prov.as_ptr());
             let flags = if node.is_some() || service.is_some() {
-                sys::FI_SOURCE as u64
+                sys::FI_SOURCE
             } else {
                 0
             };
@@ -300,32 +303,70 @@ impl Endpoint {
             }
             let info = inner.info;
             inner.mr_mode = (*(*info).domain_attr).mr_mode as u64;
-            check("fi_fabric", sys::fi_fabric((*info).fabric_attr, &mut inner.fabric, std::ptr::null_mut()) as i64)?;
-            check("fi_domain", sys::gkfs_fi_domain(inner.fabric, info, &mut inner.domain, std::ptr::null_mut()) as i64)?;
+            check(
+                "fi_fabric",
+                sys::fi_fabric((*info).fabric_attr, &mut inner.fabric, std::ptr::null_mut()) as i64,
+            )?;
+            check(
+                "fi_domain",
+                sys::gkfs_fi_domain(inner.fabric, info, &mut inner.domain, std::ptr::null_mut())
+                    as i64,
+            )?;
             let mut cq_attr = sys::fi_cq_attr {
                 size: 0,
                 format: sys::fi_cq_format_FI_CQ_FORMAT_TAGGED,
                 wait_obj: sys::fi_wait_obj_FI_WAIT_UNSPEC,
                 ..Default::default()
             };
-            check("fi_cq_open", sys::gkfs_fi_cq_open(inner.domain, &mut cq_attr, &mut inner.cq, std::ptr::null_mut()) as i64)?;
+            check(
+                "fi_cq_open",
+                sys::gkfs_fi_cq_open(
+                    inner.domain,
+                    &mut cq_attr,
+                    &mut inner.cq,
+                    std::ptr::null_mut(),
+                ) as i64,
+            )?;
             let mut av_attr = sys::fi_av_attr {
                 type_: sys::fi_av_type_FI_AV_TABLE,
                 ..Default::default()
             };
-            check("fi_av_open", sys::gkfs_fi_av_open(inner.domain, &mut av_attr, &mut inner.av, std::ptr::null_mut()) as i64)?;
-            check("fi_endpoint", sys::gkfs_fi_endpoint(inner.domain, info, &mut inner.ep, std::ptr::null_mut()) as i64)?;
+            check(
+                "fi_av_open",
+                sys::gkfs_fi_av_open(
+                    inner.domain,
+                    &mut av_attr,
+                    &mut inner.av,
+                    std::ptr::null_mut(),
+                ) as i64,
+            )?;
+            check(
+                "fi_endpoint",
+                sys::gkfs_fi_endpoint(inner.domain, info, &mut inner.ep, std::ptr::null_mut())
+                    as i64,
+            )?;
             check(
                 "fi_ep_bind(cq)",
-                sys::gkfs_fi_ep_bind(inner.ep, sys::gkfs_fid_of_cq(inner.cq), (sys::FI_TRANSMIT | sys::FI_RECV) as u64) as i64,
+                sys::gkfs_fi_ep_bind(
+                    inner.ep,
+                    sys::gkfs_fid_of_cq(inner.cq),
+                    (sys::FI_TRANSMIT | sys::FI_RECV) as u64,
+                ) as i64,
             )?;
-            check("fi_ep_bind(av)", sys::gkfs_fi_ep_bind(inner.ep, sys::gkfs_fid_of_av(inner.av), 0) as i64)?;
+            check(
+                "fi_ep_bind(av)",
+                sys::gkfs_fi_ep_bind(inner.ep, sys::gkfs_fid_of_av(inner.av), 0) as i64,
+            )?;
             check("fi_enable", sys::gkfs_fi_enable(inner.ep) as i64)?;
             let mut name = vec![0u8; 256];
             let mut len = name.len();
             check(
                 "fi_getname",
-                sys::gkfs_fi_getname(sys::gkfs_fid_of_ep(inner.ep), name.as_mut_ptr().cast(), &mut len) as i64,
+                sys::gkfs_fi_getname(
+                    sys::gkfs_fid_of_ep(inner.ep),
+                    name.as_mut_ptr().cast(),
+                    &mut len,
+                ) as i64,
             )?;
             name.truncate(len);
             inner.name = name;
@@ -364,9 +405,12 @@ impl Endpoint {
         // SAFETY: av is open; addr points to one address of the provider's format
         // (a wrong one is rejected by the provider with an error or count 0); out is
         // a valid place for one fi_addr_t.
-        let n = unsafe { sys::gkfs_fi_av_insert(self.inner.av, addr.as_ptr().cast(), 1, &mut out, 0) };
+        let n =
+            unsafe { sys::gkfs_fi_av_insert(self.inner.av, addr.as_ptr().cast(), 1, &mut out, 0) };
         if n != 1 || out == sys::ADDR_UNSPEC {
-            return Err(FabricError::BadAddress(format!("fi_av_insert returned {n}")));
+            return Err(FabricError::BadAddress(format!(
+                "fi_av_insert returned {n}"
+            )));
         }
         peers.insert(addr.to_vec(), out);
         Ok(Peer(out))
@@ -386,7 +430,14 @@ impl Endpoint {
         // SAFETY: buf is a live heap buffer owned by the operation context that will
         // also own the registration, so it outlives the mr.
         check("fi_mr_reg", unsafe {
-            sys::gkfs_fi_mr_reg(self.inner.domain, buf.as_ptr().cast(), buf.len(), access, key, &mut mr)
+            sys::gkfs_fi_mr_reg(
+                self.inner.domain,
+                buf.as_ptr().cast(),
+                buf.len(),
+                access,
+                key,
+                &mut mr,
+            )
         } as i64)?;
         let local = LocalMr(mr);
         // SAFETY: mr was just opened successfully.
@@ -439,7 +490,12 @@ impl Endpoint {
             if timeout_ms == 0 {
                 sys::gkfs_fi_cq_read(self.inner.cq, entries.as_mut_ptr().cast(), CQ_BATCH)
             } else {
-                sys::gkfs_fi_cq_sread(self.inner.cq, entries.as_mut_ptr().cast(), CQ_BATCH, timeout_ms)
+                sys::gkfs_fi_cq_sread(
+                    self.inner.cq,
+                    entries.as_mut_ptr().cast(),
+                    CQ_BATCH,
+                    timeout_ms,
+                )
             }
         };
         if n > 0 {
@@ -455,14 +511,24 @@ impl Endpoint {
                 // SAFETY: cq is open; msg is a writable buffer of the given length; the
                 // returned pointer is a NUL-terminated string (ours or the provider's).
                 let text = unsafe {
-                    let p = sys::gkfs_fi_cq_strerror(self.inner.cq, err.prov_errno, err.err_data, msg.as_mut_ptr(), msg.len());
+                    let p = sys::gkfs_fi_cq_strerror(
+                        self.inner.cq,
+                        err.prov_errno,
+                        err.err_data,
+                        msg.as_mut_ptr(),
+                        msg.len(),
+                    );
                     if p.is_null() {
                         String::new()
                     } else {
                         std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
                     }
                 };
-                let mut e = classify("completion", err.err, format!("{} ({text})", strerror(err.err)));
+                let mut e = classify(
+                    "completion",
+                    err.err,
+                    format!("{} ({text})", strerror(err.err)),
+                );
                 if let FabricError::Truncated(_) = e {
                     e = FabricError::Truncated(err.len);
                 }
@@ -530,7 +596,9 @@ impl Endpoint {
     fn parse_envelope(&self, mut buf: Vec<u8>, len: usize) -> Result<Request, FabricError> {
         buf.truncate(len);
         if buf.len() < 10 {
-            return Err(FabricError::BadAddress("message shorter than its envelope".into()));
+            return Err(FabricError::BadAddress(
+                "message shorter than its envelope".into(),
+            ));
         }
         let reply_tag = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
         let alen = u16::from_le_bytes([buf[8], buf[9]]) as usize;
@@ -557,14 +625,29 @@ impl Endpoint {
             Instant::now() + Duration::from_secs(5),
             // SAFETY: ptr/len describe the heap buffer owned by the context, which
             // lives until the completion is reaped.
-            |desc, ctx| unsafe { sys::gkfs_fi_trecv(ep, ptr.cast(), len, desc, sys::ADDR_UNSPEC, REQUEST_TAG, 0, ctx) },
+            |desc, ctx| unsafe {
+                sys::gkfs_fi_trecv(
+                    ep,
+                    ptr.cast(),
+                    len,
+                    desc,
+                    sys::ADDR_UNSPEC,
+                    REQUEST_TAG,
+                    0,
+                    ctx,
+                )
+            },
         )?;
         Ok(())
     }
 
     /// Blocks until `check` yields a value, progressing the endpoint as leader when
     /// nobody else does, or until `deadline`.
-    fn drive<T>(&self, deadline: Instant, mut check: impl FnMut(&mut State) -> Option<T>) -> Result<T, FabricError> {
+    fn drive<T>(
+        &self,
+        deadline: Instant,
+        mut check: impl FnMut(&mut State) -> Option<T>,
+    ) -> Result<T, FabricError> {
         let inner = &self.inner;
         let mut st = lock(&inner.state);
         loop {
@@ -603,13 +686,21 @@ impl Endpoint {
             } else {
                 st.waiters += 1;
                 let wait = (deadline - now).min(MAX_SLICE);
-                st = inner.cv.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner()).0;
+                st = inner
+                    .cv
+                    .wait_timeout(st, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
                 st.waiters -= 1;
             }
         }
     }
 
-    fn wait_slot(&self, slot: &Arc<Slot>, deadline: Instant) -> Result<(Vec<u8>, usize), FabricError> {
+    fn wait_slot(
+        &self,
+        slot: &Arc<Slot>,
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, usize), FabricError> {
         let r = self.drive(deadline, |_| slot.take());
         match r {
             Ok(r) => r,
@@ -619,7 +710,13 @@ impl Endpoint {
 
     /// Sends a request to `peer` and returns a handle to wait for its reply (at most
     /// `max_reply` bytes). Many calls may be in flight at once.
-    pub fn start_call(&self, peer: Peer, payload: &[u8], max_reply: usize, deadline: Instant) -> Result<PendingCall, FabricError> {
+    pub fn start_call(
+        &self,
+        peer: Peer,
+        payload: &[u8],
+        max_reply: usize,
+        deadline: Instant,
+    ) -> Result<PendingCall, FabricError> {
         let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed) % REQUEST_TAG;
         let slot = Slot::new();
         let mut rbuf = vec![0u8; max_reply];
@@ -633,7 +730,9 @@ impl Endpoint {
             },
             deadline,
             // SAFETY: rptr/rlen describe the heap buffer now owned by the context.
-            |desc, ctx| unsafe { sys::gkfs_fi_trecv(ep, rptr.cast(), rlen, desc, peer.0, tag, 0, ctx) },
+            |desc, ctx| unsafe {
+                sys::gkfs_fi_trecv(ep, rptr.cast(), rlen, desc, peer.0, tag, 0, ctx)
+            },
         )?;
         let name = &self.inner.name;
         let mut msg = Vec::with_capacity(10 + name.len() + payload.len());
@@ -650,7 +749,9 @@ impl Endpoint {
             },
             deadline,
             // SAFETY: sptr/slen describe the heap buffer now owned by the context.
-            |desc, ctx| unsafe { sys::gkfs_fi_tsend(ep, sptr.cast(), slen, desc, peer.0, REQUEST_TAG, ctx) },
+            |desc, ctx| unsafe {
+                sys::gkfs_fi_tsend(ep, sptr.cast(), slen, desc, peer.0, REQUEST_TAG, ctx)
+            },
         );
         let pending = PendingCall {
             ep: self.clone(),
@@ -662,9 +763,16 @@ impl Endpoint {
     }
 
     /// Sends a request and waits for its reply.
-    pub fn call(&self, peer: Peer, payload: &[u8], max_reply: usize, timeout: Duration) -> Result<Vec<u8>, FabricError> {
+    pub fn call(
+        &self,
+        peer: Peer,
+        payload: &[u8],
+        max_reply: usize,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, FabricError> {
         let deadline = Instant::now() + timeout;
-        self.start_call(peer, payload, max_reply, deadline)?.wait(deadline)
+        self.start_call(peer, payload, max_reply, deadline)?
+            .wait(deadline)
     }
 
     /// Makes this endpoint a server: keeps `count` receive buffers of `size` bytes
@@ -695,7 +803,10 @@ impl Endpoint {
         let (to, tag) = (req.from.0, req.reply_tag);
         self.post(
             "fi_tsend",
-            OpKind::Send { _buf: payload, call: None },
+            OpKind::Send {
+                _buf: payload,
+                call: None,
+            },
             Instant::now() + Duration::from_secs(5),
             // SAFETY: ptr/len describe the heap buffer now owned by the context.
             |desc, ctx| unsafe { sys::gkfs_fi_tsend(ep, ptr.cast(), len, desc, to, tag, ctx) },
@@ -705,39 +816,91 @@ impl Endpoint {
 
     /// Starts an RMA read of `len` bytes at `offset` of the peer's `remote` buffer
     /// into `buf` (which is resized to `len`); the buffer comes back from `wait`.
-    pub fn start_read(&self, peer: Peer, remote: RemoteBuf, offset: u64, mut buf: Vec<u8>, len: usize, deadline: Instant) -> Result<PendingRma, FabricError> {
+    pub fn start_read(
+        &self,
+        peer: Peer,
+        remote: RemoteBuf,
+        offset: u64,
+        mut buf: Vec<u8>,
+        len: usize,
+        deadline: Instant,
+    ) -> Result<PendingRma, FabricError> {
         self.check_remote(remote, offset, len)?;
         buf.resize(len, 0);
         let slot = Slot::new();
         let (ptr, ep) = (buf.as_mut_ptr(), self.inner.ep);
         self.post(
             "fi_read",
-            OpKind::Data { buf, slot: slot.clone() },
+            OpKind::Data {
+                buf,
+                slot: slot.clone(),
+            },
             deadline,
             // SAFETY: ptr/len describe the heap buffer now owned by the context.
-            |desc, ctx| unsafe { sys::gkfs_fi_read(ep, ptr.cast(), len, desc, peer.0, remote.addr + offset, remote.key, ctx) },
+            |desc, ctx| unsafe {
+                sys::gkfs_fi_read(
+                    ep,
+                    ptr.cast(),
+                    len,
+                    desc,
+                    peer.0,
+                    remote.addr + offset,
+                    remote.key,
+                    ctx,
+                )
+            },
         )?;
-        Ok(PendingRma { ep: self.clone(), slot })
+        Ok(PendingRma {
+            ep: self.clone(),
+            slot,
+        })
     }
 
     /// Starts an RMA write of `buf` to `offset` of the peer's `remote` buffer.
-    pub fn start_write(&self, peer: Peer, remote: RemoteBuf, offset: u64, buf: Vec<u8>, deadline: Instant) -> Result<PendingRma, FabricError> {
+    pub fn start_write(
+        &self,
+        peer: Peer,
+        remote: RemoteBuf,
+        offset: u64,
+        buf: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<PendingRma, FabricError> {
         let len = buf.len();
         self.check_remote(remote, offset, len)?;
         let slot = Slot::new();
         let (ptr, ep) = (buf.as_ptr(), self.inner.ep);
         self.post(
             "fi_write",
-            OpKind::Data { buf, slot: slot.clone() },
+            OpKind::Data {
+                buf,
+                slot: slot.clone(),
+            },
             deadline,
             // SAFETY: ptr/len describe the heap buffer now owned by the context.
-            |desc, ctx| unsafe { sys::gkfs_fi_write(ep, ptr.cast(), len, desc, peer.0, remote.addr + offset, remote.key, ctx) },
+            |desc, ctx| unsafe {
+                sys::gkfs_fi_write(
+                    ep,
+                    ptr.cast(),
+                    len,
+                    desc,
+                    peer.0,
+                    remote.addr + offset,
+                    remote.key,
+                    ctx,
+                )
+            },
         )?;
-        Ok(PendingRma { ep: self.clone(), slot })
+        Ok(PendingRma {
+            ep: self.clone(),
+            slot,
+        })
     }
 
     fn check_remote(&self, remote: RemoteBuf, offset: u64, len: usize) -> Result<(), FabricError> {
-        if offset.checked_add(len as u64).is_none_or(|end| end > remote.len) {
+        if offset
+            .checked_add(len as u64)
+            .is_none_or(|end| end > remote.len)
+        {
             return Err(FabricError::BadAddress(format!(
                 "RMA of {len} bytes at {offset} outside a remote buffer of {} bytes",
                 remote.len
@@ -753,21 +916,37 @@ impl Endpoint {
 
     /// Registers `buf` so peers can write it by RMA ([`Endpoint::start_write`]).
     pub fn register_mut<'a>(&self, buf: &'a mut [u8]) -> Result<MemoryRegion<'a>, FabricError> {
-        self.register_raw(buf.as_ptr(), buf.len(), (sys::FI_REMOTE_WRITE | sys::FI_REMOTE_READ) as u64)
+        self.register_raw(
+            buf.as_ptr(),
+            buf.len(),
+            (sys::FI_REMOTE_WRITE | sys::FI_REMOTE_READ) as u64,
+        )
     }
 
-    fn register_raw<'a>(&self, ptr: *const u8, len: usize, access: u64) -> Result<MemoryRegion<'a>, FabricError> {
+    fn register_raw<'a>(
+        &self,
+        ptr: *const u8,
+        len: usize,
+        access: u64,
+    ) -> Result<MemoryRegion<'a>, FabricError> {
         let mut mr: *mut sys::fid_mr = std::ptr::null_mut();
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
         // SAFETY: ptr/len describe a buffer borrowed for 'a by the returned region,
         // whose Drop closes the registration before the borrow ends.
-        check("fi_mr_reg", unsafe { sys::gkfs_fi_mr_reg(self.inner.domain, ptr.cast(), len, access, key, &mut mr) } as i64)?;
+        check("fi_mr_reg", unsafe {
+            sys::gkfs_fi_mr_reg(self.inner.domain, ptr.cast(), len, access, key, &mut mr)
+        } as i64)?;
         let virt = self.inner.mr_mode & sys::FI_MR_VIRT_ADDR as u64 != 0;
         let prov_key = self.inner.mr_mode & sys::FI_MR_PROV_KEY as u64 != 0;
+        let key = if prov_key {
+            // SAFETY: mr was just opened successfully.
+            unsafe { sys::gkfs_fi_mr_key(mr) }
+        } else {
+            key
+        };
         let remote = RemoteBuf {
             addr: if virt { ptr as u64 } else { 0 },
-            // SAFETY: mr was just opened successfully.
-            key: if prov_key { unsafe { sys::gkfs_fi_mr_key(mr) } } else { key },
+            key,
             len: len as u64,
         };
         Ok(MemoryRegion {

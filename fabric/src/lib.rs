@@ -21,5 +21,7 @@ mod endpoint;
 mod error;
 mod sys;
 
-pub use endpoint::{Config, Endpoint, MemoryRegion, Peer, PendingCall, PendingRma, RemoteBuf, Request};
+pub use endpoint::{
+    Config, Endpoint, MemoryRegion, Peer, PendingCall, PendingRma, RemoteBuf, Request,
+};
 pub use error::FabricError;

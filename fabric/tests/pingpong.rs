@@ -18,11 +18,16 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn u64s(b: &[u8]) -> Vec<u64> {
-    b.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect()
+    b.chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 /// The server side; only does something when started by `ping_pong_and_rma`.
@@ -44,19 +49,37 @@ fn server_process() {
     out.flush().unwrap();
     drop(out);
     loop {
-        let req = ep.next_request(Instant::now() + Duration::from_secs(30)).unwrap().unwrap();
+        let req = ep
+            .next_request(Instant::now() + Duration::from_secs(30))
+            .unwrap()
+            .unwrap();
         let p = req.payload().to_vec();
         match p.first() {
             Some(b'p') => ep.reply(&req, b"pong".to_vec()).unwrap(),
             Some(b'r') => {
                 // [b'r', pad x7, src addr, key, len, dst addr, key, len]
                 let v = u64s(&p[8..56]);
-                let src = RemoteBuf { addr: v[0], key: v[1], len: v[2] };
-                let dst = RemoteBuf { addr: v[3], key: v[4], len: v[5] };
+                let src = RemoteBuf {
+                    addr: v[0],
+                    key: v[1],
+                    len: v[2],
+                };
+                let dst = RemoteBuf {
+                    addr: v[3],
+                    key: v[4],
+                    len: v[5],
+                };
                 let deadline = Instant::now() + Duration::from_secs(10);
-                let data = ep.start_read(req.from, src, 0, Vec::new(), MIB, deadline).unwrap().wait(deadline).unwrap();
+                let data = ep
+                    .start_read(req.from, src, 0, Vec::new(), MIB, deadline)
+                    .unwrap()
+                    .wait(deadline)
+                    .unwrap();
                 let out: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
-                ep.start_write(req.from, dst, 0, out, deadline).unwrap().wait(deadline).unwrap();
+                ep.start_write(req.from, dst, 0, out, deadline)
+                    .unwrap()
+                    .wait(deadline)
+                    .unwrap();
                 ep.reply(&req, b"done".to_vec()).unwrap();
             }
             _ => {
@@ -72,7 +95,13 @@ fn server_process() {
 #[test]
 fn ping_pong_and_rma() {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "server_process", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "server_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("GKFS_FABRIC_SERVER", "1")
         .stdout(Stdio::piped())
         .spawn()
@@ -94,7 +123,10 @@ fn ping_pong_and_rma() {
     let peer = ep.peer(&addr).unwrap();
     let t = Instant::now();
     for _ in 0..1000 {
-        assert_eq!(ep.call(peer, b"ping", 64, Duration::from_secs(5)).unwrap(), b"pong");
+        assert_eq!(
+            ep.call(peer, b"ping", 64, Duration::from_secs(5)).unwrap(),
+            b"pong"
+        );
     }
     eprintln!("1000 round trips in {:?}", t.elapsed());
 
@@ -108,10 +140,19 @@ fn ping_pong_and_rma() {
         for v in [s.addr, s.key, s.len, d.addr, d.key, d.len] {
             msg.extend_from_slice(&v.to_le_bytes());
         }
-        assert_eq!(ep.call(peer, &msg, 64, Duration::from_secs(20)).unwrap(), b"done");
+        assert_eq!(
+            ep.call(peer, &msg, 64, Duration::from_secs(20)).unwrap(),
+            b"done"
+        );
     }
-    assert!(src.iter().zip(&dst).all(|(a, b)| a ^ 0x5a == *b), "RMA data differs");
-    assert_eq!(ep.call(peer, b"quit", 64, Duration::from_secs(5)).unwrap(), b"bye");
+    assert!(
+        src.iter().zip(&dst).all(|(a, b)| a ^ 0x5a == *b),
+        "RMA data differs"
+    );
+    assert_eq!(
+        ep.call(peer, b"quit", 64, Duration::from_secs(5)).unwrap(),
+        b"bye"
+    );
     assert!(child.wait().unwrap().success());
 }
 
@@ -129,15 +170,26 @@ fn unknown_provider_is_a_clear_error() {
 #[test]
 fn call_to_a_dead_peer_fails_before_its_deadline() {
     // Bind a listener-less address: a free port on loopback that nobody serves.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let ep = Endpoint::open(&Config { provider: provider(), node: None, service: None }).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ep = Endpoint::open(&Config {
+        provider: provider(),
+        node: None,
+        service: None,
+    })
+    .unwrap();
     let mut raw = vec![0u8; 16];
     raw[..2].copy_from_slice(&2u16.to_ne_bytes());
     raw[2..4].copy_from_slice(&port.to_be_bytes());
     raw[4..8].copy_from_slice(&[127, 0, 0, 1]);
     let peer = ep.peer(&raw).unwrap();
     let t = Instant::now();
-    let err = ep.call(peer, b"ping", 64, Duration::from_secs(3)).unwrap_err();
+    let err = ep
+        .call(peer, b"ping", 64, Duration::from_secs(3))
+        .unwrap_err();
     assert!(err.is_peer_failure(), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5));
 }

@@ -2,8 +2,8 @@
 //! file, token, daemon logs, pids and settings.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -60,7 +60,11 @@ impl Instance {
         let dir = hosts_file.parent().unwrap_or(Path::new("."));
         let path = dir.join(INSTANCE_FILE);
         let text = fs::read_to_string(&path).with_context(|| {
-            format!("{} has no {INSTANCE_FILE}: is {} a hosts file written by `gkfs-run start`?", dir.display(), hosts_file.display())
+            format!(
+                "{} has no {INSTANCE_FILE}: is {} a hosts file written by `gkfs-run start`?",
+                dir.display(),
+                hosts_file.display()
+            )
         })?;
         serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))
     }
@@ -84,7 +88,8 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(data).with_context(|| format!("cannot write {}", path.display()))
+    f.write_all(data)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Creates a new instance directory with a fresh token and an empty hosts file.
@@ -107,7 +112,10 @@ pub fn create_dir(dir: Option<&Path>) -> Result<PathBuf> {
         }
     };
     let token: u128 = rand::random();
-    write_private(&dir.join(TOKEN_FILE_NAME), gkfs_proto::config::format_token(token).as_bytes())?;
+    write_private(
+        &dir.join(TOKEN_FILE_NAME),
+        gkfs_proto::config::format_token(token).as_bytes(),
+    )?;
     write_private(
         &dir.join(HOSTS_FILE_NAME),
         b"# gkfs hosts file: <hostname> <provider> <address-hex> key=value... (see gkfs-proto hosts docs)\n",

@@ -51,7 +51,9 @@ pub fn sibling_program(name: &str) -> PathBuf {
 }
 
 fn daemon_program() -> PathBuf {
-    std::env::var_os("GKFS_DAEMON").map(PathBuf::from).unwrap_or_else(|| sibling_program("gkfsd"))
+    std::env::var_os("GKFS_DAEMON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| sibling_program("gkfsd"))
 }
 
 fn log_tail(path: &Path) -> String {
@@ -65,7 +67,10 @@ fn spinner(msg: &str) -> ProgressBar {
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    pb.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     pb.set_message(msg.to_string());
     pb.enable_steady_tick(Duration::from_millis(100));
     pb
@@ -80,7 +85,10 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
         bail!("--mountdir {} must be an absolute path", opts.mountdir);
     }
     if gkfs_proto::chunk::ChunkSize::new(opts.chunk_size).is_none() {
-        bail!("--chunk-size {} is not a power of two from 4096 to 1 GiB", opts.chunk_size);
+        bail!(
+            "--chunk-size {} is not a power of two from 4096 to 1 GiB",
+            opts.chunk_size
+        );
     }
     let gkfsd = daemon_program();
     let dir = instance::create_dir(opts.instance_dir.as_deref())?;
@@ -98,7 +106,8 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
     for i in 0..opts.daemons {
         let rootdir = root.join(format!("d{i}"));
         let log = dir.join(format!("gkfsd.{i}.log"));
-        let logf = fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let logf =
+            fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let child = Command::new(&gkfsd)
             .arg("--rootdir")
             .arg(&rootdir)
@@ -120,7 +129,12 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
             // Its own process group: a Ctrl-C in the user's shell does not kill it.
             .process_group(0)
             .spawn()
-            .with_context(|| format!("cannot run {} (set GKFS_DAEMON to its path)", gkfsd.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot run {} (set GKFS_DAEMON to its path)",
+                    gkfsd.display()
+                )
+            })?;
         inst.daemons.push(DaemonInfo {
             index: i,
             pid: child.id(),
@@ -141,7 +155,11 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
     Ok(inst)
 }
 
-fn wait_ready(inst: &Instance, children: &mut [std::process::Child], deadline: Instant) -> Result<()> {
+fn wait_ready(
+    inst: &Instance,
+    children: &mut [std::process::Child],
+    deadline: Instant,
+) -> Result<()> {
     let hosts_file = inst.hosts_file();
     loop {
         for (d, c) in inst.daemons.iter().zip(children.iter_mut()) {
@@ -175,16 +193,29 @@ fn wait_ready(inst: &Instance, children: &mut [std::process::Child], deadline: I
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("daemons {down:?} are listed in {} but do not answer", hosts_file.display());
+                bail!(
+                    "daemons {down:?} are listed in {} but do not answer",
+                    hosts_file.display()
+                );
             }
         } else if Instant::now() >= deadline {
             let missing: Vec<String> = inst
                 .daemons
                 .iter()
                 .filter(|d| !listed.contains(&d.pid))
-                .map(|d| format!("daemon {} (pid {}, log {})", d.index, d.pid, d.log.display()))
+                .map(|d| {
+                    format!(
+                        "daemon {} (pid {}, log {})",
+                        d.index,
+                        d.pid,
+                        d.log.display()
+                    )
+                })
                 .collect();
-            bail!("timed out waiting for daemons to register: {}", missing.join(", "));
+            bail!(
+                "timed out waiting for daemons to register: {}",
+                missing.join(", ")
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -219,14 +250,16 @@ pub fn stop(inst: &Instance, keep: bool) -> Result<()> {
     if !keep {
         for d in &inst.daemons {
             if d.rootdir.exists() {
-                fs::remove_dir_all(&d.rootdir).with_context(|| format!("cannot remove {}", d.rootdir.display()))?;
+                fs::remove_dir_all(&d.rootdir)
+                    .with_context(|| format!("cannot remove {}", d.rootdir.display()))?;
             }
         }
         let root = inst.dir.join("root");
         if root.exists() {
             let _ = fs::remove_dir(&root);
         }
-        fs::remove_dir_all(&inst.dir).with_context(|| format!("cannot remove {}", inst.dir.display()))?;
+        fs::remove_dir_all(&inst.dir)
+            .with_context(|| format!("cannot remove {}", inst.dir.display()))?;
     }
     Ok(())
 }
@@ -234,6 +267,10 @@ pub fn stop(inst: &Instance, keep: bool) -> Result<()> {
 /// A process that has exited but was not reaped (our own child) counts as stopped.
 fn is_zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }

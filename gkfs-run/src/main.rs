@@ -81,7 +81,9 @@ fn hosts_file_arg(given: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 fn shell_quote(s: &str) -> String {
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:,".contains(c)) {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -91,7 +93,9 @@ fn shell_quote(s: &str) -> String {
 fn start(args: StartArgs) -> Result<()> {
     let Some(n) = args.local else {
         if std::env::var_os("SLURM_JOB_ID").is_some() {
-            bail!("multi-node start inside a Slurm allocation is not implemented yet; use --local N");
+            bail!(
+                "multi-node start inside a Slurm allocation is not implemented yet; use --local N"
+            );
         }
         bail!("outside a Slurm allocation, say how many daemons to start here: --local N");
     };
@@ -112,7 +116,10 @@ fn start(args: StartArgs) -> Result<()> {
     let lib = local::sibling_program("libgkfs_client.so");
     if lib.is_file() {
         let lib = lib.canonicalize().unwrap_or(lib);
-        env.push_str(&format!("export {ENV_CLIENT_LIB}={}\n", shell_quote(&lib.display().to_string())));
+        env.push_str(&format!(
+            "export {ENV_CLIENT_LIB}={}\n",
+            shell_quote(&lib.display().to_string())
+        ));
     } else {
         env.push_str("# the preload library libgkfs_client.so was not found next to gkfs-run\n");
     }

@@ -39,7 +39,8 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Reads `LIBGKFS_HOSTS_FILE`, `LIBGKFS_TOKEN_FILE` and `LIBGKFS_TIMEOUT_MS`.
     pub fn from_env() -> Result<ClientConfig, ClientError> {
-        let hosts_file = std::env::var_os(config::ENV_HOSTS_FILE).ok_or(ClientError::NoHostsFile)?;
+        let hosts_file =
+            std::env::var_os(config::ENV_HOSTS_FILE).ok_or(ClientError::NoHostsFile)?;
         let timeout = std::env::var(config::ENV_TIMEOUT_MS)
             .ok()
             .and_then(|v| v.parse().ok())
@@ -114,10 +115,11 @@ impl Client {
     /// Connects to the file system described by `cfg`. No message is sent yet.
     pub fn new(cfg: &ClientConfig) -> Result<Client, ClientError> {
         let name = cfg.hosts_file.display().to_string();
-        let text = std::fs::read_to_string(&cfg.hosts_file).map_err(|source| ClientError::ReadHosts {
-            path: name.clone(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(&cfg.hosts_file).map_err(|source| ClientError::ReadHosts {
+                path: name.clone(),
+                source,
+            })?;
         let hosts = Hosts::parse(&name, &text)?;
         let token_file = cfg.token_file.clone().unwrap_or_else(|| {
             cfg.hosts_file
@@ -137,7 +139,10 @@ impl Client {
             .map(|e| ep.peer(&e.address))
             .collect::<Result<Vec<_>, _>>()?;
         let chunk_size = ChunkSize::new(hosts.chunk_size()).unwrap_or_default();
-        let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
         Ok(Client {
             inner: Arc::new(Inner {
                 rpc: Rpcs {
@@ -236,7 +241,15 @@ impl Client {
     }
 
     pub(crate) fn stat_norm(&self, p: &str) -> Result<Record, Errno> {
-        Ok(self.rpc().call(self.owner(p), &StatReq { path: p.to_string() })?.record)
+        Ok(self
+            .rpc()
+            .call(
+                self.owner(p),
+                &StatReq {
+                    path: p.to_string(),
+                },
+            )?
+            .record)
     }
 
     fn check_parent_dir(&self, p: &str) -> Result<(), Errno> {
@@ -253,7 +266,12 @@ impl Client {
 
     /// Creates a record of type and permissions `mode_bits` at `p` after checking
     /// that the parent is a directory.
-    pub(crate) fn create_record(&self, p: &str, mode_bits: u32, exclusive: bool) -> Result<CreateReply, Errno> {
+    pub(crate) fn create_record(
+        &self,
+        p: &str,
+        mode_bits: u32,
+        exclusive: bool,
+    ) -> Result<CreateReply, Errno> {
         if p == "/" {
             return Err(Errno::EEXIST);
         }
@@ -274,13 +292,16 @@ impl Client {
     /// Creates an empty regular file (fails with EEXIST if `p` exists).
     pub fn create(&self, p: &str, perm: u32) -> Result<Record, Errno> {
         let p = check_path(p)?;
-        Ok(self.create_record(&p, mode::S_IFREG | (perm & 0o7777), true)?.record)
+        Ok(self
+            .create_record(&p, mode::S_IFREG | (perm & 0o7777), true)?
+            .record)
     }
 
     /// Creates a directory.
     pub fn mkdir(&self, p: &str, perm: u32) -> Result<(), Errno> {
         let p = check_path(p)?;
-        self.create_record(&p, mode::S_IFDIR | (perm & 0o7777), true).map(|_| ())
+        self.create_record(&p, mode::S_IFDIR | (perm & 0o7777), true)
+            .map(|_| ())
     }
 
     /// Is the directory `p` empty on every daemon?
@@ -314,7 +335,9 @@ impl Client {
         if !self.dir_is_empty(&p)? {
             return Err(Errno::ENOTEMPTY);
         }
-        self.rpc().call(self.owner(&p), &RemoveReq { path: p, kind: 2 }).map(|_| ())
+        self.rpc()
+            .call(self.owner(&p), &RemoveReq { path: p, kind: 2 })
+            .map(|_| ())
     }
 
     /// Removes a file (not a directory) and all of its chunks.
@@ -336,7 +359,15 @@ impl Client {
         let pending = self
             .chunk_owners(rec.file_id, 0, chunks)
             .into_iter()
-            .map(|d| self.rpc().start(d, &RemoveChunksReq { file_id: rec.file_id }, SMALL_REPLY))
+            .map(|d| {
+                self.rpc().start(
+                    d,
+                    &RemoveChunksReq {
+                        file_id: rec.file_id,
+                    },
+                    SMALL_REPLY,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         wait_all(pending).map(|_| ())
     }
@@ -349,7 +380,8 @@ impl Client {
             return Err(Errno::ENOTDIR);
         }
         let mut all: BTreeMap<String, DirEntry> = BTreeMap::new();
-        let mut active: Vec<(u32, String)> = (0..self.daemons()).map(|d| (d, String::new())).collect();
+        let mut active: Vec<(u32, String)> =
+            (0..self.daemons()).map(|d| (d, String::new())).collect();
         while !active.is_empty() {
             let pending = active
                 .iter()
@@ -422,7 +454,13 @@ impl Client {
         if rec.is_dir() {
             self.move_subtree(&from, &to)?;
         }
-        self.rpc().call(self.owner(&from), &RemoveReq { path: from, kind: 0 })?;
+        self.rpc().call(
+            self.owner(&from),
+            &RemoveReq {
+                path: from,
+                kind: 0,
+            },
+        )?;
         if let Some(old) = replaced {
             if old.file_id != rec.file_id {
                 self.remove_data(&old)?;
@@ -485,7 +523,13 @@ impl Client {
     }
 
     /// Changes permission bits (`perm`) and/or times (ns; None keeps them).
-    pub fn set_attr(&self, p: &str, perm: Option<u32>, atime: Option<i64>, mtime: Option<i64>) -> Result<Record, Errno> {
+    pub fn set_attr(
+        &self,
+        p: &str,
+        perm: Option<u32>,
+        atime: Option<i64>,
+        mtime: Option<i64>,
+    ) -> Result<Record, Errno> {
         let p = check_path(p)?;
         Ok(self
             .rpc()
@@ -557,4 +601,3 @@ impl Client {
         Ok(total)
     }
 }
-

@@ -49,7 +49,10 @@ pub struct File {
 
 impl std::fmt::Debug for File {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("File").field("path", &self.path).field("id", &self.record.file_id).finish()
+        f.debug_struct("File")
+            .field("path", &self.path)
+            .field("id", &self.record.file_id)
+            .finish()
     }
 }
 
@@ -63,7 +66,8 @@ impl Client {
     pub fn open(&self, p: &str, opts: &OpenOptions) -> Result<File, Errno> {
         let p = check_path(p)?;
         let record = if opts.create {
-            let reply = self.create_record(&p, mode::S_IFREG | (opts.mode & 0o7777), opts.exclusive)?;
+            let reply =
+                self.create_record(&p, mode::S_IFREG | (opts.mode & 0o7777), opts.exclusive)?;
             reply.record
         } else {
             self.stat_norm(&p)?
@@ -86,7 +90,14 @@ impl Client {
 
     /// Writes `data` at `off` of `p` in one call (the file must exist).
     pub fn write_at(&self, p: &str, data: &[u8], off: u64) -> Result<usize, Errno> {
-        self.open(p, &OpenOptions { write: true, ..Default::default() })?.pwrite(data, off)
+        self.open(
+            p,
+            &OpenOptions {
+                write: true,
+                ..Default::default()
+            },
+        )?
+        .pwrite(data, off)
     }
 
     /// Reads up to `buf.len()` bytes at `off` of `p` in one call.
@@ -98,10 +109,12 @@ impl Client {
         let n = self.daemons();
         let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
         for piece in self.inner.chunk_size.split(off, len) {
-            let g = groups.entry(place_chunk(id, piece.chunk, n)).or_insert(Group {
-                pieces: Vec::new(),
-                bytes: 0,
-            });
+            let g = groups
+                .entry(place_chunk(id, piece.chunk, n))
+                .or_insert(Group {
+                    pieces: Vec::new(),
+                    bytes: 0,
+                });
             g.pieces.push(ChunkIo {
                 chunk: piece.chunk,
                 offset: piece.chunk_offset,
@@ -113,8 +126,18 @@ impl Client {
         groups
     }
 
-    fn write_data(&self, path: &str, id: u64, data: &[u8], off: u64, update_size: bool) -> Result<(), Errno> {
-        let end = off.checked_add(data.len() as u64).filter(|e| *e <= i64::MAX as u64).ok_or(Errno::EFBIG)?;
+    fn write_data(
+        &self,
+        path: &str,
+        id: u64,
+        data: &[u8],
+        off: u64,
+        update_size: bool,
+    ) -> Result<(), Errno> {
+        let end = off
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= i64::MAX as u64)
+            .ok_or(Errno::EFBIG)?;
         let groups = self.groups(id, off, data.len() as u64);
         let rpc = self.rpc();
         let mr = if groups.values().any(|g| g.bytes > INLINE_WRITE_MAX) {
@@ -131,8 +154,13 @@ impl Client {
                     .into_iter()
                     .map(|p| {
                         let at = inline.len() as u64;
-                        inline.extend_from_slice(&data[p.buf_offset as usize..(p.buf_offset + p.len) as usize]);
-                        ChunkIo { buf_offset: at, ..p }
+                        inline.extend_from_slice(
+                            &data[p.buf_offset as usize..(p.buf_offset + p.len) as usize],
+                        );
+                        ChunkIo {
+                            buf_offset: at,
+                            ..p
+                        }
                     })
                     .collect();
                 WriteChunksReq {
@@ -184,7 +212,13 @@ impl Client {
             return Ok(0);
         }
         let rpc = self.rpc();
-        let size = rpc.start(place(path, self.daemons()), &GetSizeReq { path: path.to_string() }, SMALL_REPLY)?;
+        let size = rpc.start(
+            place(path, self.daemons()),
+            &GetSizeReq {
+                path: path.to_string(),
+            },
+            SMALL_REPLY,
+        )?;
         let groups = self.groups(id, off, buf.len() as u64);
         let len = buf.len();
         // (inline?, group) in the order the calls are started.
@@ -204,13 +238,23 @@ impl Client {
                         .pieces
                         .iter()
                         .map(|p| {
-                            let q = ChunkIo { buf_offset: at, ..*p };
+                            let q = ChunkIo {
+                                buf_offset: at,
+                                ..*p
+                            };
                             at += p.len;
                             q
                         })
                         .collect();
                     let reply_max = g.bytes as usize + 8 * pieces.len() + 1024;
-                    (ReadChunksReq { file_id: id, pieces, bulk: None }, reply_max)
+                    (
+                        ReadChunksReq {
+                            file_id: id,
+                            pieces,
+                            bulk: None,
+                        },
+                        reply_max,
+                    )
                 } else {
                     let r = mr.as_ref().map(|m| m.remote()).ok_or(Errno::EIO)?;
                     let bulk = Some(Bulk {
@@ -219,7 +263,14 @@ impl Client {
                         len: r.len,
                     });
                     let reply_max = SMALL_REPLY + 8 * g.pieces.len();
-                    (ReadChunksReq { file_id: id, pieces: g.pieces.clone(), bulk }, reply_max)
+                    (
+                        ReadChunksReq {
+                            file_id: id,
+                            pieces: g.pieces.clone(),
+                            bulk,
+                        },
+                        reply_max,
+                    )
                 };
                 pending.push(rpc.start(d, &req, reply_max)?);
                 sent.push((inline, g));
@@ -233,8 +284,13 @@ impl Client {
             if *inline {
                 let mut at = 0usize;
                 for p in &g.pieces {
-                    let src = reply.inline.0.get(at..at + p.len as usize).ok_or(Errno::EPROTO)?;
-                    buf[p.buf_offset as usize..(p.buf_offset + p.len) as usize].copy_from_slice(src);
+                    let src = reply
+                        .inline
+                        .0
+                        .get(at..at + p.len as usize)
+                        .ok_or(Errno::EPROTO)?;
+                    buf[p.buf_offset as usize..(p.buf_offset + p.len) as usize]
+                        .copy_from_slice(src);
                     at += p.len as usize;
                 }
             } else {
@@ -281,7 +337,8 @@ impl File {
         if data.is_empty() {
             return Ok(0);
         }
-        self.client.write_data(&self.path, self.record.file_id, data, off, true)?;
+        self.client
+            .write_data(&self.path, self.record.file_id, data, off, true)?;
         Ok(data.len())
     }
 
@@ -303,7 +360,8 @@ impl File {
                 },
             )?
             .offset;
-        self.client.write_data(&self.path, self.record.file_id, data, offset, false)?;
+        self.client
+            .write_data(&self.path, self.record.file_id, data, offset, false)?;
         Ok(offset)
     }
 
@@ -313,7 +371,8 @@ impl File {
         if self.record.is_dir() {
             return Err(Errno::EISDIR);
         }
-        self.client.read_data(&self.path, self.record.file_id, buf, off)
+        self.client
+            .read_data(&self.path, self.record.file_id, buf, off)
     }
 
     /// The current size.
@@ -321,7 +380,12 @@ impl File {
         Ok(self
             .client
             .rpc()
-            .call(place(&self.path, self.client.daemons()), &GetSizeReq { path: self.path.clone() })?
+            .call(
+                place(&self.path, self.client.daemons()),
+                &GetSizeReq {
+                    path: self.path.clone(),
+                },
+            )?
             .size)
     }
 

@@ -35,7 +35,9 @@ impl Rpcs {
     /// Sends `req` to daemon `d`; the reply may be up to `max_reply` bytes.
     pub fn start<R: Rpc>(&self, d: u32, req: &R, max_reply: usize) -> Result<Pending<R>, Errno> {
         let peer = *self.daemons.get(d as usize).ok_or(Errno::EINVAL)?;
-        let request_id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request_id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let msg = encode_request(
             RequestHeader {
                 opcode: 0,
@@ -46,10 +48,13 @@ impl Rpcs {
             req,
         );
         let deadline = Instant::now() + self.timeout;
-        let call = self.ep.start_call(peer, &msg, max_reply, deadline).map_err(|e| {
-            log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);
-            fabric_errno(&e)
-        })?;
+        let call = self
+            .ep
+            .start_call(peer, &msg, max_reply, deadline)
+            .map_err(|e| {
+                log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);
+                fabric_errno(&e)
+            })?;
         Ok(Pending {
             call,
             daemon: d,
@@ -76,7 +81,12 @@ impl<R: Rpc> Pending<R> {
             Ok((_, Ok(reply))) => Ok(reply),
             Ok((_, Err(remote))) => {
                 if !remote.detail.is_empty() {
-                    log::info!("{:?} on daemon {d}: {} ({})", R::OPCODE, remote.errno, remote.detail);
+                    log::info!(
+                        "{:?} on daemon {d}: {} ({})",
+                        R::OPCODE,
+                        remote.errno,
+                        remote.detail
+                    );
                 }
                 Err(remote.errno)
             }

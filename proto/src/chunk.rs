@@ -112,7 +112,14 @@ mod tests {
     #[test]
     fn split_covers_range_exactly() {
         let cs = ChunkSize::new(4096).unwrap();
-        for &(off, len) in &[(0u64, 0u64), (0, 1), (4095, 2), (4096, 4096), (100, 20000), (8191, 1)] {
+        for &(off, len) in &[
+            (0u64, 0u64),
+            (0, 1),
+            (4095, 2),
+            (4096, 4096),
+            (100, 20000),
+            (8191, 1),
+        ] {
             let pieces: Vec<_> = cs.split(off, len).collect();
             let total: u64 = pieces.iter().map(|p| p.len).sum();
             assert_eq!(total, len);

@@ -23,7 +23,7 @@ use thiserror::Error;
 use xxhash_rust::xxh64::xxh64;
 
 /// Seed of the membership hash (ASCII "hosts").
-const MEMBERSHIP_SEED: u64 = 0x686f_7374_73;
+const MEMBERSHIP_SEED: u64 = 0x0068_6f73_7473;
 
 /// A hosts file that could not be used, with the place that was wrong.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -85,7 +85,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.is_empty() {
+    if !s.len().is_multiple_of(2) || s.is_empty() {
         return None;
     }
     (0..s.len())
@@ -118,8 +118,8 @@ impl Hosts {
                     format!("expected `<hostname> <provider> <address-hex> key=value...`, found `{line}`"),
                 ));
             };
-            let address = unhex(addr)
-                .ok_or_else(|| err(lineno, format!("address `{addr}` is not hex")))?;
+            let address =
+                unhex(addr).ok_or_else(|| err(lineno, format!("address `{addr}` is not hex")))?;
             let mut chunk_size = None;
             let mut mountdir = None;
             let mut pid = None;
@@ -129,11 +129,19 @@ impl Hosts {
                 };
                 match k {
                     "chunk_size" => {
-                        chunk_size = Some(v.parse::<u64>().ok().filter(|c| {
-                            crate::chunk::ChunkSize::new(*c).is_some()
-                        }).ok_or_else(|| {
-                            err(lineno, format!("chunk_size `{v}` is not a power of two from 4096 to 1 GiB"))
-                        })?)
+                        chunk_size = Some(
+                            v.parse::<u64>()
+                                .ok()
+                                .filter(|c| crate::chunk::ChunkSize::new(*c).is_some())
+                                .ok_or_else(|| {
+                                    err(
+                                        lineno,
+                                        format!(
+                                        "chunk_size `{v}` is not a power of two from 4096 to 1 GiB"
+                                    ),
+                                    )
+                                })?,
+                        )
                     }
                     "mountdir" => {
                         if !v.starts_with('/') {
@@ -164,7 +172,10 @@ impl Hosts {
                     None
                 };
                 if let Some(what) = what {
-                    return Err(err(lineno, format!("{what} differs from the first daemon's")));
+                    return Err(err(
+                        lineno,
+                        format!("{what} differs from the first daemon's"),
+                    ));
                 }
                 if entries.iter().any(|e| e.address == entry.address) {
                     return Err(err(lineno, "the same address appears twice".into()));
@@ -173,7 +184,10 @@ impl Hosts {
             entries.push(entry);
         }
         if entries.is_empty() {
-            return Err(err(0, "no daemon listed (is the file system started?)".into()));
+            return Err(err(
+                0,
+                "no daemon listed (is the file system started?)".into(),
+            ));
         }
         if entries.len() > u32::MAX as usize / 2 {
             return Err(err(0, "too many daemons".into()));
@@ -186,7 +200,12 @@ impl Hosts {
     pub fn membership(&self) -> u64 {
         let mut text = String::new();
         for e in &self.entries {
-            text.push_str(&format!("{} {} {}\n", e.hostname, e.provider, hex(&e.address)));
+            text.push_str(&format!(
+                "{} {} {}\n",
+                e.hostname,
+                e.provider,
+                hex(&e.address)
+            ));
         }
         xxh64(text.as_bytes(), MEMBERSHIP_SEED).max(1)
     }
@@ -238,7 +257,13 @@ mod tests {
         let h = Hosts::parse("hosts", &text).unwrap();
         assert_eq!(h.entries, vec![entry(1), entry(2)]);
         assert_eq!(h.len(), 2);
-        assert_ne!(h.membership(), Hosts { entries: vec![entry(2), entry(1)] }.membership());
+        assert_ne!(
+            h.membership(),
+            Hosts {
+                entries: vec![entry(2), entry(1)]
+            }
+            .membership()
+        );
     }
 
     #[test]
@@ -255,9 +280,13 @@ mod tests {
         assert!(e.msg.contains("mountdir"));
         let mut other = entry(2);
         other.chunk_size = 4096;
-        let e = Hosts::parse("h", &format!("{}{}", entry(1).to_line(), other.to_line())).unwrap_err();
+        let e =
+            Hosts::parse("h", &format!("{}{}", entry(1).to_line(), other.to_line())).unwrap_err();
         assert_eq!(e.line, 2);
-        assert_eq!(Hosts::parse("h", "\n# only comments\n").unwrap_err().line, 0);
+        assert_eq!(
+            Hosts::parse("h", "\n# only comments\n").unwrap_err().line,
+            0
+        );
         assert!(Hosts::parse("h", "\u{0}\u{1}\u{2}").is_err());
     }
 }

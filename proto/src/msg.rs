@@ -170,7 +170,9 @@ pub fn encode_reply<T: Wire>(request_id: u64, result: &Result<T, RemoteError>) -
 }
 
 /// Decodes a complete reply message for request type `R`.
-pub fn decode_reply<R: Rpc>(buf: &[u8]) -> Result<(u64, Result<R::Reply, RemoteError>), DecodeError> {
+pub fn decode_reply<R: Rpc>(
+    buf: &[u8],
+) -> Result<(u64, Result<R::Reply, RemoteError>), DecodeError> {
     let (h, body) = ReplyHeader::split(buf)?;
     if h.status == 0 {
         Ok((h.request_id, Ok(decode::<R::Reply>(body)?)))
@@ -656,64 +658,216 @@ mod tests {
             .collect()
     }
 
+    /// Does this buffer decode as the sample's type?
+    type Decodes = fn(&[u8]) -> bool;
+
     /// One filled sample of every request and reply, encoded, with a decoder check.
-    fn samples(rng: &mut impl Rng) -> Vec<(Vec<u8>, fn(&[u8]) -> bool)> {
+    fn samples(rng: &mut impl Rng) -> Vec<(Vec<u8>, Decodes)> {
         macro_rules! sample {
             ($v:expr, $t:ty) => {{
                 let v: $t = $v;
                 let bytes = encode(&v);
-                assert_eq!(crate::wire::decode::<$t>(&bytes).unwrap(), v, "{}", stringify!($t));
-                (bytes, (|b: &[u8]| crate::wire::decode::<$t>(b).is_ok()) as fn(&[u8]) -> bool)
+                assert_eq!(
+                    crate::wire::decode::<$t>(&bytes).unwrap(),
+                    v,
+                    "{}",
+                    stringify!($t)
+                );
+                (
+                    bytes,
+                    (|b: &[u8]| crate::wire::decode::<$t>(b).is_ok()) as fn(&[u8]) -> bool,
+                )
             }};
         }
         let rec = sample_record(rng);
         vec![
             sample!(PingReq {}, PingReq),
-            sample!(PingReply { pid: rng.random(), index: rng.random() }, PingReply),
+            sample!(
+                PingReply {
+                    pid: rng.random(),
+                    index: rng.random()
+                },
+                PingReply
+            ),
             sample!(StatsReq {}, StatsReq),
-            sample!(StatsReply { records: rng.random(), chunks: 1, chunk_bytes: 2, requests: 3, bytes_written: 4, bytes_read: 5 }, StatsReply),
-            sample!(CreateReq { path: s(rng), mode: 1, uid: 2, gid: 3, exclusive: rng.random(), time: rng.random() }, CreateReq),
-            sample!(CreateReply { record: rec, created: true }, CreateReply),
+            sample!(
+                StatsReply {
+                    records: rng.random(),
+                    chunks: 1,
+                    chunk_bytes: 2,
+                    requests: 3,
+                    bytes_written: 4,
+                    bytes_read: 5
+                },
+                StatsReply
+            ),
+            sample!(
+                CreateReq {
+                    path: s(rng),
+                    mode: 1,
+                    uid: 2,
+                    gid: 3,
+                    exclusive: rng.random(),
+                    time: rng.random()
+                },
+                CreateReq
+            ),
+            sample!(
+                CreateReply {
+                    record: rec,
+                    created: true
+                },
+                CreateReply
+            ),
             sample!(StatReq { path: s(rng) }, StatReq),
             sample!(StatReply { record: rec }, StatReply),
-            sample!(RemoveReq { path: s(rng), kind: 2 }, RemoveReq),
+            sample!(
+                RemoveReq {
+                    path: s(rng),
+                    kind: 2
+                },
+                RemoveReq
+            ),
             sample!(RemoveReply { record: rec }, RemoveReply),
-            sample!(UpdateSizeReq { path: s(rng), end: rng.random(), append_len: 3, mtime: -1 }, UpdateSizeReq),
-            sample!(UpdateSizeReply { offset: rng.random() }, UpdateSizeReply),
+            sample!(
+                UpdateSizeReq {
+                    path: s(rng),
+                    end: rng.random(),
+                    append_len: 3,
+                    mtime: -1
+                },
+                UpdateSizeReq
+            ),
+            sample!(
+                UpdateSizeReply {
+                    offset: rng.random()
+                },
+                UpdateSizeReply
+            ),
             sample!(GetSizeReq { path: s(rng) }, GetSizeReq),
             sample!(GetSizeReply { size: rng.random() }, GetSizeReply),
-            sample!(TruncateReq { path: s(rng), size: rng.random(), mtime: 7 }, TruncateReq),
+            sample!(
+                TruncateReq {
+                    path: s(rng),
+                    size: rng.random(),
+                    mtime: 7
+                },
+                TruncateReq
+            ),
             sample!(TruncateReply { old: rec }, TruncateReply),
-            sample!(ReadDirReq { dir: s(rng), start_after: s(rng), max: 9 }, ReadDirReq),
+            sample!(
+                ReadDirReq {
+                    dir: s(rng),
+                    start_after: s(rng),
+                    max: 9
+                },
+                ReadDirReq
+            ),
             sample!(
                 ReadDirReply {
-                    entries: vec![DirEntry { name: s(rng), mode: 3, size: 4 }, DirEntry::default()],
+                    entries: vec![
+                        DirEntry {
+                            name: s(rng),
+                            mode: 3,
+                            size: 4
+                        },
+                        DirEntry::default()
+                    ],
                     more: true
                 },
                 ReadDirReply
             ),
-            sample!(PutRecordReq { path: s(rng), record: rec, replace: true }, PutRecordReq),
-            sample!(PutRecordReply { replaced: Some(rec) }, PutRecordReply),
-            sample!(ScanPrefixReq { prefix: s(rng), start_after: s(rng), max: 3 }, ScanPrefixReq),
-            sample!(ScanPrefixReply { records: vec![PathRecord { path: s(rng), record: rec }], more: false }, ScanPrefixReply),
+            sample!(
+                PutRecordReq {
+                    path: s(rng),
+                    record: rec,
+                    replace: true
+                },
+                PutRecordReq
+            ),
+            sample!(
+                PutRecordReply {
+                    replaced: Some(rec)
+                },
+                PutRecordReply
+            ),
+            sample!(
+                ScanPrefixReq {
+                    prefix: s(rng),
+                    start_after: s(rng),
+                    max: 3
+                },
+                ScanPrefixReq
+            ),
+            sample!(
+                ScanPrefixReply {
+                    records: vec![PathRecord {
+                        path: s(rng),
+                        record: rec
+                    }],
+                    more: false
+                },
+                ScanPrefixReply
+            ),
             sample!(
                 WriteChunksReq {
                     file_id: rng.random(),
                     pieces: pieces(rng),
-                    bulk: Some(Bulk { addr: 1, key: 2, len: 3 }),
+                    bulk: Some(Bulk {
+                        addr: 1,
+                        key: 2,
+                        len: 3
+                    }),
                     inline: Bytes(vec![1, 2, 3])
                 },
                 WriteChunksReq
             ),
             sample!(WriteChunksReply { written: 5 }, WriteChunksReply),
-            sample!(ReadChunksReq { file_id: 1, pieces: pieces(rng), bulk: None }, ReadChunksReq),
-            sample!(ReadChunksReply { lens: vec![1, 2], inline: Bytes(vec![0; 17]) }, ReadChunksReply),
-            sample!(TruncateChunksReq { file_id: 1, size: 2 }, TruncateChunksReq),
+            sample!(
+                ReadChunksReq {
+                    file_id: 1,
+                    pieces: pieces(rng),
+                    bulk: None
+                },
+                ReadChunksReq
+            ),
+            sample!(
+                ReadChunksReply {
+                    lens: vec![1, 2],
+                    inline: Bytes(vec![0; 17])
+                },
+                ReadChunksReply
+            ),
+            sample!(
+                TruncateChunksReq {
+                    file_id: 1,
+                    size: 2
+                },
+                TruncateChunksReq
+            ),
             sample!(RemoveChunksReq { file_id: 3 }, RemoveChunksReq),
             sample!(Empty {}, Empty),
             sample!(StatfsReq {}, StatfsReq),
-            sample!(StatfsReply { total: 1, free: 2, avail: 3, chunk_size: 4, records: 5 }, StatfsReply),
-            sample!(SetAttrReq { path: s(rng), mode: 1, atime: -1, mtime: 2, ctime: 3 }, SetAttrReq),
+            sample!(
+                StatfsReply {
+                    total: 1,
+                    free: 2,
+                    avail: 3,
+                    chunk_size: 4,
+                    records: 5
+                },
+                StatfsReply
+            ),
+            sample!(
+                SetAttrReq {
+                    path: s(rng),
+                    mode: 1,
+                    atime: -1,
+                    mtime: 2,
+                    ctime: 3
+                },
+                SetAttrReq
+            ),
         ]
     }
 
@@ -724,7 +878,10 @@ mod tests {
             for (bytes, ok) in samples(&mut rng) {
                 assert!(ok(&bytes));
                 for cut in 0..bytes.len() {
-                    assert!(!ok(&bytes[..cut]), "a {cut}-byte prefix of {bytes:?} decoded");
+                    assert!(
+                        !ok(&bytes[..cut]),
+                        "a {cut}-byte prefix of {bytes:?} decoded"
+                    );
                 }
                 let mut longer = bytes.clone();
                 longer.push(0);
@@ -736,7 +893,7 @@ mod tests {
     #[test]
     fn random_bytes_never_panic() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        let checks: Vec<fn(&[u8]) -> bool> = samples(&mut rng).into_iter().map(|(_, f)| f).collect();
+        let checks: Vec<Decodes> = samples(&mut rng).into_iter().map(|(_, f)| f).collect();
         let mut buf = vec![0u8; 512];
         for i in 0..20_000 {
             let n = rng.random_range(0..buf.len());
@@ -779,7 +936,11 @@ mod tests {
             fn remove(&self, _: &(), _: RemoveReq) -> Result<RemoveReply, RemoteError> {
                 Err(Errno::ENOSYS.into())
             }
-            fn update_size(&self, _: &(), _: UpdateSizeReq) -> Result<UpdateSizeReply, RemoteError> {
+            fn update_size(
+                &self,
+                _: &(),
+                _: UpdateSizeReq,
+            ) -> Result<UpdateSizeReply, RemoteError> {
                 Err(Errno::ENOSYS.into())
             }
             fn get_size(&self, _: &(), _: GetSizeReq) -> Result<GetSizeReply, RemoteError> {
@@ -794,13 +955,25 @@ mod tests {
             fn put_record(&self, _: &(), _: PutRecordReq) -> Result<PutRecordReply, RemoteError> {
                 Err(Errno::ENOSYS.into())
             }
-            fn scan_prefix(&self, _: &(), _: ScanPrefixReq) -> Result<ScanPrefixReply, RemoteError> {
+            fn scan_prefix(
+                &self,
+                _: &(),
+                _: ScanPrefixReq,
+            ) -> Result<ScanPrefixReply, RemoteError> {
                 Err(Errno::ENOSYS.into())
             }
-            fn write_chunks(&self, _: &(), _: WriteChunksReq) -> Result<WriteChunksReply, RemoteError> {
+            fn write_chunks(
+                &self,
+                _: &(),
+                _: WriteChunksReq,
+            ) -> Result<WriteChunksReply, RemoteError> {
                 Err(Errno::ENOSYS.into())
             }
-            fn read_chunks(&self, _: &(), _: ReadChunksReq) -> Result<ReadChunksReply, RemoteError> {
+            fn read_chunks(
+                &self,
+                _: &(),
+                _: ReadChunksReq,
+            ) -> Result<ReadChunksReply, RemoteError> {
                 Err(Errno::ENOSYS.into())
             }
             fn truncate_chunks(&self, _: &(), _: TruncateChunksReq) -> Result<Empty, RemoteError> {
@@ -816,20 +989,53 @@ mod tests {
                 Err(Errno::ENOSYS.into())
             }
         }
-        let hdr = RequestHeader { opcode: 0, request_id: 42, token: 5, membership: 6 };
+        let hdr = RequestHeader {
+            opcode: 0,
+            request_id: 42,
+            token: 5,
+            membership: 6,
+        };
         let msg = encode_request(hdr, &PingReq {});
         let (h, body) = RequestHeader::split(&msg).unwrap();
-        assert_eq!((h.opcode, h.request_id, h.token, h.membership), (Opcode::Ping as u16, 42, 5, 6));
+        assert_eq!(
+            (h.opcode, h.request_id, h.token, h.membership),
+            (Opcode::Ping as u16, 42, 5, 6)
+        );
         let reply = dispatch(&H, &(), h.opcode, h.request_id, body);
-        assert_eq!(decode_reply::<PingReq>(&reply).unwrap(), (42, Ok(PingReply { pid: 7, index: 1 })));
-        let reply = dispatch(&H, &(), Opcode::Create as u16, 1, &encode(&CreateReq::default()));
+        assert_eq!(
+            decode_reply::<PingReq>(&reply).unwrap(),
+            (42, Ok(PingReply { pid: 7, index: 1 }))
+        );
+        let reply = dispatch(
+            &H,
+            &(),
+            Opcode::Create as u16,
+            1,
+            &encode(&CreateReq::default()),
+        );
         let (_, r) = decode_reply::<CreateReq>(&reply).unwrap();
         assert_eq!(r.unwrap_err(), RemoteError::new(Errno::EEXIST, "exists"));
         // Garbage body and unknown opcode: error replies, no panic.
         let reply = dispatch(&H, &(), Opcode::Create as u16, 1, &[1, 2, 3]);
-        assert_eq!(decode_reply::<CreateReq>(&reply).unwrap().1.unwrap_err().errno, Errno::EBADMSG);
+        assert_eq!(
+            decode_reply::<CreateReq>(&reply)
+                .unwrap()
+                .1
+                .unwrap_err()
+                .errno,
+            Errno::EBADMSG
+        );
         let reply = dispatch(&H, &(), 999, 1, &[]);
-        assert_eq!(decode_reply::<CreateReq>(&reply).unwrap().1.unwrap_err().errno, Errno::ENOSYS);
-        assert!(Opcode::ALL.iter().all(|o| Opcode::from_u16(*o as u16) == Some(*o)));
+        assert_eq!(
+            decode_reply::<CreateReq>(&reply)
+                .unwrap()
+                .1
+                .unwrap_err()
+                .errno,
+            Errno::ENOSYS
+        );
+        assert!(Opcode::ALL
+            .iter()
+            .all(|o| Opcode::from_u16(*o as u16) == Some(*o)));
     }
 }

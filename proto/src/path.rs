@@ -54,7 +54,9 @@ pub fn join(dir: &str, name: &str) -> String {
 
 /// Is `path` equal to `dir` or below it?
 pub fn is_within(path: &str, dir: &str) -> bool {
-    dir == "/" || path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+    dir == "/"
+        || path == dir
+        || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
 /// Normalises `path` (absolute) lexically: drops empty and "." components and
@@ -98,7 +100,10 @@ mod tests {
         for bad in ["", "a", "/a/", "//a", "/a/./b", "/a/../b"] {
             assert_eq!(validate(bad), Err(Errno::EINVAL), "{bad}");
         }
-        assert_eq!(validate(&format!("/{}", "x".repeat(256))), Err(Errno::ENAMETOOLONG));
+        assert_eq!(
+            validate(&format!("/{}", "x".repeat(256))),
+            Err(Errno::ENAMETOOLONG)
+        );
         assert_eq!(validate(&"/x".repeat(2100)), Err(Errno::ENAMETOOLONG));
         assert_eq!(parent("/a/b"), "/a");
         assert_eq!(parent("/a"), "/");

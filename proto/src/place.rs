@@ -85,7 +85,10 @@ mod tests {
             (path_hash("/a"), place("/a", 4)),
             (path_hash("/dir/file.txt"), place("/dir/file.txt", 4)),
             (chunk_hash(1, 0), place_chunk(1, 0, 4)),
-            (chunk_hash(0x0001_0000_0000_002a, 7), place_chunk(0x0001_0000_0000_002a, 7, 4)),
+            (
+                chunk_hash(0x0001_0000_0000_002a, 7),
+                place_chunk(0x0001_0000_0000_002a, 7, 4),
+            ),
         ];
         for (h, d) in v {
             println!("{h:#018x} {d}");

@@ -266,7 +266,10 @@ mod tests {
             decode::<String>(&buf),
             Err(DecodeError::TooLong { .. })
         ));
-        assert!(matches!(decode::<u64>(&[1, 2]), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            decode::<u64>(&[1, 2]),
+            Err(DecodeError::Truncated { .. })
+        ));
         assert_eq!(decode::<u8>(&[1, 2]), Err(DecodeError::Trailing(1)));
     }
 }

@@ -17,7 +17,10 @@ use nix::unistd::Pid;
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test-binary>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary; panics with a hint if it was not built.
@@ -51,10 +54,17 @@ impl Cluster {
 
     /// Starts `n` daemons with `chunk_size` and waits until all answer.
     pub fn start_with(n: usize, chunk_size: u64) -> Cluster {
-        let dir = tempfile::Builder::new().prefix("gkfs-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("gkfs-test-")
+            .tempdir()
+            .expect("tempdir");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
         let token: u128 = rand::random();
-        fs::write(dir.path().join("token"), gkfs_proto::config::format_token(token)).unwrap();
+        fs::write(
+            dir.path().join("token"),
+            gkfs_proto::config::format_token(token),
+        )
+        .unwrap();
         fs::set_permissions(dir.path().join("token"), fs::Permissions::from_mode(0o600)).unwrap();
         let hosts_file = dir.path().join("hosts");
         fs::write(&hosts_file, "").unwrap();
@@ -108,7 +118,11 @@ impl Cluster {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "daemons did not come up:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "daemons did not come up:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -150,7 +164,10 @@ impl Cluster {
         let mut s = String::new();
         for i in 0..self.rootdirs.len() {
             let p = self.dir.path().join(format!("gkfsd.{i}.log"));
-            s.push_str(&format!("--- gkfsd.{i}.log\n{}", fs::read_to_string(p).unwrap_or_default()));
+            s.push_str(&format!(
+                "--- gkfsd.{i}.log\n{}",
+                fs::read_to_string(p).unwrap_or_default()
+            ));
         }
         s
     }
@@ -161,7 +178,11 @@ impl Cluster {
             .iter()
             .map(|r| {
                 fs::read_dir(r.join("chunks"))
-                    .map(|d| d.flatten().map(|f| fs::read_dir(f.path()).map(|x| x.count()).unwrap_or(0)).sum())
+                    .map(|d| {
+                        d.flatten()
+                            .map(|f| fs::read_dir(f.path()).map(|x| x.count()).unwrap_or(0))
+                            .sum()
+                    })
                     .unwrap_or(0)
             })
             .sum()

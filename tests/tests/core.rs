@@ -48,7 +48,11 @@ fn random_io_matches_local_file(n: usize) {
     let max = 6 * 1024 * 1024;
     for i in 0..60 {
         let off = rng.random_range(0..max as u64);
-        let len = if i % 5 == 0 { rng.random_range(0..4096) } else { rng.random_range(0..3 * 1024 * 1024) };
+        let len = if i % 5 == 0 {
+            rng.random_range(0..4096)
+        } else {
+            rng.random_range(0..3 * 1024 * 1024)
+        };
         let mut data = vec![0u8; len];
         rng.fill_bytes(&mut data);
         assert_eq!(f.pwrite(&data, off).unwrap(), len);
@@ -109,10 +113,19 @@ fn holes_eof_truncate_append(n: usize) {
     let mut buf = vec![0xFFu8; (3 * CHUNK) as usize];
     assert_eq!(f.pread(&mut buf, 0).unwrap(), (3 * CHUNK) as usize);
     assert!(buf[..(CHUNK + 10) as usize].iter().all(|&b| b == 7));
-    assert!(buf[(CHUNK + 10) as usize..].iter().all(|&b| b == 0), "truncated data came back");
+    assert!(
+        buf[(CHUNK + 10) as usize..].iter().all(|&b| b == 0),
+        "truncated data came back"
+    );
     // Append.
     let a = client
-        .open("/log", &OpenOptions { append: true, ..wopts() })
+        .open(
+            "/log",
+            &OpenOptions {
+                append: true,
+                ..wopts()
+            },
+        )
         .unwrap();
     assert_eq!(a.append(b"one\n").unwrap(), 0);
     assert_eq!(a.pwrite(b"two\n", 0).unwrap(), 4);
@@ -123,7 +136,15 @@ fn holes_eof_truncate_append(n: usize) {
     assert_eq!(&buf, b"one\ntwo\n");
     assert_eq!(a.size().unwrap(), 8 + CHUNK + 3);
     // O_TRUNC on open.
-    let t = client.open("/log", &OpenOptions { truncate: true, ..wopts() }).unwrap();
+    let t = client
+        .open(
+            "/log",
+            &OpenOptions {
+                truncate: true,
+                ..wopts()
+            },
+        )
+        .unwrap();
     assert_eq!(t.size().unwrap(), 0);
 }
 per_daemon_count!(holes_eof_truncate_append);
@@ -139,10 +160,15 @@ fn threads_distinct_and_shared(n: usize) {
             let shared = shared.clone();
             s.spawn(move || {
                 let own = client.open(&format!("/own{t}"), &wopts()).unwrap();
-                let data: Vec<u8> = (0..block * 3).map(|i| (i as u8).wrapping_mul(t + 1)).collect();
+                let data: Vec<u8> = (0..block * 3)
+                    .map(|i| (i as u8).wrapping_mul(t + 1))
+                    .collect();
                 for k in 0..3 {
-                    own.pwrite(&data[k * block..(k + 1) * block], (k * block) as u64).unwrap();
-                    shared.pwrite(&vec![t; block], ((t as usize * 3 + k) * block) as u64).unwrap();
+                    own.pwrite(&data[k * block..(k + 1) * block], (k * block) as u64)
+                        .unwrap();
+                    shared
+                        .pwrite(&vec![t; block], ((t as usize * 3 + k) * block) as u64)
+                        .unwrap();
                 }
                 let mut back = vec![0u8; data.len()];
                 assert_eq!(own.pread(&mut back, 0).unwrap(), data.len());
@@ -154,7 +180,10 @@ fn threads_distinct_and_shared(n: usize) {
     let mut all = vec![0u8; 24 * block];
     shared.pread(&mut all, 0).unwrap();
     for (i, b) in all.chunks(block).enumerate() {
-        assert!(b.iter().all(|&x| x as usize == i / 3), "block {i} of the shared file");
+        assert!(
+            b.iter().all(|&x| x as usize == i / 3),
+            "block {i} of the shared file"
+        );
     }
 }
 per_daemon_count!(threads_distinct_and_shared);
@@ -183,7 +212,12 @@ fn readdir_rename_unlink(n: usize) {
     assert_eq!(listed.len(), count);
     let got: BTreeSet<String> = listed.iter().map(|e| e.name.clone()).collect();
     assert_eq!(got, names);
-    let top: Vec<String> = client.readdir("/dir").unwrap().into_iter().map(|e| e.name).collect();
+    let top: Vec<String> = client
+        .readdir("/dir")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(top, vec!["sub".to_string(), "top".to_string()]);
 
     // Rename keeps the data and moves no chunk.
@@ -230,7 +264,11 @@ fn chunk_listing(c: &Cluster) -> Vec<String> {
     for (i, r) in c.rootdirs.iter().enumerate() {
         for d in fs::read_dir(r.join("chunks")).unwrap().flatten() {
             for f in fs::read_dir(d.path()).unwrap().flatten() {
-                out.push(format!("{i}/{}/{}", d.file_name().to_string_lossy(), f.file_name().to_string_lossy()));
+                out.push(format!(
+                    "{i}/{}/{}",
+                    d.file_name().to_string_lossy(),
+                    f.file_name().to_string_lossy()
+                ));
             }
         }
     }
@@ -242,7 +280,10 @@ fn errnos(n: usize) {
     let c = Cluster::start_with(n, CHUNK);
     let client: Client = c.client();
     assert_eq!(client.stat("/nope").unwrap_err(), Errno::ENOENT);
-    assert_eq!(client.open("/nope", &OpenOptions::default()).unwrap_err(), Errno::ENOENT);
+    assert_eq!(
+        client.open("/nope", &OpenOptions::default()).unwrap_err(),
+        Errno::ENOENT
+    );
     assert_eq!(client.create("/a/b", 0o644).unwrap_err(), Errno::ENOENT);
     client.create("/file", 0o644).unwrap();
     assert_eq!(client.create("/file", 0o644).unwrap_err(), Errno::EEXIST);
@@ -260,8 +301,14 @@ fn errnos(n: usize) {
     assert_eq!(client.rename("/d", "/e").unwrap_err(), Errno::ENOTEMPTY);
     assert_eq!(client.rename("/d", "/d/x/z").unwrap_err(), Errno::EINVAL);
     let long = format!("/{}", "n".repeat(256));
-    assert_eq!(client.create(&long, 0o644).unwrap_err(), Errno::ENAMETOOLONG);
-    assert_eq!(client.stat(&"/abcdefgh".repeat(600)).unwrap_err(), Errno::ENAMETOOLONG);
+    assert_eq!(
+        client.create(&long, 0o644).unwrap_err(),
+        Errno::ENAMETOOLONG
+    );
+    assert_eq!(
+        client.stat(&"/abcdefgh".repeat(600)).unwrap_err(),
+        Errno::ENAMETOOLONG
+    );
     assert_eq!(client.rmdir("/").unwrap_err(), Errno::EBUSY);
     assert!(client.stat("/").unwrap().is_dir());
     client.unlink("/d/x").unwrap();

@@ -18,7 +18,10 @@ fn killed_daemon_fails_within_deadline() {
     let timeout = Duration::from_secs(3);
     let client = c.client_with_timeout(timeout);
     // A path owned by daemon 1.
-    let p = (0..).map(|i| format!("/f{i}")).find(|p| place(p, 2) == 1).unwrap();
+    let p = (0..)
+        .map(|i| format!("/f{i}"))
+        .find(|p| place(p, 2) == 1)
+        .unwrap();
     client.create(&p, 0o644).unwrap();
     c.signal(1, Signal::SIGKILL);
     let t = Instant::now();
@@ -31,7 +34,10 @@ fn killed_daemon_fails_within_deadline() {
     assert!(client.stat(&p).is_err());
     assert!(t.elapsed() < timeout + Duration::from_secs(2));
     // The surviving daemon still serves.
-    let q = (0..).map(|i| format!("/g{i}")).find(|p| place(p, 2) == 0).unwrap();
+    let q = (0..)
+        .map(|i| format!("/g{i}"))
+        .find(|p| place(p, 2) == 0)
+        .unwrap();
     client.create(&q, 0o644).unwrap();
 }
 
@@ -57,7 +63,11 @@ fn wrong_token_is_refused() {
 fn daemon_socket_addr(c: &Cluster, i: usize) -> std::net::SocketAddr {
     let text = std::fs::read_to_string(&c.hosts_file).unwrap();
     let a = &Hosts::parse("h", &text).unwrap().entries[i].address;
-    assert_eq!(u16::from_ne_bytes([a[0], a[1]]), 2, "expected an IPv4 tcp address");
+    assert_eq!(
+        u16::from_ne_bytes([a[0], a[1]]),
+        2,
+        "expected an IPv4 tcp address"
+    );
     let port = u16::from_be_bytes([a[2], a[3]]);
     std::net::SocketAddr::from(([a[4], a[5], a[6], a[7]], port))
 }
@@ -113,16 +123,35 @@ fn garbage_requests_through_the_fabric_get_errors() {
 fn garbage_hosts_file_names_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let hosts = dir.path().join("hosts");
-    std::fs::write(dir.path().join("token"), gkfs_proto::config::format_token(1)).unwrap();
-    std::fs::write(&hosts, "# ok\nnode1 tcp;ofi_rxm 0200 chunk_size=524288 mountdir=/tmp/gkfs\nthis is garbage\n").unwrap();
-    let err = Client::new(&ClientConfig::new(&hosts)).err().expect("garbage accepted");
+    std::fs::write(
+        dir.path().join("token"),
+        gkfs_proto::config::format_token(1),
+    )
+    .unwrap();
+    std::fs::write(
+        &hosts,
+        "# ok\nnode1 tcp;ofi_rxm 0200 chunk_size=524288 mountdir=/tmp/gkfs\nthis is garbage\n",
+    )
+    .unwrap();
+    let err = Client::new(&ClientConfig::new(&hosts))
+        .err()
+        .expect("garbage accepted");
     let msg = err.to_string();
-    assert!(matches!(err, ClientError::Hosts(ref e) if e.line == 3), "{msg}");
+    assert!(
+        matches!(err, ClientError::Hosts(ref e) if e.line == 3),
+        "{msg}"
+    );
     assert!(msg.contains(&format!("{}:3:", hosts.display())), "{msg}");
     std::fs::write(&hosts, "").unwrap();
-    let msg = Client::new(&ClientConfig::new(&hosts)).err().unwrap().to_string();
+    let msg = Client::new(&ClientConfig::new(&hosts))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("no daemon listed"), "{msg}");
-    let msg = Client::new(&ClientConfig::new(dir.path().join("missing"))).err().unwrap().to_string();
+    let msg = Client::new(&ClientConfig::new(dir.path().join("missing")))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("cannot read the hosts file"), "{msg}");
 }
 

@@ -24,7 +24,15 @@ fn start_status_stop() {
     let base = tempfile::tempdir().unwrap();
     let inst = base.path().join("inst");
     let (code, out, err) = run(
-        &["start", "--local", "3", "--instance-dir", inst.to_str().unwrap(), "--chunk-size", "65536"],
+        &[
+            "start",
+            "--local",
+            "3",
+            "--instance-dir",
+            inst.to_str().unwrap(),
+            "--chunk-size",
+            "65536",
+        ],
         &[],
     );
     assert_eq!(code, 0, "{err}");
@@ -34,7 +42,10 @@ fn start_status_stop() {
         .expect("no hosts file line")
         .to_string();
     let mode = std::fs::metadata(&inst).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o700);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o700
+    );
     let client = Client::new(&ClientConfig::new(&hosts)).unwrap();
     assert_eq!(client.daemons(), 3);
     let f = client.create("/hello", 0o644).unwrap();
@@ -52,15 +63,22 @@ fn start_status_stop() {
     assert_eq!((files, bytes), (1, 300_000));
     let (code, table, _) = run(&["status", "--hosts-file", &hosts], &[]);
     assert_eq!(code, 0);
-    assert!(table.contains("127.0.0.1:") && table.contains(" up "), "{table}");
+    assert!(
+        table.contains("127.0.0.1:") && table.contains(" up "),
+        "{table}"
+    );
 
-    let pids: Vec<i32> = rows.iter().map(|r| r["pid"].as_i64().unwrap() as i32).collect();
+    let pids: Vec<i32> = rows
+        .iter()
+        .map(|r| r["pid"].as_i64().unwrap() as i32)
+        .collect();
     let (code, _, err) = run(&["stop", "--hosts-file", &hosts], &[]);
     assert_eq!(code, 0, "{err}");
     for pid in pids {
         assert!(
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z")),
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z")),
             "daemon {pid} still running"
         );
     }

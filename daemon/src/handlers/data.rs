@@ -38,9 +38,15 @@ fn check_pieces(st: &State, pieces: &[ChunkIo], buf_len: u64) -> Result<(), Remo
     let cs = st.chunk_size.get();
     for p in pieces {
         let in_chunk = p.offset.checked_add(p.len).is_some_and(|e| e <= cs);
-        let in_buf = p.buf_offset.checked_add(p.len).is_some_and(|e| e <= buf_len);
+        let in_buf = p
+            .buf_offset
+            .checked_add(p.len)
+            .is_some_and(|e| e <= buf_len);
         if !in_chunk || !in_buf {
-            return Err(RemoteError::new(Errno::EINVAL, "piece outside its chunk or buffer"));
+            return Err(RemoteError::new(
+                Errno::EINVAL,
+                "piece outside its chunk or buffer",
+            ));
         }
     }
     Ok(())
@@ -54,7 +60,11 @@ fn remote(b: &Bulk) -> RemoteBuf {
     }
 }
 
-pub fn write_chunks(st: &State, from: Peer, req: WriteChunksReq) -> Result<WriteChunksReply, RemoteError> {
+pub fn write_chunks(
+    st: &State,
+    from: Peer,
+    req: WriteChunksReq,
+) -> Result<WriteChunksReply, RemoteError> {
     let id = req.file_id;
     let mut written = 0u64;
     match &req.bulk {
@@ -62,7 +72,9 @@ pub fn write_chunks(st: &State, from: Peer, req: WriteChunksReq) -> Result<Write
             check_pieces(st, &req.pieces, req.inline.0.len() as u64)?;
             for p in &req.pieces {
                 let data = &req.inline.0[p.buf_offset as usize..(p.buf_offset + p.len) as usize];
-                st.chunks.write(id, p.chunk, p.offset, data).map_err(|e| io_err("write chunk", e))?;
+                st.chunks
+                    .write(id, p.chunk, p.offset, data)
+                    .map_err(|e| io_err("write chunk", e))?;
                 written += p.len;
             }
         }
@@ -84,8 +96,12 @@ pub fn write_chunks(st: &State, from: Peer, req: WriteChunksReq) -> Result<Write
                     inflight.push_back((p, op));
                     next += 1;
                 }
-                let Some((p, op)) = inflight.pop_front() else { break };
-                let data = op.wait(deadline).map_err(|e| fabric_err("pull data from client", e))?;
+                let Some((p, op)) = inflight.pop_front() else {
+                    break;
+                };
+                let data = op
+                    .wait(deadline)
+                    .map_err(|e| fabric_err("pull data from client", e))?;
                 // The next transfer is already in flight while this piece hits the disk.
                 st.chunks
                     .write(id, p.chunk, p.offset, &data)
@@ -95,11 +111,17 @@ pub fn write_chunks(st: &State, from: Peer, req: WriteChunksReq) -> Result<Write
             }
         }
     }
-    st.counters.bytes_written.fetch_add(written, Ordering::Relaxed);
+    st.counters
+        .bytes_written
+        .fetch_add(written, Ordering::Relaxed);
     Ok(WriteChunksReply { written })
 }
 
-pub fn read_chunks(st: &State, from: Peer, req: ReadChunksReq) -> Result<ReadChunksReply, RemoteError> {
+pub fn read_chunks(
+    st: &State,
+    from: Peer,
+    req: ReadChunksReq,
+) -> Result<ReadChunksReply, RemoteError> {
     let id = req.file_id;
     let mut lens = Vec::with_capacity(req.pieces.len());
     let total: u64 = req.pieces.iter().map(|p| p.len).sum();
@@ -108,12 +130,21 @@ pub fn read_chunks(st: &State, from: Peer, req: ReadChunksReq) -> Result<ReadChu
             if total > INLINE_READ_MAX {
                 return Err(RemoteError::new(Errno::EINVAL, "inline read too large"));
             }
-            let end = req.pieces.iter().map(|p| p.buf_offset + p.len).max().unwrap_or(0);
+            let end = req
+                .pieces
+                .iter()
+                .map(|p| p.buf_offset + p.len)
+                .max()
+                .unwrap_or(0);
             check_pieces(st, &req.pieces, end)?;
             let mut out = vec![0u8; end as usize];
             for p in &req.pieces {
                 let buf = &mut out[p.buf_offset as usize..(p.buf_offset + p.len) as usize];
-                lens.push(st.chunks.read(id, p.chunk, p.offset, buf).map_err(|e| io_err("read chunk", e))? as u64);
+                lens.push(
+                    st.chunks
+                        .read(id, p.chunk, p.offset, buf)
+                        .map_err(|e| io_err("read chunk", e))? as u64,
+                );
             }
             st.counters.bytes_read.fetch_add(total, Ordering::Relaxed);
             Ok(ReadChunksReply {
@@ -131,7 +162,10 @@ pub fn read_chunks(st: &State, from: Peer, req: ReadChunksReq) -> Result<ReadChu
                 let mut buf = spare.pop().unwrap_or_default();
                 buf.resize(p.len as usize, 0);
                 // Reading this piece from disk overlaps the transfers still in flight.
-                let n = st.chunks.read(id, p.chunk, p.offset, &mut buf).map_err(|e| io_err("read chunk", e))?;
+                let n = st
+                    .chunks
+                    .read(id, p.chunk, p.offset, &mut buf)
+                    .map_err(|e| io_err("read chunk", e))?;
                 lens.push(n as u64);
                 if n == 0 {
                     // A hole: the client zero-fills, nothing to send.
@@ -146,12 +180,16 @@ pub fn read_chunks(st: &State, from: Peer, req: ReadChunksReq) -> Result<ReadChu
                 inflight.push_back(op);
                 if inflight.len() >= PIPELINE_DEPTH {
                     if let Some(op) = inflight.pop_front() {
-                        spare.push(op.wait(deadline).map_err(|e| fabric_err("push data to client", e))?);
+                        spare.push(
+                            op.wait(deadline)
+                                .map_err(|e| fabric_err("push data to client", e))?,
+                        );
                     }
                 }
             }
             for op in inflight {
-                op.wait(deadline).map_err(|e| fabric_err("push data to client", e))?;
+                op.wait(deadline)
+                    .map_err(|e| fabric_err("push data to client", e))?;
             }
             st.counters.bytes_read.fetch_add(total, Ordering::Relaxed);
             Ok(ReadChunksReply {
@@ -163,11 +201,15 @@ pub fn read_chunks(st: &State, from: Peer, req: ReadChunksReq) -> Result<ReadChu
 }
 
 pub fn truncate_chunks(st: &State, req: TruncateChunksReq) -> Result<Empty, RemoteError> {
-    st.chunks.truncate(req.file_id, req.size).map_err(|e| io_err("truncate chunks", e))?;
+    st.chunks
+        .truncate(req.file_id, req.size)
+        .map_err(|e| io_err("truncate chunks", e))?;
     Ok(Empty {})
 }
 
 pub fn remove_chunks(st: &State, req: RemoveChunksReq) -> Result<Empty, RemoteError> {
-    st.chunks.remove(req.file_id).map_err(|e| io_err("remove chunks", e))?;
+    st.chunks
+        .remove(req.file_id)
+        .map_err(|e| io_err("remove chunks", e))?;
     Ok(Empty {})
 }

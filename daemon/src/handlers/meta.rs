@@ -53,7 +53,11 @@ pub fn create(st: &State, req: CreateReq) -> Result<CreateReply, RemoteError> {
             created: false,
         });
     }
-    let file_id = if kind == mode::S_IFDIR { 0 } else { st.new_file_id()? };
+    let file_id = if kind == mode::S_IFDIR {
+        0
+    } else {
+        st.new_file_id()?
+    };
     let record = Record {
         mode: req.mode,
         size: 0,
@@ -86,7 +90,11 @@ pub fn remove(st: &State, req: RemoveReq) -> Result<RemoveReply, RemoteError> {
         return Err(Errno::EBUSY.into());
     }
     let _g = st.write_lock(&req.path);
-    let record = st.meta.get(&req.path).map_err(Errno::from)?.ok_or(Errno::ENOENT)?;
+    let record = st
+        .meta
+        .get(&req.path)
+        .map_err(Errno::from)?
+        .ok_or(Errno::ENOENT)?;
     match (req.kind, record.is_dir()) {
         (1, true) => return Err(Errno::EISDIR.into()),
         (2, false) => return Err(Errno::ENOTDIR.into()),
@@ -103,7 +111,11 @@ pub fn update_size(st: &State, req: UpdateSizeReq) -> Result<UpdateSizeReply, Re
     valid(&req.path)?;
     if req.append_len > 0 {
         let _g = st.write_lock(&req.path);
-        let mut rec = st.meta.get(&req.path).map_err(Errno::from)?.ok_or(Errno::ENOENT)?;
+        let mut rec = st
+            .meta
+            .get(&req.path)
+            .map_err(Errno::from)?
+            .ok_or(Errno::ENOENT)?;
         if rec.is_dir() {
             return Err(Errno::EISDIR.into());
         }
@@ -115,12 +127,18 @@ pub fn update_size(st: &State, req: UpdateSizeReq) -> Result<UpdateSizeReply, Re
         return Ok(UpdateSizeReply { offset });
     }
     let _g = st.read_lock(&req.path);
-    let rec = st.meta.get(&req.path).map_err(Errno::from)?.ok_or(Errno::ENOENT)?;
+    let rec = st
+        .meta
+        .get(&req.path)
+        .map_err(Errno::from)?
+        .ok_or(Errno::ENOENT)?;
     if rec.is_dir() {
         return Err(Errno::EISDIR.into());
     }
     if req.end > rec.size || req.mtime > rec.mtime {
-        st.meta.merge_size(&req.path, req.end, req.mtime).map_err(Errno::from)?;
+        st.meta
+            .merge_size(&req.path, req.end, req.mtime)
+            .map_err(Errno::from)?;
     }
     Ok(UpdateSizeReply { offset: req.end })
 }
@@ -135,7 +153,11 @@ pub fn get_size(st: &State, req: GetSizeReq) -> Result<GetSizeReply, RemoteError
 pub fn truncate(st: &State, req: TruncateReq) -> Result<TruncateReply, RemoteError> {
     valid(&req.path)?;
     let _g = st.write_lock(&req.path);
-    let old = st.meta.get(&req.path).map_err(Errno::from)?.ok_or(Errno::ENOENT)?;
+    let old = st
+        .meta
+        .get(&req.path)
+        .map_err(Errno::from)?
+        .ok_or(Errno::ENOENT)?;
     if old.is_dir() {
         return Err(Errno::EISDIR.into());
     }
@@ -185,7 +207,10 @@ pub fn put_record(st: &State, req: PutRecordReq) -> Result<PutRecordReply, Remot
 pub fn scan_prefix(st: &State, req: ScanPrefixReq) -> Result<ScanPrefixReply, RemoteError> {
     valid(&req.prefix)?;
     let max = (req.max as usize).clamp(1, 512);
-    let (records, more) = st.meta.scan(&req.prefix, &req.start_after, max).map_err(Errno::from)?;
+    let (records, more) = st
+        .meta
+        .scan(&req.prefix, &req.start_after, max)
+        .map_err(Errno::from)?;
     Ok(ScanPrefixReply { records, more })
 }
 
@@ -210,4 +235,3 @@ pub fn set_attr(st: &State, req: SetAttrReq) -> Result<StatReply, RemoteError> {
     st.meta.put(&req.path, &rec).map_err(Errno::from)?;
     Ok(StatReply { record: rec })
 }
-

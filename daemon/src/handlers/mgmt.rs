@@ -27,7 +27,8 @@ pub fn stats(st: &State) -> Result<StatsReply, RemoteError> {
 }
 
 pub fn statfs(st: &State) -> Result<StatfsReply, RemoteError> {
-    let vfs = nix::sys::statvfs::statvfs(&st.rootdir).map_err(|e| RemoteError::new(Errno(e as i32), "statvfs of the rootdir"))?;
+    let vfs = nix::sys::statvfs::statvfs(&st.rootdir)
+        .map_err(|e| RemoteError::new(Errno(e as i32), "statvfs of the rootdir"))?;
     let frag = vfs.fragment_size() as u64;
     Ok(StatfsReply {
         total: vfs.blocks() as u64 * frag,

@@ -10,7 +10,6 @@ use gkfs_proto::msg::*;
 
 use crate::state::State;
 
-
 impl Handler for State {
     type Ctx = Peer;
     fn ping(&self, _: &Peer, _: PingReq) -> Result<PingReply, RemoteError> {
@@ -46,7 +45,11 @@ impl Handler for State {
     fn scan_prefix(&self, _: &Peer, r: ScanPrefixReq) -> Result<ScanPrefixReply, RemoteError> {
         meta::scan_prefix(self, r)
     }
-    fn write_chunks(&self, from: &Peer, r: WriteChunksReq) -> Result<WriteChunksReply, RemoteError> {
+    fn write_chunks(
+        &self,
+        from: &Peer,
+        r: WriteChunksReq,
+    ) -> Result<WriteChunksReply, RemoteError> {
         data::write_chunks(self, *from, r)
     }
     fn read_chunks(&self, from: &Peer, r: ReadChunksReq) -> Result<ReadChunksReply, RemoteError> {

@@ -41,7 +41,10 @@ impl ChunkStore {
 
     fn check(&self, offset: u64, len: usize) -> io::Result<()> {
         if offset.saturating_add(len as u64) > self.chunk_size {
-            return Err(io::Error::new(ErrorKind::InvalidInput, "piece crosses the chunk end"));
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                "piece crosses the chunk end",
+            ));
         }
         Ok(())
     }
@@ -50,11 +53,20 @@ impl ChunkStore {
     pub fn write(&self, id: u64, chunk: u64, offset: u64, data: &[u8]) -> io::Result<()> {
         self.check(offset, data.len())?;
         let path = self.chunk_path(id, chunk);
-        let f = match OpenOptions::new().write(true).create(true).truncate(false).open(&path) {
+        let f = match OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 fs::create_dir_all(self.file_dir(id))?;
-                OpenOptions::new().write(true).create(true).truncate(false).open(&path)?
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)?
             }
             Err(e) => return Err(e),
         };
@@ -99,7 +111,11 @@ impl ChunkStore {
         let cut = size % self.chunk_size;
         for entry in entries {
             let entry = entry?;
-            let Some(k) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+            let Some(k) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
                 continue;
             };
             if k > keep_whole || (k == keep_whole && cut == 0) {
@@ -128,9 +144,13 @@ impl ChunkStore {
     /// Counts chunk files and their bytes.
     pub fn stats(&self) -> ChunkStats {
         let mut s = ChunkStats::default();
-        let Ok(dirs) = fs::read_dir(&self.root) else { return s };
+        let Ok(dirs) = fs::read_dir(&self.root) else {
+            return s;
+        };
         for d in dirs.flatten() {
-            let Ok(files) = fs::read_dir(d.path()) else { continue };
+            let Ok(files) = fs::read_dir(d.path()) else {
+                continue;
+            };
             for f in files.flatten() {
                 s.chunks += 1;
                 s.bytes += f.metadata().map(|m| m.len()).unwrap_or(0);

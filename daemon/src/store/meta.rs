@@ -116,7 +116,13 @@ impl MetaStore {
 
     /// Direct children of `dir` stored here, after `start_after`, at most `max`
     /// entries or about `max_bytes` of names; returns the entries and whether more follow.
-    pub fn children(&self, dir: &str, start_after: &str, max: usize, max_bytes: usize) -> Result<(Vec<DirEntry>, bool), MetaError> {
+    pub fn children(
+        &self,
+        dir: &str,
+        start_after: &str,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<DirEntry>, bool), MetaError> {
         let prefix = child_prefix(dir);
         let mut seek = format!("{prefix}{start_after}");
         if !start_after.is_empty() {
@@ -129,8 +135,12 @@ impl MetaStore {
         let mut iter = self.db.raw_iterator();
         iter.seek(seek.as_bytes());
         while iter.valid() {
-            let (Some(key), Some(val)) = (iter.key(), iter.value()) else { break };
-            let Some(rest) = key.strip_prefix(prefix.as_bytes()) else { break };
+            let (Some(key), Some(val)) = (iter.key(), iter.value()) else {
+                break;
+            };
+            let Some(rest) = key.strip_prefix(prefix.as_bytes()) else {
+                break;
+            };
             if rest.is_empty() {
                 iter.next();
                 continue;
@@ -161,7 +171,12 @@ impl MetaStore {
 
     /// Every record strictly below `dir` (any depth) stored here, after the full path
     /// `start_after`.
-    pub fn scan(&self, dir: &str, start_after: &str, max: usize) -> Result<(Vec<PathRecord>, bool), MetaError> {
+    pub fn scan(
+        &self,
+        dir: &str,
+        start_after: &str,
+        max: usize,
+    ) -> Result<(Vec<PathRecord>, bool), MetaError> {
         let prefix = child_prefix(dir);
         let mut iter = self.db.raw_iterator();
         if start_after.is_empty() {
@@ -174,7 +189,9 @@ impl MetaStore {
         }
         let mut out = Vec::new();
         while iter.valid() {
-            let (Some(key), Some(val)) = (iter.key(), iter.value()) else { break };
+            let (Some(key), Some(val)) = (iter.key(), iter.value()) else {
+                break;
+            };
             if !key.starts_with(prefix.as_bytes()) {
                 break;
             }
@@ -245,17 +262,28 @@ mod tests {
     fn children_skip_descendants_and_page() {
         let dir = tempfile::tempdir().unwrap();
         let db = MetaStore::open(dir.path()).unwrap();
-        for p in ["/a", "/a/b", "/a/b/c", "/a/b/c/d", "/a/b-x", "/a/c", "/b", "/a0"] {
+        for p in [
+            "/a", "/a/b", "/a/b/c", "/a/b/c/d", "/a/b-x", "/a/c", "/b", "/a0",
+        ] {
             db.put(p, &rec(mode::S_IFDIR)).unwrap();
         }
         let names = |d: &str, after: &str, max| {
             let (v, more) = db.children(d, after, max, 1 << 20).unwrap();
             (v.into_iter().map(|e| e.name).collect::<Vec<_>>(), more)
         };
-        assert_eq!(names("/a", "", 10), (vec!["b".into(), "b-x".into(), "c".into()], false));
+        assert_eq!(
+            names("/a", "", 10),
+            (vec!["b".into(), "b-x".into(), "c".into()], false)
+        );
         assert_eq!(names("/a", "", 1), (vec!["b".into()], true));
-        assert_eq!(names("/a", "b", 10), (vec!["b-x".into(), "c".into()], false));
-        assert_eq!(names("/", "", 10), (vec!["a".into(), "a0".into(), "b".into()], false));
+        assert_eq!(
+            names("/a", "b", 10),
+            (vec!["b-x".into(), "c".into()], false)
+        );
+        assert_eq!(
+            names("/", "", 10),
+            (vec!["a".into(), "a0".into(), "b".into()], false)
+        );
         // A child whose own record lives on another daemon is not listed here.
         db.delete("/a/b").unwrap();
         assert_eq!(names("/a", "", 10).0, vec!["b-x".to_string(), "c".into()]);

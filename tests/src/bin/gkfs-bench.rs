@@ -34,9 +34,19 @@ fn parse_args() -> Opts {
                 o.rss_creates = 20_000;
                 o.repeats = 3;
             }
-            "--rss-creates" => o.rss_creates = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            "--rss-creates" => {
+                o.rss_creates = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
             "--json" => o.json = Some(args.next().unwrap_or_else(|| usage())),
-            "--repeats" => o.repeats = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            "--repeats" => {
+                o.repeats = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
             _ => usage(),
         }
     }
@@ -65,7 +75,9 @@ fn ping_us(client: &Client, n: usize) -> f64 {
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
-        client.ping((i % client.daemons() as usize) as u32).expect("ping");
+        client
+            .ping((i % client.daemons() as usize) as u32)
+            .expect("ping");
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
     median(lat)
@@ -177,13 +189,27 @@ fn main() {
         let pings = if o.quick { 500 } else { 2000 };
         ping_us(&client, 200); // warm-up: connections
         let v = median((0..reps).map(|_| ping_us(&client, pings)).collect());
-        rows.push(Row { daemons, what: "ping round trip".into(), threads: 1, value: v, unit: "µs" });
+        rows.push(Row {
+            daemons,
+            what: "ping round trip".into(),
+            threads: 1,
+            value: v,
+            unit: "µs",
+        });
         for threads in [1usize, 4] {
             let per = if o.quick { 1000 } else { 4000 } / threads;
-            let runs: Vec<_> = (0..reps).map(|r| metadata(&client, threads, per, r)).collect();
+            let runs: Vec<_> = (0..reps)
+                .map(|r| metadata(&client, threads, per, r))
+                .collect();
             for (i, name) in ["create", "stat", "remove"].iter().enumerate() {
                 let v = median(runs.iter().map(|x| [x.0, x.1, x.2][i]).collect());
-                rows.push(Row { daemons, what: name.to_string(), threads, value: v, unit: "ops/s" });
+                rows.push(Row {
+                    daemons,
+                    what: name.to_string(),
+                    threads,
+                    value: v,
+                    unit: "ops/s",
+                });
             }
         }
         for xfer in [4096usize, 64 * 1024, 1 << 20] {
@@ -194,12 +220,30 @@ fn main() {
                 (_, false) => 128 << 20,
             };
             for threads in [1usize, 4] {
-                let runs: Vec<_> = (0..reps).map(|r| seq_io(&client, threads, xfer, total, r)).collect();
-                let label = if xfer >= 1 << 20 { format!("{} MiB", xfer >> 20) } else { format!("{} KiB", xfer >> 10) };
+                let runs: Vec<_> = (0..reps)
+                    .map(|r| seq_io(&client, threads, xfer, total, r))
+                    .collect();
+                let label = if xfer >= 1 << 20 {
+                    format!("{} MiB", xfer >> 20)
+                } else {
+                    format!("{} KiB", xfer >> 10)
+                };
                 let w = median(runs.iter().map(|x| x.0).collect());
                 let r = median(runs.iter().map(|x| x.1).collect());
-                rows.push(Row { daemons, what: format!("seq write {label}"), threads, value: w, unit: "MB/s" });
-                rows.push(Row { daemons, what: format!("seq read {label}"), threads, value: r, unit: "MB/s" });
+                rows.push(Row {
+                    daemons,
+                    what: format!("seq write {label}"),
+                    threads,
+                    value: w,
+                    unit: "MB/s",
+                });
+                rows.push(Row {
+                    daemons,
+                    what: format!("seq read {label}"),
+                    threads,
+                    value: r,
+                    unit: "MB/s",
+                });
             }
         }
         eprintln!("done with {daemons} daemon(s)");
@@ -212,20 +256,47 @@ fn main() {
     let n = o.rss_creates as usize;
     let t = Instant::now();
     let rate = ops_per_sec(4, n / 4, |th, i| {
-        client.create(&format!("/r{th}-{i}"), 0o644).expect("create");
+        client
+            .create(&format!("/r{th}-{i}"), 0o644)
+            .expect("create");
     });
     std::thread::sleep(Duration::from_millis(200));
     let after = rss_kib(pid);
     eprintln!("{n} creates in {:?}", t.elapsed());
-    rows.push(Row { daemons: 1, what: format!("creates for RSS test ({n})"), threads: 4, value: rate, unit: "ops/s" });
-    rows.push(Row { daemons: 1, what: "daemon RSS at start".into(), threads: 0, value: before as f64 / 1024.0, unit: "MiB" });
-    rows.push(Row { daemons: 1, what: format!("daemon RSS after {n} creates"), threads: 0, value: after as f64 / 1024.0, unit: "MiB" });
+    rows.push(Row {
+        daemons: 1,
+        what: format!("creates for RSS test ({n})"),
+        threads: 4,
+        value: rate,
+        unit: "ops/s",
+    });
+    rows.push(Row {
+        daemons: 1,
+        what: "daemon RSS at start".into(),
+        threads: 0,
+        value: before as f64 / 1024.0,
+        unit: "MiB",
+    });
+    rows.push(Row {
+        daemons: 1,
+        what: format!("daemon RSS after {n} creates"),
+        threads: 0,
+        value: after as f64 / 1024.0,
+        unit: "MiB",
+    });
 
     println!("| daemons | measurement | threads | median | unit |");
     println!("|---:|---|---:|---:|---|");
     for r in &rows {
-        let v = if r.value >= 100.0 { format!("{:.0}", r.value) } else { format!("{:.1}", r.value) };
-        println!("| {} | {} | {} | {} | {} |", r.daemons, r.what, r.threads, v, r.unit);
+        let v = if r.value >= 100.0 {
+            format!("{:.0}", r.value)
+        } else {
+            format!("{:.1}", r.value)
+        };
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.daemons, r.what, r.threads, v, r.unit
+        );
     }
     if let Some(path) = o.json {
         let v: Vec<_> = rows

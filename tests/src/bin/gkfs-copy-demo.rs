@@ -10,8 +10,13 @@ use std::path::Path;
 use gkfs_client::{Client, OpenOptions};
 
 fn copy_in(client: &Client, src: &Path, dst: &str, files: &mut u64, bytes: &mut u64) {
-    client.mkdir(dst, 0o755).unwrap_or_else(|e| panic!("mkdir {dst}: {e}"));
-    let mut entries: Vec<_> = fs::read_dir(src).expect("read source dir").flatten().collect();
+    client
+        .mkdir(dst, 0o755)
+        .unwrap_or_else(|e| panic!("mkdir {dst}: {e}"));
+    let mut entries: Vec<_> = fs::read_dir(src)
+        .expect("read source dir")
+        .flatten()
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -22,7 +27,16 @@ fn copy_in(client: &Client, src: &Path, dst: &str, files: &mut u64, bytes: &mut 
         } else if ft.is_file() {
             let data = fs::read(e.path()).unwrap();
             let f = client
-                .open(&target, &OpenOptions { create: true, write: true, exclusive: true, mode: 0o644, ..Default::default() })
+                .open(
+                    &target,
+                    &OpenOptions {
+                        create: true,
+                        write: true,
+                        exclusive: true,
+                        mode: 0o644,
+                        ..Default::default()
+                    },
+                )
                 .unwrap_or_else(|err| panic!("create {target}: {err}"));
             f.pwrite(&data, 0).unwrap();
             *files += 1;
@@ -59,10 +73,22 @@ fn main() {
     });
     let (mut files, mut bytes) = (0, 0);
     let t = std::time::Instant::now();
-    copy_in(&client, Path::new(&args[1]), "/demo", &mut files, &mut bytes);
-    println!("copied {files} files ({bytes} bytes) into gkfs:/demo in {:?}", t.elapsed());
+    copy_in(
+        &client,
+        Path::new(&args[1]),
+        "/demo",
+        &mut files,
+        &mut bytes,
+    );
+    println!(
+        "copied {files} files ({bytes} bytes) into gkfs:/demo in {:?}",
+        t.elapsed()
+    );
     for e in client.readdir("/demo").unwrap() {
-        println!("  gkfs:/demo/{:<24} {:>8} bytes  mode {:o}", e.name, e.size, e.mode);
+        println!(
+            "  gkfs:/demo/{:<24} {:>8} bytes  mode {:o}",
+            e.name, e.size, e.mode
+        );
     }
     copy_out(&client, "/demo", Path::new(&args[2]));
     println!("copied gkfs:/demo back out to {}", args[2]);
