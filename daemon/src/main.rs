@@ -194,10 +194,16 @@ fn run(args: Args) -> Result<()> {
                 args.rootdir.display()
             )
         })?;
+    // shm names its endpoints itself (unique per process); an IP would collide.
+    let shm = args.provider.split(';').next() == Some("shm");
     let fcfg = FabricConfig {
         provider: args.provider.clone(),
-        node: listen_address(args.listen.as_deref()).or_else(|| Some("127.0.0.1".into())),
-        service: args.port.map(|p| p.to_string()),
+        node: if shm {
+            None
+        } else {
+            listen_address(args.listen.as_deref()).or_else(|| Some("127.0.0.1".into()))
+        },
+        service: if shm { None } else { args.port.map(|p| p.to_string()) },
     };
     let ep = Endpoint::open(&fcfg).with_context(|| {
         format!(

@@ -16,11 +16,13 @@ use nix::unistd::Pid;
 /// The directory holding the workspace's built binaries (`target/<profile>`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test-binary>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    // Test binaries live in target/<profile>/deps, tools in target/<profile>.
+    let dir = exe.parent().expect("exe dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary; panics with a hint if it was not built.
@@ -54,6 +56,12 @@ impl Cluster {
 
     /// Starts `n` daemons with `chunk_size` and waits until all answer.
     pub fn start_with(n: usize, chunk_size: u64) -> Cluster {
+        let provider = std::env::var("GKFS_TEST_PROVIDER").unwrap_or_else(|_| "tcp;ofi_rxm".into());
+        Cluster::start_full(n, chunk_size, &provider)
+    }
+
+    /// Starts `n` daemons on libfabric provider `provider`.
+    pub fn start_full(n: usize, chunk_size: u64, provider: &str) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("gkfs-test-")
             .tempdir()
@@ -85,6 +93,8 @@ impl Cluster {
                 .arg(chunk_size.to_string())
                 .arg("--mountdir")
                 .arg("/tmp/gkfs-test")
+                .arg("--provider")
+                .arg(provider)
                 .arg("--log-level")
                 .arg("info")
                 .stdin(Stdio::null())
