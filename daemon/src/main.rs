@@ -203,7 +203,11 @@ fn run(args: Args) -> Result<()> {
         } else {
             listen_address(args.listen.as_deref()).or_else(|| Some("127.0.0.1".into()))
         },
-        service: if shm { None } else { args.port.map(|p| p.to_string()) },
+        service: if shm {
+            None
+        } else {
+            args.port.map(|p| p.to_string())
+        },
     };
     let ep = Endpoint::open(&fcfg).with_context(|| {
         format!(

@@ -29,7 +29,12 @@ const MAX_SLICE: Duration = Duration::from_millis(200);
 fn spin_time() -> Duration {
     static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *SPIN.get_or_init(|| {
-        Duration::from_micros(std::env::var("GKFS_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(20))
+        Duration::from_micros(
+            std::env::var("GKFS_SPIN_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(20),
+        )
     })
 }
 
@@ -489,14 +494,16 @@ impl Endpoint {
                 }
                 return Err(check(what, ret as i64).unwrap_err());
             }
-            self.poll(0);
+            self.poll(0, false);
         }
     }
 
     /// Reads completions for up to `timeout_ms` and hands each to its owner.
-    fn poll(&self, timeout_ms: i32) {
+    /// Returns how many completions were handed out. `spin`: poll for a short while
+    /// before blocking (for waits on a reply that is probably about to arrive).
+    fn poll(&self, timeout_ms: i32, spin: bool) -> usize {
         let mut entries = [sys::fi_cq_tagged_entry::default(); CQ_BATCH];
-        let spin_until = Instant::now() + spin_time();
+        let spin_until = Instant::now() + if spin { spin_time() } else { Duration::ZERO };
         // SAFETY: cq is open and entries has room for CQ_BATCH tagged entries.
         let n = unsafe {
             let mut n = -(sys::FI_EAGAIN as isize);
@@ -520,9 +527,10 @@ impl Endpoint {
                 )
             }
         };
+        let mut delivered = 0;
         if n > 0 {
             for e in &entries[..n as usize] {
-                self.complete(e.op_context, Ok(e.len));
+                delivered += usize::from(self.complete(e.op_context, Ok(e.len)));
             }
         } else if n == -(sys::FI_EAVAIL as isize) {
             let mut err = sys::fi_cq_err_entry::default();
@@ -554,32 +562,41 @@ impl Endpoint {
                 if let FabricError::Truncated(_) = e {
                     e = FabricError::Truncated(err.len);
                 }
-                self.complete(err.op_context, Err(e));
+                delivered += usize::from(self.complete(err.op_context, Err(e)));
             }
         } else if n < 0 && n != -(sys::FI_EAGAIN as isize) && n != -(sys::FI_ETIMEDOUT as isize) {
             log::warn!("fi_cq_sread: {}", strerror((-n) as i32));
             std::thread::sleep(Duration::from_millis(1));
         }
+        delivered
     }
 
-    fn complete(&self, ctx: *mut libc::c_void, result: Result<usize, FabricError>) {
+    /// Hands a completion to its owner; true if a waiter may care (not a plain
+    /// successful send).
+    fn complete(&self, ctx: *mut libc::c_void, result: Result<usize, FabricError>) -> bool {
         if ctx.is_null() {
-            return;
+            return false;
         }
         // SAFETY: every context we post is a Box<OpCtx> leaked by `post`, and the
         // provider reports each exactly once; we take ownership back here.
         let ctx = unsafe { Box::from_raw(ctx.cast::<OpCtx>()) };
         let OpCtx { kind, _mr, .. } = *ctx;
         match kind {
-            OpKind::Send { call, .. } => {
-                if let (Err(e), Some(slot)) = (result, call) {
+            OpKind::Send { call, .. } => match (result, call) {
+                (Err(e), Some(slot)) => {
                     slot.fail(e);
+                    true
                 }
+                _ => false,
+            },
+            OpKind::Data { buf, slot } => {
+                slot.finish(result.map(|len| (buf, len)));
+                true
             }
-            OpKind::Data { buf, slot } => slot.finish(result.map(|len| (buf, len))),
             OpKind::Incoming { buf } => {
                 drop(_mr);
                 self.on_incoming(buf, result);
+                true
             }
         }
     }
@@ -668,6 +685,7 @@ impl Endpoint {
     fn drive<T>(
         &self,
         deadline: Instant,
+        spin: bool,
         mut check: impl FnMut(&mut State) -> Option<T>,
     ) -> Result<T, FabricError> {
         let inner = &self.inner;
@@ -688,16 +706,20 @@ impl Endpoint {
                 loop {
                     drop(st);
                     let slice = (deadline - Instant::now()).min(MAX_SLICE);
-                    self.poll((slice.as_millis() as i32).max(1));
+                    let got = self.poll((slice.as_millis() as i32).max(1), spin);
                     st = lock(&inner.state);
-                    if st.waiters > 0 {
+                    let done = check(&mut st);
+                    // Wake the others only when something may be theirs; when the
+                    // leader steps down, one of them takes over.
+                    let for_others =
+                        (got > 1 || (got == 1 && done.is_none())) || !st.incoming.is_empty();
+                    if st.waiters > 0 && for_others {
                         inner.cv.notify_all();
                     }
-                    let done = check(&mut st);
                     if done.is_some() || Instant::now() >= deadline || st.shutdown {
                         st.leader = false;
-                        if st.waiters > 0 {
-                            inner.cv.notify_all();
+                        if st.waiters > 0 && !for_others {
+                            inner.cv.notify_one();
                         }
                         match done {
                             Some(v) => return Ok(v),
@@ -723,7 +745,7 @@ impl Endpoint {
         slot: &Arc<Slot>,
         deadline: Instant,
     ) -> Result<(Vec<u8>, usize), FabricError> {
-        let r = self.drive(deadline, |_| slot.take());
+        let r = self.drive(deadline, true, |_| slot.take());
         match r {
             Ok(r) => r,
             Err(e) => Err(e),
@@ -810,7 +832,7 @@ impl Endpoint {
 
     /// Waits for the next request; `Ok(None)` when the endpoint is shut down.
     pub fn next_request(&self, deadline: Instant) -> Result<Option<Request>, FabricError> {
-        match self.drive(deadline, |st| st.incoming.pop_front()) {
+        match self.drive(deadline, true, |st| st.incoming.pop_front()) {
             Ok(r) => Ok(Some(r)),
             Err(FabricError::Canceled) => Ok(None),
             Err(e) => Err(e),
