@@ -42,7 +42,7 @@ pub struct Cluster {
     children: Vec<Option<Child>>,
     /// The hosts file.
     pub hosts_file: PathBuf,
-    /// Each daemon's root dir.
+    /// Each daemon's root dir, in hosts-file (placement) order.
     pub rootdirs: Vec<PathBuf>,
     /// Chunk size.
     pub chunk_size: u64,
@@ -105,7 +105,7 @@ impl Cluster {
             children.push(Some(child));
             rootdirs.push(root);
         }
-        let c = Cluster {
+        let mut c = Cluster {
             dir,
             children,
             hosts_file,
@@ -113,7 +113,28 @@ impl Cluster {
             chunk_size,
         };
         c.wait_ready(n);
+        c.sort_by_hosts_order();
         c
+    }
+
+    /// Daemons register in whatever order they come up: index everything (children,
+    /// root dirs) by the hosts file's order, which is placement order.
+    fn sort_by_hosts_order(&mut self) {
+        let text = fs::read_to_string(&self.hosts_file).unwrap();
+        let hosts = Hosts::parse("hosts", &text).unwrap();
+        let mut children = Vec::new();
+        let mut rootdirs = Vec::new();
+        for e in &hosts.entries {
+            let i = self
+                .children
+                .iter()
+                .position(|c| c.as_ref().map(|c| c.id()) == e.pid)
+                .expect("a listed daemon that this cluster did not start");
+            children.push(self.children[i].take());
+            rootdirs.push(self.rootdirs[i].clone());
+        }
+        self.children = children;
+        self.rootdirs = rootdirs;
     }
 
     fn wait_ready(&self, n: usize) {
@@ -173,6 +194,7 @@ impl Cluster {
     pub fn logs(&self) -> String {
         let mut s = String::new();
         for i in 0..self.rootdirs.len() {
+            // Log files are numbered in spawn order.
             let p = self.dir.path().join(format!("gkfsd.{i}.log"));
             s.push_str(&format!(
                 "--- gkfsd.{i}.log\n{}",
