@@ -25,6 +25,21 @@ fn root_record(st: &State) -> Record {
     }
 }
 
+/// The stored record of `p`, or ENOENT.
+fn existing(st: &State, p: &str) -> Result<Record, RemoteError> {
+    Ok(st.meta.get(p).map_err(Errno::from)?.ok_or(Errno::ENOENT)?)
+}
+
+/// The stored record of a regular file (or link) at `p`: ENOENT, or EISDIR for a
+/// directory.
+fn existing_file(st: &State, p: &str) -> Result<Record, RemoteError> {
+    let rec = existing(st, p)?;
+    if rec.is_dir() {
+        return Err(Errno::EISDIR.into());
+    }
+    Ok(rec)
+}
+
 /// Reads a record; the root directory exists implicitly.
 pub fn lookup(st: &State, p: &str) -> Result<Record, RemoteError> {
     match st.meta.get(p).map_err(Errno::from)? {
@@ -90,11 +105,7 @@ pub fn remove(st: &State, req: RemoveReq) -> Result<RemoveReply, RemoteError> {
         return Err(Errno::EBUSY.into());
     }
     let _g = st.write_lock(&req.path);
-    let record = st
-        .meta
-        .get(&req.path)
-        .map_err(Errno::from)?
-        .ok_or(Errno::ENOENT)?;
+    let record = existing(st, &req.path)?;
     match (req.kind, record.is_dir()) {
         (1, true) => return Err(Errno::EISDIR.into()),
         (2, false) => return Err(Errno::ENOTDIR.into()),
@@ -111,14 +122,7 @@ pub fn update_size(st: &State, req: UpdateSizeReq) -> Result<UpdateSizeReply, Re
     valid(&req.path)?;
     if req.append_len > 0 {
         let _g = st.write_lock(&req.path);
-        let mut rec = st
-            .meta
-            .get(&req.path)
-            .map_err(Errno::from)?
-            .ok_or(Errno::ENOENT)?;
-        if rec.is_dir() {
-            return Err(Errno::EISDIR.into());
-        }
+        let mut rec = existing_file(st, &req.path)?;
         let offset = rec.size;
         rec.size = offset.checked_add(req.append_len).ok_or(Errno::EFBIG)?;
         rec.mtime = rec.mtime.max(req.mtime);
@@ -127,14 +131,7 @@ pub fn update_size(st: &State, req: UpdateSizeReq) -> Result<UpdateSizeReply, Re
         return Ok(UpdateSizeReply { offset });
     }
     let _g = st.read_lock(&req.path);
-    let rec = st
-        .meta
-        .get(&req.path)
-        .map_err(Errno::from)?
-        .ok_or(Errno::ENOENT)?;
-    if rec.is_dir() {
-        return Err(Errno::EISDIR.into());
-    }
+    let rec = existing_file(st, &req.path)?;
     if req.end > rec.size || req.mtime > rec.mtime {
         st.meta
             .merge_size(&req.path, req.end, req.mtime)
@@ -153,14 +150,7 @@ pub fn get_size(st: &State, req: GetSizeReq) -> Result<GetSizeReply, RemoteError
 pub fn truncate(st: &State, req: TruncateReq) -> Result<TruncateReply, RemoteError> {
     valid(&req.path)?;
     let _g = st.write_lock(&req.path);
-    let old = st
-        .meta
-        .get(&req.path)
-        .map_err(Errno::from)?
-        .ok_or(Errno::ENOENT)?;
-    if old.is_dir() {
-        return Err(Errno::EISDIR.into());
-    }
+    let old = existing_file(st, &req.path)?;
     let mut rec = old;
     rec.size = req.size;
     rec.mtime = req.mtime;
