@@ -41,6 +41,9 @@ pub struct Instance {
     pub chunk_size: u64,
     /// The daemons.
     pub daemons: Vec<DaemonInfo>,
+    /// The parent of the root dirs, if `start` created it (then `stop` removes it).
+    #[serde(default)]
+    pub created_root: Option<PathBuf>,
 }
 
 impl Instance {

@@ -93,6 +93,7 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
     let gkfsd = daemon_program();
     let dir = instance::create_dir(opts.instance_dir.as_deref())?;
     let root = opts.rootdir.clone().unwrap_or_else(|| dir.join("root"));
+    let created_root = (!root.exists()).then(|| root.clone());
     instance::make_private_dir(&root)?;
     let mut inst = Instance {
         dir: dir.clone(),
@@ -100,6 +101,7 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
         provider: opts.provider.clone(),
         chunk_size: opts.chunk_size,
         daemons: Vec::new(),
+        created_root,
     };
     let hosts_file = inst.hosts_file();
     let mut children = Vec::new();
@@ -254,9 +256,8 @@ pub fn stop(inst: &Instance, keep: bool) -> Result<()> {
                     .with_context(|| format!("cannot remove {}", d.rootdir.display()))?;
             }
         }
-        let root = inst.dir.join("root");
-        if root.exists() {
-            let _ = fs::remove_dir(&root);
+        if let Some(root) = &inst.created_root {
+            let _ = fs::remove_dir(root);
         }
         fs::remove_dir_all(&inst.dir)
             .with_context(|| format!("cannot remove {}", inst.dir.display()))?;

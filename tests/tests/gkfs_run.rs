@@ -23,6 +23,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 fn start_status_stop() {
     let base = tempfile::tempdir().unwrap();
     let inst = base.path().join("inst");
+    let root = base.path().join("root");
     let (code, out, err) = run(
         &[
             "start",
@@ -30,6 +31,8 @@ fn start_status_stop() {
             "3",
             "--instance-dir",
             inst.to_str().unwrap(),
+            "--rootdir",
+            root.to_str().unwrap(),
             "--chunk-size",
             "65536",
         ],
@@ -83,6 +86,7 @@ fn start_status_stop() {
         );
     }
     assert!(!inst.exists(), "instance dir left behind");
+    assert!(!root.exists(), "root dirs left behind");
 }
 
 #[test]
