@@ -275,8 +275,22 @@ impl Client {
         if p == "/" {
             return Err(Errno::EEXIST);
         }
-        self.check_parent_dir(p)?;
-        self.rpc().call(
+        let parent = path::parent(p);
+        // The parent check and the create travel together (one round trip, not two);
+        // if the parent turns out to be missing or not a directory, a record this call
+        // created is removed again before the error is returned.
+        let parent_stat = (parent != "/")
+            .then(|| {
+                self.rpc().start(
+                    self.owner(parent),
+                    &StatReq {
+                        path: parent.to_string(),
+                    },
+                    SMALL_REPLY,
+                )
+            })
+            .transpose()?;
+        let create = self.rpc().start(
             self.owner(p),
             &CreateReq {
                 path: p.to_string(),
@@ -286,7 +300,28 @@ impl Client {
                 exclusive,
                 time: now_ns(),
             },
-        )
+            SMALL_REPLY,
+        )?;
+        let parent_ok = match parent_stat.map(|s| s.wait()) {
+            None => Ok(()),
+            Some(Ok(r)) if r.record.is_dir() => Ok(()),
+            Some(Ok(_)) => Err(Errno::ENOTDIR),
+            Some(Err(e)) => Err(e),
+        };
+        let created = create.wait();
+        if let Err(e) = parent_ok {
+            if let Ok(CreateReply { created: true, .. }) = created {
+                let _ = self.rpc().call(
+                    self.owner(p),
+                    &RemoveReq {
+                        path: p.to_string(),
+                        kind: 0,
+                    },
+                );
+            }
+            return Err(e);
+        }
+        created
     }
 
     /// Creates an empty regular file (fails with EEXIST if `p` exists).

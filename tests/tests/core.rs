@@ -289,6 +289,9 @@ fn errnos(n: usize) {
     assert_eq!(client.create("/file", 0o644).unwrap_err(), Errno::EEXIST);
     assert_eq!(client.mkdir("/file", 0o755).unwrap_err(), Errno::EEXIST);
     assert_eq!(client.create("/file/x", 0o644).unwrap_err(), Errno::ENOTDIR);
+    // A failed create leaves no record behind (parent check and create run together).
+    assert_eq!(client.stat("/file/x").unwrap_err(), Errno::ENOENT);
+    assert_eq!(client.stat("/a/b").unwrap_err(), Errno::ENOENT);
     assert_eq!(client.readdir("/file").unwrap_err(), Errno::ENOTDIR);
     assert_eq!(client.rmdir("/file").unwrap_err(), Errno::ENOTDIR);
     client.mkdir("/d", 0o755).unwrap();
