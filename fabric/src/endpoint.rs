@@ -136,10 +136,15 @@ impl Slot {
         }
         r
     }
-    fn is_done(&self) -> bool {
-        let st = lock(&self.st);
-        st.result.is_some() || st.taken
-    }
+}
+
+/// Direction of an RMA.
+#[derive(Clone, Copy)]
+enum Rma {
+    /// Pull the peer's bytes into ours.
+    Read,
+    /// Push our bytes into the peer's.
+    Write,
 }
 
 /// What a posted operation's context owns until its completion is reaped.
@@ -869,35 +874,8 @@ impl Endpoint {
         len: usize,
         deadline: Instant,
     ) -> Result<PendingRma, FabricError> {
-        self.check_remote(remote, offset, len)?;
         buf.resize(len, 0);
-        let slot = Slot::new();
-        let (ptr, ep) = (buf.as_mut_ptr(), self.inner.ep);
-        self.post(
-            "fi_read",
-            OpKind::Data {
-                buf,
-                slot: slot.clone(),
-            },
-            deadline,
-            // SAFETY: ptr/len describe the heap buffer now owned by the context.
-            |desc, ctx| unsafe {
-                sys::gkfs_fi_read(
-                    ep,
-                    ptr.cast(),
-                    len,
-                    desc,
-                    peer.0,
-                    remote.addr + offset,
-                    remote.key,
-                    ctx,
-                )
-            },
-        )?;
-        Ok(PendingRma {
-            ep: self.clone(),
-            slot,
-        })
+        self.start_rma(Rma::Read, peer, remote, offset, buf, deadline)
     }
 
     /// Starts an RMA write of `buf` to `offset` of the peer's `remote` buffer.
@@ -909,12 +887,30 @@ impl Endpoint {
         buf: Vec<u8>,
         deadline: Instant,
     ) -> Result<PendingRma, FabricError> {
+        self.start_rma(Rma::Write, peer, remote, offset, buf, deadline)
+    }
+
+    /// Posts one RMA between `buf` (all of it) and `remote` at `offset`.
+    fn start_rma(
+        &self,
+        dir: Rma,
+        peer: Peer,
+        remote: RemoteBuf,
+        offset: u64,
+        mut buf: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<PendingRma, FabricError> {
         let len = buf.len();
         self.check_remote(remote, offset, len)?;
         let slot = Slot::new();
-        let (ptr, ep) = (buf.as_ptr(), self.inner.ep);
+        let (ptr, ep) = (buf.as_mut_ptr(), self.inner.ep);
+        let (raddr, key) = (remote.addr + offset, remote.key);
+        let what = match dir {
+            Rma::Read => "fi_read",
+            Rma::Write => "fi_write",
+        };
         self.post(
-            "fi_write",
+            what,
             OpKind::Data {
                 buf,
                 slot: slot.clone(),
@@ -922,16 +918,14 @@ impl Endpoint {
             deadline,
             // SAFETY: ptr/len describe the heap buffer now owned by the context.
             |desc, ctx| unsafe {
-                sys::gkfs_fi_write(
-                    ep,
-                    ptr.cast(),
-                    len,
-                    desc,
-                    peer.0,
-                    remote.addr + offset,
-                    remote.key,
-                    ctx,
-                )
+                match dir {
+                    Rma::Read => {
+                        sys::gkfs_fi_read(ep, ptr.cast(), len, desc, peer.0, raddr, key, ctx)
+                    }
+                    Rma::Write => {
+                        sys::gkfs_fi_write(ep, ptr.cast(), len, desc, peer.0, raddr, key, ctx)
+                    }
+                }
             },
         )?;
         Ok(PendingRma {
@@ -1057,11 +1051,6 @@ impl PendingRma {
     /// Waits for the transfer; returns the local buffer (holding the data for a read).
     pub fn wait(self, deadline: Instant) -> Result<Vec<u8>, FabricError> {
         self.ep.wait_slot(&self.slot, deadline).map(|(buf, _)| buf)
-    }
-
-    /// Has the transfer completed (successfully or not)?
-    pub fn is_done(&self) -> bool {
-        self.slot.is_done()
     }
 }
 

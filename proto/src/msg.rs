@@ -601,8 +601,6 @@ wire_struct! {
         pub avail: u64,
         /// Chunk size.
         pub chunk_size: u64,
-        /// Records stored.
-        pub records: u64,
     }
 }
 wire_struct! {
@@ -853,8 +851,7 @@ mod tests {
                     total: 1,
                     free: 2,
                     avail: 3,
-                    chunk_size: 4,
-                    records: 5
+                    chunk_size: 4
                 },
                 StatfsReply
             ),

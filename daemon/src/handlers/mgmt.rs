@@ -35,6 +35,5 @@ pub fn statfs(st: &State) -> Result<StatfsReply, RemoteError> {
         free: vfs.blocks_free() as u64 * frag,
         avail: vfs.blocks_available() as u64 * frag,
         chunk_size: st.chunk_size.get(),
-        records: 0,
     })
 }
