@@ -7,6 +7,8 @@ use std::path::PathBuf;
 fn main() {
     let lib = pkg_config::Config::new()
         .atleast_version("1.10")
+        // Headers only: libfabric is dlopen'ed at run time (see csrc/wrap.c).
+        .cargo_metadata(false)
         .probe("libfabric")
         .unwrap_or_else(|e| {
             panic!(
@@ -20,6 +22,7 @@ fn main() {
         build.include(p);
     }
     build.compile("gkfs_fi_wrap");
+    println!("cargo:rustc-link-lib=dl");
     println!("cargo:rerun-if-changed=csrc/wrap.c");
 
     let mut b = bindgen::Builder::default()
@@ -28,6 +31,11 @@ fn main() {
             "#include <rdma/fabric.h>\n#include <rdma/fi_domain.h>\n#include <rdma/fi_endpoint.h>\n\
              #include <rdma/fi_cm.h>\n#include <rdma/fi_eq.h>\n#include <rdma/fi_tagged.h>\n\
              #include <rdma/fi_rma.h>\n#include <rdma/fi_errno.h>\n#include <sys/types.h>\n\
+             const char *gkfs_fi_load(void);\n\
+             int gkfs_fi_getinfo(uint32_t v, const char *node, const char *service, uint64_t flags, const struct fi_info *hints, struct fi_info **info);\n\
+             void gkfs_fi_freeinfo(struct fi_info *info);\n\
+             int gkfs_fi_fabric(struct fi_fabric_attr *attr, struct fid_fabric **f, void *ctx);\n\
+             const char *gkfs_fi_strerror(int code);\n\
              struct fi_info *gkfs_fi_allocinfo(void);\n\
              int gkfs_fi_close(struct fid *fid);\n\
              int gkfs_fi_domain(struct fid_fabric *f, struct fi_info *i, struct fid_domain **d, void *c);\n\
@@ -60,7 +68,6 @@ fn main() {
         )
         .allowlist_function("gkfs_fi_.*")
         .allowlist_function("gkfs_fid_of_.*")
-        .allowlist_function("fi_getinfo|fi_freeinfo|fi_fabric|fi_strerror|fi_version|fi_dupinfo")
         .allowlist_type("fi_cq_tagged_entry|fi_cq_err_entry|fi_context2|fi_info|fi_cq_attr|fi_av_attr|fi_ep_type|fi_cq_format|fi_wait_obj|fi_av_type|fi_threading|fi_progress|fi_resource_mgmt")
         .allowlist_var("FI_.*")
         .derive_default(true)

@@ -8,8 +8,67 @@
 #include <rdma/fi_tagged.h>
 #include <rdma/fi_rma.h>
 #include <rdma/fi_errno.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
 
-struct fi_info *gkfs_fi_allocinfo(void) { return fi_allocinfo(); }
+/* libfabric itself is loaded with dlopen on first use, not linked: a process that
+ * loads gkfs code (the preload library goes into every process of a job) but never
+ * opens an endpoint pays nothing, and distribution builds of libfabric run slow
+ * constructors (Debian's pulls in PSM libraries that calibrate timers for ~200 ms).
+ * Only the five exported entry points are needed; everything else goes through the
+ * ops tables of the objects they return. */
+#define GKFS_LIBFABRIC "libfabric.so.1"
+
+static struct {
+    int (*getinfo)(uint32_t, const char *, const char *, uint64_t,
+                   const struct fi_info *, struct fi_info **);
+    void (*freeinfo)(struct fi_info *);
+    struct fi_info *(*dupinfo)(const struct fi_info *);
+    int (*fabric)(struct fi_fabric_attr *, struct fid_fabric **, void *);
+    const char *(*strerror)(int);
+    char error[512];
+    int ok;
+} lib;
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+
+static void load_once(void) {
+    void *h = dlopen(GKFS_LIBFABRIC, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(lib.error, sizeof lib.error, "%s", dlerror());
+        return;
+    }
+    lib.getinfo = dlsym(h, "fi_getinfo");
+    lib.freeinfo = dlsym(h, "fi_freeinfo");
+    lib.dupinfo = dlsym(h, "fi_dupinfo");
+    lib.fabric = dlsym(h, "fi_fabric");
+    lib.strerror = dlsym(h, "fi_strerror");
+    if (!lib.getinfo || !lib.freeinfo || !lib.dupinfo || !lib.fabric || !lib.strerror) {
+        snprintf(lib.error, sizeof lib.error, "%s lacks the fi_getinfo/fi_fabric entry points",
+                 GKFS_LIBFABRIC);
+        return;
+    }
+    lib.ok = 1;
+}
+
+/* Loads libfabric once; returns NULL on success, else a description of the failure. */
+const char *gkfs_fi_load(void) {
+    pthread_once(&lib_once, load_once);
+    return lib.ok ? NULL : lib.error;
+}
+
+int gkfs_fi_getinfo(uint32_t v, const char *node, const char *service, uint64_t flags,
+                    const struct fi_info *hints, struct fi_info **info) {
+    return lib.ok ? lib.getinfo(v, node, service, flags, hints, info) : -FI_ENOSYS;
+}
+void gkfs_fi_freeinfo(struct fi_info *info) { if (lib.ok) lib.freeinfo(info); }
+int gkfs_fi_fabric(struct fi_fabric_attr *attr, struct fid_fabric **f, void *ctx) {
+    return lib.ok ? lib.fabric(attr, f, ctx) : -FI_ENOSYS;
+}
+const char *gkfs_fi_strerror(int code) {
+    return lib.ok ? lib.strerror(code) : "libfabric is not loaded";
+}
+struct fi_info *gkfs_fi_allocinfo(void) { return lib.ok ? lib.dupinfo(NULL) : NULL; }
 int gkfs_fi_close(struct fid *fid) { return fi_close(fid); }
 int gkfs_fi_domain(struct fid_fabric *f, struct fi_info *i, struct fid_domain **d, void *c) { return fi_domain(f, i, d, c); }
 int gkfs_fi_endpoint(struct fid_domain *d, struct fi_info *i, struct fid_ep **ep, void *c) { return fi_endpoint(d, i, ep, c); }

@@ -233,9 +233,31 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+/// Loads the system libfabric (once per process; see csrc/wrap.c for why it is not
+/// linked).
+fn load_libfabric() -> Result<(), FabricError> {
+    // SAFETY: gkfs_fi_load takes no arguments and returns NULL or a pointer to a
+    // NUL-terminated message in a static buffer that is never written again.
+    let err = unsafe { sys::gkfs_fi_load() };
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: non-null: a static NUL-terminated string (see above).
+    let msg = unsafe { std::ffi::CStr::from_ptr(err) }.to_string_lossy();
+    Err(FabricError::Call {
+        call: "dlopen",
+        code: libc::ENOENT,
+        msg: format!(
+            "cannot load libfabric.so.1 ({msg}); install the libfabric runtime \
+             (Debian/Ubuntu: apt-get install libfabric1)"
+        ),
+    })
+}
+
 impl Endpoint {
     /// Opens an endpoint with the given provider and (optional) local address.
     pub fn open(cfg: &Config) -> Result<Endpoint, FabricError> {
+        load_libfabric()?;
         let node = cfg
             .node
             .as_deref()
@@ -300,7 +322,7 @@ impl Endpoint {
             } else {
                 0
             };
-            let ret = sys::fi_getinfo(
+            let ret = sys::gkfs_fi_getinfo(
                 sys::API_VERSION,
                 node.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
                 service.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
@@ -308,7 +330,7 @@ impl Endpoint {
                 hints,
                 &mut inner.info,
             );
-            sys::fi_freeinfo(hints);
+            sys::gkfs_fi_freeinfo(hints);
             if ret != 0 || inner.info.is_null() {
                 let code = -ret;
                 return Err(FabricError::Call {
@@ -326,7 +348,8 @@ impl Endpoint {
             inner.mr_mode = (*(*info).domain_attr).mr_mode as u64;
             check(
                 "fi_fabric",
-                sys::fi_fabric((*info).fabric_attr, &mut inner.fabric, std::ptr::null_mut()) as i64,
+                sys::gkfs_fi_fabric((*info).fabric_attr, &mut inner.fabric, std::ptr::null_mut())
+                    as i64,
             )?;
             check(
                 "fi_domain",
@@ -1096,7 +1119,7 @@ impl Drop for Inner {
                 sys::gkfs_fi_close(sys::gkfs_fid_of_fabric(self.fabric));
             }
             if !self.info.is_null() {
-                sys::fi_freeinfo(self.info);
+                sys::gkfs_fi_freeinfo(self.info);
             }
         }
     }

@@ -45,7 +45,7 @@ impl FabricError {
 /// Describes a libfabric error code.
 pub(crate) fn strerror(code: i32) -> String {
     // SAFETY: fi_strerror returns a pointer to a static, NUL-terminated string.
-    unsafe { CStr::from_ptr(sys::fi_strerror(code)) }
+    unsafe { CStr::from_ptr(sys::gkfs_fi_strerror(code)) }
         .to_string_lossy()
         .into_owned()
 }
