@@ -88,6 +88,46 @@ impl Client {
         Ok(file)
     }
 
+    /// A handle for a file opened earlier, possibly by another process (the preload
+    /// library rebuilds handles after fork and exec from the path and record it kept).
+    /// No message is sent.
+    pub fn file_handle(&self, path: &str, record: Record, append: bool) -> File {
+        File {
+            client: self.clone(),
+            path: path.to_string(),
+            record,
+            append,
+        }
+    }
+
+    /// Creates a symbolic link at `p` pointing to `target` (stored as the link's data;
+    /// the client follows links in the last path component only).
+    pub fn symlink(&self, target: &str, p: &str) -> Result<(), Errno> {
+        let p = check_path(p)?;
+        if target.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        if target.len() > gkfs_proto::path::MAX_PATH {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let rec = self.create_record(&p, mode::S_IFLNK | 0o777, true)?.record;
+        self.write_data(&p, rec.file_id, target.as_bytes(), 0, true)
+            .map(|_| ())
+    }
+
+    /// The target of the symbolic link `p` (EINVAL if it is not one).
+    pub fn readlink(&self, p: &str) -> Result<String, Errno> {
+        let p = check_path(p)?;
+        let rec = self.stat_norm(&p)?;
+        if rec.mode & mode::S_IFMT != mode::S_IFLNK {
+            return Err(Errno::EINVAL);
+        }
+        let mut buf = vec![0u8; rec.size.min(gkfs_proto::path::MAX_PATH as u64) as usize];
+        let n = self.read_data(&p, rec.file_id, &mut buf, 0)?;
+        buf.truncate(n);
+        String::from_utf8(buf).map_err(|_| Errno::EIO)
+    }
+
     /// Writes `data` at `off` of `p` in one call (the file must exist).
     pub fn write_at(&self, p: &str, data: &[u8], off: u64) -> Result<usize, Errno> {
         self.open(

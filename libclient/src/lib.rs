@@ -16,6 +16,7 @@
 mod client;
 mod data;
 mod error;
+pub mod mountpath;
 mod rpc;
 
 pub use client::{Client, ClientConfig};

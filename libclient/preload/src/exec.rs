@@ -1,0 +1,318 @@
+//! exec: the gkfs fds that stay open (not close-on-exec) and a gkfs working directory
+//! are handed to the new program in `LIBGKFS_FDS` and `LIBGKFS_CWD`, which the library
+//! reads at load time (lib.rs). A program stored in gkfs is copied into a memfd and
+//! executed from there.
+
+use std::ffi::{c_char, c_int, CStr, CString};
+
+use gkfs_proto::Errno;
+
+use crate::file::{self, Followed};
+use crate::hook::{cstr, hooks, Act};
+use crate::meta::lookup;
+use crate::paths::{checked, classify, Target};
+use crate::{fds, state};
+
+/// Environment variable listing inherited gkfs fds.
+pub const ENV_FDS: &str = "LIBGKFS_FDS";
+/// Environment variable holding a gkfs working directory.
+pub const ENV_CWD: &str = "LIBGKFS_CWD";
+
+extern "C" {
+    static mut environ: *const *const c_char;
+}
+
+/// The environment for a new program: `envp` without stale gkfs state, plus ours.
+struct Env {
+    _strings: Vec<CString>,
+    ptrs: Vec<*const c_char>,
+}
+
+fn build_env(envp: *const *const c_char) -> Env {
+    let mut strings = Vec::new();
+    let mut i = 0;
+    while !envp.is_null() {
+        // SAFETY: envp is a NULL-terminated array of C strings.
+        let p = unsafe { *envp.add(i) };
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: an element of envp.
+        let s = unsafe { CStr::from_ptr(p) };
+        let b = s.to_bytes();
+        if !b.starts_with(ENV_FDS.as_bytes()) && !b.starts_with(ENV_CWD.as_bytes()) {
+            strings.push(s.to_owned());
+        }
+        i += 1;
+    }
+    let open: Vec<String> = fds::all()
+        .into_iter()
+        // SAFETY: F_GETFD on our reserved fd.
+        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } & libc::FD_CLOEXEC == 0)
+        .map(|fd| fd.to_string())
+        .collect();
+    if !open.is_empty() {
+        strings.extend(CString::new(format!("{ENV_FDS}={}", open.join(","))).ok());
+    }
+    if let Some(cwd) = state::cwd() {
+        strings.extend(CString::new(format!("{ENV_CWD}={cwd}")).ok());
+    }
+    let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    Env {
+        _strings: strings,
+        ptrs,
+    }
+}
+
+/// Executes a gkfs file: its content goes into a memfd the kernel executes.
+fn exec_gkfs(p: String, argv: *const *const c_char, env: &Env) -> Result<c_int, Errno> {
+    let (p, rec) = match lookup(p, true)? {
+        Followed::Gkfs(p, r) => (p, r),
+        Followed::Real(p) => {
+            let cp = CString::new(p).map_err(|_| Errno::EINVAL)?;
+            // SAFETY: NUL-terminated path, the caller's argv, our env.
+            return checked(unsafe { libc::execve(cp.as_ptr(), argv, env.ptrs.as_ptr()) });
+        }
+    };
+    if rec.is_dir() {
+        return Err(Errno::EACCES);
+    }
+    if rec.mode & 0o111 == 0 {
+        return Err(Errno::EACCES);
+    }
+    let f = state::client()?.file_handle(&p, rec, false);
+    let mut data = vec![0u8; rec.size as usize];
+    let n = f.pread(&mut data, 0)?;
+    data.truncate(n);
+    // A script's interpreter opens it through /dev/fd/N, so it must stay open across
+    // exec; a binary is read by the kernel before the exec completes.
+    let script = data.starts_with(b"#!");
+    let flags = if script { 0 } else { libc::MFD_CLOEXEC };
+    // SAFETY: memfd_create with a static name; checked.
+    let mfd = checked(unsafe { libc::memfd_create(c"gkfs-exec".as_ptr(), flags) })?;
+    let mut off = 0;
+    while off < data.len() {
+        // SAFETY: writes our buffer to our memfd.
+        let w = unsafe { libc::write(mfd, data[off..].as_ptr().cast(), data.len() - off) };
+        if w <= 0 {
+            // SAFETY: our memfd.
+            unsafe { libc::close(mfd) };
+            return Err(Errno::EIO);
+        }
+        off += w as usize;
+    }
+    // SAFETY: execveat of our memfd with the caller's argv and our env.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            mfd,
+            c"".as_ptr(),
+            argv,
+            env.ptrs.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    let err = std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO);
+    // SAFETY: our memfd (exec failed).
+    unsafe { libc::close(mfd) };
+    let _ = r;
+    Err(Errno(err))
+}
+
+fn execve_with(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Act<c_int> {
+    state::fs()?;
+    let env = build_env(envp);
+    Some(match classify(path) {
+        Target::Gkfs(p) => exec_gkfs(p, argv, &env),
+        Target::Fail(e) => Err(e),
+        // SAFETY: rewritten path, the caller's argv, our env.
+        Target::RealPath(p) => {
+            checked(unsafe { libc::execve(p.as_ptr(), argv, env.ptrs.as_ptr()) })
+        }
+        // SAFETY: the caller's path and argv, our env.
+        Target::Real => checked(unsafe { libc::execve(path, argv, env.ptrs.as_ptr()) }),
+    })
+}
+
+fn h_execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Act<c_int> {
+    execve_with(path, argv, envp)
+}
+
+fn h_execv(path: *const c_char, argv: *const *const c_char) -> Act<c_int> {
+    // SAFETY: reading the environ variable.
+    execve_with(path, argv, unsafe { environ })
+}
+
+fn h_execvpe(
+    name: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Act<c_int> {
+    let fs = state::fs()?;
+    let n = cstr(name)?;
+    if n.contains('/') || n.is_empty() {
+        return execve_with(name, argv, envp);
+    }
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/bin:/usr/bin".into());
+    let cwd = state::cwd();
+    let in_gkfs = |dir: &str| {
+        !matches!(
+            fs.mount
+                .resolve(cwd.as_deref(), if dir.is_empty() { "." } else { dir }),
+            api::mountpath::Resolved::Real
+        )
+    };
+    if !path.split(':').any(in_gkfs) {
+        // No search directory is ours: glibc's search (with its ENOEXEC fallback).
+        let env = build_env(envp);
+        // SAFETY: the caller's name and argv, our env.
+        return Some(checked(unsafe {
+            libc::execvpe(name, argv, env.ptrs.as_ptr())
+        }));
+    }
+    let mut last = Errno::ENOENT;
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let Ok(cand) = CString::new(format!("{dir}/{n}")) else {
+            continue;
+        };
+        let exists = match classify(cand.as_ptr()) {
+            Target::Gkfs(p) => state::client()
+                .and_then(|c| c.stat(&p))
+                .is_ok_and(|r| r.is_file()),
+            Target::Fail(_) => false,
+            // SAFETY: NUL-terminated path.
+            Target::RealPath(p) => (unsafe { libc::access(p.as_ptr(), libc::X_OK) }) == 0,
+            // SAFETY: NUL-terminated path.
+            Target::Real => (unsafe { libc::access(cand.as_ptr(), libc::X_OK) }) == 0,
+        };
+        if exists {
+            match execve_with(cand.as_ptr(), argv, envp) {
+                Some(Err(e)) => last = e,
+                other => return other,
+            }
+        }
+    }
+    Some(Err(last))
+}
+
+fn h_execvp(name: *const c_char, argv: *const *const c_char) -> Act<c_int> {
+    // SAFETY: reading the environ variable.
+    h_execvpe(name, argv, unsafe { environ })
+}
+
+fn h_fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> Act<c_int> {
+    let of = fds::get(fd);
+    state::fs()?;
+    let env = build_env(envp);
+    Some(match of {
+        Some(of) => exec_gkfs(of.path.clone(), argv, &env),
+        // SAFETY: the caller's fd and argv, our env.
+        None => checked(unsafe { libc::fexecve(fd, argv, env.ptrs.as_ptr()) }),
+    })
+}
+
+type SpawnFn = unsafe extern "C" fn(
+    *mut libc::pid_t,
+    *const c_char,
+    *const libc::posix_spawn_file_actions_t,
+    *const libc::posix_spawnattr_t,
+    *const *mut c_char,
+    *const *mut c_char,
+) -> c_int;
+
+fn spawn(
+    real: SpawnFn,
+    pid: *mut libc::pid_t,
+    path: *const c_char,
+    fa: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> Act<c_int> {
+    state::fs()?;
+    if let Target::Gkfs(p) = classify(path) {
+        crate::log::unsupported(
+            crate::log::Unsupported::Mmap,
+            format_args!("posix_spawn of {p} stored in gkfs"),
+        );
+        return Some(Ok(libc::ENOTSUP));
+    }
+    let env = build_env(envp.cast());
+    // posix_spawn returns an error number rather than setting errno.
+    // SAFETY: the caller's arguments with our environment.
+    Some(Ok(unsafe {
+        real(pid, path, fa, attr, argv, env.ptrs.as_ptr().cast())
+    }))
+}
+
+fn h_posix_spawn(
+    pid: *mut libc::pid_t,
+    path: *const c_char,
+    fa: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> Act<c_int> {
+    spawn(libc::posix_spawn, pid, path, fa, attr, argv, envp)
+}
+
+fn h_posix_spawnp(
+    pid: *mut libc::pid_t,
+    file: *const c_char,
+    fa: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> Act<c_int> {
+    spawn(libc::posix_spawnp, pid, file, fa, attr, argv, envp)
+}
+
+/// Restores the state a parent handed over (called once at load time).
+pub fn inherit() {
+    let fds_var = std::env::var(ENV_FDS).ok();
+    let cwd_var = std::env::var(ENV_CWD).ok();
+    if fds_var.is_none() && cwd_var.is_none() {
+        return;
+    }
+    if state::fs().is_some() {
+        for fd in fds_var
+            .iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.parse::<c_int>().ok())
+        {
+            if let Some(of) = fds::OpenFile::adopt(fd) {
+                file::bind(fd, of);
+            }
+        }
+        if let Some(cwd) = cwd_var {
+            state::set_cwd(Some(cwd));
+        }
+    }
+    // SAFETY: load time, before the program's own threads exist.
+    unsafe {
+        libc::unsetenv(c"LIBGKFS_FDS".as_ptr());
+        libc::unsetenv(c"LIBGKFS_CWD".as_ptr());
+    }
+}
+
+hooks! {
+    fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int = h_execve;
+    fn execv(path: *const c_char, argv: *const *const c_char) -> c_int = h_execv;
+    fn execvp(name: *const c_char, argv: *const *const c_char) -> c_int = h_execvp;
+    fn execvpe(name: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int = h_execvpe;
+    fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int = h_fexecve;
+    fn posix_spawn(pid: *mut libc::pid_t, path: *const c_char, fa: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int = h_posix_spawn;
+    fn posix_spawnp(pid: *mut libc::pid_t, file: *const c_char, fa: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int = h_posix_spawnp;
+}

@@ -1,0 +1,301 @@
+//! The file descriptor table. Every gkfs open reserves a real kernel fd, so numbers
+//! never collide with the kernel's: an `O_PATH` descriptor of a small memfd. The memfd
+//! page holds the open file description (status flags, offset, path, record), so
+//! everything that shares the kernel description shares ours: dup'ed fds, a forked
+//! child, a program exec'ed with the fd open. Kernel I/O on the reserved fd (a libc
+//! internal call the library cannot see) fails with EBADF instead of landing anywhere.
+
+use std::ffi::c_int;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use gkfs_proto::{Errno, Record};
+use parking_lot::{Mutex, RwLock};
+
+const MAGIC: u64 = u64::from_le_bytes(*b"GKFSDSC1");
+const PAGE: usize = 8192;
+const MAX_PATH: usize = 4096;
+/// Highest fd number the table tracks (higher ones are never ours).
+const MAX_FD: usize = 1 << 20;
+
+#[repr(C)]
+struct Page {
+    magic: u64,
+    flags: AtomicU32,
+    path_len: u32,
+    offset: AtomicU64,
+    record: [u8; 128],
+    path: [u8; MAX_PATH],
+}
+const _: () = assert!(std::mem::size_of::<Page>() <= PAGE);
+
+/// An open file description.
+pub struct OpenFile {
+    page: NonNull<Page>,
+    /// Path inside the file system.
+    pub path: String,
+    /// The record at open time (type, file id).
+    pub record: Record,
+    /// Directory listing state (getdents64 / readdir on this description).
+    pub listing: Mutex<Option<Vec<crate::dir::Entry>>>,
+    /// Node-local lock file for fcntl/flock locks, opened on first use.
+    pub lock_fd: Mutex<Option<c_int>>,
+}
+
+// SAFETY: the page is shared memory touched only through atomics (offset, flags) or
+// written once before the OpenFile is published (path, record).
+unsafe impl Send for OpenFile {}
+// SAFETY: see Send.
+unsafe impl Sync for OpenFile {}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made in `map` with this length and is ours alone.
+        unsafe { libc::munmap(self.page.as_ptr().cast(), PAGE) };
+        if let Some(fd) = *self.lock_fd.get_mut() {
+            // SAFETY: our private lock file descriptor.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+fn os_err() -> Errno {
+    Errno(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
+}
+
+fn map(fd: c_int) -> Result<NonNull<Page>, Errno> {
+    // SAFETY: maps PAGE bytes of a file we hold open; the result is checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(os_err());
+    }
+    NonNull::new(p.cast()).ok_or(Errno::ENOMEM)
+}
+
+impl OpenFile {
+    fn page(&self) -> &Page {
+        // SAFETY: the mapping lives as long as self.
+        unsafe { self.page.as_ref() }
+    }
+
+    /// The shared file offset.
+    pub fn offset(&self) -> &AtomicU64 {
+        &self.page().offset
+    }
+
+    /// The status flags (access mode, O_APPEND, O_NONBLOCK...).
+    pub fn flags(&self) -> c_int {
+        self.page().flags.load(Ordering::Relaxed) as c_int
+    }
+
+    /// Replaces the changeable status flags (F_SETFL).
+    pub fn set_flags(&self, f: c_int) {
+        const CHANGEABLE: c_int =
+            libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
+        let old = self.flags();
+        let new = (old & !CHANGEABLE) | (f & CHANGEABLE);
+        self.page().flags.store(new as u32, Ordering::Relaxed);
+    }
+
+    /// Is it a directory?
+    pub fn is_dir(&self) -> bool {
+        self.record.is_dir()
+    }
+
+    /// Opened for reading?
+    pub fn readable(&self) -> bool {
+        let a = self.flags() & libc::O_ACCMODE;
+        a == libc::O_RDONLY || a == libc::O_RDWR
+    }
+
+    /// Opened for writing?
+    pub fn writable(&self) -> bool {
+        let a = self.flags() & libc::O_ACCMODE;
+        a == libc::O_WRONLY || a == libc::O_RDWR
+    }
+
+    /// Writes go to the end?
+    pub fn append(&self) -> bool {
+        self.flags() & libc::O_APPEND != 0
+    }
+
+    /// Creates a description and reserves a kernel fd for it (close-on-exec if
+    /// `cloexec`).
+    pub fn create(
+        path: &str,
+        record: Record,
+        flags: c_int,
+        cloexec: bool,
+    ) -> Result<(c_int, Arc<OpenFile>), Errno> {
+        if path.len() > MAX_PATH {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        // SAFETY: memfd_create with a static name; the result is checked.
+        let mfd = unsafe { libc::memfd_create(c"gkfs".as_ptr(), libc::MFD_CLOEXEC) };
+        if mfd < 0 {
+            return Err(os_err());
+        }
+        let done = (|| {
+            // SAFETY: sizing our own new memfd.
+            if unsafe { libc::ftruncate(mfd, PAGE as i64) } != 0 {
+                return Err(os_err());
+            }
+            let page = map(mfd)?;
+            // SAFETY: the fresh mapping is ours alone until published.
+            let pg = unsafe { &mut *page.as_ptr() };
+            pg.magic = MAGIC;
+            pg.flags = AtomicU32::new(flags as u32);
+            pg.offset = AtomicU64::new(0);
+            let rec = record.to_bytes();
+            pg.record[..rec.len()].copy_from_slice(&rec);
+            pg.path[..path.len()].copy_from_slice(path.as_bytes());
+            pg.path_len = path.len() as u32;
+            let of = Arc::new(OpenFile {
+                page,
+                path: path.to_string(),
+                record,
+                listing: Mutex::new(None),
+                lock_fd: Mutex::new(None),
+            });
+            let proc_path = format!("/proc/self/fd/{mfd}\0");
+            let mut oflags = libc::O_PATH;
+            if cloexec {
+                oflags |= libc::O_CLOEXEC;
+            }
+            // SAFETY: NUL-terminated path; the result is checked.
+            let fd = unsafe { libc::open(proc_path.as_ptr().cast(), oflags) };
+            if fd < 0 {
+                return Err(os_err());
+            }
+            Ok((fd, of))
+        })();
+        // SAFETY: our own memfd; the O_PATH fd and the mapping keep the memory alive.
+        unsafe { libc::close(mfd) };
+        done
+    }
+
+    /// Recognises a description inherited across exec on fd `fd`.
+    pub fn adopt(fd: c_int) -> Option<Arc<OpenFile>> {
+        let mut link = [0u8; 64];
+        let proc_path = format!("/proc/self/fd/{fd}\0");
+        // SAFETY: reads a symlink into a local buffer of the given size.
+        let n = unsafe {
+            libc::readlink(
+                proc_path.as_ptr().cast(),
+                link.as_mut_ptr().cast(),
+                link.len(),
+            )
+        };
+        if n <= 0 || !link[..n as usize].starts_with(b"/memfd:gkfs") {
+            return None;
+        }
+        // SAFETY: reopens the memfd behind our O_PATH fd; checked.
+        let mfd = unsafe { libc::open(proc_path.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if mfd < 0 {
+            return None;
+        }
+        let page = map(mfd);
+        // SAFETY: our temporary descriptor.
+        unsafe { libc::close(mfd) };
+        let page = page.ok()?;
+        // SAFETY: a mapping of PAGE bytes made just now.
+        let pg = unsafe { page.as_ref() };
+        let parsed = (pg.magic == MAGIC && (pg.path_len as usize) <= MAX_PATH)
+            .then(|| {
+                let path = std::str::from_utf8(&pg.path[..pg.path_len as usize]).ok()?;
+                let record = Record::from_bytes(&pg.record[..Record::ENCODED_LEN]).ok()?;
+                Some((path.to_string(), record))
+            })
+            .flatten();
+        let Some((path, record)) = parsed else {
+            // SAFETY: the mapping made above.
+            unsafe { libc::munmap(page.as_ptr().cast(), PAGE) };
+            return None;
+        };
+        Some(Arc::new(OpenFile {
+            page,
+            path,
+            record,
+            listing: Mutex::new(None),
+            lock_fd: Mutex::new(None),
+        }))
+    }
+}
+
+static BITS: [AtomicU64; MAX_FD / 64] = [const { AtomicU64::new(0) }; MAX_FD / 64];
+static TABLE: RwLock<Vec<Option<Arc<OpenFile>>>> = RwLock::new(Vec::new());
+
+fn bit(fd: c_int) -> Option<(usize, u64)> {
+    let fd = usize::try_from(fd).ok().filter(|&f| f < MAX_FD)?;
+    Some((fd / 64, 1u64 << (fd % 64)))
+}
+
+/// Is `fd` one of ours? (Lock-free; the common "no" costs one load.)
+pub fn is_ours(fd: c_int) -> bool {
+    bit(fd).is_some_and(|(w, b)| BITS[w].load(Ordering::Acquire) & b != 0)
+}
+
+/// The description behind `fd`, if ours.
+pub fn get(fd: c_int) -> Option<Arc<OpenFile>> {
+    if !is_ours(fd) {
+        return None;
+    }
+    TABLE.read().get(fd as usize).cloned().flatten()
+}
+
+/// Binds `fd` to `of` (replacing what was there).
+pub fn insert(fd: c_int, of: Arc<OpenFile>) {
+    let Some((w, b)) = bit(fd) else { return };
+    let mut t = TABLE.write();
+    if t.len() <= fd as usize {
+        t.resize(fd as usize + 1, None);
+    }
+    t[fd as usize] = Some(of);
+    BITS[w].fetch_or(b, Ordering::Release);
+}
+
+/// Unbinds `fd`; returns what it was bound to.
+pub fn remove(fd: c_int) -> Option<Arc<OpenFile>> {
+    let (w, b) = bit(fd)?;
+    if BITS[w].load(Ordering::Acquire) & b == 0 {
+        return None;
+    }
+    let mut t = TABLE.write();
+    BITS[w].fetch_and(!b, Ordering::Release);
+    t.get_mut(fd as usize).and_then(Option::take)
+}
+
+/// Every fd that is ours.
+pub fn all() -> Vec<c_int> {
+    TABLE
+        .read()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.as_ref().map(|_| i as c_int))
+        .collect()
+}
+
+/// Holds the table lock across fork (atfork prepare).
+pub fn lock_for_fork() {
+    std::mem::forget(TABLE.write());
+}
+
+/// Releases the lock taken by [`lock_for_fork`] (atfork parent and child).
+pub fn unlock_after_fork() {
+    // SAFETY: lock_for_fork took the write lock in this thread and forgot the guard.
+    unsafe { TABLE.force_unlock_write() };
+}

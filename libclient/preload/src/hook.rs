@@ -1,0 +1,215 @@
+//! The machinery every intercepted entry point goes through: the real function
+//! (resolved lazily with `dlsym(RTLD_NEXT)`), the re-entrancy guard, `catch_unwind`, and
+//! the conversion of `Result<_, Errno>` to the C convention (-1 or NULL plus errno).
+//!
+//! A hook body is a plain Rust function returning [`Act`]: `None` hands the call to the
+//! real libc (not our path, not our fd), `Some(Ok(v))` returns `v`, `Some(Err(e))` fails
+//! with errno `e`.
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use gkfs_proto::Errno;
+
+/// What a hook body decided.
+pub type Act<T> = Option<Result<T, Errno>>;
+
+thread_local! {
+    /// Set while this thread runs library code: calls the library itself makes (the
+    /// client reading its hosts file, libfabric opening sockets, logging) go straight
+    /// to libc. Const-initialised, no destructor: safe in any thread at any time.
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current thread as inside the library until dropped.
+pub struct Inside(bool);
+
+impl Inside {
+    /// Enters; `None` if the thread already is inside (a nested call).
+    pub fn enter() -> Option<Inside> {
+        let was = INSIDE.try_with(|c| c.replace(true)).unwrap_or(true);
+        // `then`, not `then_some`: an eagerly built Inside would be dropped (and clear
+        // the flag) when the thread already is inside.
+        (!was).then(|| Inside(true))
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = INSIDE.try_with(|c| c.set(false));
+        }
+    }
+}
+
+/// A real libc function, looked up on first use and cached.
+pub struct Real {
+    name: &'static CStr,
+    addr: AtomicUsize,
+}
+
+impl Real {
+    /// The function named `name`, not yet resolved.
+    pub const fn new(name: &'static CStr) -> Real {
+        Real {
+            name,
+            addr: AtomicUsize::new(0),
+        }
+    }
+
+    /// The address of the next definition after this library (0 if there is none).
+    pub fn get(&self) -> usize {
+        let a = self.addr.load(Ordering::Relaxed);
+        if a != 0 {
+            return a;
+        }
+        // dlsym may allocate and so re-enter us: mark the thread as inside meanwhile.
+        let _inside = Inside::enter();
+        // SAFETY: RTLD_NEXT with a NUL-terminated name is dlsym's documented use.
+        let a = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) } as usize;
+        self.addr.store(a, Ordering::Relaxed);
+        a
+    }
+}
+
+/// Values a hook returns on failure (with errno set).
+pub trait Fail: Copy {
+    /// -1, or NULL for pointers.
+    const FAIL: Self;
+}
+impl Fail for i32 {
+    const FAIL: i32 = -1;
+}
+impl Fail for i64 {
+    const FAIL: i64 = -1;
+}
+impl Fail for isize {
+    const FAIL: isize = -1;
+}
+impl Fail for u32 {
+    const FAIL: u32 = 0;
+}
+impl<T> Fail for *mut T {
+    const FAIL: *mut T = std::ptr::null_mut();
+}
+impl<T> Fail for *const T {
+    const FAIL: *const T = std::ptr::null();
+}
+
+/// Sets the calling thread's errno.
+pub fn set_errno(e: i32) {
+    // SAFETY: __errno_location always returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Runs a hook: `body` unless the thread is already inside the library, `real` when the
+/// body hands the call on. Panics become EIO.
+pub fn run<R: Fail>(body: impl FnOnce() -> Act<R>, real: impl FnOnce() -> R) -> R {
+    let Some(inside) = Inside::enter() else {
+        return real();
+    };
+    let act = catch_unwind(AssertUnwindSafe(body));
+    drop(inside);
+    match act {
+        Ok(None) => real(),
+        Ok(Some(Ok(v))) => v,
+        Ok(Some(Err(e))) => {
+            set_errno(e.raw());
+            R::FAIL
+        }
+        Err(_) => {
+            set_errno(libc::EIO);
+            R::FAIL
+        }
+    }
+}
+
+/// Declares intercepted entry points. Each item
+/// `fn name(args) -> Ret = body;` exports `name`, whose real counterpart has the same
+/// signature; `vfn name(fixed; variadic) -> Ret = body;` is for C-variadic functions
+/// (`open`, `fcntl`): the extra argument is taken as a fixed one (ABI-correct on x86-64
+/// and aarch64 Linux) and the real function is called through a variadic pointer.
+macro_rules! hooks {
+    () => {};
+    ($(#[$m:meta])* fn $name:ident($($a:ident : $t:ty),* $(,)?) -> $r:ty = $body:path; $($rest:tt)*) => {
+        $(#[$m])*
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
+            static REAL: $crate::hook::Real =
+                $crate::hook::Real::new(match std::ffi::CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) { Ok(c) => c, Err(_) => panic!() });
+            $crate::hook::run(
+                || $body($($a),*),
+                || {
+                    let addr = REAL.get();
+                    if addr == 0 {
+                        $crate::hook::set_errno(libc::ENOSYS);
+                        return <$r as $crate::hook::Fail>::FAIL;
+                    }
+                    // SAFETY: `addr` is libc's definition of this very symbol, whose C
+                    // prototype the declaration above repeats.
+                    let f: unsafe extern "C" fn($($t),*) -> $r = unsafe { std::mem::transmute(addr) };
+                    // SAFETY: the caller's arguments, passed on unchanged.
+                    unsafe { f($($a),*) }
+                },
+            )
+        }
+        hooks!($($rest)*);
+    };
+    ($(#[$m:meta])* vfn $name:ident($($a:ident : $t:ty),* ; $v:ident : $vt:ty) -> $r:ty = $body:path; $($rest:tt)*) => {
+        $(#[$m])*
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: $t,)* $v: $vt) -> $r {
+            static REAL: $crate::hook::Real =
+                $crate::hook::Real::new(match std::ffi::CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) { Ok(c) => c, Err(_) => panic!() });
+            $crate::hook::run(
+                || $body($($a,)* $v),
+                || {
+                    let addr = REAL.get();
+                    if addr == 0 {
+                        $crate::hook::set_errno(libc::ENOSYS);
+                        return <$r as $crate::hook::Fail>::FAIL;
+                    }
+                    // SAFETY: `addr` is libc's definition of this C-variadic symbol.
+                    let f: unsafe extern "C" fn($($t,)* ...) -> $r = unsafe { std::mem::transmute(addr) };
+                    // SAFETY: the caller's arguments, passed on unchanged.
+                    unsafe { f($($a,)* $v) }
+                },
+            )
+        }
+        hooks!($($rest)*);
+    };
+}
+pub(crate) use hooks;
+
+/// A C string argument as `&str`; None for NULL or non-UTF-8 (never ours).
+pub fn cstr<'a>(p: *const c_char) -> Option<&'a str> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null path argument of a libc call is a NUL-terminated string that
+    // outlives the call.
+    unsafe { CStr::from_ptr(p) }.to_str().ok()
+}
+
+/// Untyped pointer argument helper.
+pub type Ptr = *mut c_void;
+
+/// Runs library code called back from libc (stdio cookie functions, atexit), which may
+/// or may not already be inside the library: enters the guard if needed and turns a
+/// panic into EIO.
+pub fn callback<R: Fail>(body: impl FnOnce() -> Result<R, Errno>) -> R {
+    let _inside = Inside::enter();
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            set_errno(e.raw());
+            R::FAIL
+        }
+        Err(_) => {
+            set_errno(libc::EIO);
+            R::FAIL
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! `libgkfs_client.so`: the LD_PRELOAD library through which unmodified programs use
+//! gkfs. See README.md for the design; each module documents its part:
+//! [`hook`] (the interception machinery), [`state`] (lazy process state), [`fds`]
+//! (descriptors), [`paths`] (classifying path arguments), and the hook groups
+//! [`file`], [`meta`], [`dir`], [`stdio`], [`exec`], [`mmap`].
+//!
+//! Loading the library does nothing but read two environment variables (the state a
+//! parent handed over across exec); the hosts file is read when a path could be ours,
+//! the connection opens on the first gkfs operation.
+
+pub mod dir;
+pub mod exec;
+pub mod fds;
+pub mod file;
+pub mod hook;
+pub mod log;
+pub mod meta;
+pub mod mmap;
+pub mod paths;
+pub mod state;
+pub mod stdio;
+
+extern "C" fn on_load() {
+    let _inside = hook::Inside::enter();
+    let _ = std::panic::catch_unwind(exec::inherit);
+}
+
+/// Runs [`on_load`] when the library is loaded.
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;

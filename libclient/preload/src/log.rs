@@ -1,0 +1,158 @@
+//! Logging and the unsupported-call report. Silent unless asked: `LIBGKFS_LOG` sets the
+//! level (error, warn, info, debug), `LIBGKFS_LOG_OUTPUT` names a file (default: a
+//! private duplicate of stderr, taken at set-up, since programs close fd 2 at exit).
+//! With `LIBGKFS_REPORT=1` the library lists at exit which unsupported calls the program
+//! made. Messages go through the `log` facade (the client API logs there too).
+
+use std::fmt::Arguments;
+use std::io::Write;
+use std::os::fd::{FromRawFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
+
+use parking_lot::Mutex;
+
+struct Logger {
+    out: Mutex<std::fs::File>,
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            let line = format!(
+                "gkfs[{}] {}: {}\n",
+                std::process::id(),
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
+            let _ = self.out.lock().write_all(line.as_bytes());
+        }
+    }
+    fn flush(&self) {}
+}
+
+static INIT: Once = Once::new();
+
+/// Sets up logging from the environment (once; cheap when logging is off).
+pub fn init() {
+    INIT.call_once(|| {
+        let level = match std::env::var("LIBGKFS_LOG").as_deref() {
+            Ok("error") => log::LevelFilter::Error,
+            Ok("warn") | Ok("warning") => log::LevelFilter::Warn,
+            Ok("info") => log::LevelFilter::Info,
+            Ok("debug") | Ok("trace") | Ok("all") => log::LevelFilter::Debug,
+            _ => return,
+        };
+        let out = match std::env::var_os("LIBGKFS_LOG_OUTPUT") {
+            Some(p) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok(),
+            None => {
+                // SAFETY: F_DUPFD_CLOEXEC on fd 2 returns a new fd we own, or -1.
+                let fd: RawFd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100) };
+                // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+                (fd >= 0).then(|| unsafe { std::fs::File::from_raw_fd(fd) })
+            }
+        };
+        if let Some(out) = out {
+            let logger = Box::leak(Box::new(Logger {
+                out: Mutex::new(out),
+            }));
+            if log::set_logger(logger).is_ok() {
+                log::set_max_level(level);
+            }
+        }
+    });
+}
+
+/// Logs an error.
+pub fn error(a: Arguments) {
+    init();
+    log::error!("{a}");
+}
+
+/// Logs a debug message.
+pub fn debug(a: Arguments) {
+    init();
+    log::debug!("{a}");
+}
+
+/// Calls the library cannot serve (each returned the errno POSIX names).
+#[derive(Clone, Copy)]
+pub enum Unsupported {
+    /// link/linkat (no hard links).
+    Link,
+    /// chown family with a different owner.
+    Chown,
+    /// mknod/mkfifo.
+    Mknod,
+    /// fallocate modes other than plain allocation.
+    Fallocate,
+    /// mmap of a gkfs file in a way not supported.
+    Mmap,
+    /// Extended attributes.
+    Xattr,
+    /// Other fcntl commands.
+    Fcntl,
+    /// ioctl on a gkfs fd.
+    Ioctl,
+}
+
+const NAMES: [&str; 8] = [
+    "link",
+    "chown",
+    "mknod",
+    "fallocate",
+    "mmap",
+    "xattr",
+    "fcntl",
+    "ioctl",
+];
+static COUNTS: [AtomicU32; 8] = [const { AtomicU32::new(0) }; 8];
+static REPORT: Once = Once::new();
+
+/// Records an unsupported call (for the exit report) and logs it.
+pub fn unsupported(what: Unsupported, detail: Arguments) {
+    COUNTS[what as usize].fetch_add(1, Ordering::Relaxed);
+    init();
+    log::warn!("unsupported: {detail}");
+    REPORT.call_once(|| {
+        if std::env::var("LIBGKFS_REPORT").as_deref() == Ok("1") {
+            extern "C" fn report() {
+                let mut text = String::new();
+                for (name, n) in NAMES.iter().zip(COUNTS.iter()) {
+                    let n = n.load(Ordering::Relaxed);
+                    if n > 0 {
+                        text.push_str(&format!(
+                            "gkfs[{}]: unsupported call {name}: {n} time(s)\n",
+                            std::process::id()
+                        ));
+                    }
+                }
+                write_report(&text);
+            }
+            // SAFETY: registers a plain extern "C" fn without arguments.
+            unsafe { libc::atexit(report) };
+        }
+    });
+}
+
+fn write_report(text: &str) {
+    if let Some(p) = std::env::var_os("LIBGKFS_LOG_OUTPUT") {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            let _ = f.write_all(text.as_bytes());
+            return;
+        }
+    }
+    // SAFETY: writes a byte buffer to fd 2; failure is ignored (nothing to report to).
+    unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
+}

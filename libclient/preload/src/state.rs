@@ -1,0 +1,154 @@
+//! Process-wide state, all lazy: the mount dir (from the environment or the hosts
+//! file, read the first time a path could be ours), the client connection (opened on
+//! the first gkfs operation, again in a forked child), the virtual working directory,
+//! and the umask.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use api::mountpath::{MountDir, Resolved};
+use api::{Client, ClientConfig};
+use gkfs_proto::config;
+use gkfs_proto::hosts::Hosts;
+use gkfs_proto::Errno;
+use parking_lot::{Mutex, RwLock};
+
+use crate::{fds, log};
+
+/// The file system this process sees.
+pub struct Fs {
+    /// Where it appears.
+    pub mount: MountDir,
+    /// How to connect.
+    pub config: ClientConfig,
+}
+
+static FS: OnceLock<Option<Fs>> = OnceLock::new();
+static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
+/// The working directory when it is inside the mount dir (as programs see it, e.g.
+/// "/tmp/gkfs/run"); None when the kernel's working directory is the real one.
+static CWD: RwLock<Option<String>> = RwLock::new(None);
+/// The umask (u32::MAX: not read yet).
+static UMASK: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// The file system, or None when the process has no gkfs environment (the library is
+/// then inert: every call goes to libc).
+pub fn fs() -> Option<&'static Fs> {
+    FS.get_or_init(load).as_ref()
+}
+
+fn load() -> Option<Fs> {
+    let config = ClientConfig::from_env().ok()?;
+    let mount = match std::env::var(config::ENV_MOUNTDIR) {
+        Ok(m) => m,
+        Err(_) => {
+            let name = config.hosts_file.display().to_string();
+            let text = match std::fs::read_to_string(&config.hosts_file) {
+                Ok(t) => t,
+                Err(e) => {
+                    log::error(format_args!("cannot read the hosts file {name}: {e}"));
+                    return None;
+                }
+            };
+            match Hosts::parse(&name, &text) {
+                Ok(h) => h.mountdir().to_string(),
+                Err(e) => {
+                    log::error(format_args!("{e}"));
+                    return None;
+                }
+            }
+        }
+    };
+    let Some(mount) = MountDir::new(&mount) else {
+        log::error(format_args!(
+            "mount dir `{mount}` must be an absolute path other than /"
+        ));
+        return None;
+    };
+    register_atfork();
+    log::debug(format_args!("gkfs mounted at {}", mount.as_str()));
+    Some(Fs { mount, config })
+}
+
+/// The connection, opened on first use.
+pub fn client() -> Result<Client, Errno> {
+    let fs = fs().ok_or(Errno::ENOENT)?;
+    let mut slot = CLIENT.lock();
+    if let Some(c) = slot.as_ref() {
+        return Ok(c.clone());
+    }
+    match Client::new(&fs.config) {
+        Ok(c) => {
+            *slot = Some(c.clone());
+            Ok(c)
+        }
+        Err(e) => {
+            log::error(format_args!("cannot connect to gkfs: {e}"));
+            Err(Errno::EIO)
+        }
+    }
+}
+
+/// Resolves a path argument relative to the working directory.
+pub fn resolve(path: &str) -> Option<(&'static Fs, Resolved)> {
+    let fs = fs()?;
+    let cwd = CWD.read();
+    Some((fs, fs.mount.resolve(cwd.as_deref(), path)))
+}
+
+/// The virtual working directory, if inside gkfs.
+pub fn cwd() -> Option<String> {
+    CWD.read().clone()
+}
+
+/// Sets (Some, a path as programs see it) or clears the virtual working directory.
+pub fn set_cwd(dir: Option<String>) {
+    *CWD.write() = dir;
+}
+
+/// The process umask.
+pub fn umask() -> u32 {
+    let m = UMASK.load(Ordering::Relaxed);
+    if m != u32::MAX {
+        return m;
+    }
+    let m = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022);
+    UMASK.store(m, Ordering::Relaxed);
+    m
+}
+
+/// Records a umask the program set.
+pub fn note_umask(m: u32) {
+    UMASK.store(m & 0o777, Ordering::Relaxed);
+}
+
+fn register_atfork() {
+    extern "C" fn prepare() {
+        fds::lock_for_fork();
+        std::mem::forget(CLIENT.lock());
+    }
+    extern "C" fn parent() {
+        // SAFETY: `prepare` locked CLIENT in this thread and forgot the guard.
+        unsafe { CLIENT.force_unlock() };
+        fds::unlock_after_fork();
+    }
+    extern "C" fn child() {
+        // SAFETY: as in `parent`; the child is single-threaded here.
+        unsafe { CLIENT.force_unlock() };
+        fds::unlock_after_fork();
+        // The parent's connection belongs to the parent (its sockets and libfabric
+        // state); the child opens its own on first use and never touches this one.
+        if let Some(old) = CLIENT.lock().take() {
+            std::mem::forget(old);
+        }
+    }
+    // SAFETY: three extern "C" fns without arguments, as pthread_atfork expects.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
