@@ -34,6 +34,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run a command with the preload library set, so it sees the file system under
+    /// the mount dir (`gkfs-run exec -- cp -r data /tmp/gkfs/`).
+    Exec {
+        /// Hosts file of the instance (default: $LIBGKFS_HOSTS_FILE).
+        #[arg(long, value_name = "FILE")]
+        hosts_file: Option<PathBuf>,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Start a file system on this machine, run a command on it, stop it; exits with the
+    /// command's status (`gkfs-run run --local 2 -- ./app`).
+    Run {
+        #[command(flatten)]
+        start: StartArgs,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
     /// Stop the daemons and remove their data.
     Stop {
         /// Hosts file of the instance (default: $LIBGKFS_HOSTS_FILE).
@@ -90,7 +109,64 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-fn start(args: StartArgs) -> Result<()> {
+/// The preload library: $GKFS_CLIENT_LIB, else libgkfs_client.so next to gkfs-run.
+fn client_lib() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(ENV_CLIENT_LIB) {
+        return Ok(PathBuf::from(p));
+    }
+    let lib = local::sibling_program("libgkfs_client.so");
+    if !lib.is_file() {
+        bail!(
+            "the preload library libgkfs_client.so is not next to gkfs-run ({}); set {ENV_CLIENT_LIB}",
+            lib.display()
+        );
+    }
+    Ok(lib.canonicalize().unwrap_or(lib))
+}
+
+/// `cmd` with the preload library and the instance's environment.
+fn preloaded(cmd: &[String], hosts_file: &std::path::Path) -> Result<std::process::Command> {
+    let lib = client_lib()?;
+    let mut preload = lib.display().to_string();
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
+        preload = format!("{preload}:{}", old.to_string_lossy());
+    }
+    let mut c = std::process::Command::new(&cmd[0]);
+    c.args(&cmd[1..])
+        .env("LD_PRELOAD", preload)
+        .env(ENV_HOSTS_FILE, hosts_file)
+        .env(ENV_CLIENT_LIB, lib);
+    Ok(c)
+}
+
+/// Exit code of a finished command (128 + signal, as shells report it).
+fn exit_code(st: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+}
+
+fn exec(hosts_file: Option<PathBuf>, cmd: &[String]) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let hosts_file = hosts_file_arg(hosts_file)?;
+    let hosts_file = hosts_file.canonicalize().with_context(|| format!("hosts file {}", hosts_file.display()))?;
+    let err = preloaded(cmd, &hosts_file)?.exec();
+    bail!("cannot run {}: {err}", cmd[0])
+}
+
+fn run_once(args: StartArgs, cmd: &[String]) -> Result<i32> {
+    client_lib()?;
+    let inst = start_instance(args)?;
+    let hosts_file = inst.hosts_file();
+    let status = preloaded(cmd, &hosts_file).and_then(|mut c| {
+        c.status().with_context(|| format!("cannot run {}", cmd[0]))
+    });
+    let stopped = local::stop(&inst, false);
+    let code = exit_code(status?);
+    stopped?;
+    Ok(code)
+}
+
+fn start_instance(args: StartArgs) -> Result<instance::Instance> {
     let Some(n) = args.local else {
         if std::env::var_os("SLURM_JOB_ID").is_some() {
             bail!(
@@ -99,7 +175,7 @@ fn start(args: StartArgs) -> Result<()> {
         }
         bail!("outside a Slurm allocation, say how many daemons to start here: --local N");
     };
-    let inst = local::start(&local::StartOptions {
+    local::start(&local::StartOptions {
         daemons: n,
         rootdir: args.rootdir,
         mountdir: args.mountdir,
@@ -108,7 +184,11 @@ fn start(args: StartArgs) -> Result<()> {
         instance_dir: args.instance_dir,
         timeout: Duration::from_secs(args.timeout),
         threads: args.threads,
-    })?;
+    })
+}
+
+fn start(args: StartArgs) -> Result<()> {
+    let inst = start_instance(args)?;
     let mut env = format!(
         "export {ENV_HOSTS_FILE}={}\n",
         shell_quote(&inst.hosts_file().display().to_string())
@@ -143,6 +223,11 @@ fn run(cli: Cli) -> Result<()> {
                 std::process::exit(3);
             }
             Ok(())
+        }
+        Cmd::Exec { hosts_file, cmd } => exec(hosts_file, &cmd),
+        Cmd::Run { start, cmd } => {
+            let code = run_once(start, &cmd)?;
+            std::process::exit(code);
         }
         Cmd::Stop { hosts_file, keep } => {
             let hosts_file = hosts_file_arg(hosts_file)?;

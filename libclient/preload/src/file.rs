@@ -53,6 +53,17 @@ pub fn follow(mut path: String, mut rec: Record) -> Result<Followed, Errno> {
     Err(Errno::ELOOP)
 }
 
+/// The errno for a path the file system does not have: ENOTDIR when a parent is a
+/// file ("file/x"), else ENOENT. Costs a round trip on the error path only.
+pub fn missing(c: &api::Client, path: &str) -> Errno {
+    let parent = gkfs_proto::path::parent(path);
+    if parent != "/" && c.stat(parent).is_ok_and(|r| !r.is_dir()) {
+        Errno::ENOTDIR
+    } else {
+        Errno::ENOENT
+    }
+}
+
 /// Opens a gkfs path with open(2) flags; returns the reserved fd.
 pub fn open_gkfs(path: String, flags: c_int, perm: c_uint) -> Result<c_int, Errno> {
     if flags & libc::O_TMPFILE == libc::O_TMPFILE {
@@ -71,7 +82,7 @@ pub fn open_gkfs(path: String, flags: c_int, perm: c_uint) -> Result<c_int, Errn
         mode: perm & 0o7777 & !state::umask(),
     };
     let f = match c.open(&path, &opts) {
-        Err(Errno::EISDIR) if flags & libc::O_DIRECTORY != 0 => return Err(Errno::EISDIR),
+        Err(Errno::ENOENT) => return Err(missing(&c, &path)),
         r => r?,
     };
     let rec = *f.record();
@@ -187,11 +198,11 @@ pub fn read_of(of: &OpenFile, dst: &mut [u8], off: Option<u64>) -> Result<usize,
 
 /// Writes at `off` (None: at the shared offset, advancing it; or at the end).
 pub fn write_of(of: &OpenFile, src: &[u8], off: Option<u64>) -> Result<usize, Errno> {
-    if of.is_dir() {
-        return Err(Errno::EISDIR);
-    }
     if !of.writable() {
         return Err(Errno::EBADF);
+    }
+    if of.is_dir() {
+        return Err(Errno::EISDIR);
     }
     let f = handle(of)?;
     if of.append() {

@@ -44,6 +44,11 @@ impl Drop for Inside {
     }
 }
 
+/// Is this thread running library code?
+pub fn inside() -> bool {
+    INSIDE.try_with(|c| c.get()).unwrap_or(false)
+}
+
 /// A real libc function, looked up on first use and cached.
 pub struct Real {
     name: &'static CStr,

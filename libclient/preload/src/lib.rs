@@ -8,6 +8,7 @@
 //! parent handed over across exec); the hosts file is read when a path could be ours,
 //! the connection opens on the first gkfs operation.
 
+pub mod cloexec;
 pub mod dir;
 pub mod exec;
 pub mod fds;

@@ -84,7 +84,10 @@ pub fn fill_statx(path: &str, r: &Record, blksize: u64, stx: *mut libc::statx) {
 /// leads out of gkfs gives the real path instead.
 pub fn lookup(path: String, follow_links: bool) -> Result<Followed, Errno> {
     let c = state::client()?;
-    let rec = c.stat(&path)?;
+    let rec = match c.stat(&path) {
+        Err(Errno::ENOENT) => return Err(crate::file::missing(&c, &path)),
+        r => r?,
+    };
     if follow_links {
         follow(path, rec)
     } else {
