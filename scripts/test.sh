@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --workspace --bins
+# Builds the binaries and the preload library (integration tests run them).
+cargo build --release --workspace
 cargo test --release --workspace "$@"

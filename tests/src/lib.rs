@@ -46,6 +46,8 @@ pub struct Cluster {
     pub rootdirs: Vec<PathBuf>,
     /// Chunk size.
     pub chunk_size: u64,
+    /// Mount dir the daemons advertise (unique per cluster; it never exists on disk).
+    pub mountdir: String,
 }
 
 impl Cluster {
@@ -76,6 +78,10 @@ impl Cluster {
         fs::set_permissions(dir.path().join("token"), fs::Permissions::from_mode(0o600)).unwrap();
         let hosts_file = dir.path().join("hosts");
         fs::write(&hosts_file, "").unwrap();
+        let mountdir = format!(
+            "/tmp/gkfs-mnt-{}",
+            dir.path().file_name().unwrap().to_string_lossy()
+        );
         let gkfsd = bin("gkfsd");
         let mut children = Vec::new();
         let mut rootdirs = Vec::new();
@@ -92,7 +98,7 @@ impl Cluster {
                 .arg("--chunk-size")
                 .arg(chunk_size.to_string())
                 .arg("--mountdir")
-                .arg("/tmp/gkfs-test")
+                .arg(&mountdir)
                 .arg("--provider")
                 .arg(provider)
                 .arg("--log-level")
@@ -111,6 +117,7 @@ impl Cluster {
             hosts_file,
             rootdirs,
             chunk_size,
+            mountdir,
         };
         c.wait_ready(n);
         c.sort_by_hosts_order();

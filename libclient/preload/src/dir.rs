@@ -374,6 +374,9 @@ fn enter(p: String) -> Result<c_int, Errno> {
 }
 
 fn h_chdir(path: *const c_char) -> Act<c_int> {
+    if state::in_vfork_child() {
+        return None;
+    }
     let real = |p: *const c_char| {
         // SAFETY: a NUL-terminated path.
         let r = checked(unsafe { libc::chdir(p) });
@@ -388,13 +391,15 @@ fn h_chdir(path: *const c_char) -> Act<c_int> {
         Target::RealPath(p) => Some(real(p.as_ptr())),
         Target::Real => {
             state::fs()?;
-            state::cwd()?;
             Some(real(path))
         }
     }
 }
 
 fn h_fchdir(fd: c_int) -> Act<c_int> {
+    if state::in_vfork_child() {
+        return None;
+    }
     match fds::get(fd) {
         Some(of) => Some(if of.is_dir() {
             state::fs().ok_or(Errno::ENOENT).map(|fs| {
@@ -406,7 +411,6 @@ fn h_fchdir(fd: c_int) -> Act<c_int> {
         }),
         None => {
             state::fs()?;
-            state::cwd()?;
             // SAFETY: the caller's fd.
             let r = checked(unsafe { libc::fchdir(fd) });
             if r.is_ok() {

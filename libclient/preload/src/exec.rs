@@ -65,14 +65,31 @@ fn build_env(envp: *const *const c_char) -> Env {
     }
 }
 
+type ExecveFn = unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+
+static REAL_EXECVE: crate::hook::Real = crate::hook::Real::new(c"execve");
+static REAL_EXECVPE: crate::hook::Real = crate::hook::Real::new(c"execvpe");
+static REAL_FEXECVE: crate::hook::Real = crate::hook::Real::new(c"fexecve");
+
+/// Calls a real exec function (found with dlsym) marked as outside the library.
+fn real_exec(sym: &crate::hook::Real, a: *const c_char, argv: *const *const c_char, env: &Env) -> Result<c_int, Errno> {
+    let addr = sym.get();
+    if addr == 0 {
+        return Err(Errno::ENOSYS);
+    }
+    // SAFETY: libc's execve/execvpe, whose prototype ExecveFn repeats.
+    let f: ExecveFn = unsafe { std::mem::transmute(addr) };
+    // SAFETY: NUL-terminated path, the caller's argv, our NULL-terminated env.
+    checked(crate::hook::outside(|| unsafe { f(a, argv, env.ptrs.as_ptr()) }))
+}
+
 /// Executes a gkfs file: its content goes into a memfd the kernel executes.
 fn exec_gkfs(p: String, argv: *const *const c_char, env: &Env) -> Result<c_int, Errno> {
     let (p, rec) = match lookup(p, true)? {
         Followed::Gkfs(p, r) => (p, r),
         Followed::Real(p) => {
             let cp = CString::new(p).map_err(|_| Errno::EINVAL)?;
-            // SAFETY: NUL-terminated path, the caller's argv, our env.
-            return checked(unsafe { libc::execve(cp.as_ptr(), argv, env.ptrs.as_ptr()) });
+            return real_exec(&REAL_EXECVE, cp.as_ptr(), argv, env);
         }
     };
     if rec.is_dir() {
@@ -103,7 +120,7 @@ fn exec_gkfs(p: String, argv: *const *const c_char, env: &Env) -> Result<c_int, 
         off += w as usize;
     }
     // SAFETY: execveat of our memfd with the caller's argv and our env.
-    let r = unsafe {
+    let r = crate::hook::outside(|| unsafe {
         libc::syscall(
             libc::SYS_execveat,
             mfd,
@@ -112,7 +129,7 @@ fn exec_gkfs(p: String, argv: *const *const c_char, env: &Env) -> Result<c_int, 
             env.ptrs.as_ptr(),
             libc::AT_EMPTY_PATH,
         )
-    };
+    });
     let err = std::io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO);
@@ -132,12 +149,8 @@ fn execve_with(
     Some(match classify(path) {
         Target::Gkfs(p) => exec_gkfs(p, argv, &env),
         Target::Fail(e) => Err(e),
-        // SAFETY: rewritten path, the caller's argv, our env.
-        Target::RealPath(p) => {
-            checked(unsafe { libc::execve(p.as_ptr(), argv, env.ptrs.as_ptr()) })
-        }
-        // SAFETY: the caller's path and argv, our env.
-        Target::Real => checked(unsafe { libc::execve(path, argv, env.ptrs.as_ptr()) }),
+        Target::RealPath(p) => real_exec(&REAL_EXECVE, p.as_ptr(), argv, &env),
+        Target::Real => real_exec(&REAL_EXECVE, path, argv, &env),
     })
 }
 
@@ -176,10 +189,7 @@ fn h_execvpe(
     if !path.split(':').any(in_gkfs) {
         // No search directory is ours: glibc's search (with its ENOEXEC fallback).
         let env = build_env(envp);
-        // SAFETY: the caller's name and argv, our env.
-        return Some(checked(unsafe {
-            libc::execvpe(name, argv, env.ptrs.as_ptr())
-        }));
+        return Some(real_exec(&REAL_EXECVPE, name, argv, &env));
     }
     let mut last = Errno::ENOENT;
     for dir in path.split(':') {
@@ -218,8 +228,16 @@ fn h_fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) 
     let env = build_env(envp);
     Some(match of {
         Some(of) => exec_gkfs(of.path.clone(), argv, &env),
-        // SAFETY: the caller's fd and argv, our env.
-        None => checked(unsafe { libc::fexecve(fd, argv, env.ptrs.as_ptr()) }),
+        None => {
+            let addr = REAL_FEXECVE.get();
+            if addr == 0 {
+                return Some(Err(Errno::ENOSYS));
+            }
+            // SAFETY: libc's fexecve.
+            let f: unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int = unsafe { std::mem::transmute(addr) };
+            // SAFETY: the caller's fd and argv, our env.
+            checked(crate::hook::outside(|| unsafe { f(fd, argv, env.ptrs.as_ptr()) }))
+        }
     })
 }
 

@@ -416,7 +416,9 @@ pub fn close_ours(fd: c_int) -> Result<c_int, Errno> {
 }
 
 fn h_close(fd: c_int) -> Act<c_int> {
-    unbind(fd);
+    if !state::in_vfork_child() {
+        unbind(fd);
+    }
     None
 }
 
@@ -433,6 +435,12 @@ fn dup_to(old: c_int, new: c_int, real: impl FnOnce() -> c_int) -> Act<c_int> {
     let of = fds::get(old);
     if of.is_none() && !fds::is_ours(new) {
         return None;
+    }
+    if state::in_vfork_child() {
+        // The table is the parent's: the kernel fd changes, the table does not (the
+        // child execs next and finds its fds through LIBGKFS_FDS... which it cannot
+        // get for this one; the parent's view stays right).
+        return Some(checked(real()));
     }
     if old == new {
         return Some(Ok(new));

@@ -44,6 +44,16 @@ impl Drop for Inside {
     }
 }
 
+/// Runs `f` (a real exec call) with the thread marked as outside the library. A vfork
+/// child shares its parent's memory, thread-local flag included: the flag must read
+/// "outside" when the exec succeeds and the parent resumes.
+pub fn outside<R>(f: impl FnOnce() -> R) -> R {
+    let was = INSIDE.try_with(|c| c.replace(false)).unwrap_or(false);
+    let r = f();
+    let _ = INSIDE.try_with(|c| c.set(was));
+    r
+}
+
 /// Is this thread running library code?
 pub fn inside() -> bool {
     INSIDE.try_with(|c| c.get()).unwrap_or(false)

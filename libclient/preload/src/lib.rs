@@ -23,6 +23,7 @@ pub mod stdio;
 
 extern "C" fn on_load() {
     let _inside = hook::Inside::enter();
+    state::set_owner();
     let _ = std::panic::catch_unwind(exec::inherit);
 }
 

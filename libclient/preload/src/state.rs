@@ -28,6 +28,9 @@ static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
 /// The working directory when it is inside the mount dir (as programs see it, e.g.
 /// "/tmp/gkfs/run"); None when the kernel's working directory is the real one.
 static CWD: RwLock<Option<String>> = RwLock::new(None);
+/// The process that owns the state (set at load time and in forked children); a
+/// vfork child runs with its parent's memory and a different pid.
+static OWNER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 /// The umask (u32::MAX: not read yet).
 static UMASK: AtomicU32 = AtomicU32::new(u32::MAX);
 
@@ -89,11 +92,37 @@ pub fn client() -> Result<Client, Errno> {
     }
 }
 
+/// The kernel's working directory, cached (None: not known yet).
+static REAL_CWD: RwLock<Option<String>> = RwLock::new(None);
+
 /// Resolves a path argument relative to the working directory.
 pub fn resolve(path: &str) -> Option<(&'static Fs, Resolved)> {
     let fs = fs()?;
-    let cwd = CWD.read();
-    Some((fs, fs.mount.resolve(cwd.as_deref(), path)))
+    if let Some(cwd) = CWD.read().as_deref() {
+        return Some((fs, fs.mount.resolve(Some(cwd), path)));
+    }
+    if path.is_empty() || path.starts_with('/') {
+        return Some((fs, fs.mount.resolve(None, path)));
+    }
+    // A relative path from a real directory above the mount dir ("gkfs/x" from /tmp)
+    // can lead into it: `mkdir -p` and `find` walk that way.
+    let rc = real_cwd()?;
+    let m = fs.mount.as_str();
+    let above = rc == "/" || (m.starts_with(rc.as_str()) && m.as_bytes().get(rc.len()) == Some(&b'/'));
+    let r = match above.then(|| fs.mount.resolve(Some(&rc), path)) {
+        Some(Resolved::Gkfs(p)) => Resolved::Gkfs(p),
+        _ => Resolved::Real,
+    };
+    Some((fs, r))
+}
+
+fn real_cwd() -> Option<String> {
+    if let Some(c) = REAL_CWD.read().clone() {
+        return Some(c);
+    }
+    let c = std::env::current_dir().ok()?.into_os_string().into_string().ok()?;
+    *REAL_CWD.write() = Some(c.clone());
+    Some(c)
 }
 
 /// The virtual working directory, if inside gkfs.
@@ -101,9 +130,28 @@ pub fn cwd() -> Option<String> {
     CWD.read().clone()
 }
 
-/// Sets (Some, a path as programs see it) or clears the virtual working directory.
+/// Sets (Some, a path as programs see it) or clears the virtual working directory
+/// (None: the kernel's working directory applies again, and may have changed).
 pub fn set_cwd(dir: Option<String>) {
+    log::debug(format_args!("cwd -> {dir:?} (pid {})", std::process::id()));
+    if dir.is_none() {
+        *REAL_CWD.write() = None;
+    }
     *CWD.write() = dir;
+}
+
+/// Records the current process as the owner of the state.
+pub fn set_owner() {
+    // SAFETY: getpid cannot fail.
+    OWNER.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+}
+
+/// Is this a vfork child (sharing its parent's memory)? Such a child must not change
+/// the fd table or the working directory: they are the parent's.
+pub fn in_vfork_child() -> bool {
+    let o = OWNER.load(Ordering::Relaxed);
+    // SAFETY: getpid cannot fail.
+    o != 0 && o != unsafe { libc::getpid() }
 }
 
 /// The process umask.
@@ -142,6 +190,7 @@ fn register_atfork() {
     extern "C" fn child() {
         // SAFETY: as in `parent`; the child is single-threaded here.
         unsafe { CLIENT.force_unlock() };
+        set_owner();
         fds::unlock_after_fork();
         // The parent's connection belongs to the parent (its sockets and libfabric
         // state); the child opens its own on first use and never touches this one.

@@ -1,0 +1,431 @@
+//! The preload library under real programs: every scenario runs once on a local
+//! temporary directory and once on gkfs through `LD_PRELOAD` (2 daemons), and the exit
+//! status, stdout and stderr must match (with the directory names normalised).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gkfs_tests::{bin_dir, Cluster};
+
+fn lib() -> PathBuf {
+    let l = bin_dir().join("libgkfs_client.so");
+    assert!(l.is_file(), "{} missing: run `cargo build --release --workspace` first", l.display());
+    l
+}
+
+/// A source tree like real inputs: nested dirs, an empty file and dir, a name with a
+/// space, text, and a 3 MiB random file that spans chunks and daemons.
+fn fixture(dir: &Path) {
+    fs::create_dir_all(dir.join("dir1/dir2")).unwrap();
+    fs::create_dir_all(dir.join("empty_dir")).unwrap();
+    fs::write(dir.join("top.txt"), "top level\nsecond line\n").unwrap();
+    fs::write(dir.join("empty"), "").unwrap();
+    fs::write(dir.join("name with space.txt"), "spaced\n").unwrap();
+    fs::write(dir.join("dir1/x.txt"), "x\n".repeat(1000)).unwrap();
+    fs::write(dir.join("dir1/dir2/deep.txt"), "deep\n").unwrap();
+    let words: Vec<String> = (0..5000).map(|i| format!("w{}", (i * 7919) % 1237)).collect();
+    fs::write(dir.join("words"), words.join("\n") + "\n").unwrap();
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 123).map(|_| rand::random::<u8>()).collect();
+    fs::write(dir.join("big.bin"), big).unwrap();
+}
+
+struct Setup {
+    cluster: Cluster,
+    lib: PathBuf,
+    work: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let lib = lib();
+        let cluster = Cluster::start(2);
+        let work = tempfile::tempdir().unwrap();
+        fixture(&work.path().join("S"));
+        Setup { cluster, lib, work }
+    }
+
+    /// Runs `script` in bash with D (the directory under test, not yet created), S (the
+    /// fixture) and T (a real scratch directory).
+    fn run(&self, name: &str, script: &str, on_gkfs: bool) -> (Output, String, String) {
+        let (d, t) = if on_gkfs {
+            (format!("{}/{name}", self.cluster.mountdir), self.work.path().join("T-gkfs"))
+        } else {
+            let local = self.work.path().join("local");
+            fs::create_dir_all(&local).unwrap();
+            (local.join(name).display().to_string(), self.work.path().join("T-local"))
+        };
+        let _ = fs::remove_dir_all(&t);
+        fs::create_dir_all(&t).unwrap();
+        let mut c = Command::new("bash");
+        c.arg("-c")
+            .arg(script)
+            .env("D", &d)
+            .env("S", self.work.path().join("S"))
+            .env("T", &t)
+            .env("LC_ALL", "C")
+            .env("TZ", "UTC")
+            .current_dir(self.work.path());
+        if on_gkfs {
+            c.env("LD_PRELOAD", &self.lib)
+                .env("LIBGKFS_HOSTS_FILE", &self.cluster.hosts_file)
+                .env("LIBGKFS_TIMEOUT_MS", "20000");
+        }
+        (c.output().unwrap(), d, t.display().to_string())
+    }
+
+    /// Runs `script` locally and on gkfs and asserts the same status and output.
+    fn same(&self, name: &str, script: &str) -> String {
+        let norm = |(o, d, t): (Output, String, String)| {
+            let f = |b: &[u8]| String::from_utf8_lossy(b).replace(&d, "$D").replace(&t, "$T");
+            (o.status.code(), f(&o.stdout), f(&o.stderr))
+        };
+        let local = norm(self.run(name, script, false));
+        let gkfs = norm(self.run(name, script, true));
+        assert_eq!(
+            local, gkfs,
+            "scenario `{name}` differs (left: local dir, right: gkfs)\nlogs:\n{}",
+            self.cluster.logs()
+        );
+        assert_eq!(local.0, Some(0), "scenario `{name}` failed even locally: {}", local.2);
+        local.1
+    }
+}
+
+fn prelude(s: &str) -> String {
+    format!("set -e\nmkdir \"$D\"\ncd \"$D\"\n{s}")
+}
+
+#[test]
+fn mkdir_p_and_ls() {
+    let s = Setup::new();
+    let out = s.same(
+        "mkdir",
+        &prelude(
+            r#"mkdir -p a/b/c a/b/d "$D/x/y"
+mkdir -p a/b/c
+mkdir a 2>&1 || echo "mkdir existing: $?"
+ls -R
+ls -a a/b
+cp -r "$S" tree
+ls -l tree | grep -v '^total' | awk '$1 ~ /^-/ {print $1, $5, $NF} $1 ~ /^d/ {print $1, $NF}'
+ls -R tree
+ls -ld tree/empty_dir | cut -c1-10
+ls nope 2>&1 || echo "ls missing: $?""#,
+        ),
+    );
+    assert!(out.contains("deep.txt") && out.contains("mkdir existing: 1"), "{out}");
+}
+
+#[test]
+fn cp_r_diff_mv_rm() {
+    let s = Setup::new();
+    s.same(
+        "cp",
+        &prelude(
+            r#"cp -r "$S" src
+diff -r "$S" src && echo "copied in"
+cp -r src "$T/out"
+diff -r "$S" "$T/out" && echo "copied out"
+cp -a "$S" arch && diff -r "$S" arch && echo "cp -a"
+mv src/top.txt src/moved.txt
+mv src/dir1 src/dir9
+mv src/dir9 .
+mv src/moved.txt "$T/"
+mv "$T/moved.txt" src/back.txt
+ls -R
+mv nope x 2>&1 || echo "mv missing: $?"
+rm -r src
+rm -rf dir9 arch
+ls -A
+rm nope 2>&1 || echo "rm missing: $?"
+rmdir . 2>&1 || true"#,
+        ),
+    );
+}
+
+#[test]
+fn find_du_stat_touch_truncate() {
+    let s = Setup::new();
+    s.same(
+        "meta",
+        &prelude(
+            r#"cp -r "$S" s
+find s | sort
+find s -type f -name '*.txt' | sort
+find s -empty | sort
+find s -size +1k -type f | sort
+find s -type f -print0 | xargs -0 du -b | sort -k2
+find s -type f -print0 | xargs -0 stat -c '%n %s %F %a' | sort
+stat -c '%n %F %a' s s/dir1 s/empty_dir
+touch -d '2021-03-04 05:06:07' s/top.txt
+stat -c '%y %Y' s/top.txt
+touch new && test -e new && echo "touched"
+touch -r s/top.txt new && stat -c %Y new
+truncate -s 1M t && stat -c %s t
+truncate -s 10 s/big.bin && md5sum s/big.bin && stat -c %s s/big.bin
+truncate -s +5 s/big.bin && stat -c %s s/big.bin && od -c s/big.bin | tail -2
+chmod 600 t && stat -c %a t
+test -d s && test -f s/top.txt && test ! -e s/nope && echo "test ok""#,
+        ),
+    );
+}
+
+#[test]
+fn dd_and_text_tools() {
+    let s = Setup::new();
+    s.same(
+        "dd",
+        &prelude(
+            r#"for bs in 512 4k 64k 1M 3M; do
+  dd if="$S/big.bin" of="x.$bs" bs=$bs status=none
+  md5sum "x.$bs"
+done
+dd if="$S/big.bin" of=part bs=1000 count=7 skip=3 status=none && md5sum part
+dd if="$S/big.bin" of=part bs=4k count=2 seek=10 conv=notrunc status=none && md5sum part && stat -c %s part
+dd if=x.1M bs=64k status=none | md5sum
+cat "$S/words" > w && cat w w > ww
+head -5 ww; tail -3 ww; head -c 100 x.4k | od -An -tx1 | head -2
+sort w | uniq -c | sort -rn | head -5
+wc ww w "$S/top.txt"
+md5sum w ww x.512
+sort -o sorted w && md5sum sorted"#,
+        ),
+    );
+}
+
+#[test]
+fn symlinks_tar_gzip() {
+    let s = Setup::new();
+    s.same(
+        "tar",
+        &prelude(
+            r#"echo target > t.txt
+ln -s t.txt l
+readlink l && cat l
+ln -s ../outside d1 && readlink d1
+mkdir sub && ln -s ../t.txt sub/up && cat sub/up
+ls -l l | awk '{print $1, $(NF-2), $(NF-1), $NF}'
+test -L l && echo "is link"
+ln -s t.txt l 2>&1 || echo "ln exists: $?"
+tar cf a.tar -C "$S" .
+tar tf a.tar | sort
+mkdir x && tar xf a.tar -C x && diff -r "$S" x && echo "tar x into gkfs"
+tar czf "$T/b.tgz" -C x . && mkdir "$T/y" && tar xzf "$T/b.tgz" -C "$T/y" && diff -r "$S" "$T/y" && echo "tar c from gkfs"
+cp "$S/big.bin" big && gzip big && ls && gunzip big.gz && cmp big "$S/big.bin" && echo "gzip round trip"
+gzip -c "$S/words" > w.gz && zcat w.gz | md5sum"#,
+        ),
+    );
+}
+
+#[test]
+fn shell_redirections_and_pipes() {
+    let s = Setup::new();
+    s.same(
+        "shell",
+        &prelude(
+            r#"echo x > f
+echo y >> f
+cat < f
+{ echo a; /bin/echo b; printf 'c\n'; } > g
+cat g
+sort < "$S/words" | uniq -c | sort -rn | head -3 > h
+cat h
+seq 1000 | grep 7 | wc -l > n
+cat n
+ls | tee "$T/list" | wc -l
+cat "$T/list"
+exec 3> fd3
+echo via3 >&3
+/bin/echo external3 >&3
+exec 3>&-
+cat fd3
+bash -c 'echo child >> f'
+cat f
+cd "$D" && cd .. && cd "$D" && pwd
+(cd "$D" && ls f g)
+while read -r line; do echo "got $line"; done < f
+cat nope 2>&1 || echo "cat missing: $?""#,
+        ),
+    );
+}
+
+#[test]
+fn python_programs() {
+    let s = Setup::new();
+    let py = r#"
+import os, shutil, sqlite3, subprocess, sys
+d = os.environ["D"]
+os.makedirs(d)
+os.chdir(d)
+with open("a.txt", "w") as f:
+    f.write("hello\n" * 100)
+with open("a.txt", "r+") as f:
+    f.seek(6)
+    f.write("HELLO\n")
+    f.seek(0)
+    print(f.read(20).encode())
+    print(f.tell())
+with open("b.bin", "wb") as f:
+    f.write(bytes(range(256)) * 1000)
+with open("b.bin", "rb") as f:
+    f.seek(-10, 2)
+    print(list(f.read()))
+shutil.copytree(os.environ["S"], "tree")
+for root, dirs, files in sorted(os.walk("tree")):
+    print(root, sorted(dirs), sorted(files))
+print(sorted((e.name, e.is_dir(), e.is_file()) for e in os.scandir("tree")))
+os.rename("tree/dir1", "tree/dir1-renamed")
+os.rename("a.txt", "tree/a.txt")
+print(sorted(os.listdir("tree")))
+print(os.path.getsize("tree/big.bin"), os.path.exists("a.txt"))
+try:
+    os.rmdir("tree")
+except OSError as e:
+    print("rmdir:", e.strerror)
+db = sqlite3.connect("t.db")
+db.execute("pragma journal_mode=delete")
+db.execute("create table t(k integer primary key, v text)")
+db.executemany("insert into t values (?, ?)", [(i, "v%d" % i) for i in range(2000)])
+db.commit()
+db.execute("update t set v = 'x' where k < 100")
+db.rollback()
+print(db.execute("select count(*), sum(k), min(v) from t").fetchone())
+db.close()
+print(sorted(os.listdir(".")))
+print(subprocess.run(["cat", "tree/a.txt"], capture_output=True).stdout[:12])
+print(subprocess.run("wc -l < tree/a.txt", shell=True, capture_output=True, text=True).stdout.strip())
+shutil.rmtree("tree")
+print(sorted(os.listdir(".")))
+"#;
+    s.same("python", &format!("python3 - <<'EOF'\n{py}\nEOF"));
+}
+
+#[test]
+fn c_probe_of_every_call() {
+    let s = Setup::new();
+    let probe = s.work.path().join("posix_probe");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("c/posix_probe.c");
+    let st = Command::new("cc")
+        .args(["-O1", "-Wall", "-o"])
+        .arg(&probe)
+        .arg(&src)
+        .status()
+        .expect("a C compiler (cc) is needed for this test");
+    assert!(st.success());
+    let out = s.same(
+        "probe",
+        &format!("mkdir \"$D\" && {} \"$D\"", probe.display()),
+    );
+    assert!(out.lines().count() > 150, "{out}");
+}
+
+#[test]
+fn two_processes_write_ranges_of_one_file() {
+    let s = Setup::new();
+    s.same(
+        "ranges",
+        &prelude(
+            r#"truncate -s 2M shared
+dd if="$S/big.bin" of=shared bs=64k count=16 conv=notrunc status=none &
+dd if="$S/big.bin" of=shared bs=64k count=16 skip=16 seek=16 conv=notrunc status=none &
+wait
+md5sum shared
+head -c 2M "$S/big.bin" | md5sum"#,
+        ),
+    );
+}
+
+#[test]
+fn programs_stored_in_gkfs_run() {
+    let s = Setup::new();
+    s.same(
+        "exec",
+        &prelude(
+            r#"cp /bin/echo e && chmod +x e
+"$D/e" absolute
+./e relative
+PATH="$D:$PATH" e via-path
+printf '#!/bin/sh\necho script "$1"\n' > s.sh && chmod +x s.sh
+./s.sh arg
+cp /bin/echo noexec && chmod -x noexec
+./noexec 2>&1 || echo "noexec: $?"
+python3 -c 'import os; os.execv("./e", ["e", "from-python"])'"#,
+        ),
+    );
+}
+
+#[test]
+fn fio_fork_model_verifies() {
+    let s = Setup::new();
+    let (out, _, _) = s.run(
+        "fio",
+        r#"mkdir "$D" && fio --name=job --directory="$D" --filename_format='job.$jobnum' --ioengine=psync --rw=randwrite --bs=4k --size=4m --numjobs=2 --verify=crc32c --do_verify=1 --group_reporting"#,
+        true,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("err= 0"),
+        "fio failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn inert_and_quiet() {
+    let s = Setup::new();
+    // Without a gkfs environment the library changes nothing.
+    let plain = Command::new("ls").args(["-la", "/"]).output().unwrap();
+    let pre = Command::new("ls")
+        .args(["-la", "/"])
+        .env("LD_PRELOAD", &s.lib)
+        .env_remove("LIBGKFS_HOSTS_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(plain.stdout, pre.stdout);
+    assert!(pre.stderr.is_empty());
+    // With one, programs that never touch gkfs print exactly what they print without.
+    let (out, _, _) = s.run("quiet", "ls -la / >/dev/null; cat /etc/hostname >/dev/null; echo done", true);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn unsupported_calls_fail_honestly_and_are_reported() {
+    let s = Setup::new();
+    let (out, _, _) = s.run(
+        "unsup",
+        r#"mkdir "$D" && echo x > "$D/a"
+LIBGKFS_REPORT=1 ln "$D/a" "$D/b"; echo "ln: $?"
+test -e "$D/b" || echo "no link made""#,
+        true,
+    );
+    let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(o.contains("ln: 1") && o.contains("no link made"), "{o}\n{e}");
+    assert!(e.contains("Operation not permitted"), "{e}");
+    assert!(e.contains("unsupported call link: 1"), "{e}");
+}
+
+#[test]
+fn dead_daemons_give_errors_not_hangs_or_crashes() {
+    let mut s = Setup::new();
+    let (out, _, _) = s.run("dead", r#"mkdir "$D" && echo data > "$D/f" && cat "$D/f""#, true);
+    assert!(out.status.success());
+    s.cluster.stop_daemon(0);
+    s.cluster.stop_daemon(1);
+    let mut f = fs::File::create(s.work.path().join("script")).unwrap();
+    writeln!(f, r#"cat "$D/f"; echo "cat: $?"; ls "$D" >/dev/null; echo "ls: $?""#).unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new("bash")
+        .arg(s.work.path().join("script"))
+        .env("D", format!("{}/dead", s.cluster.mountdir))
+        .env("LD_PRELOAD", &s.lib)
+        .env("LIBGKFS_HOSTS_FILE", &s.cluster.hosts_file)
+        .env("LIBGKFS_TIMEOUT_MS", "2000")
+        .output()
+        .unwrap();
+    let o = String::from_utf8_lossy(&out.stdout);
+    assert!(o.contains("cat: 1") && o.contains("ls: 2"), "{o}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
