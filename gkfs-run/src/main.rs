@@ -41,7 +41,12 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         hosts_file: Option<PathBuf>,
         /// The command and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
         cmd: Vec<String>,
     },
     /// Start a file system on this machine, run a command on it, stop it; exits with the
@@ -50,7 +55,12 @@ enum Cmd {
         #[command(flatten)]
         start: StartArgs,
         /// The command and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
         cmd: Vec<String>,
     },
     /// Stop the daemons and remove their data.
@@ -148,7 +158,9 @@ fn exit_code(st: std::process::ExitStatus) -> i32 {
 fn exec(hosts_file: Option<PathBuf>, cmd: &[String]) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let hosts_file = hosts_file_arg(hosts_file)?;
-    let hosts_file = hosts_file.canonicalize().with_context(|| format!("hosts file {}", hosts_file.display()))?;
+    let hosts_file = hosts_file
+        .canonicalize()
+        .with_context(|| format!("hosts file {}", hosts_file.display()))?;
     let err = preloaded(cmd, &hosts_file)?.exec();
     bail!("cannot run {}: {err}", cmd[0])
 }
@@ -157,9 +169,8 @@ fn run_once(args: StartArgs, cmd: &[String]) -> Result<i32> {
     client_lib()?;
     let inst = start_instance(args)?;
     let hosts_file = inst.hosts_file();
-    let status = preloaded(cmd, &hosts_file).and_then(|mut c| {
-        c.status().with_context(|| format!("cannot run {}", cmd[0]))
-    });
+    let status = preloaded(cmd, &hosts_file)
+        .and_then(|mut c| c.status().with_context(|| format!("cannot run {}", cmd[0])));
     let stopped = local::stop(&inst, false);
     let code = exit_code(status?);
     stopped?;

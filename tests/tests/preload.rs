@@ -11,7 +11,11 @@ use gkfs_tests::{bin_dir, Cluster};
 
 fn lib() -> PathBuf {
     let l = bin_dir().join("libgkfs_client.so");
-    assert!(l.is_file(), "{} missing: run `cargo build --release --workspace` first", l.display());
+    assert!(
+        l.is_file(),
+        "{} missing: run `cargo build --release --workspace` first",
+        l.display()
+    );
     l
 }
 
@@ -25,9 +29,13 @@ fn fixture(dir: &Path) {
     fs::write(dir.join("name with space.txt"), "spaced\n").unwrap();
     fs::write(dir.join("dir1/x.txt"), "x\n".repeat(1000)).unwrap();
     fs::write(dir.join("dir1/dir2/deep.txt"), "deep\n").unwrap();
-    let words: Vec<String> = (0..5000).map(|i| format!("w{}", (i * 7919) % 1237)).collect();
+    let words: Vec<String> = (0..5000)
+        .map(|i| format!("w{}", (i * 7919) % 1237))
+        .collect();
     fs::write(dir.join("words"), words.join("\n") + "\n").unwrap();
-    let big: Vec<u8> = (0..3 * 1024 * 1024 + 123).map(|_| rand::random::<u8>()).collect();
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 123)
+        .map(|_| rand::random::<u8>())
+        .collect();
     fs::write(dir.join("big.bin"), big).unwrap();
 }
 
@@ -50,11 +58,17 @@ impl Setup {
     /// fixture) and T (a real scratch directory).
     fn run(&self, name: &str, script: &str, on_gkfs: bool) -> (Output, String, String) {
         let (d, t) = if on_gkfs {
-            (format!("{}/{name}", self.cluster.mountdir), self.work.path().join("T-gkfs"))
+            (
+                format!("{}/{name}", self.cluster.mountdir),
+                self.work.path().join("T-gkfs"),
+            )
         } else {
             let local = self.work.path().join("local");
             fs::create_dir_all(&local).unwrap();
-            (local.join(name).display().to_string(), self.work.path().join("T-local"))
+            (
+                local.join(name).display().to_string(),
+                self.work.path().join("T-local"),
+            )
         };
         let _ = fs::remove_dir_all(&t);
         fs::create_dir_all(&t).unwrap();
@@ -78,17 +92,27 @@ impl Setup {
     /// Runs `script` locally and on gkfs and asserts the same status and output.
     fn same(&self, name: &str, script: &str) -> String {
         let norm = |(o, d, t): (Output, String, String)| {
-            let f = |b: &[u8]| String::from_utf8_lossy(b).replace(&d, "$D").replace(&t, "$T");
+            let f = |b: &[u8]| {
+                String::from_utf8_lossy(b)
+                    .replace(&d, "$D")
+                    .replace(&t, "$T")
+            };
             (o.status.code(), f(&o.stdout), f(&o.stderr))
         };
         let local = norm(self.run(name, script, false));
         let gkfs = norm(self.run(name, script, true));
         assert_eq!(
-            local, gkfs,
+            local,
+            gkfs,
             "scenario `{name}` differs (left: local dir, right: gkfs)\nlogs:\n{}",
             self.cluster.logs()
         );
-        assert_eq!(local.0, Some(0), "scenario `{name}` failed even locally: {}", local.2);
+        assert_eq!(
+            local.0,
+            Some(0),
+            "scenario `{name}` failed even locally: {}",
+            local.2
+        );
         local.1
     }
 }
@@ -115,7 +139,10 @@ ls -ld tree/empty_dir | cut -c1-10
 ls nope 2>&1 || echo "ls missing: $?""#,
         ),
     );
-    assert!(out.contains("deep.txt") && out.contains("mkdir existing: 1"), "{out}");
+    assert!(
+        out.contains("deep.txt") && out.contains("mkdir existing: 1"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -386,9 +413,17 @@ fn inert_and_quiet() {
     assert_eq!(plain.stdout, pre.stdout);
     assert!(pre.stderr.is_empty());
     // With one, programs that never touch gkfs print exactly what they print without.
-    let (out, _, _) = s.run("quiet", "ls -la / >/dev/null; cat /etc/hostname >/dev/null; echo done", true);
+    let (out, _, _) = s.run(
+        "quiet",
+        "ls -la / >/dev/null; cat /etc/hostname >/dev/null; echo done",
+        true,
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -401,8 +436,14 @@ LIBGKFS_REPORT=1 ln "$D/a" "$D/b"; echo "ln: $?"
 test -e "$D/b" || echo "no link made""#,
         true,
     );
-    let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(o.contains("ln: 1") && o.contains("no link made"), "{o}\n{e}");
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        o.contains("ln: 1") && o.contains("no link made"),
+        "{o}\n{e}"
+    );
     assert!(e.contains("Operation not permitted"), "{e}");
     assert!(e.contains("unsupported call link: 1"), "{e}");
 }
@@ -410,12 +451,20 @@ test -e "$D/b" || echo "no link made""#,
 #[test]
 fn dead_daemons_give_errors_not_hangs_or_crashes() {
     let mut s = Setup::new();
-    let (out, _, _) = s.run("dead", r#"mkdir "$D" && echo data > "$D/f" && cat "$D/f""#, true);
+    let (out, _, _) = s.run(
+        "dead",
+        r#"mkdir "$D" && echo data > "$D/f" && cat "$D/f""#,
+        true,
+    );
     assert!(out.status.success());
     s.cluster.stop_daemon(0);
     s.cluster.stop_daemon(1);
     let mut f = fs::File::create(s.work.path().join("script")).unwrap();
-    writeln!(f, r#"cat "$D/f"; echo "cat: $?"; ls "$D" >/dev/null; echo "ls: $?""#).unwrap();
+    writeln!(
+        f,
+        r#"cat "$D/f"; echo "cat: $?"; ls "$D" >/dev/null; echo "ls: $?""#
+    )
+    .unwrap();
     let started = std::time::Instant::now();
     let out = Command::new("bash")
         .arg(s.work.path().join("script"))
@@ -426,6 +475,10 @@ fn dead_daemons_give_errors_not_hangs_or_crashes() {
         .output()
         .unwrap();
     let o = String::from_utf8_lossy(&out.stdout);
-    assert!(o.contains("cat: 1") && o.contains("ls: 2"), "{o}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        o.contains("cat: 1") && o.contains("ls: 2"),
+        "{o}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }

@@ -26,9 +26,16 @@ fn enosys() -> c_int {
 }
 
 /// socket(2); close-on-exec when called by the library.
+///
+/// # Safety
+/// Called by C code with the arguments of the libc function.
 #[no_mangle]
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int {
-    let ty = if inside() { ty | libc::SOCK_CLOEXEC } else { ty };
+    let ty = if inside() {
+        ty | libc::SOCK_CLOEXEC
+    } else {
+        ty
+    };
     match real_fn!(c"socket", fn(c_int, c_int, c_int) -> c_int) {
         // SAFETY: the caller's arguments (plus SOCK_CLOEXEC for our own sockets).
         Some(f) => unsafe { f(domain, ty, proto) },
@@ -37,9 +44,21 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int
 }
 
 /// socketpair(2); close-on-exec when called by the library.
+///
+/// # Safety
+/// Called by C code with the arguments of the libc function.
 #[no_mangle]
-pub unsafe extern "C" fn socketpair(domain: c_int, ty: c_int, proto: c_int, sv: *mut c_int) -> c_int {
-    let ty = if inside() { ty | libc::SOCK_CLOEXEC } else { ty };
+pub unsafe extern "C" fn socketpair(
+    domain: c_int,
+    ty: c_int,
+    proto: c_int,
+    sv: *mut c_int,
+) -> c_int {
+    let ty = if inside() {
+        ty | libc::SOCK_CLOEXEC
+    } else {
+        ty
+    };
     match real_fn!(c"socketpair", fn(c_int, c_int, c_int, *mut c_int) -> c_int) {
         // SAFETY: the caller's arguments (plus SOCK_CLOEXEC for our own sockets).
         Some(f) => unsafe { f(domain, ty, proto, sv) },
@@ -48,10 +67,20 @@ pub unsafe extern "C" fn socketpair(domain: c_int, ty: c_int, proto: c_int, sv: 
 }
 
 /// accept(2); close-on-exec when called by the library.
+///
+/// # Safety
+/// Called by C code with the arguments of the libc function.
 #[no_mangle]
-pub unsafe extern "C" fn accept(fd: c_int, addr: *mut libc::sockaddr, len: *mut libc::socklen_t) -> c_int {
+pub unsafe extern "C" fn accept(
+    fd: c_int,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+) -> c_int {
     let flags = if inside() { libc::SOCK_CLOEXEC } else { 0 };
-    match real_fn!(c"accept4", fn(c_int, *mut libc::sockaddr, *mut libc::socklen_t, c_int) -> c_int) {
+    match real_fn!(
+        c"accept4",
+        fn(c_int, *mut libc::sockaddr, *mut libc::socklen_t, c_int) -> c_int
+    ) {
         // SAFETY: the caller's arguments; accept4 with no flags is accept.
         Some(f) => unsafe { f(fd, addr, len, flags) },
         None => enosys(),
@@ -59,6 +88,9 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut libc::sockaddr, len: *mut 
 }
 
 /// epoll_create(2); close-on-exec when called by the library.
+///
+/// # Safety
+/// Called by C code with the arguments of the libc function.
 #[no_mangle]
 pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
     if size <= 0 {
@@ -74,9 +106,16 @@ pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
 }
 
 /// eventfd(2); close-on-exec when called by the library.
+///
+/// # Safety
+/// Called by C code with the arguments of the libc function.
 #[no_mangle]
 pub unsafe extern "C" fn eventfd(count: c_uint, flags: c_int) -> c_int {
-    let flags = if inside() { flags | libc::EFD_CLOEXEC } else { flags };
+    let flags = if inside() {
+        flags | libc::EFD_CLOEXEC
+    } else {
+        flags
+    };
     match real_fn!(c"eventfd", fn(c_uint, c_int) -> c_int) {
         // SAFETY: the caller's arguments.
         Some(f) => unsafe { f(count, flags) },

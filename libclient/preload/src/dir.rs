@@ -489,9 +489,7 @@ fn h_realpath_chk(path: *const c_char, resolved: *mut c_char, _len: usize) -> Ac
 }
 
 fn h_canonicalize_file_name(path: *const c_char) -> Act<*mut c_char> {
-    if cstr(path).is_none() {
-        return None;
-    }
+    cstr(path)?;
     h_realpath(path, std::ptr::null_mut())
 }
 

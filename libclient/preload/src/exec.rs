@@ -65,14 +65,20 @@ fn build_env(envp: *const *const c_char) -> Env {
     }
 }
 
-type ExecveFn = unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
+type ExecveFn =
+    unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
 
 static REAL_EXECVE: crate::hook::Real = crate::hook::Real::new(c"execve");
 static REAL_EXECVPE: crate::hook::Real = crate::hook::Real::new(c"execvpe");
 static REAL_FEXECVE: crate::hook::Real = crate::hook::Real::new(c"fexecve");
 
 /// Calls a real exec function (found with dlsym) marked as outside the library.
-fn real_exec(sym: &crate::hook::Real, a: *const c_char, argv: *const *const c_char, env: &Env) -> Result<c_int, Errno> {
+fn real_exec(
+    sym: &crate::hook::Real,
+    a: *const c_char,
+    argv: *const *const c_char,
+    env: &Env,
+) -> Result<c_int, Errno> {
     let addr = sym.get();
     if addr == 0 {
         return Err(Errno::ENOSYS);
@@ -80,7 +86,9 @@ fn real_exec(sym: &crate::hook::Real, a: *const c_char, argv: *const *const c_ch
     // SAFETY: libc's execve/execvpe, whose prototype ExecveFn repeats.
     let f: ExecveFn = unsafe { std::mem::transmute(addr) };
     // SAFETY: NUL-terminated path, the caller's argv, our NULL-terminated env.
-    checked(crate::hook::outside(|| unsafe { f(a, argv, env.ptrs.as_ptr()) }))
+    checked(crate::hook::outside(|| unsafe {
+        f(a, argv, env.ptrs.as_ptr())
+    }))
 }
 
 /// Executes a gkfs file: its content goes into a memfd the kernel executes.
@@ -234,9 +242,15 @@ fn h_fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) 
                 return Some(Err(Errno::ENOSYS));
             }
             // SAFETY: libc's fexecve.
-            let f: unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int = unsafe { std::mem::transmute(addr) };
+            let f: unsafe extern "C" fn(
+                c_int,
+                *const *const c_char,
+                *const *const c_char,
+            ) -> c_int = unsafe { std::mem::transmute(addr) };
             // SAFETY: the caller's fd and argv, our env.
-            checked(crate::hook::outside(|| unsafe { f(fd, argv, env.ptrs.as_ptr()) }))
+            checked(crate::hook::outside(|| unsafe {
+                f(fd, argv, env.ptrs.as_ptr())
+            }))
         }
     })
 }
@@ -262,7 +276,7 @@ fn spawn(
     state::fs()?;
     if let Target::Gkfs(p) = classify(path) {
         crate::log::unsupported(
-            crate::log::Unsupported::Mmap,
+            crate::log::Unsupported::Spawn,
             format_args!("posix_spawn of {p} stored in gkfs"),
         );
         return Some(Ok(libc::ENOTSUP));

@@ -425,9 +425,8 @@ fn h_close(fd: c_int) -> Act<c_int> {
 fn h_dup(fd: c_int) -> Act<c_int> {
     let of = fds::get(fd)?;
     // SAFETY: duplicates the reserved kernel fd.
-    Some(checked(unsafe { libc::dup(fd) }).map(|n| {
+    Some(checked(unsafe { libc::dup(fd) }).inspect(|&n| {
         bind(n, of);
-        n
     }))
 }
 
@@ -507,9 +506,8 @@ fn h_fcntl(fd: c_int, cmd: c_int, arg: usize) -> Act<c_int> {
     Some(match cmd {
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
             // SAFETY: duplicates the reserved kernel fd.
-            checked(unsafe { libc::fcntl(fd, cmd, arg as c_int) }).map(|n| {
+            checked(unsafe { libc::fcntl(fd, cmd, arg as c_int) }).inspect(|&n| {
                 bind(n, of);
-                n
             })
         }
         // Close-on-exec lives on the kernel fd.
@@ -539,6 +537,29 @@ fn h_fcntl(fd: c_int, cmd: c_int, arg: usize) -> Act<c_int> {
                 format_args!("fcntl({fd}, {cmd}) on a gkfs file"),
             );
             Err(Errno::EINVAL)
+        }
+    })
+}
+
+fn h_ioctl(fd: c_int, req: std::ffi::c_ulong, arg: usize) -> Act<c_int> {
+    let of = fds::get(fd)?;
+    Some(match req {
+        // isatty() and terminal queries: a file is not a terminal.
+        libc::TCGETS | libc::TIOCGWINSZ | libc::TIOCGPGRP => Err(Errno(libc::ENOTTY)),
+        libc::FIONREAD if !of.is_dir() => (|| {
+            let left = handle(&of)?
+                .size()?
+                .saturating_sub(of.offset().load(Ordering::Acquire));
+            // SAFETY: FIONREAD's argument points at an int.
+            unsafe { (arg as *mut c_int).write(left.min(c_int::MAX as u64) as c_int) };
+            Ok(0)
+        })(),
+        _ => {
+            unsupported(
+                Unsupported::Ioctl,
+                format_args!("ioctl({fd}, {req:#x}) on {}", of.path),
+            );
+            Err(Errno(libc::ENOTTY))
         }
     })
 }
@@ -663,7 +684,7 @@ unsafe fn read_any(fd: c_int, b: &mut [u8]) -> isize {
     match fds::get(fd) {
         Some(of) => read_of(&of, b, None)
             .map(|n| n as isize)
-            .unwrap_or_else(|e| fail(e)),
+            .unwrap_or_else(fail),
         // SAFETY: our buffer.
         None => unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) },
     }
@@ -672,7 +693,7 @@ unsafe fn pread_any(fd: c_int, b: &mut [u8], off: i64) -> isize {
     match fds::get(fd) {
         Some(of) => read_of(&of, b, Some(off as u64))
             .map(|n| n as isize)
-            .unwrap_or_else(|e| fail(e)),
+            .unwrap_or_else(fail),
         // SAFETY: our buffer.
         None => unsafe { libc::pread(fd, b.as_mut_ptr().cast(), b.len(), off) },
     }
@@ -681,7 +702,7 @@ unsafe fn write_any(fd: c_int, b: &[u8]) -> isize {
     match fds::get(fd) {
         Some(of) => write_of(&of, b, None)
             .map(|n| n as isize)
-            .unwrap_or_else(|e| fail(e)),
+            .unwrap_or_else(fail),
         // SAFETY: our buffer.
         None => unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) },
     }
@@ -690,7 +711,7 @@ unsafe fn pwrite_any(fd: c_int, b: &[u8], off: i64) -> isize {
     match fds::get(fd) {
         Some(of) => write_of(&of, b, Some(off as u64))
             .map(|n| n as isize)
-            .unwrap_or_else(|e| fail(e)),
+            .unwrap_or_else(fail),
         // SAFETY: our buffer.
         None => unsafe { libc::pwrite(fd, b.as_ptr().cast(), b.len(), off) },
     }
@@ -774,6 +795,7 @@ hooks! {
     vfn fcntl(fd: c_int, cmd: c_int; arg: usize) -> c_int = h_fcntl;
     vfn fcntl64(fd: c_int, cmd: c_int; arg: usize) -> c_int = h_fcntl;
     fn flock(fd: c_int, op: c_int) -> c_int = h_flock;
+    vfn ioctl(fd: c_int, req: std::ffi::c_ulong; arg: usize) -> c_int = h_ioctl;
     fn fsync(fd: c_int) -> c_int = h_fsync;
     fn fdatasync(fd: c_int) -> c_int = h_fsync;
     fn ftruncate(fd: c_int, len: i64) -> c_int = h_ftruncate;

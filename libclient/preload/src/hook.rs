@@ -7,7 +7,7 @@
 //! with errno `e`.
 
 use std::cell::Cell;
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -150,6 +150,10 @@ macro_rules! hooks {
     () => {};
     ($(#[$m:meta])* fn $name:ident($($a:ident : $t:ty),* $(,)?) -> $r:ty = $body:path; $($rest:tt)*) => {
         $(#[$m])*
+        /// Intercepted libc entry point (see the module docs).
+        ///
+        /// # Safety
+        /// Called by C code with the arguments the libc function of this name takes.
         #[no_mangle]
         pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
             static REAL: $crate::hook::Real =
@@ -174,6 +178,10 @@ macro_rules! hooks {
     };
     ($(#[$m:meta])* vfn $name:ident($($a:ident : $t:ty),* ; $v:ident : $vt:ty) -> $r:ty = $body:path; $($rest:tt)*) => {
         $(#[$m])*
+        /// Intercepted libc entry point (see the module docs).
+        ///
+        /// # Safety
+        /// Called by C code with the arguments the libc function of this name takes.
         #[no_mangle]
         pub unsafe extern "C" fn $name($($a: $t,)* $v: $vt) -> $r {
             static REAL: $crate::hook::Real =
@@ -207,9 +215,6 @@ pub fn cstr<'a>(p: *const c_char) -> Option<&'a str> {
     // outlives the call.
     unsafe { CStr::from_ptr(p) }.to_str().ok()
 }
-
-/// Untyped pointer argument helper.
-pub type Ptr = *mut c_void;
 
 /// Runs library code called back from libc (stdio cookie functions, atexit), which may
 /// or may not already be inside the library: enters the guard if needed and turns a

@@ -1,25 +1,25 @@
 //! `libgkfs_client.so`: the LD_PRELOAD library through which unmodified programs use
 //! gkfs. See README.md for the design; each module documents its part:
-//! [`hook`] (the interception machinery), [`state`] (lazy process state), [`fds`]
-//! (descriptors), [`paths`] (classifying path arguments), and the hook groups
-//! [`file`], [`meta`], [`dir`], [`stdio`], [`exec`], [`mmap`].
+//! `hook` (the interception machinery), `state` (lazy process state), `fds`
+//! (descriptors), `paths` (classifying path arguments), and the hook groups
+//! `file`, `meta`, `dir`, `stdio`, `exec`, `mmap`, `cloexec`.
 //!
 //! Loading the library does nothing but read two environment variables (the state a
 //! parent handed over across exec); the hosts file is read when a path could be ours,
 //! the connection opens on the first gkfs operation.
 
-pub mod cloexec;
-pub mod dir;
-pub mod exec;
-pub mod fds;
-pub mod file;
-pub mod hook;
-pub mod log;
-pub mod meta;
-pub mod mmap;
-pub mod paths;
-pub mod state;
-pub mod stdio;
+mod cloexec;
+mod dir;
+mod exec;
+mod fds;
+mod file;
+mod hook;
+mod log;
+mod meta;
+mod mmap;
+mod paths;
+mod state;
+mod stdio;
 
 extern "C" fn on_load() {
     let _inside = hook::Inside::enter();

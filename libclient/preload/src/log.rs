@@ -93,14 +93,14 @@ pub enum Unsupported {
     Mknod,
     /// fallocate modes other than plain allocation.
     Fallocate,
-    /// mmap of a gkfs file in a way not supported.
-    Mmap,
     /// Extended attributes.
     Xattr,
     /// Other fcntl commands.
     Fcntl,
     /// ioctl on a gkfs fd.
     Ioctl,
+    /// posix_spawn of a program stored in gkfs.
+    Spawn,
 }
 
 const NAMES: [&str; 8] = [
@@ -108,10 +108,10 @@ const NAMES: [&str; 8] = [
     "chown",
     "mknod",
     "fallocate",
-    "mmap",
     "xattr",
     "fcntl",
     "ioctl",
+    "spawn",
 ];
 static COUNTS: [AtomicU32; 8] = [const { AtomicU32::new(0) }; 8];
 static REPORT: Once = Once::new();

@@ -340,7 +340,9 @@ fn unlink_gkfs(p: String) -> Result<c_int, Errno> {
 }
 
 fn h_rmdir(path: *const c_char) -> Act<c_int> {
-    if cstr(path).is_some_and(|p| p == "." || p.ends_with("/.")) && matches!(classify(path), Target::Gkfs(_)) {
+    if cstr(path).is_some_and(|p| p == "." || p.ends_with("/."))
+        && matches!(classify(path), Target::Gkfs(_))
+    {
         return Some(Err(Errno::EINVAL));
     }
     // SAFETY: rewritten path.

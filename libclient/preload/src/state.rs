@@ -108,7 +108,8 @@ pub fn resolve(path: &str) -> Option<(&'static Fs, Resolved)> {
     // can lead into it: `mkdir -p` and `find` walk that way.
     let rc = real_cwd()?;
     let m = fs.mount.as_str();
-    let above = rc == "/" || (m.starts_with(rc.as_str()) && m.as_bytes().get(rc.len()) == Some(&b'/'));
+    let above =
+        rc == "/" || (m.starts_with(rc.as_str()) && m.as_bytes().get(rc.len()) == Some(&b'/'));
     let r = match above.then(|| fs.mount.resolve(Some(&rc), path)) {
         Some(Resolved::Gkfs(p)) => Resolved::Gkfs(p),
         _ => Resolved::Real,
@@ -120,7 +121,11 @@ fn real_cwd() -> Option<String> {
     if let Some(c) = REAL_CWD.read().clone() {
         return Some(c);
     }
-    let c = std::env::current_dir().ok()?.into_os_string().into_string().ok()?;
+    let c = std::env::current_dir()
+        .ok()?
+        .into_os_string()
+        .into_string()
+        .ok()?;
     *REAL_CWD.write() = Some(c.clone());
     Some(c)
 }
