@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The main job on one machine: build, start 2 daemons, copy a tree in and out through
-# the client API, show the status, stop, then a quick benchmark. No Slurm needed.
+# The main job on one machine: build, then `gkfs-run run` starts 2 daemons, runs an
+# unmodified job script on them through the preload library (files go in with cp,
+# come out with cp, and are compared), stops them; then a quick benchmark. No Slurm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(libfabric-dev libfabric-bin libclang-dev clang pkg-config)
+PKGS=(libfabric-dev libfabric-bin libclang-dev clang pkg-config python3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,22 +21,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-cargo build --release --workspace --bins
+cargo build --release --workspace
 T="${CARGO_TARGET_DIR:-target}/release"
-root=$(mktemp -d /dev/shm/gkfs-demo.XXXXXX 2>/dev/null || mktemp -d)
-echo "== starting 2 daemons (root dirs under $root)"
-eval "$("$T/gkfs-run" start --local 2 --rootdir "$root")"
-trap '"$T/gkfs-run" stop >/dev/null 2>&1 || true; rm -rf "$root"' EXIT
-echo "== copying proto/ into gkfs and back out"
 out=$(mktemp -d)
-"$T/gkfs-copy-demo" proto "$out/proto"
-diff -r proto "$out/proto" && echo "== round trip identical (diff -r proto $out/proto)"
-rm -rf "$out"
-echo "== status"
-"$T/gkfs-run" status
-echo "== stopping"
-"$T/gkfs-run" stop
-trap - EXIT
-rm -rf "$root"
+root=$(mktemp -d /dev/shm/gkfs-demo.XXXXXX 2>/dev/null || mktemp -d)
+echo "== gkfs-run run --local 2 -- scripts/demo-job.sh proto $out"
+"$T/gkfs-run" run --local 2 --rootdir "$root" --mountdir /tmp/gkfs -- scripts/demo-job.sh proto "$out"
+ls "$out"
+rm -rf "$out" "$root"
 echo "== quick benchmark through the client API (its own daemons, under /dev/shm)"
 TMPDIR=/dev/shm "$T/gkfs-bench" --quick

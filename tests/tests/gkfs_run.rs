@@ -1,5 +1,7 @@
 //! gkfs-run start/status/stop in local mode, run as a user would.
 
+use std::fs;
+use std::path::Path;
 use std::process::Command;
 
 use gkfs_client::{Client, ClientConfig};
@@ -106,4 +108,93 @@ fn bad_usage_gets_clear_errors() {
     let (code, _, err) = run(&["stop", "--hosts-file", "/nonexistent/hosts"], &[]);
     assert_ne!(code, 0);
     assert!(err.contains("gkfs-run start"), "{err}");
+}
+
+/// No gkfsd process mentions `needle` on its command line any more.
+fn no_daemon_mentions(needle: &str) -> bool {
+    fs::read_dir("/proc").unwrap().flatten().all(|e| {
+        let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        !(cmd.contains("gkfsd") && cmd.contains(needle))
+    })
+}
+
+#[test]
+fn run_starts_runs_stops_and_passes_the_exit_status() {
+    let base = tempfile::tempdir().unwrap();
+    let inst = base.path().join("inst");
+    let mnt = format!("/tmp/gkfs-run-test-{}", std::process::id());
+    let (code, out, err) = run(
+        &[
+            "run",
+            "--local",
+            "2",
+            "--instance-dir",
+            inst.to_str().unwrap(),
+            "--mountdir",
+            &mnt,
+            "--",
+            "bash",
+            "-c",
+            &format!("echo hi > {mnt}/f && cat {mnt}/f && ls {mnt} && exit 3"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert_eq!(out, "hi\nf\n", "{err}");
+    assert!(!inst.exists(), "instance dir left behind");
+    assert!(
+        no_daemon_mentions(inst.to_str().unwrap()),
+        "a daemon outlived `run`"
+    );
+    assert!(
+        !Path::new(&mnt).exists(),
+        "the mount dir must never be created on disk"
+    );
+}
+
+#[test]
+fn exec_runs_a_command_on_a_started_instance() {
+    let base = tempfile::tempdir().unwrap();
+    let inst = base.path().join("inst");
+    let mnt = format!("/tmp/gkfs-exec-test-{}", std::process::id());
+    let (code, _, err) = run(
+        &[
+            "start",
+            "--local",
+            "1",
+            "--instance-dir",
+            inst.to_str().unwrap(),
+            "--mountdir",
+            &mnt,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let hosts = inst.join("hosts");
+    let h = hosts.to_str().unwrap();
+    let (code, out, err) = run(
+        &[
+            "exec",
+            "--hosts-file",
+            h,
+            "--",
+            "sh",
+            "-c",
+            &format!("seq 3 > {mnt}/n; wc -l < {mnt}/n"),
+        ],
+        &[],
+    );
+    assert_eq!((code, out.trim()), (0, "3"), "{err}");
+    let (code, out, _) = run(
+        &["exec", "--hosts-file", h, "--", "cat", &format!("{mnt}/n")],
+        &[],
+    );
+    assert_eq!((code, out.as_str()), (0, "1\n2\n3\n"));
+    let (code, _, err) = run(&["exec", "--hosts-file", h, "--", "false"], &[]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = run(&["exec", "--hosts-file", h, "--", "/nonexistent/cmd"], &[]);
+    assert!(code != 0 && err.contains("cannot run"), "{err}");
+    let (code, _, err) = run(&["stop", "--hosts-file", h], &[]);
+    assert_eq!(code, 0, "{err}");
 }
