@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod handlers;
+mod local;
 mod server;
 mod state;
 mod store;
@@ -76,6 +77,11 @@ struct Args {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
+
+    /// Node-local unix socket for clients on this host ("none" to disable; default:
+    /// gkfsd.<pid>.sock beside the hosts file).
+    #[arg(long, value_name = "PATH|none")]
+    socket: Option<String>,
 
     /// Worker threads serving requests.
     #[arg(long, default_value_t = 4)]
@@ -231,6 +237,30 @@ fn run(args: Args) -> Result<()> {
         .context("cannot post receive buffers")?;
     let stop = Arc::new(AtomicBool::new(false));
     let workers = server::start(state.clone(), args.threads, stop.clone());
+    let socket_path = match args.socket.as_deref() {
+        Some("none") => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(
+            args.hosts_file
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(format!("gkfsd.{}.sock", std::process::id())),
+        ),
+    };
+    let local = match socket_path {
+        Some(p) => match local::LocalServer::start(&p, state.clone()) {
+            Ok(l) => Some((l, p)),
+            Err(e) if args.socket.is_some() => return Err(e),
+            Err(e) => {
+                log::warn!(
+                    "{e:#}; clients on this node will use {} instead",
+                    args.provider
+                );
+                None
+            }
+        },
+        None => None,
+    };
     let entry = HostEntry {
         hostname: hostname::get()
             .ok()
@@ -241,6 +271,12 @@ fn run(args: Args) -> Result<()> {
         chunk_size: chunk_size.get(),
         mountdir: args.mountdir.trim_end_matches('/').to_string(),
         pid: Some(std::process::id()),
+        socket: local.as_ref().map(|(_, p)| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        }),
     };
     register(&args.hosts_file, &entry)?;
     log::info!(
@@ -254,6 +290,9 @@ fn run(args: Args) -> Result<()> {
     let sig = signals.wait().context("sigwait")?;
     log::info!("{sig} received: shutting down");
     stop.store(true, Ordering::Relaxed);
+    if let Some((l, _)) = local {
+        l.stop();
+    }
     ep.shutdown();
     for w in workers {
         let _ = w.join();

@@ -8,11 +8,21 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use gkfs_fabric::{FabricError, Request};
+use gkfs_fabric::{FabricError, Peer, Request};
 use gkfs_proto::msg::{dispatch, encode_reply, Opcode, RemoteError, RequestHeader};
 use gkfs_proto::Errno;
 
 use crate::state::State;
+
+/// Where a request came from: a fabric peer (which bulk transfers go to) or the
+/// node-local socket (data inline only).
+#[derive(Debug, Clone, Copy)]
+pub enum Origin {
+    /// A libfabric peer.
+    Fabric(Peer),
+    /// A client on this node, through the unix socket.
+    Local,
+}
 
 /// Starts `threads` workers serving requests until `stop` is set and the endpoint
 /// is shut down.
@@ -54,10 +64,20 @@ fn worker(state: &State, stop: &AtomicBool) {
     }
 }
 
-/// Turns one request into its reply bytes.
+/// Turns one fabric request into its reply bytes.
 pub fn handle(state: &State, req: &Request) -> Vec<u8> {
+    handle_payload(
+        state,
+        req.payload(),
+        req.truncated,
+        Origin::Fabric(req.from),
+    )
+}
+
+/// Turns one request (header and body) into its reply bytes.
+pub fn handle_payload(state: &State, payload: &[u8], truncated: bool, from: Origin) -> Vec<u8> {
     state.count_request();
-    let (h, body) = match RequestHeader::split(req.payload()) {
+    let (h, body) = match RequestHeader::split(payload) {
         Ok(x) => x,
         Err(e) => {
             log::warn!("undecodable request header: {e}");
@@ -70,7 +90,7 @@ pub fn handle(state: &State, req: &Request) -> Vec<u8> {
             );
         }
     };
-    if req.truncated {
+    if truncated {
         return encode_reply::<()>(
             h.request_id,
             &Err(RemoteError::new(
@@ -101,7 +121,6 @@ pub fn handle(state: &State, req: &Request) -> Vec<u8> {
             return encode_reply::<()>(h.request_id, &Err(RemoteError::new(Errno::ESTALE, detail)));
         }
     }
-    let from = req.from;
     match catch_unwind(AssertUnwindSafe(|| {
         dispatch(state, &from, h.opcode, h.request_id, body)
     })) {

@@ -2,11 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gkfs_fabric::{Config as FabricConfig, Endpoint};
 use gkfs_proto::chunk::ChunkSize;
 use gkfs_proto::config;
 use gkfs_proto::hosts::Hosts;
@@ -17,7 +15,7 @@ use gkfs_proto::record::mode;
 use gkfs_proto::{Errno, Record};
 
 use crate::error::ClientError;
-use crate::rpc::{wait_all, Rpcs, SMALL_REPLY};
+use crate::rpc::{wait_all, Rpcs, Transport, SMALL_REPLY};
 
 /// Reply buffer for directory pages (daemons cap a page at 48 KiB).
 const PAGE_REPLY: usize = 64 * 1024;
@@ -34,6 +32,8 @@ pub struct ClientConfig {
     pub token_file: Option<PathBuf>,
     /// Deadline of each RPC.
     pub timeout: Duration,
+    /// How to reach daemons on this host (`LIBGKFS_TRANSPORT`: `auto` or `fabric`).
+    pub transport: Transport,
 }
 
 impl ClientConfig {
@@ -45,10 +45,15 @@ impl ClientConfig {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(config::DEFAULT_TIMEOUT_MS);
+        let transport = match std::env::var("LIBGKFS_TRANSPORT").as_deref() {
+            Ok("fabric") => Transport::Fabric,
+            _ => Transport::Auto,
+        };
         Ok(ClientConfig {
             hosts_file: hosts_file.into(),
             token_file: std::env::var_os(config::ENV_TOKEN_FILE).map(Into::into),
             timeout: Duration::from_millis(timeout),
+            transport,
         })
     }
 
@@ -58,6 +63,7 @@ impl ClientConfig {
             hosts_file: hosts_file.into(),
             token_file: None,
             timeout: Duration::from_millis(config::DEFAULT_TIMEOUT_MS),
+            transport: Transport::Auto,
         }
     }
 }
@@ -112,7 +118,9 @@ impl Client {
         Client::new(&ClientConfig::from_env()?)
     }
 
-    /// Connects to the file system described by `cfg`. No message is sent yet.
+    /// Connects to the file system described by `cfg`. No message is sent yet, and
+    /// libfabric is only loaded when a daemon not reachable through a node-local socket
+    /// is first used.
     pub fn new(cfg: &ClientConfig) -> Result<Client, ClientError> {
         let name = cfg.hosts_file.display().to_string();
         let text =
@@ -128,16 +136,6 @@ impl Client {
                 .join(config::TOKEN_FILE_NAME)
         });
         let token = read_token(&token_file)?;
-        let ep = Endpoint::open(&FabricConfig {
-            provider: hosts.provider().to_string(),
-            node: None,
-            service: None,
-        })?;
-        let daemons = hosts
-            .entries
-            .iter()
-            .map(|e| ep.peer(&e.address))
-            .collect::<Result<Vec<_>, _>>()?;
         let chunk_size = ChunkSize::new(hosts.chunk_size()).unwrap_or_default();
         let (uid, gid) = (
             nix::unistd::getuid().as_raw(),
@@ -145,14 +143,7 @@ impl Client {
         );
         Ok(Client {
             inner: Arc::new(Inner {
-                rpc: Rpcs {
-                    ep,
-                    daemons,
-                    token,
-                    membership: hosts.membership(),
-                    timeout: cfg.timeout,
-                    next_id: AtomicU64::new(1),
-                },
+                rpc: Rpcs::new(hosts.clone(), cfg.transport, token, cfg.timeout),
                 hosts,
                 chunk_size,
                 uid,

@@ -166,7 +166,30 @@ impl Client {
         groups
     }
 
+    /// Largest span one data call covers when local daemons (inline only) are involved.
+    fn span(&self) -> u64 {
+        gkfs_proto::local::max_data(self.chunk_size())
+    }
+
     fn write_data(
+        &self,
+        path: &str,
+        id: u64,
+        data: &[u8],
+        off: u64,
+        update_size: bool,
+    ) -> Result<(), Errno> {
+        let span = self.span() as usize;
+        if data.len() <= span || !self.rpc().any_local() {
+            return self.write_span(path, id, data, off, update_size);
+        }
+        for (i, part) in data.chunks(span).enumerate() {
+            self.write_span(path, id, part, off + (i * span) as u64, update_size)?;
+        }
+        Ok(())
+    }
+
+    fn write_span(
         &self,
         path: &str,
         id: u64,
@@ -180,14 +203,20 @@ impl Client {
             .ok_or(Errno::EFBIG)?;
         let groups = self.groups(id, off, data.len() as u64);
         let rpc = self.rpc();
-        let mr = if groups.values().any(|g| g.bytes > INLINE_WRITE_MAX) {
-            Some(rpc.ep.register(data).map_err(|e| fabric_errno(&e))?)
+        let inline = |d: u32, bytes: u64| bytes <= INLINE_WRITE_MAX || rpc.is_local(d);
+        let mr = if groups.iter().any(|(d, g)| !inline(*d, g.bytes)) {
+            Some(
+                rpc.fabric()?
+                    .ep
+                    .register(data)
+                    .map_err(|e| fabric_errno(&e))?,
+            )
         } else {
             None
         };
         let mut pending = Vec::with_capacity(groups.len());
         for (d, g) in groups {
-            let req = if g.bytes <= INLINE_WRITE_MAX {
+            let req = if inline(d, g.bytes) {
                 let mut inline = Vec::with_capacity(g.bytes as usize);
                 let pieces = g
                     .pieces
@@ -248,6 +277,23 @@ impl Client {
     }
 
     fn read_data(&self, path: &str, id: u64, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
+        let span = self.span() as usize;
+        if buf.len() <= span || !self.rpc().any_local() {
+            return self.read_span(path, id, buf, off);
+        }
+        let mut done = 0;
+        for (i, part) in buf.chunks_mut(span).enumerate() {
+            let want = part.len();
+            let n = self.read_span(path, id, part, off + (i * span) as u64)?;
+            done += n;
+            if n < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    fn read_span(&self, path: &str, id: u64, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -264,14 +310,20 @@ impl Client {
         // (inline?, group) in the order the calls are started.
         let mut sent: Vec<(bool, Group)> = Vec::with_capacity(groups.len());
         let replies = {
-            let mr = if groups.values().any(|g| g.bytes > INLINE_READ_MAX) {
-                Some(rpc.ep.register_mut(buf).map_err(|e| fabric_errno(&e))?)
+            let inline = |d: u32, bytes: u64| bytes <= INLINE_READ_MAX || rpc.is_local(d);
+            let mr = if groups.iter().any(|(d, g)| !inline(*d, g.bytes)) {
+                Some(
+                    rpc.fabric()?
+                        .ep
+                        .register_mut(buf)
+                        .map_err(|e| fabric_errno(&e))?,
+                )
             } else {
                 None
             };
             let mut pending = Vec::new();
             for (d, g) in groups {
-                let inline = g.bytes <= INLINE_READ_MAX;
+                let inline = inline(d, g.bytes);
                 let (req, reply_max) = if inline {
                     let mut at = 0;
                     let pieces: Vec<ChunkIo> = g

@@ -24,3 +24,4 @@ pub use data::{File, OpenOptions, INLINE_READ_MAX, INLINE_WRITE_MAX};
 pub use error::ClientError;
 pub use gkfs_proto::msg::{DirEntry, PingReply, StatfsReply, StatsReply};
 pub use gkfs_proto::{Errno, Record};
+pub use rpc::Transport;

@@ -1,10 +1,21 @@
-//! Typed RPC calls to daemons: encode with proto, send with fabric, decode the reply,
-//! map failures to errno (and log the details).
+//! Typed RPC calls to daemons: encode with proto, send, decode the reply, map failures
+//! to errno (and log the details).
+//!
+//! Each daemon is reached one of two ways. A daemon on this host that advertises a
+//! node-local socket (`socket=` in the hosts file) gets the request over that socket:
+//! no libfabric, data inline (`gkfs_proto::local`). Every other daemon is reached
+//! through libfabric, whose endpoint opens on first use, so a process that only talks
+//! to local daemons never loads it.
 
+use std::io::Write;
 use std::marker::PhantomData;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use gkfs_fabric::{Endpoint, Peer, PendingCall};
+use gkfs_fabric::{Config as FabricConfig, Endpoint, Peer, PendingCall};
+use gkfs_proto::hosts::Hosts;
 use gkfs_proto::msg::{decode_reply, encode_request, RequestHeader, Rpc};
 use gkfs_proto::Errno;
 
@@ -13,28 +24,146 @@ use crate::error::fabric_errno;
 /// Reply buffer for metadata calls.
 pub const SMALL_REPLY: usize = 8 * 1024;
 
-/// What every call needs: the endpoint, the daemons, the header fields.
-pub(crate) struct Rpcs {
+/// Idle connections kept per local daemon.
+const IDLE_CONNS: usize = 16;
+
+/// A daemon's node-local socket and the idle connections to it.
+pub(crate) struct LocalRoute {
+    path: PathBuf,
+    idle: Mutex<Vec<UnixStream>>,
+    max_frame: usize,
+}
+
+impl LocalRoute {
+    fn conn(&self) -> std::io::Result<UnixStream> {
+        if let Some(c) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(c);
+        }
+        let c = UnixStream::connect(&self.path)?;
+        // Our own descriptor: not inherited by programs the process executes.
+        let _ = nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&c),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        Ok(c)
+    }
+
+    fn give_back(&self, c: UnixStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_CONNS {
+            idle.push(c);
+        }
+    }
+}
+
+/// How one daemon is reached.
+pub(crate) enum Route {
+    Local(Arc<LocalRoute>),
+    Fabric,
+}
+
+/// The libfabric side, opened on first use.
+pub(crate) struct Fabric {
     pub ep: Endpoint,
-    pub daemons: Vec<Peer>,
+    peers: Vec<Peer>,
+}
+
+/// What every call needs: the routes, the header fields.
+pub(crate) struct Rpcs {
+    routes: Vec<Route>,
+    hosts: Hosts,
+    fabric: OnceLock<Result<Fabric, String>>,
     pub token: u128,
     pub membership: u64,
     pub timeout: std::time::Duration,
     pub next_id: std::sync::atomic::AtomicU64,
 }
 
-/// A call in flight.
-pub(crate) struct Pending<R: Rpc> {
-    call: PendingCall,
-    daemon: u32,
-    deadline: Instant,
-    _r: PhantomData<R>,
+/// Which transport to prefer for daemons on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// The node-local socket where a daemon on this host has one, libfabric otherwise.
+    #[default]
+    Auto,
+    /// libfabric for every daemon.
+    Fabric,
+}
+
+fn this_host() -> Option<String> {
+    nix::unistd::gethostname().ok()?.into_string().ok()
 }
 
 impl Rpcs {
+    pub fn new(
+        hosts: Hosts,
+        transport: Transport,
+        token: u128,
+        timeout: std::time::Duration,
+    ) -> Rpcs {
+        let me = this_host();
+        let max_frame = gkfs_proto::local::max_frame(hosts.chunk_size());
+        let routes = hosts
+            .entries
+            .iter()
+            .map(|e| match (&e.socket, transport) {
+                (Some(s), Transport::Auto) if Some(&e.hostname) == me.as_ref() => {
+                    Route::Local(Arc::new(LocalRoute {
+                        path: PathBuf::from(s),
+                        idle: Mutex::new(Vec::new()),
+                        max_frame,
+                    }))
+                }
+                _ => Route::Fabric,
+            })
+            .collect();
+        Rpcs {
+            routes,
+            membership: hosts.membership(),
+            hosts,
+            fabric: OnceLock::new(),
+            token,
+            timeout,
+            next_id: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// The libfabric endpoint, opened on first use.
+    pub fn fabric(&self) -> Result<&Fabric, Errno> {
+        let f = self.fabric.get_or_init(|| {
+            let ep = Endpoint::open(&FabricConfig {
+                provider: self.hosts.provider().to_string(),
+                node: None,
+                service: None,
+            })
+            .map_err(|e| e.to_string())?;
+            let peers = self
+                .hosts
+                .entries
+                .iter()
+                .map(|e| ep.peer(&e.address))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            Ok(Fabric { ep, peers })
+        });
+        f.as_ref().map_err(|e| {
+            log::error!("cannot open the libfabric endpoint: {e}");
+            Errno::EIO
+        })
+    }
+
+    /// Is daemon `d` reached through its node-local socket (data always inline)?
+    pub fn is_local(&self, d: u32) -> bool {
+        matches!(self.routes.get(d as usize), Some(Route::Local(_)))
+    }
+
+    /// Does any daemon go through the node-local socket?
+    pub fn any_local(&self) -> bool {
+        self.routes.iter().any(|r| matches!(r, Route::Local(_)))
+    }
+
     /// Sends `req` to daemon `d`; the reply may be up to `max_reply` bytes.
     pub fn start<R: Rpc>(&self, d: u32, req: &R, max_reply: usize) -> Result<Pending<R>, Errno> {
-        let peer = *self.daemons.get(d as usize).ok_or(Errno::EINVAL)?;
+        let route = self.routes.get(d as usize).ok_or(Errno::EINVAL)?;
         let request_id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -48,13 +177,33 @@ impl Rpcs {
             req,
         );
         let deadline = Instant::now() + self.timeout;
-        let call = self
-            .ep
-            .start_call(peer, &msg, max_reply, deadline)
-            .map_err(|e| {
-                log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);
-                fabric_errno(&e)
-            })?;
+        let call = match route {
+            Route::Local(l) => {
+                let sent = l.conn().and_then(|mut c| {
+                    c.set_write_timeout(Some(self.timeout))?;
+                    gkfs_proto::local::write_frame(&mut c, &msg)?;
+                    c.flush()?;
+                    Ok(c)
+                });
+                match sent {
+                    Ok(c) => Call::Local(l.clone(), c),
+                    Err(e) => {
+                        log::warn!("{:?} to daemon {d} ({}): {e}", R::OPCODE, l.path.display());
+                        return Err(io_errno(&e));
+                    }
+                }
+            }
+            Route::Fabric => {
+                let f = self.fabric()?;
+                let call =
+                    f.ep.start_call(f.peers[d as usize], &msg, max_reply, deadline)
+                        .map_err(|e| {
+                            log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);
+                            fabric_errno(&e)
+                        })?;
+                Call::Fabric(call)
+            }
+        };
         Ok(Pending {
             call,
             daemon: d,
@@ -69,14 +218,62 @@ impl Rpcs {
     }
 }
 
+fn io_errno(e: &std::io::Error) -> Errno {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Errno::ETIMEDOUT,
+        _ => Errno::EIO,
+    }
+}
+
+enum Call {
+    Fabric(PendingCall),
+    Local(Arc<LocalRoute>, UnixStream),
+}
+
+/// A call in flight.
+pub(crate) struct Pending<R: Rpc> {
+    call: Call,
+    daemon: u32,
+    deadline: Instant,
+    _r: PhantomData<R>,
+}
+
 impl<R: Rpc> Pending<R> {
     /// Waits for the reply.
     pub fn wait(self) -> Result<R::Reply, Errno> {
         let d = self.daemon;
-        let bytes = self.call.wait(self.deadline).map_err(|e| {
-            log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);
-            fabric_errno(&e)
-        })?;
+        let bytes = match self.call {
+            Call::Fabric(call) => call.wait(self.deadline).map_err(|e| {
+                log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);
+                fabric_errno(&e)
+            })?,
+            Call::Local(route, mut c) => {
+                let left = self
+                    .deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(std::time::Duration::from_millis(1));
+                let got = c
+                    .set_read_timeout(Some(left))
+                    .and_then(|_| gkfs_proto::local::read_frame(&mut c, route.max_frame));
+                match got {
+                    Ok(Some(b)) => {
+                        route.give_back(c);
+                        b
+                    }
+                    Ok(None) => {
+                        log::warn!(
+                            "{:?} to daemon {d}: the daemon closed the connection",
+                            R::OPCODE
+                        );
+                        return Err(Errno::EIO);
+                    }
+                    Err(e) => {
+                        log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);
+                        return Err(io_errno(&e));
+                    }
+                }
+            }
+        };
         match decode_reply::<R>(&bytes) {
             Ok((_, Ok(reply))) => Ok(reply),
             Ok((_, Err(remote))) => {

@@ -12,8 +12,9 @@
 //! - `hostname`: the node's name (informational; used by `gkfs-run status`).
 //! - `provider`: the libfabric provider the daemon listens on, e.g. `tcp;ofi_rxm`.
 //! - `address-hex`: the endpoint's raw libfabric name (`fi_getname`), hex encoded.
-//! - keys: `chunk_size` (bytes, required), `mountdir` (required), `pid`; unknown keys
-//!   are kept and ignored, so newer daemons can add keys.
+//! - keys: `chunk_size` (bytes, required), `mountdir` (required), `pid`, `socket` (the
+//!   daemon's node-local unix socket: clients on the same host talk to it there instead
+//!   of through libfabric); unknown keys are ignored, so newer daemons can add keys.
 //!
 //! The daemon of line `i` (counting daemon lines from 0) is daemon `i` for
 //! [`crate::place`]. Every line must agree on `chunk_size`, `mountdir` and
@@ -52,6 +53,8 @@ pub struct HostEntry {
     pub mountdir: String,
     /// Daemon process id, when known.
     pub pid: Option<u32>,
+    /// Path of the daemon's node-local unix socket, when it has one.
+    pub socket: Option<String>,
 }
 
 impl HostEntry {
@@ -67,6 +70,9 @@ impl HostEntry {
         );
         if let Some(pid) = self.pid {
             s.push_str(&format!(" pid={pid}"));
+        }
+        if let Some(sock) = &self.socket {
+            s.push_str(&format!(" socket={sock}"));
         }
         s.push('\n');
         s
@@ -123,6 +129,7 @@ impl Hosts {
             let mut chunk_size = None;
             let mut mountdir = None;
             let mut pid = None;
+            let mut socket = None;
             for kv in fields {
                 let Some((k, v)) = kv.split_once('=') else {
                     return Err(err(lineno, format!("expected key=value, found `{kv}`")));
@@ -150,6 +157,7 @@ impl Hosts {
                         mountdir = Some(v.trim_end_matches('/').to_string())
                     }
                     "pid" => pid = v.parse().ok(),
+                    "socket" if v.starts_with('/') => socket = Some(v.to_string()),
                     _ => {}
                 }
             }
@@ -160,6 +168,7 @@ impl Hosts {
                 chunk_size: chunk_size.ok_or_else(|| err(lineno, "missing chunk_size=".into()))?,
                 mountdir: mountdir.ok_or_else(|| err(lineno, "missing mountdir=".into()))?,
                 pid,
+                socket,
             };
             if let Some(first) = entries.first() {
                 let what = if first.chunk_size != entry.chunk_size {
@@ -248,6 +257,7 @@ mod tests {
             chunk_size: 524288,
             mountdir: "/tmp/gkfs".into(),
             pid: Some(7),
+            socket: None,
         }
     }
 

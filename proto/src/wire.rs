@@ -8,8 +8,10 @@ use thiserror::Error;
 
 /// Longest path accepted anywhere in the protocol (Linux `PATH_MAX`).
 pub const MAX_PATH: usize = 4096;
-/// Longest byte vector accepted in one message (inline data, readdir pages).
-pub const MAX_BYTES: usize = 4 << 20;
+/// Longest byte vector accepted in one message (inline data, readdir pages): the
+/// largest chunk (1 GiB) plus headroom, as a node-local message may carry a whole chunk.
+/// Decoding never allocates more than the received buffer holds.
+pub const MAX_BYTES: usize = (1 << 30) + (2 << 20);
 /// Most elements accepted in one encoded list.
 pub const MAX_ITEMS: usize = 1 << 16;
 

@@ -179,6 +179,17 @@ impl Cluster {
         .expect("client")
     }
 
+    /// A client using `transport` for the daemons on this host (`Fabric` forces
+    /// libfabric even though every test daemon also has a node-local socket).
+    pub fn client_with(&self, transport: gkfs_client::Transport) -> Client {
+        Client::new(&ClientConfig {
+            timeout: Duration::from_secs(20),
+            transport,
+            ..ClientConfig::new(&self.hosts_file)
+        })
+        .expect("client")
+    }
+
     /// Sends a signal to daemon `i` (and reaps it for SIGKILL).
     pub fn signal(&mut self, i: usize, sig: Signal) {
         if let Some(c) = &mut self.children[i] {

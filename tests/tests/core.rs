@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::FileExt;
 
-use gkfs_client::{Client, Errno, OpenOptions};
+use gkfs_client::{Client, Errno, OpenOptions, Transport};
 use gkfs_tests::Cluster;
 use rand::{Rng, RngCore, SeedableRng};
 
@@ -14,17 +14,28 @@ const CHUNK: u64 = 64 * 1024;
 macro_rules! per_daemon_count {
     ($name:ident) => {
         mod $name {
+            use gkfs_client::Transport;
             #[test]
             fn one_daemon() {
-                super::$name(1)
+                super::$name(1, Transport::Auto)
             }
             #[test]
             fn two_daemons() {
-                super::$name(2)
+                super::$name(2, Transport::Auto)
             }
             #[test]
             fn four_daemons() {
-                super::$name(4)
+                super::$name(4, Transport::Auto)
+            }
+            // The same through libfabric (RMA for large transfers) instead of the
+            // node-local socket.
+            #[test]
+            fn two_daemons_fabric() {
+                super::$name(2, Transport::Fabric)
+            }
+            #[test]
+            fn four_daemons_fabric() {
+                super::$name(4, Transport::Fabric)
             }
         }
     };
@@ -39,9 +50,9 @@ fn wopts() -> OpenOptions {
     }
 }
 
-fn random_io_matches_local_file(n: usize) {
+fn random_io_matches_local_file(n: usize, t: Transport) {
     let c = Cluster::start_with(n, CHUNK);
-    let client = c.client();
+    let client = c.client_with(t);
     let f = client.open("/data.bin", &wopts()).unwrap();
     let local = tempfile::tempfile().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(n as u64);
@@ -90,9 +101,9 @@ fn read_full(f: &fs::File, buf: &mut [u8], off: u64) -> usize {
     done
 }
 
-fn holes_eof_truncate_append(n: usize) {
+fn holes_eof_truncate_append(n: usize, t: Transport) {
     let c = Cluster::start_with(n, CHUNK);
-    let client = c.client();
+    let client = c.client_with(t);
     let f = client.open("/sparse", &wopts()).unwrap();
     // A write far out leaves a hole of several chunks.
     f.pwrite(b"tail", 10 * CHUNK + 5).unwrap();
@@ -149,9 +160,9 @@ fn holes_eof_truncate_append(n: usize) {
 }
 per_daemon_count!(holes_eof_truncate_append);
 
-fn threads_distinct_and_shared(n: usize) {
+fn threads_distinct_and_shared(n: usize, t: Transport) {
     let c = Cluster::start_with(n, CHUNK);
-    let client = c.client();
+    let client = c.client_with(t);
     let shared = client.open("/shared", &wopts()).unwrap();
     let block = 100_000usize;
     std::thread::scope(|s| {
@@ -188,9 +199,9 @@ fn threads_distinct_and_shared(n: usize) {
 }
 per_daemon_count!(threads_distinct_and_shared);
 
-fn readdir_rename_unlink(n: usize) {
+fn readdir_rename_unlink(n: usize, t: Transport) {
     let c = Cluster::start_with(n, CHUNK);
-    let client = c.client();
+    let client = c.client_with(t);
     client.mkdir("/dir", 0o755).unwrap();
     client.mkdir("/dir/sub", 0o755).unwrap();
     let count = 10_000;
@@ -276,9 +287,9 @@ fn chunk_listing(c: &Cluster) -> Vec<String> {
     out
 }
 
-fn errnos(n: usize) {
+fn errnos(n: usize, t: Transport) {
     let c = Cluster::start_with(n, CHUNK);
-    let client: Client = c.client();
+    let client: Client = c.client_with(t);
     assert_eq!(client.stat("/nope").unwrap_err(), Errno::ENOENT);
     assert_eq!(
         client.open("/nope", &OpenOptions::default()).unwrap_err(),

@@ -43,6 +43,8 @@ struct Setup {
     cluster: Cluster,
     lib: PathBuf,
     work: tempfile::TempDir,
+    /// Extra environment of the gkfs runs.
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl Setup {
@@ -51,7 +53,12 @@ impl Setup {
         let cluster = Cluster::start(2);
         let work = tempfile::tempdir().unwrap();
         fixture(&work.path().join("S"));
-        Setup { cluster, lib, work }
+        Setup {
+            cluster,
+            lib,
+            work,
+            env: Vec::new(),
+        }
     }
 
     /// Runs `script` in bash with D (the directory under test, not yet created), S (the
@@ -84,7 +91,8 @@ impl Setup {
         if on_gkfs {
             c.env("LD_PRELOAD", &self.lib)
                 .env("LIBGKFS_HOSTS_FILE", &self.cluster.hosts_file)
-                .env("LIBGKFS_TIMEOUT_MS", "20000");
+                .env("LIBGKFS_TIMEOUT_MS", "20000")
+                .envs(self.env.iter().copied());
         }
         (c.output().unwrap(), d, t.display().to_string())
     }
@@ -481,4 +489,28 @@ fn dead_daemons_give_errors_not_hangs_or_crashes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn libfabric_transport_too() {
+    // Every daemon here also has a node-local socket; force libfabric (tcp, RMA for
+    // large transfers, a connection per forked child) for a copy, a pipeline and fio.
+    let mut s = Setup::new();
+    s.env.push(("LIBGKFS_TRANSPORT", "fabric"));
+    s.same(
+        "fabric",
+        &prelude(
+            r#"cp -r "$S" src && diff -r "$S" src && echo "copied in"
+md5sum src/big.bin
+sort < src/words | uniq -c | sort -rn | head -2 > top && cat top
+cp -r src "$T/out" && diff -r "$S" "$T/out" && echo "copied out""#,
+        ),
+    );
+    let (out, _, _) = s.run(
+        "fabric-fio",
+        r#"mkdir "$D" && fio --name=job --directory="$D" --filename_format='job.$jobnum' --ioengine=psync --rw=randwrite --bs=64k --size=4m --numjobs=2 --verify=crc32c --group_reporting"#,
+        true,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("err= 0"), "{text}");
 }

@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gkfs_fabric::{FabricError, Peer, RemoteBuf};
+
+use crate::server::Origin;
 use gkfs_proto::msg::*;
 use gkfs_proto::wire::Bytes;
 use gkfs_proto::Errno;
@@ -16,8 +18,21 @@ use crate::state::State;
 const RMA_TIMEOUT: Duration = Duration::from_secs(30);
 /// Transfers in flight per request while the disk works on earlier pieces.
 const PIPELINE_DEPTH: usize = 2;
-/// Largest inline read reply, in bytes (the client sends a bulk buffer above this).
+/// Largest inline read reply over the fabric, in bytes (the client sends a bulk buffer
+/// above this). On the node-local socket all data is inline, up to
+/// `gkfs_proto::local::max_data`.
 pub const INLINE_READ_MAX: u64 = 64 * 1024;
+
+/// The fabric peer to move bulk data with; the local socket has none.
+fn bulk_peer(from: &Origin) -> Result<Peer, RemoteError> {
+    match from {
+        Origin::Fabric(p) => Ok(*p),
+        Origin::Local => Err(RemoteError::new(
+            Errno::EINVAL,
+            "bulk (RMA) transfer requested over the node-local socket",
+        )),
+    }
+}
 
 fn io_err(what: &str, e: std::io::Error) -> RemoteError {
     let errno = Errno::from(&e);
@@ -62,7 +77,7 @@ fn remote(b: &Bulk) -> RemoteBuf {
 
 pub fn write_chunks(
     st: &State,
-    from: Peer,
+    from: &Origin,
     req: WriteChunksReq,
 ) -> Result<WriteChunksReply, RemoteError> {
     let id = req.file_id;
@@ -79,6 +94,7 @@ pub fn write_chunks(
             }
         }
         Some(bulk) => {
+            let from = bulk_peer(from)?;
             check_pieces(st, &req.pieces, bulk.len)?;
             let deadline = Instant::now() + RMA_TIMEOUT;
             let rb = remote(bulk);
@@ -119,7 +135,7 @@ pub fn write_chunks(
 
 pub fn read_chunks(
     st: &State,
-    from: Peer,
+    from: &Origin,
     req: ReadChunksReq,
 ) -> Result<ReadChunksReply, RemoteError> {
     let id = req.file_id;
@@ -127,7 +143,11 @@ pub fn read_chunks(
     let total: u64 = req.pieces.iter().map(|p| p.len).sum();
     match &req.bulk {
         None => {
-            if total > INLINE_READ_MAX {
+            let limit = match from {
+                Origin::Fabric(_) => INLINE_READ_MAX,
+                Origin::Local => gkfs_proto::local::max_data(st.chunk_size.get()),
+            };
+            if total > limit {
                 return Err(RemoteError::new(Errno::EINVAL, "inline read too large"));
             }
             let end = req
@@ -153,6 +173,7 @@ pub fn read_chunks(
             })
         }
         Some(bulk) => {
+            let from = bulk_peer(from)?;
             check_pieces(st, &req.pieces, bulk.len)?;
             let deadline = Instant::now() + RMA_TIMEOUT;
             let rb = remote(bulk);

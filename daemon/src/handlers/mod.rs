@@ -5,66 +5,66 @@ mod data;
 mod meta;
 mod mgmt;
 
-use gkfs_fabric::Peer;
 use gkfs_proto::msg::*;
 
+use crate::server::Origin;
 use crate::state::State;
 
 impl Handler for State {
-    type Ctx = Peer;
-    fn ping(&self, _: &Peer, _: PingReq) -> Result<PingReply, RemoteError> {
+    type Ctx = Origin;
+    fn ping(&self, _: &Origin, _: PingReq) -> Result<PingReply, RemoteError> {
         mgmt::ping(self)
     }
-    fn stats(&self, _: &Peer, _: StatsReq) -> Result<StatsReply, RemoteError> {
+    fn stats(&self, _: &Origin, _: StatsReq) -> Result<StatsReply, RemoteError> {
         mgmt::stats(self)
     }
-    fn create(&self, _: &Peer, r: CreateReq) -> Result<CreateReply, RemoteError> {
+    fn create(&self, _: &Origin, r: CreateReq) -> Result<CreateReply, RemoteError> {
         meta::create(self, r)
     }
-    fn stat(&self, _: &Peer, r: StatReq) -> Result<StatReply, RemoteError> {
+    fn stat(&self, _: &Origin, r: StatReq) -> Result<StatReply, RemoteError> {
         meta::stat(self, r)
     }
-    fn remove(&self, _: &Peer, r: RemoveReq) -> Result<RemoveReply, RemoteError> {
+    fn remove(&self, _: &Origin, r: RemoveReq) -> Result<RemoveReply, RemoteError> {
         meta::remove(self, r)
     }
-    fn update_size(&self, _: &Peer, r: UpdateSizeReq) -> Result<UpdateSizeReply, RemoteError> {
+    fn update_size(&self, _: &Origin, r: UpdateSizeReq) -> Result<UpdateSizeReply, RemoteError> {
         meta::update_size(self, r)
     }
-    fn get_size(&self, _: &Peer, r: GetSizeReq) -> Result<GetSizeReply, RemoteError> {
+    fn get_size(&self, _: &Origin, r: GetSizeReq) -> Result<GetSizeReply, RemoteError> {
         meta::get_size(self, r)
     }
-    fn truncate(&self, _: &Peer, r: TruncateReq) -> Result<TruncateReply, RemoteError> {
+    fn truncate(&self, _: &Origin, r: TruncateReq) -> Result<TruncateReply, RemoteError> {
         meta::truncate(self, r)
     }
-    fn read_dir(&self, _: &Peer, r: ReadDirReq) -> Result<ReadDirReply, RemoteError> {
+    fn read_dir(&self, _: &Origin, r: ReadDirReq) -> Result<ReadDirReply, RemoteError> {
         meta::read_dir(self, r)
     }
-    fn put_record(&self, _: &Peer, r: PutRecordReq) -> Result<PutRecordReply, RemoteError> {
+    fn put_record(&self, _: &Origin, r: PutRecordReq) -> Result<PutRecordReply, RemoteError> {
         meta::put_record(self, r)
     }
-    fn scan_prefix(&self, _: &Peer, r: ScanPrefixReq) -> Result<ScanPrefixReply, RemoteError> {
+    fn scan_prefix(&self, _: &Origin, r: ScanPrefixReq) -> Result<ScanPrefixReply, RemoteError> {
         meta::scan_prefix(self, r)
     }
     fn write_chunks(
         &self,
-        from: &Peer,
+        from: &Origin,
         r: WriteChunksReq,
     ) -> Result<WriteChunksReply, RemoteError> {
-        data::write_chunks(self, *from, r)
+        data::write_chunks(self, from, r)
     }
-    fn read_chunks(&self, from: &Peer, r: ReadChunksReq) -> Result<ReadChunksReply, RemoteError> {
-        data::read_chunks(self, *from, r)
+    fn read_chunks(&self, from: &Origin, r: ReadChunksReq) -> Result<ReadChunksReply, RemoteError> {
+        data::read_chunks(self, from, r)
     }
-    fn truncate_chunks(&self, _: &Peer, r: TruncateChunksReq) -> Result<Empty, RemoteError> {
+    fn truncate_chunks(&self, _: &Origin, r: TruncateChunksReq) -> Result<Empty, RemoteError> {
         data::truncate_chunks(self, r)
     }
-    fn remove_chunks(&self, _: &Peer, r: RemoveChunksReq) -> Result<Empty, RemoteError> {
+    fn remove_chunks(&self, _: &Origin, r: RemoveChunksReq) -> Result<Empty, RemoteError> {
         data::remove_chunks(self, r)
     }
-    fn statfs(&self, _: &Peer, _: StatfsReq) -> Result<StatfsReply, RemoteError> {
+    fn statfs(&self, _: &Origin, _: StatfsReq) -> Result<StatfsReply, RemoteError> {
         mgmt::statfs(self)
     }
-    fn set_attr(&self, _: &Peer, r: SetAttrReq) -> Result<StatReply, RemoteError> {
+    fn set_attr(&self, _: &Origin, r: SetAttrReq) -> Result<StatReply, RemoteError> {
         meta::set_attr(self, r)
     }
 }

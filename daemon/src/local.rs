@@ -1,0 +1,128 @@
+//! The node-local socket: clients on this host send requests here instead of through
+//! libfabric (see `gkfs_proto::local`). One thread per connection; a connection serves
+//! one request at a time, so a client keeps one connection per call in flight.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+
+use crate::server::{handle_payload, Origin};
+use crate::state::State;
+
+/// The socket server; stopped (and its file removed) by [`LocalServer::stop`].
+pub struct LocalServer {
+    path: PathBuf,
+    acceptor: Option<JoinHandle<()>>,
+    conns: Conns,
+    stop: Arc<AtomicBool>,
+}
+
+/// Open connections: a handle to shut each down, and its thread.
+type Conns = Arc<Mutex<Vec<(UnixStream, JoinHandle<()>)>>>;
+
+/// Unix socket paths are limited to 107 bytes.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+impl LocalServer {
+    /// Listens on `path` (mode 0600; a stale socket file there is replaced).
+    pub fn start(path: &Path, state: Arc<State>) -> Result<LocalServer> {
+        if path.as_os_str().len() > MAX_SOCKET_PATH {
+            anyhow::bail!(
+                "socket path {} is longer than {MAX_SOCKET_PATH} bytes",
+                path.display()
+            );
+        }
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod {}", path.display()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Conns = Arc::default();
+        let acceptor = {
+            let (stop, conns) = (stop.clone(), conns.clone());
+            std::thread::Builder::new()
+                .name("gkfsd-local".into())
+                .spawn(move || {
+                    for stream in listener.incoming() {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let Ok(stream) = stream else { continue };
+                        let Ok(handle) = stream.try_clone() else {
+                            continue;
+                        };
+                        let state = state.clone();
+                        let h = std::thread::Builder::new()
+                            .name("gkfsd-local-conn".into())
+                            .spawn(move || serve(stream, &state));
+                        match h {
+                            Ok(h) => {
+                                let mut c = conns.lock().unwrap_or_else(|e| e.into_inner());
+                                c.retain(|(_, h)| !h.is_finished());
+                                c.push((handle, h));
+                            }
+                            Err(e) => log::warn!("cannot start a connection thread: {e}"),
+                        }
+                    }
+                })
+                .context("cannot start the local socket thread")?
+        };
+        Ok(LocalServer {
+            path: path.to_path_buf(),
+            acceptor: Some(acceptor),
+            conns,
+            stop,
+        })
+    }
+
+    /// Stops accepting, waits for the connections to finish their current request, and
+    /// removes the socket file.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the acceptor.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|e| e.into_inner()));
+        // Unblocks each connection's read; a request being served finishes first.
+        for (s, _) in &conns {
+            let _ = s.shutdown(std::net::Shutdown::Read);
+        }
+        for (_, h) in conns {
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve(stream: UnixStream, state: &State) {
+    let max = gkfs_proto::local::max_frame(state.chunk_size.get());
+    let Ok(w) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream);
+    let mut writer = BufWriter::new(w);
+    loop {
+        let payload = match gkfs_proto::local::read_frame(&mut reader, max) {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(e) => {
+                log::warn!("local client: {e}; closing its connection");
+                return;
+            }
+        };
+        let reply = handle_payload(state, &payload, false, Origin::Local);
+        if gkfs_proto::local::write_frame(&mut writer, &reply)
+            .and_then(|_| writer.flush())
+            .is_err()
+        {
+            return;
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The node-local channel: a daemon also listens on a unix socket (its hosts line says
+//! `socket=PATH`), and clients on the same host send it the same requests there, framed
+//! by a length, without libfabric. Bulk (RMA) descriptors are not used on it: data
+//! travels inline, up to [`max_data`] bytes per message.
+//!
+//! Frame: `u32` little-endian payload length, then the payload (a request: header and
+//! body as on the fabric; or a reply).
+
+use std::io::{self, Read, Write};
+
+/// Data bytes one local message may carry at least (more if the chunk is larger).
+pub const MIN_MAX_DATA: u64 = 16 << 20;
+
+/// Data bytes one local message may carry with chunk size `chunk_size`.
+pub fn max_data(chunk_size: u64) -> u64 {
+    MIN_MAX_DATA.max(chunk_size)
+}
+
+/// Largest frame accepted with chunk size `chunk_size` (data plus headers and the
+/// piece list).
+pub fn max_frame(chunk_size: u64) -> usize {
+    (max_data(chunk_size) + (2 << 20)) as usize
+}
+
+/// Writes one frame.
+pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    let mut buf = Vec::with_capacity(4 + payload.len());
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(payload);
+    w.write_all(&buf)
+}
+
+/// Reads one frame of at most `max` bytes; `Ok(None)` at a clean end of stream.
+pub fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds the limit of {max}"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_limits_hold() {
+        let mut v = Vec::new();
+        write_frame(&mut v, b"hello").unwrap();
+        write_frame(&mut v, b"").unwrap();
+        let mut r = &v[..];
+        assert_eq!(read_frame(&mut r, 10).unwrap().unwrap(), b"hello");
+        assert_eq!(read_frame(&mut r, 10).unwrap().unwrap(), b"");
+        assert!(read_frame(&mut r, 10).unwrap().is_none());
+        let mut r = &v[..];
+        assert!(read_frame(&mut r, 4).is_err());
+        let mut short = &v[..6];
+        assert!(read_frame(&mut short, 10).is_err());
+        assert_eq!(max_data(4096), MIN_MAX_DATA);
+        assert_eq!(max_data(64 << 20), 64 << 20);
+    }
+}
