@@ -103,8 +103,96 @@ impl LocalServer {
     }
 }
 
+/// A client's shared window (its memfd), for the life of its connection. The daemon
+/// reads and writes it with pread/pwrite; it does not map it.
+#[derive(Debug)]
+pub struct Window {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl Window {
+    /// Checks that `len` bytes at `offset` are inside the window.
+    pub fn check(&self, offset: u64, len: u64) -> bool {
+        offset.checked_add(len).is_some_and(|e| e <= self.len)
+    }
+
+    /// Copies `buf.len()` bytes at `offset` of the window into `buf`.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
+
+    /// Copies `data` into the window at `offset`.
+    pub fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&self.file, data, offset)
+    }
+}
+
+/// Reads the window handshake (8 bytes, maybe with a memfd in SCM_RIGHTS).
+fn receive_window(stream: &UnixStream) -> std::io::Result<Option<Window>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut hs = [0u8; 8];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut file: Option<std::fs::File> = None;
+    let n = {
+        let mut iov = [std::io::IoSliceMut::new(&mut hs)];
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for f in fds {
+                    let f = adopt_fd(f);
+                    file.get_or_insert(f);
+                }
+            }
+        }
+        msg.bytes
+    };
+    if n != hs.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "short window handshake",
+        ));
+    }
+    let size = gkfs_proto::local::parse_handshake(&hs)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not a gkfs client"))?
+        as u64;
+    let (Some(file), true) = (file, size > 0) else {
+        return Ok(None);
+    };
+    if file.metadata()?.len() < size {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "window smaller than announced",
+        ));
+    }
+    Ok(Some(Window { file, len: size }))
+}
+
+/// Takes ownership of a descriptor received in SCM_RIGHTS.
+#[allow(unsafe_code)]
+fn adopt_fd(fd: std::os::fd::RawFd) -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the kernel just installed this descriptor for us (recvmsg SCM_RIGHTS);
+    // nothing else owns it.
+    unsafe { std::fs::File::from_raw_fd(fd) }
+}
+
 fn serve(stream: UnixStream, state: &State) {
     let max = gkfs_proto::local::max_frame(state.chunk_size.get());
+    let window = match receive_window(&stream) {
+        Ok(w) => w,
+        Err(e) => {
+            log::warn!("local client: {e}; closing its connection");
+            return;
+        }
+    };
+    let window = window.map(std::sync::Arc::new);
     let Ok(w) = stream.try_clone() else { return };
     let mut reader = BufReader::new(stream);
     let mut writer = BufWriter::new(w);
@@ -117,7 +205,7 @@ fn serve(stream: UnixStream, state: &State) {
                 return;
             }
         };
-        let reply = handle_payload(state, &payload, false, Origin::Local);
+        let reply = handle_payload(state, &payload, false, Origin::Local(window.clone()));
         if gkfs_proto::local::write_frame(&mut writer, &reply)
             .and_then(|_| writer.flush())
             .is_err()

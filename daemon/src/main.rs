@@ -1,6 +1,6 @@
 //! gkfsd: the gkfs storage daemon. One runs on every node of a job; together they hold
 //! the file system. See `gkfsd --help` and daemon/README.md.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod handlers;
 mod local;

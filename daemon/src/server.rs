@@ -14,14 +14,15 @@ use gkfs_proto::Errno;
 
 use crate::state::State;
 
-/// Where a request came from: a fabric peer (which bulk transfers go to) or the
-/// node-local socket (data inline only).
-#[derive(Debug, Clone, Copy)]
+/// Where a request came from: a fabric peer (bulk data moves by RMA with it) or a
+/// connection on the node-local socket (bulk data sits in its shared window, if it set
+/// one up).
+#[derive(Debug, Clone)]
 pub enum Origin {
     /// A libfabric peer.
     Fabric(Peer),
     /// A client on this node, through the unix socket.
-    Local,
+    Local(Option<std::sync::Arc<crate::local::Window>>),
 }
 
 /// Starts `threads` workers serving requests until `stop` is set and the endpoint

@@ -56,6 +56,23 @@ impl std::fmt::Debug for File {
     }
 }
 
+/// The pieces with buffer offsets renumbered back to back (as they sit in an inline
+/// payload or a shared window).
+fn packed(pieces: &[ChunkIo]) -> Vec<ChunkIo> {
+    let mut at = 0;
+    pieces
+        .iter()
+        .map(|p| {
+            let q = ChunkIo {
+                buf_offset: at,
+                ..*p
+            };
+            at += p.len;
+            q
+        })
+        .collect()
+}
+
 struct Group {
     pieces: Vec<ChunkIo>,
     bytes: u64,
@@ -166,9 +183,10 @@ impl Client {
         groups
     }
 
-    /// Largest span one data call covers when local daemons (inline only) are involved.
+    /// Largest span one data call covers when local daemons are involved (their
+    /// shared window).
     fn span(&self) -> u64 {
-        gkfs_proto::local::max_data(self.chunk_size())
+        gkfs_proto::local::WINDOW_SIZE as u64
     }
 
     fn write_data(
@@ -203,8 +221,9 @@ impl Client {
             .ok_or(Errno::EFBIG)?;
         let groups = self.groups(id, off, data.len() as u64);
         let rpc = self.rpc();
-        let inline = |d: u32, bytes: u64| bytes <= INLINE_WRITE_MAX || rpc.is_local(d);
-        let mr = if groups.iter().any(|(d, g)| !inline(*d, g.bytes)) {
+        // Over the fabric: small groups inline, large ones by RMA from `data`.
+        let rma = |d: u32, bytes: u64| !rpc.is_local(d) && bytes > INLINE_WRITE_MAX;
+        let mr = if groups.iter().any(|(d, g)| rma(*d, g.bytes)) {
             Some(
                 rpc.fabric()?
                     .ep
@@ -214,33 +233,27 @@ impl Client {
         } else {
             None
         };
+        let piece = |p: &ChunkIo| &data[p.buf_offset as usize..(p.buf_offset + p.len) as usize];
         let mut pending = Vec::with_capacity(groups.len());
         for (d, g) in groups {
-            let req = if inline(d, g.bytes) {
-                let mut inline = Vec::with_capacity(g.bytes as usize);
-                let pieces = g
-                    .pieces
-                    .into_iter()
-                    .map(|p| {
-                        let at = inline.len() as u64;
-                        inline.extend_from_slice(
-                            &data[p.buf_offset as usize..(p.buf_offset + p.len) as usize],
-                        );
-                        ChunkIo {
-                            buf_offset: at,
-                            ..p
-                        }
-                    })
-                    .collect();
-                WriteChunksReq {
+            if rpc.is_local(d) {
+                // Local daemon: the pieces go into the connection's shared window, back
+                // to back, and the daemon writes them to disk from there.
+                let parts: Vec<&[u8]> = g.pieces.iter().map(piece).collect();
+                let req = WriteChunksReq {
                     file_id: id,
-                    pieces,
-                    bulk: None,
-                    inline: Bytes(inline),
-                }
-            } else {
+                    pieces: packed(&g.pieces),
+                    bulk: Some(Bulk {
+                        addr: 0,
+                        key: 0,
+                        len: g.bytes,
+                    }),
+                    inline: Bytes::default(),
+                };
+                pending.push(rpc.start_with(d, &req, SMALL_REPLY, &parts)?);
+            } else if rma(d, g.bytes) {
                 let r = mr.as_ref().map(|m| m.remote()).ok_or(Errno::EIO)?;
-                WriteChunksReq {
+                let req = WriteChunksReq {
                     file_id: id,
                     pieces: g.pieces,
                     bulk: Some(Bulk {
@@ -249,9 +262,21 @@ impl Client {
                         len: r.len,
                     }),
                     inline: Bytes::default(),
+                };
+                pending.push(rpc.start(d, &req, SMALL_REPLY)?);
+            } else {
+                let mut inline = Vec::with_capacity(g.bytes as usize);
+                for p in &g.pieces {
+                    inline.extend_from_slice(piece(p));
                 }
-            };
-            pending.push(rpc.start(d, &req, SMALL_REPLY)?);
+                let req = WriteChunksReq {
+                    file_id: id,
+                    pieces: packed(&g.pieces),
+                    bulk: None,
+                    inline: Bytes(inline),
+                };
+                pending.push(rpc.start(d, &req, SMALL_REPLY)?);
+            }
         }
         // The size update travels alongside the data.
         let size = if update_size {
@@ -307,11 +332,19 @@ impl Client {
         )?;
         let groups = self.groups(id, off, buf.len() as u64);
         let len = buf.len();
-        // (inline?, group) in the order the calls are started.
-        let mut sent: Vec<(bool, Group)> = Vec::with_capacity(groups.len());
+        let rma = |d: u32, bytes: u64| !rpc.is_local(d) && bytes > INLINE_READ_MAX;
+        enum Way {
+            /// Data in the reply, pieces back to back.
+            Inline,
+            /// Data written into our buffer by RMA; holes past each piece's `lens`.
+            Rma,
+            /// Data in the local connection's window, pieces back to back.
+            Window,
+        }
+        let mut sent: Vec<(Way, Group)> = Vec::with_capacity(groups.len());
+        let mut windows = Vec::new();
         let replies = {
-            let inline = |d: u32, bytes: u64| bytes <= INLINE_READ_MAX || rpc.is_local(d);
-            let mr = if groups.iter().any(|(d, g)| !inline(*d, g.bytes)) {
+            let mr = if groups.iter().any(|(d, g)| rma(*d, g.bytes)) {
                 Some(
                     rpc.fabric()?
                         .ep
@@ -323,79 +356,99 @@ impl Client {
             };
             let mut pending = Vec::new();
             for (d, g) in groups {
-                let inline = inline(d, g.bytes);
-                let (req, reply_max) = if inline {
-                    let mut at = 0;
-                    let pieces: Vec<ChunkIo> = g
-                        .pieces
-                        .iter()
-                        .map(|p| {
-                            let q = ChunkIo {
-                                buf_offset: at,
-                                ..*p
-                            };
-                            at += p.len;
-                            q
-                        })
-                        .collect();
-                    let reply_max = g.bytes as usize + 8 * pieces.len() + 1024;
-                    (
-                        ReadChunksReq {
-                            file_id: id,
-                            pieces,
-                            bulk: None,
-                        },
-                        reply_max,
-                    )
-                } else {
+                let (way, req, reply_max) = if rpc.is_local(d) {
+                    let req = ReadChunksReq {
+                        file_id: id,
+                        pieces: packed(&g.pieces),
+                        bulk: Some(Bulk {
+                            addr: 0,
+                            key: 0,
+                            len: g.bytes,
+                        }),
+                    };
+                    (Way::Window, req, SMALL_REPLY + 8 * g.pieces.len())
+                } else if rma(d, g.bytes) {
                     let r = mr.as_ref().map(|m| m.remote()).ok_or(Errno::EIO)?;
-                    let bulk = Some(Bulk {
-                        addr: r.addr,
-                        key: r.key,
-                        len: r.len,
-                    });
-                    let reply_max = SMALL_REPLY + 8 * g.pieces.len();
-                    (
-                        ReadChunksReq {
-                            file_id: id,
-                            pieces: g.pieces.clone(),
-                            bulk,
-                        },
-                        reply_max,
-                    )
+                    let req = ReadChunksReq {
+                        file_id: id,
+                        pieces: g.pieces.clone(),
+                        bulk: Some(Bulk {
+                            addr: r.addr,
+                            key: r.key,
+                            len: r.len,
+                        }),
+                    };
+                    (Way::Rma, req, SMALL_REPLY + 8 * g.pieces.len())
+                } else {
+                    let reply_max = g.bytes as usize + 8 * g.pieces.len() + 1024;
+                    let req = ReadChunksReq {
+                        file_id: id,
+                        pieces: packed(&g.pieces),
+                        bulk: None,
+                    };
+                    (Way::Inline, req, reply_max)
                 };
                 pending.push(rpc.start(d, &req, reply_max)?);
-                sent.push((inline, g));
+                sent.push((way, g));
             }
-            let replies = wait_all(pending);
-            // Revoke the daemons' access before touching the buffer again.
+            // Every call finishes (local windows are kept for the copy below) before the
+            // daemons' access to `buf` is revoked and the buffer is touched again.
+            let mut replies = Vec::with_capacity(pending.len());
+            let mut first_err = None;
+            for p in pending {
+                match p.wait_window() {
+                    Ok((r, w)) => {
+                        replies.push(r);
+                        windows.push(w);
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
             drop(mr);
-            replies?
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+            replies
         };
-        for ((inline, g), reply) in sent.iter().zip(replies) {
-            if *inline {
-                let mut at = 0usize;
-                for p in &g.pieces {
-                    let src = reply
-                        .inline
-                        .0
-                        .get(at..at + p.len as usize)
-                        .ok_or(Errno::EPROTO)?;
-                    buf[p.buf_offset as usize..(p.buf_offset + p.len) as usize]
-                        .copy_from_slice(src);
-                    at += p.len as usize;
+        for (((way, g), reply), win) in sent.iter().zip(replies).zip(&windows) {
+            match way {
+                Way::Inline | Way::Window => {
+                    let src_all = match way {
+                        Way::Inline => &reply.inline.0[..],
+                        _ => win.bytes(),
+                    };
+                    let mut at = 0usize;
+                    for (i, p) in g.pieces.iter().enumerate() {
+                        let dst = &mut buf[p.buf_offset as usize..(p.buf_offset + p.len) as usize];
+                        // A window holds only what the chunk had; the rest is a hole.
+                        let present = match way {
+                            Way::Window => {
+                                reply.lens.get(i).copied().ok_or(Errno::EPROTO)?.min(p.len)
+                            }
+                            _ => p.len,
+                        } as usize;
+                        let src = src_all.get(at..at + present).ok_or(Errno::EPROTO)?;
+                        dst[..present].copy_from_slice(src);
+                        dst[present..].fill(0);
+                        at += p.len as usize;
+                    }
                 }
-            } else {
-                // Bytes past what the chunk holds are a hole: zeros.
-                if reply.lens.len() != g.pieces.len() {
-                    return Err(Errno::EPROTO);
-                }
-                for (p, &present) in g.pieces.iter().zip(&reply.lens) {
-                    let present = present.min(p.len);
-                    buf[(p.buf_offset + present) as usize..(p.buf_offset + p.len) as usize].fill(0);
+                Way::Rma => {
+                    // Bytes past what the chunk holds are a hole: zeros.
+                    if reply.lens.len() != g.pieces.len() {
+                        return Err(Errno::EPROTO);
+                    }
+                    for (p, &present) in g.pieces.iter().zip(&reply.lens) {
+                        let present = present.min(p.len);
+                        buf[(p.buf_offset + present) as usize..(p.buf_offset + p.len) as usize]
+                            .fill(0);
+                    }
                 }
             }
         }
+        drop(windows);
         let size = size.wait()?.size;
         Ok((size.saturating_sub(off)).min(len as u64) as usize)
     }

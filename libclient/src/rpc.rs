@@ -27,28 +27,97 @@ pub const SMALL_REPLY: usize = 8 * 1024;
 /// Idle connections kept per local daemon.
 const IDLE_CONNS: usize = 16;
 
+/// A memory window shared with a local daemon (a mapped memfd).
+pub(crate) struct Window {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by the Window; one call at a time uses it.
+unsafe impl Send for Window {}
+
+impl Window {
+    /// Creates the memfd, maps it, and returns it with the fd to hand to the daemon.
+    fn create(len: usize) -> std::io::Result<(Window, std::os::fd::OwnedFd)> {
+        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+        let fd = nix::sys::memfd::memfd_create(
+            c"gkfs-window",
+            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        )?;
+        nix::unistd::ftruncate(&fd, len as i64)?;
+        let size = std::num::NonZeroUsize::new(len).ok_or(std::io::ErrorKind::InvalidInput)?;
+        // SAFETY: a fresh shared mapping of our own memfd, owned by the Window from here.
+        let p = unsafe {
+            mmap(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                &fd,
+                0,
+            )?
+        };
+        Ok((Window { ptr: p.cast(), len }, fd))
+    }
+
+    /// The window's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: our mapping of `len` bytes; the daemon does not touch it between
+        // calls (it only works on it while serving this connection's one request).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and `&mut self` is the only user.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping made in `create`, which nothing else refers to.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// A connection to a local daemon and its shared window.
+pub(crate) struct LocalConn {
+    stream: UnixStream,
+    window: Window,
+}
+
 /// A daemon's node-local socket and the idle connections to it.
 pub(crate) struct LocalRoute {
     path: PathBuf,
-    idle: Mutex<Vec<UnixStream>>,
+    idle: Mutex<Vec<LocalConn>>,
     max_frame: usize,
 }
 
 impl LocalRoute {
-    fn conn(&self) -> std::io::Result<UnixStream> {
+    fn conn(&self) -> std::io::Result<LocalConn> {
         if let Some(c) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(c);
         }
-        let c = UnixStream::connect(&self.path)?;
+        let stream = UnixStream::connect(&self.path)?;
         // Our own descriptor: not inherited by programs the process executes.
-        let _ = nix::fcntl::fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(&c),
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
-        Ok(c)
+        )?;
+        let (window, fd) = Window::create(gkfs_proto::local::WINDOW_SIZE)?;
+        let hs = gkfs_proto::local::handshake(window.len as u32);
+        let fds = [std::os::fd::AsRawFd::as_raw_fd(&fd)];
+        nix::sys::socket::sendmsg::<()>(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            &[std::io::IoSlice::new(&hs)],
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )?;
+        Ok(LocalConn { stream, window })
     }
 
-    fn give_back(&self, c: UnixStream) {
+    fn give_back(&self, c: LocalConn) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < IDLE_CONNS {
             idle.push(c);
@@ -163,6 +232,18 @@ impl Rpcs {
 
     /// Sends `req` to daemon `d`; the reply may be up to `max_reply` bytes.
     pub fn start<R: Rpc>(&self, d: u32, req: &R, max_reply: usize) -> Result<Pending<R>, Errno> {
+        self.start_with(d, req, max_reply, &[])
+    }
+
+    /// Like [`Rpcs::start`] for a local daemon whose request names the connection's
+    /// shared window: `put` is copied into the window first (back to back).
+    pub fn start_with<R: Rpc>(
+        &self,
+        d: u32,
+        req: &R,
+        max_reply: usize,
+        put: &[&[u8]],
+    ) -> Result<Pending<R>, Errno> {
         let route = self.routes.get(d as usize).ok_or(Errno::EINVAL)?;
         let request_id = self
             .next_id
@@ -180,9 +261,17 @@ impl Rpcs {
         let call = match route {
             Route::Local(l) => {
                 let sent = l.conn().and_then(|mut c| {
-                    c.set_write_timeout(Some(self.timeout))?;
-                    gkfs_proto::local::write_frame(&mut c, &msg)?;
-                    c.flush()?;
+                    let mut at = 0;
+                    let win = c.window.bytes_mut();
+                    for p in put {
+                        win.get_mut(at..at + p.len())
+                            .ok_or(std::io::ErrorKind::InvalidInput)?
+                            .copy_from_slice(p);
+                        at += p.len();
+                    }
+                    c.stream.set_write_timeout(Some(self.timeout))?;
+                    gkfs_proto::local::write_frame(&mut c.stream, &msg)?;
+                    c.stream.flush()?;
                     Ok(c)
                 });
                 match sent {
@@ -227,7 +316,28 @@ fn io_errno(e: &std::io::Error) -> Errno {
 
 enum Call {
     Fabric(PendingCall),
-    Local(Arc<LocalRoute>, UnixStream),
+    Local(Arc<LocalRoute>, LocalConn),
+}
+
+/// A local connection's window, handed to the caller with a reply; the connection goes
+/// back to the pool when this is dropped.
+pub(crate) struct WindowGuard {
+    conn: Option<(Arc<LocalRoute>, LocalConn)>,
+}
+
+impl WindowGuard {
+    /// The window's bytes (what the daemon put there for this call).
+    pub fn bytes(&self) -> &[u8] {
+        self.conn.as_ref().map_or(&[], |(_, c)| c.window.bytes())
+    }
+}
+
+impl Drop for WindowGuard {
+    fn drop(&mut self) {
+        if let Some((route, c)) = self.conn.take() {
+            route.give_back(c);
+        }
+    }
 }
 
 /// A call in flight.
@@ -241,7 +351,13 @@ pub(crate) struct Pending<R: Rpc> {
 impl<R: Rpc> Pending<R> {
     /// Waits for the reply.
     pub fn wait(self) -> Result<R::Reply, Errno> {
+        self.wait_window().map(|(r, _)| r)
+    }
+
+    /// Waits for the reply; for a local call, also hands over the connection's window.
+    pub fn wait_window(self) -> Result<(R::Reply, WindowGuard), Errno> {
         let d = self.daemon;
+        let mut guard = WindowGuard { conn: None };
         let bytes = match self.call {
             Call::Fabric(call) => call.wait(self.deadline).map_err(|e| {
                 log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);
@@ -253,11 +369,12 @@ impl<R: Rpc> Pending<R> {
                     .saturating_duration_since(Instant::now())
                     .max(std::time::Duration::from_millis(1));
                 let got = c
+                    .stream
                     .set_read_timeout(Some(left))
-                    .and_then(|_| gkfs_proto::local::read_frame(&mut c, route.max_frame));
+                    .and_then(|_| gkfs_proto::local::read_frame(&mut c.stream, route.max_frame));
                 match got {
                     Ok(Some(b)) => {
-                        route.give_back(c);
+                        guard.conn = Some((route, c));
                         b
                     }
                     Ok(None) => {
@@ -275,7 +392,7 @@ impl<R: Rpc> Pending<R> {
             }
         };
         match decode_reply::<R>(&bytes) {
-            Ok((_, Ok(reply))) => Ok(reply),
+            Ok((_, Ok(reply))) => Ok((reply, guard)),
             Ok((_, Err(remote))) => {
                 if !remote.detail.is_empty() {
                     log::info!(

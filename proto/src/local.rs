@@ -5,8 +5,35 @@
 //!
 //! Frame: `u32` little-endian payload length, then the payload (a request: header and
 //! body as on the fabric; or a reply).
+//!
+//! Shared window: a connection starts with a handshake of 8 bytes, [`WINDOW_MAGIC`] and
+//! the window size (both `u32` little-endian), sent with `sendmsg` carrying one memfd in
+//! `SCM_RIGHTS` (or no fd and size 0: no window). Both sides map the memfd. A data
+//! request then names the window with a `Bulk` descriptor (`addr` = offset in the
+//! window, `key` = 0): the daemon writes chunks straight from it and reads chunks
+//! straight into it, as it does with RMA over the fabric. One call at a time uses a
+//! connection, so the window is the call's alone.
 
 use std::io::{self, Read, Write};
+
+/// First word of the window handshake ("GKWN").
+pub const WINDOW_MAGIC: u32 = u32::from_le_bytes(*b"GKWN");
+/// Size of the shared window a client creates per connection.
+pub const WINDOW_SIZE: usize = 8 << 20;
+
+/// The 8 handshake bytes for a window of `size` bytes.
+pub fn handshake(size: u32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&WINDOW_MAGIC.to_le_bytes());
+    b[4..].copy_from_slice(&size.to_le_bytes());
+    b
+}
+
+/// The window size in handshake bytes, None if they are not a handshake.
+pub fn parse_handshake(b: &[u8; 8]) -> Option<u32> {
+    let magic = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    (magic == WINDOW_MAGIC).then(|| u32::from_le_bytes([b[4], b[5], b[6], b[7]]))
+}
 
 /// Data bytes one local message may carry at least (more if the chunk is larger).
 pub const MIN_MAX_DATA: u64 = 16 << 20;

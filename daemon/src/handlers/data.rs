@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use gkfs_fabric::{FabricError, Peer, RemoteBuf};
 
+use crate::local::Window;
 use crate::server::Origin;
 use gkfs_proto::msg::*;
 use gkfs_proto::wire::Bytes;
@@ -23,13 +24,23 @@ const PIPELINE_DEPTH: usize = 2;
 /// `gkfs_proto::local::max_data`.
 pub const INLINE_READ_MAX: u64 = 64 * 1024;
 
-/// The fabric peer to move bulk data with; the local socket has none.
-fn bulk_peer(from: &Origin) -> Result<Peer, RemoteError> {
+/// Where a request's bulk data is: RMA with a fabric peer, or a local shared window.
+enum BulkAt<'a> {
+    Rma(Peer),
+    Window(&'a Window),
+}
+
+fn bulk_at<'a>(from: &'a Origin, b: &Bulk) -> Result<BulkAt<'a>, RemoteError> {
     match from {
-        Origin::Fabric(p) => Ok(*p),
-        Origin::Local => Err(RemoteError::new(
+        Origin::Fabric(p) => Ok(BulkAt::Rma(*p)),
+        Origin::Local(Some(w)) if w.check(b.addr, b.len) => Ok(BulkAt::Window(w)),
+        Origin::Local(Some(_)) => Err(RemoteError::new(
             Errno::EINVAL,
-            "bulk (RMA) transfer requested over the node-local socket",
+            "bulk range outside the shared window",
+        )),
+        Origin::Local(None) => Err(RemoteError::new(
+            Errno::EINVAL,
+            "bulk transfer over the node-local socket without a shared window",
         )),
     }
 }
@@ -94,8 +105,26 @@ pub fn write_chunks(
             }
         }
         Some(bulk) => {
-            let from = bulk_peer(from)?;
             check_pieces(st, &req.pieces, bulk.len)?;
+            let from = match bulk_at(from, bulk)? {
+                BulkAt::Rma(p) => p,
+                BulkAt::Window(win) => {
+                    let mut data = Vec::new();
+                    for p in &req.pieces {
+                        data.resize(p.len as usize, 0);
+                        win.read(bulk.addr + p.buf_offset, &mut data)
+                            .map_err(|e| io_err("read the client's window", e))?;
+                        st.chunks
+                            .write(id, p.chunk, p.offset, &data)
+                            .map_err(|e| io_err("write chunk", e))?;
+                        written += p.len;
+                    }
+                    st.counters
+                        .bytes_written
+                        .fetch_add(written, Ordering::Relaxed);
+                    return Ok(WriteChunksReply { written });
+                }
+            };
             let deadline = Instant::now() + RMA_TIMEOUT;
             let rb = remote(bulk);
             let mut next = 0;
@@ -145,7 +174,7 @@ pub fn read_chunks(
         None => {
             let limit = match from {
                 Origin::Fabric(_) => INLINE_READ_MAX,
-                Origin::Local => gkfs_proto::local::max_data(st.chunk_size.get()),
+                Origin::Local(_) => gkfs_proto::local::max_data(st.chunk_size.get()),
             };
             if total > limit {
                 return Err(RemoteError::new(Errno::EINVAL, "inline read too large"));
@@ -173,8 +202,28 @@ pub fn read_chunks(
             })
         }
         Some(bulk) => {
-            let from = bulk_peer(from)?;
             check_pieces(st, &req.pieces, bulk.len)?;
+            let from = match bulk_at(from, bulk)? {
+                BulkAt::Rma(p) => p,
+                BulkAt::Window(win) => {
+                    let mut buf = Vec::new();
+                    for p in &req.pieces {
+                        buf.resize(p.len as usize, 0);
+                        let n = st
+                            .chunks
+                            .read(id, p.chunk, p.offset, &mut buf)
+                            .map_err(|e| io_err("read chunk", e))?;
+                        win.write(bulk.addr + p.buf_offset, &buf[..n])
+                            .map_err(|e| io_err("fill the client's window", e))?;
+                        lens.push(n as u64);
+                    }
+                    st.counters.bytes_read.fetch_add(total, Ordering::Relaxed);
+                    return Ok(ReadChunksReply {
+                        lens,
+                        inline: Bytes::default(),
+                    });
+                }
+            };
             let deadline = Instant::now() + RMA_TIMEOUT;
             let rb = remote(bulk);
             let mut inflight = VecDeque::new();
