@@ -248,6 +248,14 @@ fn run(args: Args) -> Result<()> {
         ),
     };
     let local = match socket_path {
+        Some(p) if p.to_string_lossy().contains(char::is_whitespace) => {
+            log::warn!(
+                "no node-local socket: its path {} contains white space (the hosts file \
+                 separates fields by it)",
+                p.display()
+            );
+            None
+        }
         Some(p) => match local::LocalServer::start(&p, state.clone()) {
             Ok(l) => Some((l, p)),
             Err(e) if args.socket.is_some() => return Err(e),

@@ -411,9 +411,15 @@ fn fio_fork_model_verifies() {
 fn inert_and_quiet() {
     let s = Setup::new();
     // Without a gkfs environment the library changes nothing.
-    let plain = Command::new("ls").args(["-la", "/"]).output().unwrap();
+    let fixture = s.work.path().join("S");
+    let plain = Command::new("ls")
+        .arg("-laR")
+        .arg(&fixture)
+        .output()
+        .unwrap();
     let pre = Command::new("ls")
-        .args(["-la", "/"])
+        .arg("-laR")
+        .arg(&fixture)
         .env("LD_PRELOAD", &s.lib)
         .env_remove("LIBGKFS_HOSTS_FILE")
         .output()
@@ -513,4 +519,38 @@ cp -r src "$T/out" && diff -r "$S" "$T/out" && echo "copied out""#,
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("err= 0"), "{text}");
+}
+
+#[test]
+fn exports_the_entry_points_programs_use() {
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(lib())
+        .output()
+        .expect("nm (binutils) is needed for this test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    let required = "open open64 openat openat64 creat creat64 __open_2 __open64_2 __openat_2 \
+        __openat64_2 read __read_chk write pread pread64 __pread_chk __pread64_chk pwrite pwrite64 readv \
+        writev preadv preadv64 preadv2 pwritev pwritev64 pwritev2 lseek lseek64 close dup dup2 dup3 \
+        fcntl fcntl64 flock stat stat64 lstat lstat64 fstat fstat64 fstatat fstatat64 statx __xstat \
+        __xstat64 __lxstat __lxstat64 __fxstat __fxstat64 __fxstatat __fxstatat64 access faccessat \
+        euidaccess mkdir mkdirat rmdir unlink unlinkat rename renameat renameat2 truncate truncate64 \
+        ftruncate ftruncate64 fsync fdatasync opendir fdopendir readdir readdir64 readdir_r \
+        readdir64_r closedir rewinddir seekdir telldir dirfd scandir scandir64 getdents64 chdir \
+        fchdir getcwd get_current_dir_name realpath __realpath_chk canonicalize_file_name statfs \
+        statfs64 fstatfs fstatfs64 statvfs statvfs64 fstatvfs fstatvfs64 utime utimes lutimes \
+        futimes utimensat futimens posix_fadvise posix_fadvise64 fallocate fallocate64 \
+        posix_fallocate posix_fallocate64 copy_file_range sendfile sendfile64 symlink symlinkat \
+        readlink readlinkat link linkat chmod fchmod fchmodat chown lchown fchown fchownat fopen \
+        fopen64 fdopen freopen freopen64 mmap mmap64 munmap msync execve execv execvp execvpe \
+        execl execlp execle fexecve posix_spawn posix_spawnp ioctl umask";
+    let missing: Vec<&str> = required
+        .split_whitespace()
+        .filter(|s| !exported.contains(s))
+        .collect();
+    assert!(missing.is_empty(), "not exported: {missing:?}");
 }

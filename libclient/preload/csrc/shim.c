@@ -1,6 +1,7 @@
 /* C shims of the preload library, for what Rust cannot express:
- *  - execl/execlp/execle are C-variadic: collect the arguments and call execv/execvp/
- *    execve, which the library defines (so gkfs state reaches the new program);
+ *  - execl/execlp/execle are C-variadic: gkfs_execl... collect the arguments and call
+ *    execv/execvp/execve, which the library defines (so gkfs state reaches the new
+ *    program); the exported execl... are naked Rust trampolines into these (exec.rs);
  *  - a stdio stream made with fopencookie has no file descriptor; programs call
  *    fileno(stdout), so the descriptor is written into glibc's public FILE struct. */
 #define _GNU_SOURCE
@@ -27,7 +28,7 @@ static int collect(const char *arg0, va_list ap, char **argv, char ***envp) {
     return 0;
 }
 
-int execl(const char *path, const char *arg0, ...) {
+int gkfs_execl(const char *path, const char *arg0, ...) {
     char *argv[MAX_ARGS];
     va_list ap;
     va_start(ap, arg0);
@@ -36,7 +37,7 @@ int execl(const char *path, const char *arg0, ...) {
     return r < 0 ? -1 : execv(path, argv);
 }
 
-int execlp(const char *file, const char *arg0, ...) {
+int gkfs_execlp(const char *file, const char *arg0, ...) {
     char *argv[MAX_ARGS];
     va_list ap;
     va_start(ap, arg0);
@@ -45,7 +46,7 @@ int execlp(const char *file, const char *arg0, ...) {
     return r < 0 ? -1 : execvp(file, argv);
 }
 
-int execle(const char *path, const char *arg0, ...) {
+int gkfs_execle(const char *path, const char *arg0, ...) {
     char *argv[MAX_ARGS];
     char **envp = NULL;
     va_list ap;
