@@ -171,9 +171,15 @@ impl Cluster {
     }
 
     /// A client with a given RPC deadline.
+    /// (`LIBGKFS_TRANSPORT=fabric` in the environment forces libfabric.)
     pub fn client_with_timeout(&self, timeout: Duration) -> Client {
+        let transport = match std::env::var("LIBGKFS_TRANSPORT").as_deref() {
+            Ok("fabric") => gkfs_client::Transport::Fabric,
+            _ => gkfs_client::Transport::Auto,
+        };
         Client::new(&ClientConfig {
             timeout,
+            transport,
             ..ClientConfig::new(&self.hosts_file)
         })
         .expect("client")
