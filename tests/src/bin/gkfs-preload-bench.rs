@@ -145,7 +145,7 @@ fn main() {
     assert!(st.success());
     let mut json = Vec::new();
     println!(
-        "{:<34} {:>10} {:>10} {:>9}   (medians of {} runs; 2 daemons, tcp;ofi_rxm)",
+        "{:<34} {:>10} {:>10} {:>9}   (medians of {} runs; 2 daemons on this host)",
         "", "gkfs", "raw", "ratio", o.repeats
     );
     let gk = timed(o.repeats, || {
