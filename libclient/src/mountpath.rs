@@ -20,29 +20,10 @@ pub struct MountDir {
     dir: String,
 }
 
-/// Normalises an absolute path lexically: drops empty and "." components and resolves
-/// ".." (never above the root). Unlike `gkfs_proto::path::normalize` it never fails:
-/// length limits are the file system's business, not the classifier's.
+/// Normalises an absolute path lexically (see [`gkfs_proto::path::lexical`]); never
+/// fails: length limits are the file system's business, not the classifier's.
 pub fn lexical_normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    if parts.is_empty() {
-        return "/".into();
-    }
-    let mut s = String::with_capacity(path.len());
-    for p in parts {
-        s.push('/');
-        s.push_str(p);
-    }
-    s
+    gkfs_proto::path::lexical(path)
 }
 
 impl MountDir {

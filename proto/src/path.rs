@@ -65,6 +65,14 @@ pub fn normalize(path: &str) -> Result<String, Errno> {
     if !path.starts_with('/') {
         return Err(Errno::EINVAL);
     }
+    let out = lexical(path);
+    validate(&out)?;
+    Ok(out)
+}
+
+/// The lexical normal form of an absolute path, without length checks: empty and "."
+/// components dropped, ".." resolved (never above the root).
+pub fn lexical(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {
@@ -75,18 +83,15 @@ pub fn normalize(path: &str) -> Result<String, Errno> {
             c => parts.push(c),
         }
     }
-    let out = if parts.is_empty() {
-        "/".to_string()
-    } else {
-        let mut s = String::with_capacity(path.len());
-        for p in parts {
-            s.push('/');
-            s.push_str(p);
-        }
-        s
-    };
-    validate(&out)?;
-    Ok(out)
+    if parts.is_empty() {
+        return "/".into();
+    }
+    let mut s = String::with_capacity(path.len());
+    for p in parts {
+        s.push('/');
+        s.push_str(p);
+    }
+    s
 }
 
 #[cfg(test)]
