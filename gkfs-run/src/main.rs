@@ -4,6 +4,7 @@
 
 mod instance;
 mod local;
+mod stage;
 mod status;
 
 use std::path::PathBuf;
@@ -63,6 +64,26 @@ enum Cmd {
         )]
         cmd: Vec<String>,
     },
+    /// Copy a file or tree from the parallel file system into gkfs (DST under the
+    /// mount dir), in parallel, with a manifest; a rerun resumes.
+    StageIn {
+        /// Source (file or directory).
+        src: String,
+        /// Destination under the mount dir.
+        dst: String,
+        #[command(flatten)]
+        args: stage::StageArgs,
+    },
+    /// Copy a file or tree out of gkfs (SRC under the mount dir) to the parallel file
+    /// system; exits non-zero and lists the files unless every one was copied whole.
+    StageOut {
+        /// Source under the mount dir.
+        src: String,
+        /// Destination.
+        dst: String,
+        #[command(flatten)]
+        args: stage::StageArgs,
+    },
     /// Stop the daemons and remove their data.
     Stop {
         /// Hosts file of the instance (default: $LIBGKFS_HOSTS_FILE).
@@ -103,7 +124,7 @@ struct StartArgs {
     threads: usize,
 }
 
-fn hosts_file_arg(given: Option<PathBuf>) -> Result<PathBuf> {
+pub(crate) fn hosts_file_arg(given: Option<PathBuf>) -> Result<PathBuf> {
     given
         .or_else(|| std::env::var_os(ENV_HOSTS_FILE).map(PathBuf::from))
         .context("no instance given: pass --hosts-file or set LIBGKFS_HOSTS_FILE (printed by `gkfs-run start`)")
@@ -236,6 +257,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Exec { hosts_file, cmd } => exec(hosts_file, &cmd),
+        Cmd::StageIn { src, dst, args } => {
+            std::process::exit(stage::stage(gkfs_stage::Direction::In, &src, &dst, args)?)
+        }
+        Cmd::StageOut { src, dst, args } => {
+            std::process::exit(stage::stage(gkfs_stage::Direction::Out, &src, &dst, args)?)
+        }
         Cmd::Run { start, cmd } => {
             let code = run_once(start, &cmd)?;
             std::process::exit(code);
