@@ -38,7 +38,7 @@ pub struct StageArgs {
     #[arg(long, short)]
     pub quiet: bool,
     /// Bytes per read/write call.
-    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     pub transfer: usize,
 }
 
