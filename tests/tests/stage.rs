@@ -405,3 +405,78 @@ fn an_existing_destination_is_refused_and_left_alone() {
     let n = client.read_at("/in/keep", &mut buf, 0).unwrap();
     assert_eq!(&buf[..n], b"new content");
 }
+
+#[test]
+fn a_full_daemon_stops_the_run_and_keeps_the_manifest() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to mount a small tmpfs as the daemon's storage");
+        return;
+    }
+    let w = tempfile::tempdir().unwrap();
+    let small = w.path().join("small-disk");
+    fs::create_dir_all(&small).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    let inst = w.path().join("inst");
+    let mnt = format!("/tmp/gkfs-enospc-{}", std::process::id());
+    let o = Command::new(bin("gkfs-run"))
+        .args(["start", "--local", "1", "--mountdir", &mnt])
+        .arg("--instance-dir")
+        .arg(&inst)
+        .arg("--rootdir")
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let hosts = inst.join("hosts");
+    let src = w.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        random_file(&src.join(format!("f{i:02}")), 4 << 20, i);
+    }
+    let man = w.path().join("m.json");
+    let o = Command::new(bin("gkfs-run"))
+        .args([
+            "stage-in",
+            src.to_str().unwrap(),
+            &format!("{mnt}/in"),
+            "--jobs",
+            "2",
+        ])
+        .arg("--manifest")
+        .arg(&man)
+        .env("LIBGKFS_HOSTS_FILE", &hosts)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    let _ = Command::new(bin("gkfs-run"))
+        .args(["stop", "--hosts-file"])
+        .arg(&hosts)
+        .status();
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("No space left on device"), "{t}");
+    assert!(
+        t.contains("not copied"),
+        "the files never started are listed too: {t}"
+    );
+    let m: serde_json::Value = serde_json::from_str(&fs::read_to_string(&man).unwrap()).unwrap();
+    assert_eq!(m["complete"], false);
+    let done = m["files"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["status"] == "done")
+        .count();
+    assert!(done < 20, "{done} files recorded done on a 24 MiB disk");
+}
