@@ -83,6 +83,11 @@ struct Args {
     #[arg(long, value_name = "PATH|none")]
     socket: Option<String>,
 
+    /// Write RocksDB's write-ahead log (off by default, as in GekkoFS: metadata reaches
+    /// disk at clean shutdown; a crashed daemon's recent metadata is lost with the job).
+    #[arg(long)]
+    rocksdb_wal: bool,
+
     /// Worker threads serving requests.
     #[arg(long, default_value_t = 4)]
     threads: usize,
@@ -191,7 +196,7 @@ fn run(args: Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| args.rootdir.join("metadata"));
     make_private_dir(&metadir)?;
-    let meta = store::meta::MetaStore::open(&metadir)
+    let meta = store::meta::MetaStore::open(&metadir, args.rocksdb_wal)
         .with_context(|| format!("cannot open the metadata database in {}", metadir.display()))?;
     let chunks = store::chunks::ChunkStore::open(&args.rootdir.join("chunks"), chunk_size.get())
         .with_context(|| {

@@ -234,6 +234,18 @@ impl Client {
             None
         };
         let piece = |p: &ChunkIo| &data[p.buf_offset as usize..(p.buf_offset + p.len) as usize];
+        // The size update rides with the data to the metadata owner when it also holds
+        // some of the chunks; otherwise it is a call of its own.
+        let owner = place(path, self.daemons());
+        let merged = update_size && groups.contains_key(&owner);
+        let mtime = now_ns();
+        let size_here = |d: u32| {
+            (merged && d == owner).then(|| SizeUpdate {
+                path: path.to_string(),
+                end,
+                mtime,
+            })
+        };
         let mut pending = Vec::with_capacity(groups.len());
         for (d, g) in groups {
             if rpc.is_local(d) {
@@ -249,6 +261,7 @@ impl Client {
                         len: g.bytes,
                     }),
                     inline: Bytes::default(),
+                    size_update: size_here(d),
                 };
                 pending.push(rpc.start_with(d, &req, SMALL_REPLY, &parts)?);
             } else if rma(d, g.bytes) {
@@ -262,6 +275,7 @@ impl Client {
                         len: r.len,
                     }),
                     inline: Bytes::default(),
+                    size_update: size_here(d),
                 };
                 pending.push(rpc.start(d, &req, SMALL_REPLY)?);
             } else {
@@ -274,19 +288,20 @@ impl Client {
                     pieces: packed(&g.pieces),
                     bulk: None,
                     inline: Bytes(inline),
+                    size_update: size_here(d),
                 };
                 pending.push(rpc.start(d, &req, SMALL_REPLY)?);
             }
         }
-        // The size update travels alongside the data.
-        let size = if update_size {
+        // Otherwise the size update travels alongside the data.
+        let size = if update_size && !merged {
             Some(rpc.start(
-                place(path, self.daemons()),
+                owner,
                 &UpdateSizeReq {
                     path: path.to_string(),
                     end,
                     append_len: 0,
-                    mtime: now_ns(),
+                    mtime,
                 },
                 SMALL_REPLY,
             )?)
@@ -323,15 +338,11 @@ impl Client {
             return Ok(0);
         }
         let rpc = self.rpc();
-        let size = rpc.start(
-            place(path, self.daemons()),
-            &GetSizeReq {
-                path: path.to_string(),
-            },
-            SMALL_REPLY,
-        )?;
         let groups = self.groups(id, off, buf.len() as u64);
         let len = buf.len();
+        // Whether every piece came back whole: then the file reaches past the range (no
+        // daemon keeps bytes past the end of a file) and no size lookup is needed.
+        let mut whole = true;
         let rma = |d: u32, bytes: u64| !rpc.is_local(d) && bytes > INLINE_READ_MAX;
         enum Way {
             /// Data in the reply, pieces back to back.
@@ -421,6 +432,9 @@ impl Client {
                     };
                     let mut at = 0usize;
                     for (i, p) in g.pieces.iter().enumerate() {
+                        if reply.lens.get(i).is_none_or(|&n| n < p.len) {
+                            whole = false;
+                        }
                         let dst = &mut buf[p.buf_offset as usize..(p.buf_offset + p.len) as usize];
                         // A window holds only what the chunk had; the rest is a hole.
                         let present = match way {
@@ -441,6 +455,7 @@ impl Client {
                         return Err(Errno::EPROTO);
                     }
                     for (p, &present) in g.pieces.iter().zip(&reply.lens) {
+                        whole &= present >= p.len;
                         let present = present.min(p.len);
                         buf[(p.buf_offset + present) as usize..(p.buf_offset + p.len) as usize]
                             .fill(0);
@@ -449,7 +464,18 @@ impl Client {
             }
         }
         drop(windows);
-        let size = size.wait()?.size;
+        if whole {
+            return Ok(len);
+        }
+        // A short piece is a hole or the end of the file: the size says which.
+        let size = rpc
+            .call(
+                place(path, self.daemons()),
+                &GetSizeReq {
+                    path: path.to_string(),
+                },
+            )?
+            .size;
         Ok((size.saturating_sub(off)).min(len as u64) as usize)
     }
 }

@@ -91,6 +91,7 @@ pub(crate) struct LocalRoute {
     path: PathBuf,
     idle: Mutex<Vec<LocalConn>>,
     max_frame: usize,
+    timeout: std::time::Duration,
 }
 
 impl LocalRoute {
@@ -104,6 +105,9 @@ impl LocalRoute {
             std::os::fd::AsRawFd::as_raw_fd(&stream),
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         )?;
+        // One deadline per call, set once: a stuck daemon turns into ETIMEDOUT.
+        stream.set_read_timeout(Some(self.timeout))?;
+        stream.set_write_timeout(Some(self.timeout))?;
         let (window, fd) = Window::create(gkfs_proto::local::WINDOW_SIZE)?;
         let hs = gkfs_proto::local::handshake(window.len as u32);
         let fds = [std::os::fd::AsRawFd::as_raw_fd(&fd)];
@@ -180,6 +184,7 @@ impl Rpcs {
                         path: PathBuf::from(s),
                         idle: Mutex::new(Vec::new()),
                         max_frame,
+                        timeout,
                     }))
                 }
                 _ => Route::Fabric,
@@ -269,7 +274,6 @@ impl Rpcs {
                             .copy_from_slice(p);
                         at += p.len();
                     }
-                    c.stream.set_write_timeout(Some(self.timeout))?;
                     gkfs_proto::local::write_frame(&mut c.stream, &msg)?;
                     c.stream.flush()?;
                     Ok(c)
@@ -364,14 +368,7 @@ impl<R: Rpc> Pending<R> {
                 fabric_errno(&e)
             })?,
             Call::Local(route, mut c) => {
-                let left = self
-                    .deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(std::time::Duration::from_millis(1));
-                let got = c
-                    .stream
-                    .set_read_timeout(Some(left))
-                    .and_then(|_| gkfs_proto::local::read_frame(&mut c.stream, route.max_frame));
+                let got = gkfs_proto::local::read_frame(&mut c.stream, route.max_frame);
                 match got {
                     Ok(Some(b)) => {
                         guard.conn = Some((route, c));

@@ -13,7 +13,7 @@ use crate::wire::{decode, Bytes, DecodeError, Reader, Wire};
 use crate::wire_struct;
 
 /// Protocol version carried in every header.
-pub const PROTO_VERSION: u8 = 1;
+pub const PROTO_VERSION: u8 = 2;
 
 impl Wire for u128 {
     fn put(&self, out: &mut Vec<u8>) {
@@ -531,6 +531,18 @@ wire_struct! {
     }
 }
 wire_struct! {
+    /// A size update riding along with a data request to the daemon that also owns the
+    /// file's metadata (saves the separate [`UpdateSizeReq`] round trip).
+    pub struct SizeUpdate {
+        /// The file.
+        pub path: String,
+        /// New end of the file, if larger than its size.
+        pub end: u64,
+        /// Modification time (ns).
+        pub mtime: i64,
+    }
+}
+wire_struct! {
     /// Write pieces of chunks of one file; data comes inline or by RMA from `bulk`.
     pub struct WriteChunksReq {
         /// File id.
@@ -541,6 +553,8 @@ wire_struct! {
         pub bulk: Option<Bulk>,
         /// Inline data (small writes).
         pub inline: Bytes,
+        /// Size update of the file, applied after the data is written.
+        pub size_update: Option<SizeUpdate>,
     }
 }
 wire_struct! {
@@ -816,7 +830,12 @@ mod tests {
                         key: 2,
                         len: 3
                     }),
-                    inline: Bytes(vec![1, 2, 3])
+                    inline: Bytes(vec![1, 2, 3]),
+                    size_update: Some(SizeUpdate {
+                        path: s(rng),
+                        end: 7,
+                        mtime: -1
+                    })
                 },
                 WriteChunksReq
             ),

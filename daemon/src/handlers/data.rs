@@ -89,6 +89,27 @@ fn remote(b: &Bulk) -> RemoteBuf {
 pub fn write_chunks(
     st: &State,
     from: &Origin,
+    mut req: WriteChunksReq,
+) -> Result<WriteChunksReply, RemoteError> {
+    let size_update = req.size_update.take();
+    let reply = write_data(st, from, req)?;
+    if let Some(u) = size_update {
+        super::meta::update_size(
+            st,
+            UpdateSizeReq {
+                path: u.path,
+                end: u.end,
+                append_len: 0,
+                mtime: u.mtime,
+            },
+        )?;
+    }
+    Ok(reply)
+}
+
+fn write_data(
+    st: &State,
+    from: &Origin,
     req: WriteChunksReq,
 ) -> Result<WriteChunksReply, RemoteError> {
     let id = req.file_id;

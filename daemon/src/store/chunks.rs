@@ -1,15 +1,22 @@
 //! The chunk store: chunk `k` of file `id` is the file `<root>/<id as 16 hex>/<k>`.
 //! A missing chunk file, or bytes past its end, read as a hole (zeros).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Chunk files kept open at most (the cache is emptied when it fills).
+const OPEN_CHUNKS: usize = 256;
 
 /// Chunk files of every file that has data on this daemon.
 pub struct ChunkStore {
     root: PathBuf,
     chunk_size: u64,
+    /// Open chunk files (read-write), so small I/O does not pay open and close each time.
+    open: Mutex<HashMap<(u64, u64), Arc<File>>>,
 }
 
 /// Counts of what the store holds.
@@ -28,7 +35,60 @@ impl ChunkStore {
         Ok(ChunkStore {
             root: root.to_path_buf(),
             chunk_size,
+            open: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn cached(&self, id: u64, chunk: u64) -> Option<Arc<File>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(id, chunk))
+            .cloned()
+    }
+
+    fn remember(&self, id: u64, chunk: u64, f: File) -> Arc<File> {
+        let f = Arc::new(f);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.len() >= OPEN_CHUNKS {
+            open.clear();
+        }
+        open.insert((id, chunk), f.clone());
+        f
+    }
+
+    /// Forgets the open chunk files of `id` (before they are removed or cut).
+    fn forget(&self, id: u64) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(i, _), _| *i != id);
+    }
+
+    /// The chunk file, opened read-write; created (with its directory) if `create`.
+    fn chunk_file(&self, id: u64, chunk: u64, create: bool) -> io::Result<Option<Arc<File>>> {
+        if let Some(f) = self.cached(id, chunk) {
+            return Ok(Some(f));
+        }
+        let path = self.chunk_path(id, chunk);
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(create)
+                .truncate(false)
+                .open(&path)
+        };
+        let f = match open() {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound && !create => return Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                fs::create_dir_all(self.file_dir(id))?;
+                open()?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Some(self.remember(id, chunk, f)))
     }
 
     fn file_dir(&self, id: u64) -> PathBuf {
@@ -52,24 +112,9 @@ impl ChunkStore {
     /// Writes `data` at `offset` inside chunk `chunk` of file `id`.
     pub fn write(&self, id: u64, chunk: u64, offset: u64, data: &[u8]) -> io::Result<()> {
         self.check(offset, data.len())?;
-        let path = self.chunk_path(id, chunk);
-        let f = match OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                fs::create_dir_all(self.file_dir(id))?;
-                OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&path)?
-            }
-            Err(e) => return Err(e),
-        };
+        let f = self
+            .chunk_file(id, chunk, true)?
+            .ok_or_else(|| io::Error::from(ErrorKind::NotFound))?;
         f.write_all_at(data, offset)
     }
 
@@ -77,13 +122,9 @@ impl ChunkStore {
     /// of `buf` is zeroed: a hole).
     pub fn read(&self, id: u64, chunk: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         self.check(offset, buf.len())?;
-        let f = match File::open(self.chunk_path(id, chunk)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                buf.fill(0);
-                return Ok(0);
-            }
-            Err(e) => return Err(e),
+        let Some(f) = self.chunk_file(id, chunk, false)? else {
+            buf.fill(0);
+            return Ok(0);
         };
         let mut done = 0;
         while done < buf.len() {
@@ -101,6 +142,7 @@ impl ChunkStore {
     /// Cuts file `id` to `size` bytes: removes whole chunks past it and shortens the
     /// boundary chunk.
     pub fn truncate(&self, id: u64, size: u64) -> io::Result<()> {
+        self.forget(id);
         let dir = self.file_dir(id);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -135,6 +177,7 @@ impl ChunkStore {
 
     /// Removes every chunk of file `id`.
     pub fn remove(&self, id: u64) -> io::Result<()> {
+        self.forget(id);
         match fs::remove_dir_all(self.file_dir(id)) {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
             _ => Ok(()),

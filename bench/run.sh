@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The benchmark harness in one command: installs fio and matplotlib (Debian, as root),
+# builds gkfs in release mode, and runs bench/harness.py (options pass through, e.g.
+# --quick). Results: bench/results/{results.json,results.md,sweep.png}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v fio >/dev/null || need+=(fio)
+/usr/bin/python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${need[@]}"
+  else
+    echo "bench: missing ${need[*]}; install them (sudo apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
+cargo build --release --workspace
+exec /usr/bin/python3 bench/harness.py --bin "${CARGO_TARGET_DIR:-target}/release" "$@"
