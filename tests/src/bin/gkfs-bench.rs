@@ -12,50 +12,29 @@ use std::time::{Duration, Instant};
 use gkfs_client::{Client, OpenOptions};
 use gkfs_tests::Cluster;
 
+/// The core benchmark through the client API.
+#[derive(clap::Parser)]
 struct Opts {
+    /// A short run: 3 repeats, 20 000 creates for the RSS measurement.
+    #[arg(long)]
     quick: bool,
-    rss_creates: u64,
+    /// Creates before the daemon's RSS is measured (default 1 000 000; 20 000 with --quick).
+    #[arg(long)]
+    rss_creates: Option<u64>,
+    /// Write the rows as JSON to this file too.
+    #[arg(long)]
     json: Option<String>,
-    repeats: usize,
+    /// Runs per measurement (default 5; 3 with --quick).
+    #[arg(long)]
+    repeats: Option<usize>,
 }
 
 fn parse_args() -> Opts {
-    let mut o = Opts {
-        quick: false,
-        rss_creates: 1_000_000,
-        json: None,
-        repeats: 5,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--quick" => {
-                o.quick = true;
-                o.rss_creates = 20_000;
-                o.repeats = 3;
-            }
-            "--rss-creates" => {
-                o.rss_creates = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            "--json" => o.json = Some(args.next().unwrap_or_else(|| usage())),
-            "--repeats" => {
-                o.repeats = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            _ => usage(),
-        }
-    }
+    let mut o = <Opts as clap::Parser>::parse();
+    let (creates, repeats) = if o.quick { (20_000, 3) } else { (1_000_000, 5) };
+    o.rss_creates.get_or_insert(creates);
+    o.repeats.get_or_insert(repeats);
     o
-}
-
-fn usage() -> ! {
-    eprintln!("usage: gkfs-bench [--quick] [--repeats N] [--rss-creates N] [--json FILE]");
-    std::process::exit(2)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -182,7 +161,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn main() {
     let o = parse_args();
     let mut rows = Vec::new();
-    let reps = o.repeats;
+    let reps = o.repeats.unwrap_or(5);
     for daemons in [1usize, 2] {
         let cluster = Cluster::start(daemons);
         let client = cluster.client();
@@ -253,7 +232,7 @@ fn main() {
     let client = cluster.client();
     let pid = cluster.pids()[0];
     let before = rss_kib(pid);
-    let n = o.rss_creates as usize;
+    let n = o.rss_creates.unwrap_or(1_000_000) as usize;
     let t = Instant::now();
     let rate = ops_per_sec(4, n / 4, |th, i| {
         client
