@@ -184,6 +184,25 @@ impl Progress {
     }
 }
 
+/// Reads `r` from the start in blocks of `transfer` bytes, handing each block and its
+/// offset to `f`; returns the bytes read.
+fn each_block(
+    r: &dyn tree::Reader,
+    transfer: usize,
+    mut f: impl FnMut(&[u8], u64) -> Result<(), Errno>,
+) -> Result<u64, Errno> {
+    let mut buf = vec![0u8; transfer.max(1)];
+    let mut off = 0u64;
+    loop {
+        let n = r.read_at(&mut buf, off)?;
+        if n == 0 {
+            return Ok(off);
+        }
+        f(&buf[..n], off)?;
+        off += n as u64;
+    }
+}
+
 /// Copies one file; returns its checksum.
 fn copy_file(
     src: &dyn Tree,
@@ -196,19 +215,13 @@ fn copy_file(
 ) -> Result<String, Errno> {
     let r = src.open_read(s)?;
     let w = dst.create(d)?;
-    let mut buf = vec![0u8; transfer.min(e.size.max(1) as usize).max(1)];
     let mut h = Xxh3::new();
-    let mut off = 0u64;
-    loop {
-        let n = r.read_at(&mut buf, off)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        w.write_at(&buf[..n], off)?;
-        off += n as u64;
-        progress.add(0, n as u64);
-    }
+    let off = each_block(&*r, transfer.min(e.size.max(1) as usize), |b, at| {
+        h.update(b);
+        w.write_at(b, at)?;
+        progress.add(0, b.len() as u64);
+        Ok(())
+    })?;
     if off != e.size {
         // The source changed while it was copied (or a read came up short): the copy
         // does not match what was listed, so it is not done.
@@ -222,18 +235,12 @@ fn copy_file(
 /// The checksum of a file as it is now.
 fn checksum(t: &dyn Tree, path: &str, transfer: usize) -> Result<(String, u64), Errno> {
     let r = t.open_read(path)?;
-    let mut buf = vec![0u8; transfer];
     let mut h = Xxh3::new();
-    let mut off = 0u64;
-    loop {
-        let n = r.read_at(&mut buf, off)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        off += n as u64;
-    }
-    Ok((format!("{:016x}", h.digest()), off))
+    let size = each_block(&*r, transfer, |b, _| {
+        h.update(b);
+        Ok(())
+    })?;
+    Ok((format!("{:016x}", h.digest()), size))
 }
 
 /// Runs a stage-in or stage-out. `Err` only when the run cannot start; a run that
