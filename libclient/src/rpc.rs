@@ -368,6 +368,7 @@ impl<R: Rpc> Pending<R> {
                 fabric_errno(&e)
             })?,
             Call::Local(route, mut c) => {
+                gkfs_proto::local::spin_until_readable(&c.stream, gkfs_proto::local::spin_time());
                 let got = gkfs_proto::local::read_frame(&mut c.stream, route.max_frame);
                 match got {
                     Ok(Some(b)) => {

@@ -49,6 +49,47 @@ pub fn max_frame(chunk_size: u64) -> usize {
     (max_data(chunk_size) + (2 << 20)) as usize
 }
 
+/// How long a waiting side polls its socket before blocking in `read`
+/// (`GKFS_LOCAL_SPIN_US`, default 0 = block at once).
+pub fn spin_time() -> std::time::Duration {
+    static SPIN: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        std::time::Duration::from_micros(
+            std::env::var("GKFS_LOCAL_SPIN_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        )
+    })
+}
+
+/// Polls `s` without blocking for up to `spin` until it has data, an error or the end
+/// of the stream pending; the caller then reads normally.
+pub fn spin_until_readable(s: &std::os::unix::net::UnixStream, spin: std::time::Duration) {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    if spin.is_zero() {
+        return;
+    }
+    let end = std::time::Instant::now() + spin;
+    let mut b = [0u8; 1];
+    loop {
+        match recv(
+            s.as_raw_fd(),
+            &mut b,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {
+                if std::time::Instant::now() >= end {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            _ => return,
+        }
+    }
+}
+
 /// Writes one frame.
 pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
     let len = u32::try_from(payload.len())
