@@ -311,6 +311,79 @@ fn h_posix_spawnp(
     spawn(libc::posix_spawnp, pid, file, fa, attr, argv, envp)
 }
 
+/// Runs `f` (glibc's system or popen, which start `/bin/sh` with `environ` through
+/// calls no preload can see) with the gkfs state in `environ`, removed again after.
+fn with_state_in_environ<R>(f: impl FnOnce() -> R) -> R {
+    let env = build_env(std::ptr::null());
+    let ours: Vec<&CString> = env
+        ._strings
+        .iter()
+        .filter(|s| {
+            let b = s.to_bytes();
+            b.starts_with(ENV_FDS.as_bytes()) || b.starts_with(ENV_CWD.as_bytes())
+        })
+        .collect();
+    if ours.is_empty() {
+        return f();
+    }
+    for s in &ours {
+        let text = s.to_string_lossy();
+        if let Some((k, v)) = text.split_once('=') {
+            let (k, v) = (
+                CString::new(k).unwrap_or_default(),
+                CString::new(v).unwrap_or_default(),
+            );
+            // SAFETY: NUL-terminated strings; setenv copies them.
+            unsafe { libc::setenv(k.as_ptr(), v.as_ptr(), 1) };
+        }
+    }
+    let r = f();
+    // SAFETY: removing the variables set above.
+    unsafe {
+        libc::unsetenv(c"LIBGKFS_FDS".as_ptr());
+        libc::unsetenv(c"LIBGKFS_CWD".as_ptr());
+    }
+    r
+}
+
+static REAL_SYSTEM: crate::hook::Real = crate::hook::Real::new(c"system");
+static REAL_POPEN: crate::hook::Real = crate::hook::Real::new(c"popen");
+
+fn h_system(cmd: *const c_char) -> Act<c_int> {
+    state::fs()?;
+    if cmd.is_null() || (state::cwd().is_none() && fds::all().is_empty()) {
+        return None;
+    }
+    let addr = REAL_SYSTEM.get();
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: libc's system(3).
+    let f: unsafe extern "C" fn(*const c_char) -> c_int = unsafe { std::mem::transmute(addr) };
+    // SAFETY: the caller's command string.
+    Some(Ok(with_state_in_environ(|| {
+        crate::hook::outside(|| unsafe { f(cmd) })
+    })))
+}
+
+fn h_popen(cmd: *const c_char, mode: *const c_char) -> Act<*mut libc::FILE> {
+    state::fs()?;
+    if state::cwd().is_none() && fds::all().is_empty() {
+        return None;
+    }
+    let addr = REAL_POPEN.get();
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: libc's popen(3).
+    let f: unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE =
+        unsafe { std::mem::transmute(addr) };
+    // SAFETY: the caller's command and mode strings.
+    Some(checked(with_state_in_environ(|| {
+        crate::hook::outside(|| unsafe { f(cmd, mode) })
+    })))
+}
+
 /// Restores the state a parent handed over (called once at load time).
 pub fn inherit() {
     let fds_var = std::env::var(ENV_FDS).ok();
@@ -346,6 +419,8 @@ hooks! {
     fn execvpe(name: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int = h_execvpe;
     fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int = h_fexecve;
     fn posix_spawn(pid: *mut libc::pid_t, path: *const c_char, fa: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int = h_posix_spawn;
+    fn system(cmd: *const c_char) -> c_int = h_system;
+    fn popen(cmd: *const c_char, mode: *const c_char) -> *mut libc::FILE = h_popen;
     fn posix_spawnp(pid: *mut libc::pid_t, file: *const c_char, fa: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int = h_posix_spawnp;
 }
 
