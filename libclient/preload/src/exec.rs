@@ -360,8 +360,8 @@ fn h_system(cmd: *const c_char) -> Act<c_int> {
     }
     // SAFETY: libc's system(3).
     let f: unsafe extern "C" fn(*const c_char) -> c_int = unsafe { std::mem::transmute(addr) };
-    // SAFETY: the caller's command string.
     Some(Ok(with_state_in_environ(|| {
+        // SAFETY: the caller's command string, passed on.
         crate::hook::outside(|| unsafe { f(cmd) })
     })))
 }
@@ -378,8 +378,8 @@ fn h_popen(cmd: *const c_char, mode: *const c_char) -> Act<*mut libc::FILE> {
     // SAFETY: libc's popen(3).
     let f: unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE =
         unsafe { std::mem::transmute(addr) };
-    // SAFETY: the caller's command and mode strings.
     Some(checked(with_state_in_environ(|| {
+        // SAFETY: the caller's command and mode strings, passed on.
         crate::hook::outside(|| unsafe { f(cmd, mode) })
     })))
 }
