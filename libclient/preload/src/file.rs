@@ -57,10 +57,16 @@ pub fn follow(mut path: String, mut rec: Record) -> Result<Followed, Errno> {
 /// file ("file/x"), else ENOENT. Costs a round trip on the error path only.
 pub fn missing(c: &api::Client, path: &str) -> Errno {
     let parent = gkfs_proto::path::parent(path);
-    if parent != "/" && c.stat(parent).is_ok_and(|r| !r.is_dir()) {
-        Errno::ENOTDIR
-    } else {
-        Errno::ENOENT
+    if parent == "/" || state::known_dir(parent) {
+        return Errno::ENOENT;
+    }
+    match c.stat(parent) {
+        Ok(r) if !r.is_dir() => Errno::ENOTDIR,
+        Ok(_) => {
+            state::note_dir(parent);
+            Errno::ENOENT
+        }
+        Err(_) => Errno::ENOENT,
     }
 }
 

@@ -88,6 +88,9 @@ pub fn lookup(path: String, follow_links: bool) -> Result<Followed, Errno> {
         Err(Errno::ENOENT) => return Err(crate::file::missing(&c, &path)),
         r => r?,
     };
+    if rec.is_dir() {
+        state::note_dir(&path);
+    }
     if follow_links {
         follow(path, rec)
     } else {
@@ -298,6 +301,7 @@ fn h_faccessat(dirfd: c_int, path: *const c_char, amode: c_int, flags: c_int) ->
 
 fn mkdir_gkfs(p: String, perm: libc::mode_t) -> Result<c_int, Errno> {
     state::client()?.mkdir(&p, perm & 0o7777 & !state::umask())?;
+    state::note_dir(&p);
     Ok(0)
 }
 

@@ -159,6 +159,32 @@ pub fn in_vfork_child() -> bool {
     o != 0 && o != unsafe { libc::getpid() }
 }
 
+/// Directories seen recently, to answer "is the parent a directory?" on the error path
+/// without a round trip (only used to choose between ENOENT and ENOTDIR).
+static KNOWN_DIRS: Mutex<Option<std::collections::HashMap<String, std::time::Instant>>> =
+    Mutex::new(None);
+const KNOWN_DIRS_MAX: usize = 1024;
+const KNOWN_DIRS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Notes that `path` (inside the file system) is a directory.
+pub fn note_dir(path: &str) {
+    let mut g = KNOWN_DIRS.lock();
+    let m = g.get_or_insert_with(Default::default);
+    if m.len() >= KNOWN_DIRS_MAX {
+        m.clear();
+    }
+    m.insert(path.to_string(), std::time::Instant::now());
+}
+
+/// Was `path` seen as a directory in the last second?
+pub fn known_dir(path: &str) -> bool {
+    KNOWN_DIRS
+        .lock()
+        .as_ref()
+        .and_then(|m| m.get(path))
+        .is_some_and(|t| t.elapsed() < KNOWN_DIRS_TTL)
+}
+
 /// The process umask.
 pub fn umask() -> u32 {
     let m = UMASK.load(Ordering::Relaxed);
