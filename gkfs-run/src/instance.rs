@@ -44,6 +44,9 @@ pub struct Instance {
     /// The parent of the root dirs, if `start` created it (then `stop` removes it).
     #[serde(default)]
     pub created_root: Option<PathBuf>,
+    /// Set when the daemons run on the nodes of a Slurm allocation.
+    #[serde(default)]
+    pub slurm: Option<crate::slurm::SlurmInfo>,
 }
 
 impl Instance {

@@ -102,6 +102,7 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
         chunk_size: opts.chunk_size,
         daemons: Vec::new(),
         created_root,
+        slurm: None,
     };
     let hosts_file = inst.hosts_file();
     let mut children = Vec::new();

@@ -4,6 +4,7 @@
 
 mod instance;
 mod local;
+mod slurm;
 mod stage;
 mod status;
 
@@ -97,8 +98,9 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct StartArgs {
-    /// Start N daemons on this machine (no Slurm needed). Required outside a Slurm
-    /// allocation; multi-node start inside one is not implemented yet.
+    /// Start N daemons on this machine (no Slurm needed). Without it, inside a Slurm
+    /// allocation: one daemon per allocated node (srun), instance dir
+    /// $SLURM_SUBMIT_DIR/.gkfs-<jobid>, root dirs /tmp/gkfs-<jobid> on each node.
     #[arg(long, value_name = "N")]
     local: Option<usize>,
     /// Parent directory of the daemons' root dirs (default: inside the instance dir).
@@ -192,22 +194,26 @@ fn run_once(args: StartArgs, cmd: &[String]) -> Result<i32> {
     let hosts_file = inst.hosts_file();
     let status = preloaded(cmd, &hosts_file)
         .and_then(|mut c| c.status().with_context(|| format!("cannot run {}", cmd[0])));
-    let stopped = local::stop(&inst, false);
+    let stopped = stop_instance(&inst, false);
     let code = exit_code(status?);
     stopped?;
     Ok(code)
 }
 
+fn stop_instance(inst: &instance::Instance, keep: bool) -> Result<()> {
+    if inst.slurm.is_some() {
+        slurm::stop(inst, keep)
+    } else {
+        local::stop(inst, keep)
+    }
+}
+
 fn start_instance(args: StartArgs) -> Result<instance::Instance> {
-    let Some(n) = args.local else {
-        if std::env::var_os("SLURM_JOB_ID").is_some() {
-            bail!(
-                "multi-node start inside a Slurm allocation is not implemented yet; use --local N"
-            );
-        }
+    let in_slurm = std::env::var_os("SLURM_JOB_ID").is_some();
+    let Some(n) = args.local.or(in_slurm.then_some(0)) else {
         bail!("outside a Slurm allocation, say how many daemons to start here: --local N");
     };
-    local::start(&local::StartOptions {
+    let opts = local::StartOptions {
         daemons: n,
         rootdir: args.rootdir,
         mountdir: args.mountdir,
@@ -216,7 +222,12 @@ fn start_instance(args: StartArgs) -> Result<instance::Instance> {
         instance_dir: args.instance_dir,
         timeout: Duration::from_secs(args.timeout),
         threads: args.threads,
-    })
+    };
+    if args.local.is_none() {
+        // One daemon per node of the allocation.
+        return slurm::start(&opts);
+    }
+    local::start(&opts)
 }
 
 fn start(args: StartArgs) -> Result<()> {
@@ -270,7 +281,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Stop { hosts_file, keep } => {
             let hosts_file = hosts_file_arg(hosts_file)?;
             let inst = instance::Instance::load_for(&hosts_file)?;
-            local::stop(&inst, keep)
+            stop_instance(&inst, keep)
         }
     }
 }
