@@ -209,7 +209,7 @@ fn stop_instance(inst: &instance::Instance, keep: bool) -> Result<()> {
 }
 
 fn start_instance(args: StartArgs) -> Result<instance::Instance> {
-    let in_slurm = std::env::var_os("SLURM_JOB_ID").is_some();
+    let in_slurm = std::env::var("SLURM_JOB_ID").is_ok_and(|v| !v.is_empty());
     let Some(n) = args.local.or(in_slurm.then_some(0)) else {
         bail!("outside a Slurm allocation, say how many daemons to start here: --local N");
     };

@@ -23,6 +23,14 @@ mod stdio;
 
 extern "C" fn on_load() {
     let _inside = hook::Inside::enter();
+    // A panic inside the library becomes EIO for the call (hook::run); its message
+    // goes to the library's log, never to the program's stderr. (This is the
+    // library's own copy of std: the program's panic hook, if any, is untouched.)
+    std::panic::set_hook(Box::new(|info| {
+        log::error(format_args!(
+            "internal error (the call failed with EIO): {info}"
+        ));
+    }));
     state::set_owner();
     let _ = std::panic::catch_unwind(exec::inherit);
 }
