@@ -8,9 +8,9 @@ M=${GKFS_MOUNTDIR:-/tmp/gkfs}
 echo "== copying $src into gkfs ($M) with cp -r"
 cp -r "$src" "$M/input"
 echo "== the job works on gkfs: ls, find, sort, md5sum, tar, python"
-ls -l "$M/input" | head -5
+ls -l "$M/input" | sed -n 1,5p
 find "$M/input" -type f | wc -l | sed 's/^/files: /'
-cat "$M"/input/src/*.rs | sort | uniq -c | sort -rn | head -3 > "$M/top-lines.txt"
+cat "$M"/input/src/*.rs | sort | uniq -c | sort -rn | sed -n 1,3p > "$M/top-lines.txt"
 ( cd "$M/input" && find . -type f -print0 | sort -z | xargs -0 md5sum ) > "$M/checksums.txt"
 tar czf "$M/input.tgz" -C "$M" input
 python3 -c "import os; print('python sees', len(os.listdir('$M')), 'entries in', '$M')"
