@@ -198,3 +198,26 @@ fn exec_runs_a_command_on_a_started_instance() {
     let (code, _, err) = run(&["stop", "--hosts-file", h], &[]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn the_readme_demo_job_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let out = base.path().join("out");
+    let mnt = format!("/tmp/gkfs-demo-test-{}", std::process::id());
+    let o = Command::new(bin("gkfs-run"))
+        .args(["run", "--local", "2", "--mountdir", &mnt, "--"])
+        .arg(root.join("scripts/demo-job.sh"))
+        .arg(root.join("proto"))
+        .arg(&out)
+        .env("GKFS_MOUNTDIR", &mnt)
+        .env_remove("LIBGKFS_HOSTS_FILE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("round trip identical"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
