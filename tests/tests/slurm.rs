@@ -7,9 +7,13 @@ use std::process::{Command, Output};
 
 use gkfs_tests::bin;
 
+/// The cluster uses fixed namespace and bridge names: one test at a time.
+static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct SlurmCluster {
     dir: PathBuf,
     script: PathBuf,
+    _one: std::sync::MutexGuard<'static, ()>,
 }
 
 impl SlurmCluster {
@@ -24,8 +28,13 @@ impl SlurmCluster {
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("slurm/cluster.sh");
         let dir = PathBuf::from(format!("/var/tmp/gkfs-slurm-test-{}", std::process::id()));
+        let one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
         let out = Command::new(&script).arg("up").arg(&dir).output().unwrap();
-        let c = SlurmCluster { dir, script };
+        let c = SlurmCluster {
+            dir,
+            script,
+            _one: one,
+        };
         assert!(
             out.status.success(),
             "cluster.sh up failed:\n{}\n{}",
@@ -47,6 +56,21 @@ impl SlurmCluster {
             .env("T", bin("gkfs-run").parent().unwrap())
             .current_dir(work)
             .output()
+            .unwrap()
+    }
+}
+
+impl SlurmCluster {
+    /// Like `salloc`, started in the background.
+    fn salloc_bg(&self, work: &Path, script: &str) -> std::process::Child {
+        Command::new("timeout")
+            .args(["120", "salloc", "-N3", "bash", "-c", script])
+            .env("SLURM_CONF", self.conf())
+            .env("T", bin("gkfs-run").parent().unwrap())
+            .current_dir(work)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap()
     }
 }
@@ -102,5 +126,55 @@ srun --overlap -N3 sh -c 'ls -A /tmp | wc -l; pgrep -x gkfsd || echo no-daemon' 
     assert!(
         out.contains("      3 0\n") && out.contains("      3 no-daemon"),
         "leftovers on a node:\n{t}"
+    );
+}
+
+#[test]
+fn two_jobs_at_once_keep_apart_and_other_users_are_refused() {
+    let Some(c) = SlurmCluster::up() else { return };
+    let work = c.dir.join("work2");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // Each job writes its own marker, waits until the other has written too, then lists
+    // its file system: it must see only its own. Meanwhile the user nobody tries to read
+    // job A's files through job A's hosts file.
+    let job = |name: &str, other: &str| {
+        format!(
+            r#"set -e
+eval "$($T/gkfs-run start)"
+echo "$LIBGKFS_HOSTS_FILE" > hosts-{name}
+srun --overlap -N1 $T/gkfs-run exec -- sh -c 'echo {name} > /tmp/gkfs/{name}'
+touch ready-{name}
+for i in $(seq 200); do [ -e ready-{other} ] && break; sleep 0.05; done
+srun --overlap -N3 $T/gkfs-run exec -- ls /tmp/gkfs | sort | uniq -c
+if [ {name} = a ]; then
+  setpriv --reuid=nobody --regid=nogroup --clear-groups env LIBGKFS_HOSTS_FILE=$(cat hosts-a)     $T/gkfs-run exec -- cat /tmp/gkfs/a && echo "NOBODY READ IT" || echo "nobody refused"
+fi
+touch done-{name}
+for i in $(seq 200); do [ -e done-{other} ] && break; sleep 0.05; done
+$T/gkfs-run stop
+"#
+        )
+    };
+    let a = c.salloc_bg(&work, &job("a", "b"));
+    let b = c.salloc_bg(&work, &job("b", "a"));
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (ta, tb) = (text(&oa), text(&ob));
+    assert!(oa.status.success() && ob.status.success(), "{ta}\n{tb}");
+    let (sa, sb) = (
+        String::from_utf8_lossy(&oa.stdout),
+        String::from_utf8_lossy(&ob.stdout),
+    );
+    assert!(
+        sa.contains("      3 a\n") && !sa.contains(" b\n"),
+        "job a sees only its own files:\n{ta}"
+    );
+    assert!(
+        sb.contains("      3 b\n") && !sb.contains(" a\n"),
+        "job b sees only its own files:\n{tb}"
+    );
+    assert!(
+        sa.contains("nobody refused") && !sa.contains("NOBODY READ IT"),
+        "{ta}"
     );
 }
