@@ -422,7 +422,8 @@ pub fn close_ours(fd: c_int) -> Result<c_int, Errno> {
 }
 
 fn h_close(fd: c_int) -> Act<c_int> {
-    if !state::in_vfork_child() {
+    // (is_ours first: the vfork check costs a getpid, not to be paid on every close.)
+    if fds::is_ours(fd) && !state::in_vfork_child() {
         unbind(fd);
     }
     None
