@@ -27,8 +27,9 @@ pub struct StageArgs {
     /// Number of cooperating copies (default: $SLURM_NTASKS, else 1).
     #[arg(long, value_name = "N")]
     pub nranks: Option<u32>,
-    /// Manifest file (default: gkfs-stage-<in|out>-<id>[.rank<I>].manifest.json in the
-    /// current directory, the id derived from source and destination).
+    /// Manifest file (default: gkfs-stage-<in|out>-<id>.manifest.json in the current
+    /// directory, the id derived from source and destination; with several ranks each
+    /// writes FILE.rank<I>, and ranks > 0 start once rank 0's exists).
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
     /// Print a JSON summary (files, bytes, seconds, failures) on stdout.
@@ -80,13 +81,21 @@ pub fn stage(direction: Direction, src: &str, dst: &str, a: StageArgs) -> Result
     // One default manifest per (direction, source, destination), so different runs
     // started from the same directory never share one.
     let id = xxhash_rust::xxh64::xxh64(format!("{name}\0{s}\0{d}").as_bytes(), 0) as u32;
-    let manifest = a.manifest.unwrap_or_else(|| {
-        PathBuf::from(if nranks > 1 {
-            format!("gkfs-stage-{name}-{id:08x}.rank{rank}.manifest.json")
-        } else {
-            format!("gkfs-stage-{name}-{id:08x}.manifest.json")
-        })
-    });
+    // With several ranks each has its own manifest: FILE.rank<I>.
+    let base = a
+        .manifest
+        .unwrap_or_else(|| PathBuf::from(format!("gkfs-stage-{name}-{id:08x}.manifest.json")));
+    let for_rank = |r: u32| {
+        let mut p = base.clone().into_os_string();
+        p.push(format!(".rank{r}"));
+        PathBuf::from(p)
+    };
+    let manifest = if nranks > 1 {
+        for_rank(rank)
+    } else {
+        base.clone()
+    };
+    let rank0_manifest = (nranks > 1 && rank > 0).then(|| for_rank(0));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let opts = Options {
         direction,
@@ -99,6 +108,7 @@ pub fn stage(direction: Direction, src: &str, dst: &str, a: StageArgs) -> Result
         rank,
         nranks,
         manifest: manifest.clone(),
+        rank0_manifest,
         quiet: a.quiet,
         transfer: a.transfer.clamp(4096, 1 << 30),
     };

@@ -71,6 +71,10 @@ pub struct Options {
     pub nranks: u32,
     /// Where the manifest goes.
     pub manifest: PathBuf,
+    /// Rank 0's manifest (distributed mode): ranks > 0 start once it exists, i.e. once
+    /// rank 0 has checked the destination and taken it, so no rank writes into a
+    /// destination rank 0 refused and no rank's directories make rank 0 refuse.
+    pub rank0_manifest: Option<PathBuf>,
     /// No progress output (else a bar on a terminal, a line every 5 s otherwise).
     pub quiet: bool,
     /// Bytes per read/write call.
@@ -127,6 +131,11 @@ pub enum StageError {
         /// Why.
         errno: Errno,
     },
+    /// Rank 0 did not take the destination (it refused it, or never ran).
+    #[error(
+        "rank 0 has not started (no manifest {0} after 120 s; did it refuse the destination?)"
+    )]
+    Rank0(String),
     /// The manifest cannot be written.
     #[error("cannot write the manifest {path}: {err}")]
     Manifest {
@@ -265,9 +274,18 @@ pub fn run(o: &Options) -> Result<Summary, StageError> {
             errno,
         })?
         .is_some();
-    // Ranks > 0 may find the destination root made by another rank of the same run.
-    if dst_exists && previous.is_none() && !o.force && o.rank == 0 {
-        return Err(StageError::DestinationExists(o.dst.clone()));
+    if o.rank == 0 {
+        if dst_exists && previous.is_none() && !o.force {
+            return Err(StageError::DestinationExists(o.dst.clone()));
+        }
+    } else if let Some(r0) = &o.rank0_manifest {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !r0.exists() {
+            if Instant::now() >= deadline {
+                return Err(StageError::Rank0(r0.display().to_string()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     let done = previous.map(|m| m.files).unwrap_or_default();
     let p = plan::plan(&entries, o.rank, o.nranks, &done, |rel| {
