@@ -86,12 +86,7 @@ impl Drop for SlurmCluster {
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    gkfs_tests::output_text(o)
 }
 
 #[test]

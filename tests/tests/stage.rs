@@ -21,12 +21,7 @@ fn stage(c: &Cluster, args: &[&str], cwd: &Path) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    gkfs_tests::output_text(o)
 }
 
 /// Writes `size` random bytes to `p`.

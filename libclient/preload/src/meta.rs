@@ -114,20 +114,25 @@ fn stat_into(path: String, follow_links: bool, st: *mut libc::stat) -> Result<c_
 }
 
 /// fstat of one of our fds.
+/// The current record of an open description: what the metadata owner has now, or,
+/// when the name is gone or names another file, what we knew with no link left.
+fn fd_record(of: &crate::fds::OpenFile) -> Result<Record, Errno> {
+    match state::client()?.stat(&of.path) {
+        Ok(r) if r.file_id == of.record.file_id => Ok(r),
+        Ok(_) | Err(Errno::ENOENT) => Ok(Record {
+            nlink: 0,
+            ..of.record
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// fstat of one of our fds.
 pub fn fstat_of(fd: c_int, st: *mut libc::stat) -> Act<c_int> {
     let of = fds::get(fd)?;
     Some((|| {
-        let c = state::client()?;
-        let rec = match c.stat(&of.path) {
-            Ok(r) if r.file_id == of.record.file_id => r,
-            // Unlinked (or replaced) while open: what we knew, with no name left.
-            Ok(_) | Err(Errno::ENOENT) => Record {
-                nlink: 0,
-                ..of.record
-            },
-            Err(e) => return Err(e),
-        };
-        fill_stat(&of.path, &rec, c.chunk_size(), st);
+        let rec = fd_record(&of)?;
+        fill_stat(&of.path, &rec, state::client()?.chunk_size(), st);
         Ok(0)
     })())
 }
@@ -206,25 +211,7 @@ fn h_statx(
             return None;
         }
         let of = fds::get(dirfd)?;
-        // SAFETY: all-zero is a valid struct stat; filled by fstat_of.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        return Some(fstat_of(dirfd, &mut st)?.and_then(|_| {
-            let r = Record {
-                mode: st.st_mode,
-                size: st.st_size as u64,
-                nlink: st.st_nlink as u32,
-                ..of.record
-            };
-            let c = state::client()?;
-            let cur = c.stat(&of.path).unwrap_or(r);
-            fill(
-                &of.path,
-                &Record {
-                    nlink: r.nlink,
-                    ..cur
-                },
-            )
-        }));
+        return Some(fd_record(&of).and_then(|r| fill(&of.path, &r)));
     }
     let nofollow = flags & libc::AT_SYMLINK_NOFOLLOW != 0;
     route(
@@ -390,24 +377,7 @@ fn rename_targets(from: Target, to: Target, flags: u32) -> Act<c_int> {
 }
 
 fn h_rename(from: *const c_char, to: *const c_char) -> Act<c_int> {
-    let (a, b) = (classify(from), classify(to));
-    if let (Target::RealPath(_), _) | (_, Target::RealPath(_)) = (&a, &b) {
-        let pa = match &a {
-            Target::RealPath(p) => p.as_ptr(),
-            _ => from,
-        };
-        let pb = match &b {
-            Target::RealPath(p) => p.as_ptr(),
-            _ => to,
-        };
-        if !matches!(a, Target::Gkfs(_) | Target::Fail(_))
-            && !matches!(b, Target::Gkfs(_) | Target::Fail(_))
-        {
-            // SAFETY: NUL-terminated paths.
-            return Some(checked(unsafe { libc::rename(pa, pb) }));
-        }
-    }
-    rename_targets(a, b, 0)
+    h_renameat2(libc::AT_FDCWD, from, libc::AT_FDCWD, to, 0)
 }
 
 fn h_renameat2(
