@@ -91,6 +91,12 @@ struct Args {
     /// Worker threads serving requests.
     #[arg(long, default_value_t = 4)]
     threads: usize,
+
+    /// The hosts file was written by the launcher and already lists this daemon (the
+    /// Slurm prolog computes every node's address from its NodeAddr and --port): do
+    /// not append a line, fail unless a line carries this daemon's address.
+    #[arg(long, requires = "port")]
+    preregistered: bool,
 }
 
 fn main() {
@@ -162,6 +168,28 @@ fn register(hosts_file: &Path, entry: &HostEntry) -> Result<()> {
     // One write of the whole line: O_APPEND makes it atomic among daemons.
     f.write_all(entry.to_line().as_bytes())
         .with_context(|| format!("cannot append to {}", hosts_file.display()))
+}
+
+/// Fails unless the hosts file has a line with this daemon's address.
+fn check_listed(hosts_file: &Path, address: &[u8]) -> Result<()> {
+    let text = fs::read_to_string(hosts_file)
+        .with_context(|| format!("cannot read the hosts file {}", hosts_file.display()))?;
+    let hosts = gkfs_proto::hosts::Hosts::parse(&hosts_file.display().to_string(), &text)?;
+    if !hosts.entries.iter().any(|e| e.address == address) {
+        let listed: Vec<String> = hosts
+            .entries
+            .iter()
+            .map(|e| gkfs_proto::hosts::hex(&e.address))
+            .collect();
+        bail!(
+            "--preregistered: the hosts file {} does not list this daemon's address {} \
+             (listed: {}); check --listen and --port against the addresses the launcher wrote",
+            hosts_file.display(),
+            gkfs_proto::hosts::hex(address),
+            listed.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn run(args: Args) -> Result<()> {
@@ -291,7 +319,11 @@ fn run(args: Args) -> Result<()> {
                 .to_string()
         }),
     };
-    register(&args.hosts_file, &entry)?;
+    if args.preregistered {
+        check_listed(&args.hosts_file, ep.address())?;
+    } else {
+        register(&args.hosts_file, &entry)?;
+    }
     log::info!(
         "serving {} on {:?} ({} workers, chunk size {}), root {}",
         args.provider,

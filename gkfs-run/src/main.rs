@@ -4,6 +4,7 @@
 
 mod instance;
 mod local;
+mod node;
 mod slurm;
 mod stage;
 mod status;
@@ -85,6 +86,13 @@ enum Cmd {
         #[command(flatten)]
         args: stage::StageArgs,
     },
+    /// Run by Slurm as root on every node of a `--gkfs` job before it starts (SPANK
+    /// plugin or share/slurm/prolog.sh): start this node's daemon as the job's user; on
+    /// the first node, stage in. Settings: see share/slurm/README.md.
+    Prolog(node::NodeArgs),
+    /// Run by Slurm as root on every node of a `--gkfs` job after it ends: stage out on
+    /// the first node, stop this node's daemon, remove its data.
+    Epilog(node::NodeArgs),
     /// Stop the daemons and remove their data.
     Stop {
         /// Hosts file of the instance (default: $LIBGKFS_HOSTS_FILE).
@@ -278,6 +286,8 @@ fn run(cli: Cli) -> Result<()> {
             let code = run_once(start, &cmd)?;
             std::process::exit(code);
         }
+        Cmd::Prolog(a) => node::prolog(&a),
+        Cmd::Epilog(a) => node::epilog(&a),
         Cmd::Stop { hosts_file, keep } => {
             let hosts_file = hosts_file_arg(hosts_file)?;
             let inst = instance::Instance::load_for(&hosts_file)?;

@@ -39,7 +39,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 /// The nodes of the allocation, expanded (`scontrol show hostnames`).
-fn nodes() -> Result<Vec<String>> {
+pub(crate) fn nodes() -> Result<Vec<String>> {
     let list = env("SLURM_JOB_NODELIST")
         .or_else(|| env("SLURM_NODELIST"))
         .context("SLURM_JOB_NODELIST is not set: run inside an allocation (salloc/sbatch)")?;

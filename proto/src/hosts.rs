@@ -86,8 +86,22 @@ pub struct Hosts {
     pub entries: Vec<HostEntry>,
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lower-case hex of an address, as the hosts file writes it.
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The address a daemon listening on `ip:port` reports with the IP providers (tcp,
+/// sockets, verbs through rdma_cm): a `struct sockaddr_in` (family in host order, port
+/// and address in network order, 8 bytes of zeros). Launchers that cannot collect the
+/// daemons' lines (one Slurm prolog per node) compute every node's line with it.
+pub fn sockaddr_in_address(ip: std::net::Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut a = Vec::with_capacity(16);
+    a.extend_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    a.extend_from_slice(&port.to_be_bytes());
+    a.extend_from_slice(&ip.octets());
+    a.extend_from_slice(&[0; 8]);
+    a
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -259,6 +273,13 @@ mod tests {
             pid: Some(7),
             socket: None,
         }
+    }
+
+    #[test]
+    fn sockaddr_in_matches_what_the_tcp_provider_reports() {
+        // From a daemon's line: `vm tcp;ofi_rxm 020088117f0000010000000000000000 ...`
+        let a = sockaddr_in_address(std::net::Ipv4Addr::LOCALHOST, 0x8811);
+        assert_eq!(hex(&a), "020088117f0000010000000000000000");
     }
 
     #[test]

@@ -1,0 +1,531 @@
+//! The node side of a `--gkfs` Slurm job: `gkfs-run prolog` and `gkfs-run epilog`, run
+//! as root on every node of the job by the SPANK plugin's job prolog/epilog (or by the
+//! Prolog/Epilog scripts in share/slurm).
+//!
+//! Prologs run on all nodes at once and cannot talk to each other, so nothing is
+//! exchanged: every node computes the same hosts file from the job's node list, each
+//! node's `NodeAddr` and a port derived from the job id, and starts its daemon with
+//! `--preregistered` (the daemon checks that its real address is the one listed). The
+//! token is derived from a key every node holds (by default munge's key) and the job id,
+//! so it also needs no exchange. Everything lives in `<rootdir>/gkfs-<jobid>/`, a 0700
+//! directory owned by the job's user, on node-local storage.
+//!
+//! The prolog never leaves a node in a state Slurm would drain it for: a failure is
+//! written to `failed` in the job dir, which the plugin turns into an error of every step
+//! of the job, and into the job's stderr.
+
+use std::fs;
+use std::io::Write;
+use std::net::{Ipv4Addr, ToSocketAddrs};
+use std::os::unix::fs::{chown, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use gkfs_client::{Client, ClientConfig};
+use gkfs_proto::config::{HOSTS_FILE_NAME, TOKEN_FILE_NAME};
+use gkfs_proto::hosts::{sockaddr_in_address, HostEntry};
+use hmac::{Hmac, Mac};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use sha2::Sha256;
+
+use crate::local::sibling_program;
+
+/// Marker a failed prolog leaves in the job dir; the SPANK plugin reads it.
+pub const FAILED_FILE: &str = "failed";
+
+/// Settings of `gkfs-run prolog|epilog` (site defaults come from plugstack.conf or the
+/// Prolog script; the job's choices from the SPANK_GKFS* variables the plugin sets).
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// Node-local directory holding each job's `gkfs-<jobid>` dir.
+    #[arg(long, value_name = "DIR", default_value = "/tmp")]
+    rootdir: PathBuf,
+    /// Mount directory of the job (the plugin passes --gkfs's value as SPANK_GKFS).
+    #[arg(long, value_name = "DIR", env = "SPANK_GKFS", default_value = "/tmp/gkfs")]
+    mountdir: String,
+    /// SRC:DST[,SRC:DST...] copied into gkfs before the job's first task.
+    #[arg(long, value_name = "SPECS", env = "SPANK_GKFS_STAGE_IN")]
+    stage_in: Option<String>,
+    /// SRC:DST[,SRC:DST...] copied out of gkfs after the job's last task.
+    #[arg(long, value_name = "SPECS", env = "SPANK_GKFS_STAGE_OUT")]
+    stage_out: Option<String>,
+    /// Secret identical on every node, readable by root only; the job token is derived
+    /// from it and the job id.
+    #[arg(long, value_name = "FILE", default_value = "/etc/munge/munge.key")]
+    keyfile: PathBuf,
+    /// Daemons listen on port PORT_BASE + jobid % PORT_RANGE.
+    #[arg(long, default_value_t = 47000)]
+    port_base: u16,
+    /// See --port-base.
+    #[arg(long, default_value_t = 1000)]
+    port_range: u16,
+    /// libfabric provider (an IP provider: tcp;ofi_rxm, verbs;ofi_rxm, sockets).
+    #[arg(long, default_value = "tcp;ofi_rxm")]
+    provider: String,
+    /// Chunk size in bytes.
+    #[arg(long, default_value_t = gkfs_proto::chunk::DEFAULT_CHUNK_SIZE)]
+    chunk_size: u64,
+    /// Worker threads of the daemon.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Seconds to wait for the daemons to answer.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Seconds the epilogs of the other nodes wait for the stage-out on the first node.
+    #[arg(long, default_value_t = 3600)]
+    stage_timeout: u64,
+    /// The daemon program (default: gkfsd next to gkfs-run).
+    #[arg(long, value_name = "PATH")]
+    gkfsd: Option<PathBuf>,
+}
+
+/// The job, as Slurm describes it to a prolog.
+struct Job {
+    id: u64,
+    uid: u32,
+    gid: u32,
+    /// Expanded node list, in Slurm's order (daemon index = position).
+    nodes: Vec<String>,
+    /// This node's name.
+    node: String,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn env_num<T: std::str::FromStr>(name: &str) -> Result<T> {
+    env(name)
+        .with_context(|| format!("{name} is not set: `gkfs-run prolog|epilog` runs from a Slurm prolog/epilog"))?
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{name} is not a number"))
+}
+
+impl Job {
+    fn from_env() -> Result<Job> {
+        let nodes = crate::slurm::nodes()?;
+        let node = env("SLURMD_NODENAME")
+            .or_else(|| hostname::get().ok().and_then(|h| h.into_string().ok()))
+            .context("SLURMD_NODENAME is not set")?;
+        Ok(Job {
+            id: env_num("SLURM_JOB_ID")?,
+            uid: env_num("SLURM_JOB_UID")?,
+            gid: env_num("SLURM_JOB_GID")?,
+            nodes,
+            node,
+        })
+    }
+
+    fn dir(&self, a: &NodeArgs) -> PathBuf {
+        a.rootdir.join(format!("gkfs-{}", self.id))
+    }
+
+    fn is_first(&self) -> bool {
+        self.nodes.first() == Some(&self.node)
+    }
+
+    fn port(&self, a: &NodeArgs) -> Result<u16> {
+        let range = u64::from(a.port_range.max(1));
+        let port = u64::from(a.port_base) + self.id % range;
+        u16::try_from(port).context("--port-base + --port-range exceeds 65535")
+    }
+
+    /// `cmd` run as the job's user (setpriv keeps the environment, sets the user's
+    /// groups), in its own session so it outlives the prolog without holding its output.
+    fn as_user(&self, program: &Path) -> Command {
+        let mut c = Command::new("setsid");
+        c.arg("setpriv")
+            .arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--init-groups")
+            .arg("--")
+            .arg(program)
+            .stdin(Stdio::null());
+        if let Some(w) = env("SLURM_JOB_WORK_DIR") {
+            c.current_dir(w);
+        }
+        c
+    }
+}
+
+/// The token of job `id` of user `uid`: HMAC-SHA256 over both with the site key.
+pub fn job_token(key: &[u8], id: u64, uid: u32) -> u128 {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(format!("gkfs job token {id} {uid}").as_bytes());
+    let out = mac.finalize().into_bytes();
+    let mut t = [0u8; 16];
+    t.copy_from_slice(&out[..16]);
+    u128::from_be_bytes(t)
+}
+
+/// Each node's name and IPv4 address (`NodeAddr` from `scontrol show node`, resolved).
+fn node_addrs(nodes: &[String]) -> Result<Vec<(String, Ipv4Addr)>> {
+    let out = Command::new("scontrol")
+        .args(["-o", "show", "node", &nodes.join(",")])
+        .output()
+        .context("cannot run scontrol (is Slurm's client installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "scontrol show node: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    nodes
+        .iter()
+        .map(|n| {
+            let line = text
+                .lines()
+                .find(|l| l.split_whitespace().any(|f| f == format!("NodeName={n}")))
+                .with_context(|| format!("scontrol does not know node {n}"))?;
+            let field = |key: &str| {
+                line.split_whitespace()
+                    .find_map(|f| f.strip_prefix(key))
+                    .filter(|v| !v.is_empty() && *v != "(null)")
+            };
+            let addr = field("NodeAddr=").unwrap_or(n);
+            let host = field("NodeHostName=").unwrap_or(n).to_string();
+            let ip = match addr.parse::<Ipv4Addr>() {
+                Ok(ip) => ip,
+                Err(_) => (addr, 0)
+                    .to_socket_addrs()
+                    .with_context(|| format!("cannot resolve NodeAddr {addr} of node {n}"))?
+                    .find_map(|s| match s.ip() {
+                        std::net::IpAddr::V4(v4) => Some(v4),
+                        _ => None,
+                    })
+                    .with_context(|| format!("NodeAddr {addr} of node {n} has no IPv4 address"))?,
+            };
+            Ok((host, ip))
+        })
+        .collect()
+}
+
+/// Writes `data` to `path` (mode 0600) and gives it to the job's user.
+fn write_owned(path: &Path, data: &[u8], job: &Job) -> Result<()> {
+    let _ = fs::remove_file(path);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(data)?;
+    chown(path, Some(job.uid), Some(job.gid))
+        .with_context(|| format!("cannot chown {}", path.display()))
+}
+
+/// `gkfs-run prolog`: starts this node's daemon as the job's user; on the first node,
+/// waits for all daemons and stages in. A failure is also left in the job dir.
+pub fn prolog(a: &NodeArgs) -> Result<()> {
+    let job = Job::from_env()?;
+    let dir = job.dir(a);
+    let r = prolog_in(a, &job, &dir);
+    if let Err(e) = &r {
+        if dir.is_dir() {
+            let _ = write_owned(
+                &dir.join(FAILED_FILE),
+                format!("gkfs on node {}: {e:#}\n", job.node).as_bytes(),
+                &job,
+            );
+        }
+    }
+    r
+}
+
+fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        // A requeued job: the old daemon is gone with its node's previous run.
+        stop_daemon(dir);
+        fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    crate::instance::make_private_dir(dir)?;
+    chown(dir, Some(job.uid), Some(job.gid))
+        .with_context(|| format!("cannot chown {}", dir.display()))?;
+    if !a.mountdir.starts_with('/') {
+        bail!("the mount dir {} is not an absolute path", a.mountdir);
+    }
+    let key = fs::read(&a.keyfile).with_context(|| {
+        format!(
+            "cannot read the key file {} (the job token is derived from it; set keyfile= in plugstack.conf)",
+            a.keyfile.display()
+        )
+    })?;
+    let token = job_token(&key, job.id, job.uid);
+    write_owned(
+        &dir.join(TOKEN_FILE_NAME),
+        gkfs_proto::config::format_token(token).as_bytes(),
+        job,
+    )?;
+    let port = job.port(a)?;
+    let socket = dir.join("gkfsd.sock");
+    let addrs = node_addrs(&job.nodes)?;
+    let mut hosts = String::from("# gkfs hosts file of a Slurm job, written by `gkfs-run prolog` on every node\n");
+    let mut my_ip = None;
+    for ((host, ip), name) in addrs.iter().zip(&job.nodes) {
+        if *name == job.node {
+            my_ip = Some(*ip);
+        }
+        let e = HostEntry {
+            hostname: host.clone(),
+            provider: a.provider.clone(),
+            address: sockaddr_in_address(*ip, port),
+            chunk_size: a.chunk_size,
+            mountdir: a.mountdir.trim_end_matches('/').to_string(),
+            pid: None,
+            socket: Some(socket.display().to_string()),
+        };
+        hosts.push_str(&e.to_line());
+    }
+    let my_ip = my_ip.with_context(|| {
+        format!(
+            "this node ({}) is not in the job's node list {:?}",
+            job.node, job.nodes
+        )
+    })?;
+    let hosts_file = dir.join(HOSTS_FILE_NAME);
+    write_owned(&hosts_file, hosts.as_bytes(), job)?;
+    let log_path = dir.join("gkfsd.log");
+    write_owned(&log_path, b"", job)?;
+    let log = fs::OpenOptions::new().append(true).open(&log_path)?;
+    let gkfsd = a.gkfsd.clone().unwrap_or_else(|| sibling_program("gkfsd"));
+    let child = job
+        .as_user(&gkfsd)
+        .arg("--rootdir")
+        .arg(dir.join("data"))
+        .arg("--hosts-file")
+        .arg(&hosts_file)
+        .arg("--listen")
+        .arg(my_ip.to_string())
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--preregistered")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--mountdir")
+        .arg(&a.mountdir)
+        .arg("--provider")
+        .arg(&a.provider)
+        .arg("--chunk-size")
+        .arg(a.chunk_size.to_string())
+        .arg("--threads")
+        .arg(a.threads.to_string())
+        .arg("--clean-rootdir-on-exit")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {} (setsid and setpriv come with util-linux)", gkfsd.display()))?;
+    fs::write(dir.join("gkfsd.pid"), child.id().to_string())?;
+    let me = job.nodes.iter().position(|n| *n == job.node).unwrap_or(0) as u32;
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    wait_answering(&hosts_file, &[me], deadline, &log_path, child.id())?;
+    if job.is_first() {
+        if let Some(specs) = &a.stage_in {
+            let all: Vec<u32> = (0..job.nodes.len() as u32).collect();
+            wait_answering(&hosts_file, &all, deadline, &log_path, child.id())
+                .context("stage-in needs every node's daemon")?;
+            stage(job, dir, "stage-in", specs, &hosts_file)?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the daemons `which` answer a ping.
+fn wait_answering(
+    hosts_file: &Path,
+    which: &[u32],
+    deadline: Instant,
+    log: &Path,
+    pid: u32,
+) -> Result<()> {
+    let client = Client::new(&ClientConfig {
+        timeout: Duration::from_secs(2),
+        ..ClientConfig::new(hosts_file)
+    })?;
+    let names: Vec<String> = client
+        .hosts()
+        .entries
+        .iter()
+        .map(|e| e.hostname.clone())
+        .collect();
+    loop {
+        let down: Vec<&String> = which
+            .iter()
+            .filter(|d| client.ping(**d).is_err())
+            .filter_map(|d| names.get(*d as usize))
+            .collect();
+        if down.is_empty() {
+            return Ok(());
+        }
+        if !alive(pid) {
+            let text = fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            bail!(
+                "the daemon exited at start: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!("the daemons on {down:?} do not answer");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `gkfs-run stage-in|stage-out` as the job's user for every SRC:DST pair.
+fn stage(job: &Job, dir: &Path, what: &str, specs: &str, hosts_file: &Path) -> Result<()> {
+    let me = std::env::current_exe().context("cannot find gkfs-run itself")?;
+    let log_path = dir.join(format!("{what}.log"));
+    write_owned(&log_path, b"", job)?;
+    for spec in specs.split(',').filter(|s| !s.is_empty()) {
+        let (src, dst) = spec
+            .split_once(':')
+            .with_context(|| format!("--gkfs-{what} {spec}: expected SRC:DST"))?;
+        let log = fs::OpenOptions::new().append(true).open(&log_path)?;
+        let st = job
+            .as_user(&me)
+            .arg(what)
+            .arg(src)
+            .arg(dst)
+            .arg("--hosts-file")
+            .arg(hosts_file)
+            .arg("--quiet")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .with_context(|| format!("cannot run {}", me.display()))?;
+        if !st.success() {
+            let text = fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(8).collect();
+            bail!(
+                "{what} {src} -> {dst} failed:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Stops the daemon recorded in `dir` (SIGTERM, then SIGKILL after 15 s).
+fn stop_daemon(dir: &Path) {
+    let Some(pid) = fs::read_to_string(dir.join("gkfsd.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    // Only a gkfsd: the pid may have been reused if the daemon died long ago.
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() != "gkfsd" || !alive(pid) {
+        return;
+    }
+    let p = Pid::from_raw(pid as i32);
+    let _ = kill(p, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(pid) {
+        if Instant::now() >= deadline {
+            let _ = kill(p, Signal::SIGKILL);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `gkfs-run epilog`: on the first node, stages out while every daemon still runs (the
+/// other nodes wait for it: they stop once the first node's daemon is gone); then stops
+/// this node's daemon and removes the job dir.
+pub fn epilog(a: &NodeArgs) -> Result<()> {
+    let job = Job::from_env()?;
+    let dir = job.dir(a);
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let hosts_file = dir.join(HOSTS_FILE_NAME);
+    let failed_before = dir.join(FAILED_FILE).exists();
+    let mut result = Ok(());
+    if let Some(specs) = a.stage_out.as_deref().filter(|_| !failed_before) {
+        if job.is_first() {
+            result = stage(&job, &dir, "stage-out", specs, &hosts_file);
+            if let Err(e) = &result {
+                report_stage_out_failure(&job, e);
+            }
+        } else {
+            wait_first_gone(&hosts_file, Duration::from_secs(a.stage_timeout));
+        }
+    }
+    stop_daemon(&dir);
+    fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    result
+}
+
+/// Waits until the first node's daemon stops answering (it stops after the stage-out).
+fn wait_first_gone(hosts_file: &Path, limit: Duration) {
+    let Ok(client) = Client::new(&ClientConfig {
+        timeout: Duration::from_secs(1),
+        ..ClientConfig::new(hosts_file)
+    }) else {
+        return;
+    };
+    let deadline = Instant::now() + limit;
+    while client.ping(0).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Tells the user: appends to the job's stderr (or stdout) file as the user, and puts
+/// the message in the job's AdminComment (`scontrol show job`, sacct).
+fn report_stage_out_failure(job: &Job, e: &anyhow::Error) {
+    let msg = format!(
+        "gkfs: stage-out of job {} FAILED; the job's gkfs files are removed with the job:\n{e:#}\n",
+        job.id
+    );
+    eprint!("{msg}");
+    let target = env("SLURM_JOB_STDERR").or_else(|| env("SLURM_JOB_STDOUT"));
+    let target = target.filter(|t| t.starts_with('/')).unwrap_or_else(|| {
+        let work = env("SLURM_JOB_WORK_DIR").unwrap_or_else(|| "/tmp".into());
+        format!("{work}/gkfs-{}.stage-out-failed", job.id)
+    });
+    // As the user: never write as root into a path the user controls.
+    if let Ok(mut c) = job
+        .as_user(Path::new("sh"))
+        .args(["-c", "cat >> \"$1\"", "sh", &target])
+        .stdin(Stdio::piped())
+        .spawn()
+    {
+        if let Some(mut i) = c.stdin.take() {
+            let _ = i.write_all(msg.as_bytes());
+        }
+        let _ = c.wait();
+    }
+    let first = msg.lines().take(3).collect::<Vec<_>>().join(" ");
+    let _ = Command::new("scontrol")
+        .args(["update", &format!("JobId={}", job.id)])
+        .arg(format!("AdminComment={}", first.replace('\n', " ")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_depends_on_key_job_and_user() {
+        let t = job_token(b"key", 7, 1000);
+        assert_eq!(t, job_token(b"key", 7, 1000));
+        assert_ne!(t, job_token(b"key", 8, 1000));
+        assert_ne!(t, job_token(b"key", 7, 1001));
+        assert_ne!(t, job_token(b"other", 7, 1000));
+    }
+}
