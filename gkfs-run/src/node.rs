@@ -44,7 +44,12 @@ pub struct NodeArgs {
     #[arg(long, value_name = "DIR", default_value = "/tmp")]
     rootdir: PathBuf,
     /// Mount directory of the job (the plugin passes --gkfs's value as SPANK_GKFS).
-    #[arg(long, value_name = "DIR", env = "SPANK_GKFS", default_value = "/tmp/gkfs")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SPANK_GKFS",
+        default_value = "/tmp/gkfs"
+    )]
     mountdir: String,
     /// SRC:DST[,SRC:DST...] copied into gkfs before the job's first task.
     #[arg(long, value_name = "SPECS", env = "SPANK_GKFS_STAGE_IN")]
@@ -99,7 +104,9 @@ fn env(name: &str) -> Option<String> {
 
 fn env_num<T: std::str::FromStr>(name: &str) -> Result<T> {
     env(name)
-        .with_context(|| format!("{name} is not set: `gkfs-run prolog|epilog` runs from a Slurm prolog/epilog"))?
+        .with_context(|| {
+            format!("{name} is not set: `gkfs-run prolog|epilog` runs from a Slurm prolog/epilog")
+        })?
         .parse()
         .map_err(|_| anyhow::anyhow!("{name} is not a number"))
 }
@@ -263,7 +270,9 @@ fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
     let port = job.port(a)?;
     let socket = dir.join("gkfsd.sock");
     let addrs = node_addrs(&job.nodes)?;
-    let mut hosts = String::from("# gkfs hosts file of a Slurm job, written by `gkfs-run prolog` on every node\n");
+    let mut hosts = String::from(
+        "# gkfs hosts file of a Slurm job, written by `gkfs-run prolog` on every node\n",
+    );
     let mut my_ip = None;
     for ((host, ip), name) in addrs.iter().zip(&job.nodes) {
         if *name == job.node {
@@ -317,7 +326,12 @@ fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .with_context(|| format!("cannot start {} (setsid and setpriv come with util-linux)", gkfsd.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot start {} (setsid and setpriv come with util-linux)",
+                gkfsd.display()
+            )
+        })?;
     fs::write(dir.join("gkfsd.pid"), child.id().to_string())?;
     let me = job.nodes.iter().position(|n| *n == job.node).unwrap_or(0) as u32;
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
@@ -380,7 +394,7 @@ fn stage(job: &Job, dir: &Path, what: &str, specs: &str, hosts_file: &Path) -> R
     let me = std::env::current_exe().context("cannot find gkfs-run itself")?;
     let log_path = dir.join(format!("{what}.log"));
     write_owned(&log_path, b"", job)?;
-    for spec in specs.split(',').filter(|s| !s.is_empty()) {
+    for (i, spec) in specs.split(',').filter(|s| !s.is_empty()).enumerate() {
         let (src, dst) = spec
             .split_once(':')
             .with_context(|| format!("--gkfs-{what} {spec}: expected SRC:DST"))?;
@@ -393,6 +407,8 @@ fn stage(job: &Job, dir: &Path, what: &str, specs: &str, hosts_file: &Path) -> R
             .arg("--hosts-file")
             .arg(hosts_file)
             .arg("--quiet")
+            .args(["--rank", "0", "--nranks", "1", "--manifest"])
+            .arg(dir.join(format!("{what}-{i}.manifest.json")))
             .stdout(log.try_clone()?)
             .stderr(log)
             .status()
@@ -482,19 +498,46 @@ fn wait_first_gone(hosts_file: &Path, limit: Duration) {
     }
 }
 
-/// Tells the user: appends to the job's stderr (or stdout) file as the user, and puts
-/// the message in the job's AdminComment (`scontrol show job`, sacct).
+/// Expands a job output file pattern (`%j`, `%u`, `%N`, `%%`) as Slurm does; `None`
+/// for patterns this cannot know (job name, array ids, tasks).
+fn expand_output_pattern(pattern: &str, job: &Job, user: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        // Slurm allows a field width between % and the letter (%4j); not handled.
+        match chars.next()? {
+            'j' => out.push_str(&job.id.to_string()),
+            'u' => out.push_str(user),
+            'N' => out.push_str(job.nodes.first()?),
+            '%' => out.push('%'),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Tells the user: appends the message, as the user, to the job's stderr file (a batch
+/// job's, else `<workdir>/gkfs-<jobid>.stage-out-failed`), and to slurmd's log. The job
+/// itself has ended when the epilog runs: Slurm lets nothing change its exit code then.
 fn report_stage_out_failure(job: &Job, e: &anyhow::Error) {
     let msg = format!(
         "gkfs: stage-out of job {} FAILED; the job's gkfs files are removed with the job:\n{e:#}\n",
         job.id
     );
     eprint!("{msg}");
-    let target = env("SLURM_JOB_STDERR").or_else(|| env("SLURM_JOB_STDOUT"));
-    let target = target.filter(|t| t.starts_with('/')).unwrap_or_else(|| {
-        let work = env("SLURM_JOB_WORK_DIR").unwrap_or_else(|| "/tmp".into());
-        format!("{work}/gkfs-{}.stage-out-failed", job.id)
-    });
+    let user = env("SLURM_JOB_USER").unwrap_or_default();
+    let target = env("SLURM_JOB_STDERR")
+        .or_else(|| env("SLURM_JOB_STDOUT"))
+        .filter(|t| t.starts_with('/'))
+        .and_then(|t| expand_output_pattern(&t, job, &user))
+        .unwrap_or_else(|| {
+            let work = env("SLURM_JOB_WORK_DIR").unwrap_or_else(|| "/tmp".into());
+            format!("{work}/gkfs-{}.stage-out-failed", job.id)
+        });
     // As the user: never write as root into a path the user controls.
     if let Ok(mut c) = job
         .as_user(Path::new("sh"))
@@ -507,18 +550,27 @@ fn report_stage_out_failure(job: &Job, e: &anyhow::Error) {
         }
         let _ = c.wait();
     }
-    let first = msg.lines().take(3).collect::<Vec<_>>().join(" ");
-    let _ = Command::new("scontrol")
-        .args(["update", &format!("JobId={}", job.id)])
-        .arg(format!("AdminComment={}", first.replace('\n', " ")))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_patterns() {
+        let job = Job {
+            id: 42,
+            uid: 1,
+            gid: 1,
+            nodes: vec!["n7".into(), "n8".into()],
+            node: "n8".into(),
+        };
+        let e = |p: &str| expand_output_pattern(p, &job, "ann");
+        assert_eq!(e("/w/slurm-%j.out").as_deref(), Some("/w/slurm-42.out"));
+        assert_eq!(e("/w/%u-%N-%%.err").as_deref(), Some("/w/ann-n7-%.err"));
+        assert_eq!(e("/w/%x.out"), None);
+        assert_eq!(e("/w/%"), None);
+    }
 
     #[test]
     fn token_depends_on_key_job_and_user() {

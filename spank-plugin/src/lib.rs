@@ -11,7 +11,7 @@
 //!   are logged and never returned: a failing prolog/epilog would drain the node.
 //! * every step on a node whose prolog set gkfs up (slurmstepd, `user_init`): the tasks
 //!   get `LD_PRELOAD`, `LIBGKFS_HOSTS_FILE`, `GKFS_CLIENT_LIB` and `GKFS_MOUNTDIR`; if the
-//!   prolog failed, the step fails with its message.
+//!   prolog failed, every task exits 1 with its message (`task_init`).
 //!
 //! Site settings are the plugstack.conf arguments (see [`settings::Settings`]).
 #![allow(non_upper_case_globals)]
@@ -72,7 +72,11 @@ const OPT_STAGE_OUT: c_int = 3;
 unsafe extern "C" fn option_cb(val: c_int, optarg: *const c_char, _remote: c_int) -> c_int {
     let arg = (!optarg.is_null())
         // SAFETY: Slurm passes a NUL-terminated option argument or NULL.
-        .then(|| unsafe { CStr::from_ptr(optarg) }.to_string_lossy().into_owned())
+        .then(|| {
+            unsafe { CStr::from_ptr(optarg) }
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|a| !a.is_empty());
     let mut asked = ASKED.lock().unwrap_or_else(|p| p.into_inner());
     match val {
@@ -184,11 +188,7 @@ pub extern "C" fn slurm_spank_init(sp: spank_t, _ac: c_int, _av: *mut *mut c_cha
 
 /// srun/sbatch/salloc: checks the options and passes them to the prolog and epilog.
 #[no_mangle]
-pub extern "C" fn slurm_spank_init_post_opt(
-    sp: spank_t,
-    ac: c_int,
-    av: *mut *mut c_char,
-) -> c_int {
+pub extern "C" fn slurm_spank_init_post_opt(sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
     guarded("init_post_opt", || {
         if ![S_CTX_LOCAL, S_CTX_ALLOCATOR].contains(&context()) {
             return Ok(());
@@ -204,7 +204,9 @@ pub extern "C" fn slurm_spank_init_post_opt(
         let s = settings(ac, av)?;
         let mountdir = match asked.gkfs.clone().flatten() {
             Some(m) if !m.starts_with('/') => {
-                return Err(format!("--gkfs={m}: the mount dir must be an absolute path"))
+                return Err(format!(
+                    "--gkfs={m}: the mount dir must be an absolute path"
+                ))
             }
             Some(m) => m.trim_end_matches('/').to_string(),
             None => s.mountdir.clone(),
@@ -212,15 +214,22 @@ pub extern "C" fn slurm_spank_init_post_opt(
         let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
         let mut vars = vec![("GKFS", mountdir.clone())];
         if let Some(l) = &asked.stage_in {
-            vars.push(("GKFS_STAGE_IN", check_stage_list(l, Way::In, &mountdir, &cwd)?));
+            vars.push((
+                "GKFS_STAGE_IN",
+                check_stage_list(l, Way::In, &mountdir, &cwd)?,
+            ));
         }
         if let Some(l) = &asked.stage_out {
-            vars.push(("GKFS_STAGE_OUT", check_stage_list(l, Way::Out, &mountdir, &cwd)?));
+            vars.push((
+                "GKFS_STAGE_OUT",
+                check_stage_list(l, Way::Out, &mountdir, &cwd)?,
+            ));
         }
         for (k, v) in vars {
             let (k, v) = (cstring(k)?, cstring(&v)?);
             // SAFETY: valid handle and NUL-terminated strings.
-            if unsafe { spank_job_control_setenv(sp, k.as_ptr(), v.as_ptr(), 1) } != ESPANK_SUCCESS {
+            if unsafe { spank_job_control_setenv(sp, k.as_ptr(), v.as_ptr(), 1) } != ESPANK_SUCCESS
+            {
                 return Err(format!("cannot pass {k:?} to the job's prolog"));
             }
         }
@@ -303,8 +312,49 @@ fn getenv(sp: spank_t, k: &str) -> Option<String> {
     Some(s.to_string_lossy().into_owned()).filter(|v| !v.is_empty())
 }
 
+/// Why the tasks of this step cannot use gkfs, if they asked for it or the job has it.
+fn unusable(s: &Settings, id: u32) -> Option<String> {
+    let dir = s.job_dir(id);
+    let hosts_file = dir.join("hosts");
+    if !hosts_file.exists() {
+        let asked = ASKED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .gkfs
+            .is_some();
+        return asked.then(|| {
+            format!(
+                "job {id} has no gkfs on this node ({} is missing): ask for it when the job \
+                 is allocated (sbatch/salloc/srun --gkfs), or use `gkfs-run start` inside the \
+                 allocation; if you did, see slurmd's log on this node",
+                hosts_file.display()
+            )
+        });
+    }
+    std::fs::read_to_string(dir.join("failed"))
+        .ok()
+        .map(|m| m.trim().to_string())
+}
+
+/// Every task of a gkfs job, before exec: fails it (exit 1, a job failure Slurm reports
+/// like any other) when the prolog could not set gkfs up. Failing earlier, in
+/// `user_init`, would make a batch job's launch fail and Slurm drain the node.
+#[no_mangle]
+pub extern "C" fn slurm_spank_task_init(sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
+    guarded("task_init", || {
+        if context() != S_CTX_REMOTE {
+            return Ok(());
+        }
+        let s = settings(ac, av)?;
+        match unusable(&s, job_id(sp)?) {
+            Some(msg) => Err(msg),
+            None => Ok(()),
+        }
+    })
+}
+
 /// Every step (slurmstepd, with the user's privileges): the client environment for the
-/// tasks of a gkfs job, or the prolog's error.
+/// tasks of a gkfs job.
 #[no_mangle]
 pub extern "C" fn slurm_spank_user_init(sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
     guarded("user_init", || {
@@ -313,22 +363,13 @@ pub extern "C" fn slurm_spank_user_init(sp: spank_t, ac: c_int, av: *mut *mut c_
         }
         let s = settings(ac, av)?;
         let id = job_id(sp)?;
-        let dir = s.job_dir(id);
-        let hosts_file = dir.join("hosts");
+        let hosts_file = s.job_dir(id).join("hosts");
+        if unusable(&s, id).is_some() {
+            return Ok(());
+        }
         let Ok(hosts) = std::fs::read_to_string(&hosts_file) else {
-            if ASKED.lock().unwrap_or_else(|p| p.into_inner()).gkfs.is_some() {
-                return Err(format!(
-                    "job {id} has no gkfs on this node ({} is missing): ask for it when the \
-                     job is allocated (sbatch/salloc/srun --gkfs), or use `gkfs-run start` \
-                     inside the allocation; if you did, see slurmd's log on this node",
-                    hosts_file.display()
-                ));
-            }
             return Ok(());
         };
-        if let Ok(msg) = std::fs::read_to_string(dir.join("failed")) {
-            return Err(msg.trim().to_string());
-        }
         let lib = s.client_lib.display().to_string();
         let preload = match getenv(sp, "LD_PRELOAD") {
             Some(old) if !old.split([':', ' ']).any(|p| p == lib) => format!("{lib}:{old}"),
@@ -351,7 +392,8 @@ mod tests {
 
     #[test]
     fn mountdir_from_hosts_file() {
-        let h = "# comment\n\nnode1 tcp;ofi_rxm 0200 chunk_size=524288 mountdir=/tmp/gkfs socket=/x\n";
+        let h =
+            "# comment\n\nnode1 tcp;ofi_rxm 0200 chunk_size=524288 mountdir=/tmp/gkfs socket=/x\n";
         assert_eq!(hosts_mountdir(h).as_deref(), Some("/tmp/gkfs"));
         assert_eq!(hosts_mountdir("# nothing\n"), None);
     }

@@ -50,7 +50,10 @@ impl Settings {
             }
         }
         if !s.mountdir.starts_with('/') {
-            return Err(format!("plugstack.conf mountdir={}: not absolute", s.mountdir));
+            return Err(format!(
+                "plugstack.conf mountdir={}: not absolute",
+                s.mountdir
+            ));
         }
         Ok(s)
     }
@@ -79,7 +82,12 @@ fn under(path: &str, mountdir: &str) -> bool {
 
 /// Checks `SRC:DST[,SRC:DST...]` and makes the parallel-file-system side absolute
 /// against `cwd` (the prolog/epilog run elsewhere).
-pub fn check_stage_list(list: &str, way: Way, mountdir: &str, cwd: &Path) -> Result<String, String> {
+pub fn check_stage_list(
+    list: &str,
+    way: Way,
+    mountdir: &str,
+    cwd: &Path,
+) -> Result<String, String> {
     let opt = match way {
         Way::In => "--gkfs-stage-in",
         Way::Out => "--gkfs-stage-out",
@@ -138,9 +146,15 @@ mod tests {
         assert_eq!(s.job_dir(12), PathBuf::from("/local/gkfs-12"));
         assert_eq!(
             s.passthrough,
-            args(&["--rootdir=/local", "--port-base=50000", "--keyfile=/etc/gkfs.key"])
+            args(&[
+                "--rootdir=/local",
+                "--port-base=50000",
+                "--keyfile=/etc/gkfs.key"
+            ])
         );
-        assert!(Settings::parse(args(&["bogus=1"])).unwrap_err().contains("unknown key bogus"));
+        assert!(Settings::parse(args(&["bogus=1"]))
+            .unwrap_err()
+            .contains("unknown key bogus"));
         assert!(Settings::parse(args(&["rootdir"])).is_err());
         assert!(Settings::parse(args(&["mountdir=rel"])).is_err());
     }
@@ -149,7 +163,13 @@ mod tests {
     fn stage_lists() {
         let cwd = Path::new("/home/u/run");
         assert_eq!(
-            check_stage_list("in:/tmp/gkfs/in,/data/x:/tmp/gkfs", Way::In, "/tmp/gkfs", cwd).unwrap(),
+            check_stage_list(
+                "in:/tmp/gkfs/in,/data/x:/tmp/gkfs",
+                Way::In,
+                "/tmp/gkfs",
+                cwd
+            )
+            .unwrap(),
             "/home/u/run/in:/tmp/gkfs/in,/data/x:/tmp/gkfs"
         );
         assert_eq!(

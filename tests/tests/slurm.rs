@@ -29,7 +29,19 @@ impl SlurmCluster {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("slurm/cluster.sh");
         let dir = PathBuf::from(format!("/var/tmp/gkfs-slurm-test-{}", std::process::id()));
         let one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-        let out = Command::new(&script).arg("up").arg(&dir).output().unwrap();
+        // Our SPANK plugin, configured as a site would (plugstack.conf arguments).
+        let t = bin("gkfs-run").parent().unwrap().to_path_buf();
+        let plugstack = format!(
+            "required {t}/libgkfs_spank.so gkfs_run={t}/gkfs-run client_lib={t}/libgkfs_client.so keyfile={}/munge/munge.key timeout=20",
+            dir.display(),
+            t = t.display()
+        );
+        let out = Command::new(&script)
+            .arg("up")
+            .arg(&dir)
+            .env("PLUGSTACK", plugstack)
+            .output()
+            .unwrap();
         let c = SlurmCluster {
             dir,
             script,
@@ -74,6 +86,40 @@ impl SlurmCluster {
             .unwrap()
     }
 }
+
+impl SlurmCluster {
+    /// Runs a shell script on the submit host (root namespace) with SLURM_CONF and $T.
+    fn sh(&self, work: &Path, script: &str) -> Output {
+        Command::new("timeout")
+            .args(["180", "bash", "-c", script])
+            .env("SLURM_CONF", self.conf())
+            .env("T", bin("gkfs-run").parent().unwrap())
+            .current_dir(work)
+            .output()
+            .unwrap()
+    }
+
+    /// A work dir on the shared disk owned by the user nobody.
+    fn work_for_nobody(&self, name: &str) -> PathBuf {
+        let work = self.dir.join(name);
+        std::fs::create_dir_all(&work).unwrap();
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        std::os::unix::fs::chown(&work, Some(nobody.uid.as_raw()), Some(nobody.gid.as_raw()))
+            .unwrap();
+        work
+    }
+}
+
+/// Shell helpers for the scripts: `as_nobody CMD...`, `wait_job ID` (until it has ended
+/// and every node is idle again, epilogs done), `leftovers` (per node: entries in /tmp,
+/// gkfsd processes (zombies do not count: PID 1 here reaps late), listening ports other
+/// than slurmd's).
+const HELPERS: &str = r#"
+as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+idle() { for i in $(seq 600); do [ -z "$(sinfo -h -o %T | grep -v '^idle$')" ] && return 0; sleep 0.1; done; sinfo -N; return 1; }
+wait_job() { for i in $(seq 1200); do s=$(squeue -h -j $1 -o %T 2>/dev/null); [ -z "$s" ] && break; sleep 0.1; done; idle; }
+leftovers() { srun -N3 sh -c 'echo "$(hostname) tmp=$(ls -A /tmp | wc -l) gkfsd=$(ps -C gkfsd -o stat= | grep -vc Z) ports=$(ss -Hltn | grep -vc ":6818 ")"' | sort; }
+"#;
 
 impl Drop for SlurmCluster {
     fn drop(&mut self) {
@@ -171,5 +217,201 @@ $T/gkfs-run stop
     assert!(
         sa.contains("nobody refused") && !sa.contains("NOBODY READ IT"),
         "{ta}"
+    );
+}
+
+#[test]
+fn srun_gkfs_shares_data_across_nodes_keeps_other_users_out_and_leaves_nothing() {
+    let Some(c) = SlurmCluster::up() else { return };
+    let work = c.dir.join("work3");
+    std::fs::create_dir_all(&work).unwrap();
+    let o = c.sh(
+        &work,
+        &format!(
+            r#"{HELPERS}
+set -e
+# (a) rank 0 on node1 writes; ranks 1 and 2 on node2 and node3 wait for it and read it
+srun -N3 --gkfs -l bash -c '
+  if [ $SLURM_PROCID = 0 ]; then
+    seq 300000 > /tmp/gkfs/data.tmp && mv /tmp/gkfs/data.tmp /tmp/gkfs/data
+  else
+    for i in $(seq 300); do [ -e /tmp/gkfs/data ] && break; sleep 0.05; done
+    echo "read on $(hostname): $(md5sum < /tmp/gkfs/data)"
+  fi
+  # (e) another user on the same node, with the same environment, gets nothing
+  if [ $SLURM_PROCID = 1 ]; then
+    setpriv --reuid=65534 --regid=65534 --clear-groups cat /tmp/gkfs/data >/dev/null 2>&1 \
+      && echo "NOBODY READ IT" || echo "nobody refused"
+  fi'
+idle
+# (c) nothing left on any node
+leftovers
+"#
+        ),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let expect = String::from_utf8_lossy(
+        &Command::new("bash")
+            .args(["-c", "seq 300000 | md5sum"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .split_whitespace()
+    .next()
+    .unwrap()
+    .to_string();
+    for n in ["node2", "node3"] {
+        assert!(
+            out.contains(&format!("read on {n}: {expect}")),
+            "{n} reads what node1 wrote:\n{t}"
+        );
+    }
+    assert!(
+        out.contains("nobody refused") && !out.contains("NOBODY"),
+        "{t}"
+    );
+    for n in ["node1", "node2", "node3"] {
+        assert!(
+            out.contains(&format!("{n} tmp=0 gkfsd=0 ports=0")),
+            "leftovers on {n}:\n{t}"
+        );
+    }
+}
+
+#[test]
+fn sbatch_stages_in_and_out_and_reports_a_failed_stage_out_without_draining() {
+    let Some(c) = SlurmCluster::up() else { return };
+    let work = c.work_for_nobody("work4");
+    let o = c.sh(
+        &work,
+        &format!(
+            r#"{HELPERS}
+set -e
+as_nobody bash -c 'mkdir -p in/sub in/empty && seq 100000 > in/a && head -c 5000000 /dev/urandom > in/sub/b && : > in/c
+  chmod 640 in/a && touch -d 2020-01-01 in/sub/b && mkdir ro && chmod 555 ro'
+cat > job.sh <<'JOB'
+#!/bin/bash
+#SBATCH -N3
+#SBATCH -o job-%j.out
+set -e
+echo "first task on $(hostname) sees: $(cd /tmp/gkfs/in && find . | sort | tr '\n' ' ')"
+srun -N3 -l bash -c 'md5sum < /tmp/gkfs/in/sub/b'
+srun -N1 -w node3 bash -c 'mkdir -p /tmp/gkfs/out && cp -a /tmp/gkfs/in /tmp/gkfs/out/copy && echo computed > /tmp/gkfs/out/result'
+JOB
+chmod 755 job.sh
+ok=$(as_nobody sbatch --parsable --gkfs --gkfs-stage-in=in:/tmp/gkfs/in --gkfs-stage-out=/tmp/gkfs/out:results job.sh)
+wait_job $ok
+bad=$(as_nobody sbatch --parsable --gkfs --gkfs-stage-in=in:/tmp/gkfs/in --gkfs-stage-out=/tmp/gkfs/out:ro/results job.sh)
+wait_job $bad
+echo "ok=$ok bad=$bad"
+echo "--- job $ok"; cat job-$ok.out
+echo "--- job $bad"; cat job-$bad.out
+echo "--- states"; scontrol -o show job $bad | grep -o 'JobState=[A-Z]*'
+sinfo -h -N -o '%N %T'
+leftovers
+"#
+        ),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("first task on node1 sees: . ./a ./c ./empty ./sub ./sub/b"),
+        "stage-in finished before the first task:\n{t}"
+    );
+    // (b) the results come back whole
+    let same = |a: &Path, b: &Path| std::fs::read(a).unwrap() == std::fs::read(b).unwrap();
+    for f in ["a", "c", "sub/b"] {
+        assert!(
+            same(&work.join("in").join(f), &work.join("results/copy").join(f)),
+            "{f} differs after the round trip:\n{t}"
+        );
+    }
+    assert!(work.join("results/copy/empty").is_dir(), "{t}");
+    assert_eq!(
+        std::fs::read_to_string(work.join("results/result")).unwrap(),
+        "computed\n"
+    );
+    let meta = |p: &Path| std::fs::metadata(p).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        meta(&work.join("in/a")).mode(),
+        meta(&work.join("results/copy/a")).mode()
+    );
+    assert_eq!(
+        meta(&work.join("in/sub/b")).mtime(),
+        meta(&work.join("results/copy/sub/b")).mtime()
+    );
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert_eq!(
+        meta(&work.join("results/result")).uid(),
+        nobody.uid.as_raw()
+    );
+    // (g) the failed stage-out is in the job's output, and no node is drained
+    assert!(
+        out.contains("stage-out of job")
+            && out.contains("FAILED")
+            && out.contains("Permission denied"),
+        "the failure reaches the job's output:\n{t}"
+    );
+    assert!(!work.join("ro/results").exists());
+    for n in ["node1", "node2", "node3"] {
+        assert!(
+            out.contains(&format!("{n} idle\n")),
+            "{n} is not idle:\n{t}"
+        );
+        assert!(
+            out.contains(&format!("{n} tmp=0 gkfsd=0 ports=0")),
+            "leftovers on {n}:\n{t}"
+        );
+    }
+}
+
+#[test]
+fn gkfs_jobs_side_by_side_and_failed_stage_in_fails_the_job_not_the_node() {
+    let Some(c) = SlurmCluster::up() else { return };
+    let work = c.work_for_nobody("work5");
+    // (d) job a (salloc --gkfs) and job b (srun --gkfs) on the same three nodes at once:
+    // each writes a marker, waits for the other's, lists its file system.
+    let o = c.sh(
+        &work,
+        &format!(
+            r#"{HELPERS}
+step='if [ $SLURM_PROCID = 0 ]; then echo $ME > /tmp/gkfs/$ME; fi; touch ready-$ME-$SLURM_PROCID
+  for i in $(seq 300); do [ $(ls ready-* 2>/dev/null | wc -l) = 6 ] && break; sleep 0.05; done
+  echo "$(hostname) sees $(ls /tmp/gkfs | tr "\n" " ")"'
+export step
+ME=a salloc -N3 --gkfs bash -c 'srun -N3 bash -c "$step"' > a.out 2>&1 &
+ME=b srun -N3 --gkfs bash -c "$step" > b.out 2>&1
+wait
+idle
+echo "--- a"; cat a.out; echo "--- b"; cat b.out
+# a failed stage-in: the job fails with the reason, the node stays in service
+as_nobody srun -N3 --gkfs-stage-in=missing:/tmp/gkfs/in true && echo "SHOULD HAVE FAILED" || echo "job failed as it should"
+idle
+sinfo -h -N -o '%N %T'
+"#
+        ),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let errs = String::from_utf8_lossy(&o.stderr);
+    let (a, b) = out.split_once("--- b").unwrap_or_else(|| panic!("{t}"));
+    for n in ["node1", "node2", "node3"] {
+        assert!(a.contains(&format!("{n} sees a \n")), "job a on {n}:\n{t}");
+        assert!(b.contains(&format!("{n} sees b \n")), "job b on {n}:\n{t}");
+        assert!(
+            out.contains(&format!("{n} idle\n")),
+            "{n} is not idle:\n{t}"
+        );
+    }
+    assert!(out.contains("job failed as it should"), "{t}");
+    assert!(
+        errs.contains("stage-in") && errs.contains("missing"),
+        "the stage-in error reaches the user:\n{t}"
     );
 }
