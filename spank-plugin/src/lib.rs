@@ -250,6 +250,9 @@ fn job_script(sp: spank_t, ac: c_int, av: *mut *mut c_char, what: &str) -> c_int
     }
     let r = guarded(what, || {
         let s = settings(ac, av)?;
+        if !s.job_scripts {
+            return Ok(());
+        }
         let id = job_id(sp).unwrap_or(0);
         let out = Command::new(&s.gkfs_run)
             .arg(what)

@@ -16,6 +16,9 @@ pub struct Settings {
     pub rootdir: PathBuf,
     /// `mountdir=`: default mount dir of `--gkfs` without a value.
     pub mountdir: String,
+    /// `job_scripts=no`: the site's Prolog/Epilog scripts run `gkfs-run prolog|epilog`
+    /// (share/slurm), not the plugin's job prolog/epilog.
+    pub job_scripts: bool,
     /// Everything else, as `--key=value` arguments of gkfs-run.
     pub passthrough: Vec<String>,
 }
@@ -28,6 +31,7 @@ impl Settings {
             client_lib: PathBuf::from("/usr/lib/gkfs/libgkfs_client.so"),
             rootdir: PathBuf::from("/tmp"),
             mountdir: "/tmp/gkfs".into(),
+            job_scripts: true,
             passthrough: Vec::new(),
         };
         for a in args {
@@ -42,6 +46,13 @@ impl Settings {
                     s.passthrough.push(format!("--rootdir={v}"));
                 }
                 "mountdir" => s.mountdir = v.trim_end_matches('/').to_string(),
+                "job_scripts" => {
+                    s.job_scripts = match v {
+                        "yes" => true,
+                        "no" => false,
+                        _ => return Err(format!("plugstack.conf {a}: expected yes or no")),
+                    }
+                }
                 "keyfile" | "port_base" | "port_range" | "provider" | "timeout"
                 | "stage_timeout" | "chunk_size" | "threads" | "gkfsd" => {
                     s.passthrough.push(format!("--{}={v}", k.replace('_', "-")))
@@ -152,6 +163,13 @@ mod tests {
                 "--keyfile=/etc/gkfs.key"
             ])
         );
+        assert!(s.job_scripts);
+        assert!(
+            !Settings::parse(args(&["job_scripts=no"]))
+                .unwrap()
+                .job_scripts
+        );
+        assert!(Settings::parse(args(&["job_scripts=0"])).is_err());
         assert!(Settings::parse(args(&["bogus=1"]))
             .unwrap_err()
             .contains("unknown key bogus"));

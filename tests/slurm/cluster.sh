@@ -3,6 +3,7 @@
 #   tests/slurm/cluster.sh up DIR     # DIR gets etc/slurm.conf, munge/, logs, state
 #   tests/slurm/cluster.sh down DIR   # stops everything it started, removes namespaces
 #   PLUGSTACK='required /path/plugin.so k=v' cluster.sh up DIR   # with a SPANK plugin
+#   PROLOG=/path/prolog.sh EPILOG=/path/epilog.sh cluster.sh up DIR   # with job scripts
 # Each node is a network namespace (own IP on bridge gkfsbr0, 10.79.0.0/24) plus a UTS
 # namespace (hostname nodeI) and a private /tmp; slurmctld and munged run in the root
 # namespace. Needs root and Debian's slurmctld, slurmd, slurm-client and munge.
@@ -97,6 +98,9 @@ CONF
   for i in $(seq $N); do
     echo "NodeName=node$i NodeAddr=$NET.$((10 + i)) CPUs=$cores Boards=1 SocketsPerBoard=1 CoresPerSocket=$cores ThreadsPerCore=1 RealMemory=2000 State=UNKNOWN" >> "$D/etc/slurm.conf"
   done
+  # PROLOG, EPILOG: Prolog/Epilog scripts (run as root on every node of a job)
+  [ -n "${PROLOG:-}" ] && echo "Prolog=$PROLOG" >> "$D/etc/slurm.conf"
+  [ -n "${EPILOG:-}" ] && echo "Epilog=$EPILOG" >> "$D/etc/slurm.conf"
   echo "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES" >> "$D/etc/slurm.conf"
   # PLUGSTACK: plugstack.conf lines (SPANK plugins), read by slurmd at start-up
   printf '%s\n' "${PLUGSTACK:-}" > "$D/etc/plugstack.conf"

@@ -18,6 +18,12 @@ struct SlurmCluster {
 
 impl SlurmCluster {
     fn up() -> Option<SlurmCluster> {
+        SlurmCluster::up_with(false)
+    }
+
+    /// `job_scripts`: gkfs-run runs from share/slurm's Prolog/Epilog scripts instead of
+    /// the plugin's job prolog/epilog.
+    fn up_with(job_scripts: bool) -> Option<SlurmCluster> {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("SKIPPED: the Slurm tests need root (network namespaces, slurmd)");
             return None;
@@ -31,17 +37,48 @@ impl SlurmCluster {
         let one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
         // Our SPANK plugin, configured as a site would (plugstack.conf arguments).
         let t = bin("gkfs-run").parent().unwrap().to_path_buf();
-        let plugstack = format!(
+        let mut plugstack = format!(
             "required {t}/libgkfs_spank.so gkfs_run={t}/gkfs-run client_lib={t}/libgkfs_client.so keyfile={}/munge/munge.key timeout=20",
             dir.display(),
             t = t.display()
         );
-        let out = Command::new(&script)
-            .arg("up")
-            .arg(&dir)
-            .env("PLUGSTACK", plugstack)
-            .output()
+        let mut up = Command::new(&script);
+        up.arg("up").arg(&dir);
+        if job_scripts {
+            // The scripts as shipped, pointed at a settings file of this cluster.
+            plugstack.push_str(" job_scripts=no");
+            let etc = dir.join("etc");
+            std::fs::create_dir_all(&etc).unwrap();
+            let conf = etc.join("gkfs-slurm.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "GKFS_RUN={t}/gkfs-run\nGKFS_ARGS=(--keyfile={d}/munge/munge.key --timeout=20)\nGKFS_LOG={d}/log/gkfs-slurm.log\n",
+                    t = t.display(),
+                    d = dir.display()
+                ),
+            )
             .unwrap();
+            let share = Path::new(env!("CARGO_MANIFEST_DIR")).join("../share/slurm");
+            for name in ["prolog.sh", "epilog.sh"] {
+                let text = std::fs::read_to_string(share.join(name)).unwrap();
+                assert!(text.contains("GKFS_SLURM_CONF=/etc/gkfs/slurm.conf\n"));
+                let text = text.replace(
+                    "GKFS_SLURM_CONF=/etc/gkfs/slurm.conf\n",
+                    &format!("GKFS_SLURM_CONF={}\n", conf.display()),
+                );
+                let path = etc.join(name);
+                std::fs::write(&path, text).unwrap();
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )
+                .unwrap();
+            }
+            up.env("PROLOG", etc.join("prolog.sh"))
+                .env("EPILOG", etc.join("epilog.sh"));
+        }
+        let out = up.env("PLUGSTACK", plugstack).output().unwrap();
         let c = SlurmCluster {
             dir,
             script,
@@ -414,4 +451,50 @@ sinfo -h -N -o '%N %T'
         errs.contains("stage-in") && errs.contains("missing"),
         "the stage-in error reaches the user:\n{t}"
     );
+}
+
+#[test]
+fn share_slurm_prolog_and_epilog_scripts_do_the_same() {
+    let Some(c) = SlurmCluster::up_with(true) else {
+        return;
+    };
+    let work = c.work_for_nobody("work6");
+    let log = c.dir.join("log/gkfs-slurm.log");
+    let o = c.sh(
+        &work,
+        &format!(
+            r#"{HELPERS}
+set -e
+as_nobody bash -c 'mkdir in && seq 50000 > in/x'
+echo "src $(md5sum < in/x)"
+as_nobody srun -N3 --gkfs-stage-in=in:/tmp/gkfs/in --gkfs-stage-out=/tmp/gkfs/in:back -l bash -c 'echo "$(hostname) $(md5sum < /tmp/gkfs/in/x)"' | sort
+idle
+cmp in/x back/x && echo "staged back"
+leftovers
+echo "prologs=$(grep -c 'prolog job' {log}) epilogs=$(grep -c 'epilog job' {log}) failures=$(grep -c failed {log} || true)"
+"#,
+            log = log.display()
+        ),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let src = out
+        .lines()
+        .find_map(|l| l.strip_prefix("src "))
+        .unwrap_or_else(|| panic!("{t}"));
+    for (i, n) in ["node1", "node2", "node3"].iter().enumerate() {
+        assert!(
+            out.contains(&format!("{i}: {n} {src}\n")),
+            "{n} reads the staged-in file:\n{t}"
+        );
+    }
+    assert!(out.contains("staged back"), "{t}");
+    assert!(out.contains("prologs=3 epilogs=3 failures=0"), "{t}");
+    for n in ["node1", "node2", "node3"] {
+        assert!(
+            out.contains(&format!("{n} tmp=0 gkfsd=0 ports=0")),
+            "leftovers on {n}:\n{t}"
+        );
+    }
 }
