@@ -95,8 +95,14 @@ struct Args {
     /// The hosts file was written by the launcher and already lists this daemon (the
     /// Slurm prolog computes every node's address from its NodeAddr and --port): do
     /// not append a line, fail unless a line carries this daemon's address.
-    #[arg(long, requires = "port")]
+    #[arg(long, requires = "port", conflicts_with = "announce")]
     preregistered: bool,
+
+    /// Print this daemon's hosts line on stdout instead of appending it to the hosts
+    /// file; the launcher collects the lines and writes the hosts file (`gkfs-run start`
+    /// in a Slurm job: no shared file system needed).
+    #[arg(long)]
+    announce: bool,
 }
 
 fn main() {
@@ -321,6 +327,11 @@ fn run(args: Args) -> Result<()> {
     };
     if args.preregistered {
         check_listed(&args.hosts_file, ep.address())?;
+    } else if args.announce {
+        let mut out = std::io::stdout().lock();
+        out.write_all(entry.to_line().as_bytes())
+            .and_then(|_| out.flush())
+            .context("cannot announce this daemon on stdout")?;
     } else {
         register(&args.hosts_file, &entry)?;
     }

@@ -93,6 +93,16 @@ enum Cmd {
     /// Run by Slurm as root on every node of a `--gkfs` job after it ends: stage out on
     /// the first node, stop this node's daemon, remove its data.
     Epilog(node::NodeArgs),
+    /// One task of the daemons' step of `start` in a Slurm job (internal).
+    #[command(hide = true)]
+    DaemonTask {
+        /// The node-local instance dir.
+        #[arg(long)]
+        dir: PathBuf,
+        /// gkfsd and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        gkfsd: Vec<String>,
+    },
     /// Stop the daemons and remove their data.
     Stop {
         /// Hosts file of the instance (default: $LIBGKFS_HOSTS_FILE).
@@ -107,8 +117,8 @@ enum Cmd {
 #[derive(clap::Args, Debug)]
 struct StartArgs {
     /// Start N daemons on this machine (no Slurm needed). Without it, inside a Slurm
-    /// allocation: one daemon per allocated node (srun), instance dir
-    /// $SLURM_SUBMIT_DIR/.gkfs-<jobid>, root dirs /tmp/gkfs-<jobid> on each node.
+    /// allocation: one daemon per allocated node (srun), the instance dir node-local at
+    /// the same path on every node ($TMPDIR/gkfs-<uid>-<jobid>-<tag>), data inside it.
     #[arg(long, value_name = "N")]
     local: Option<usize>,
     /// Parent directory of the daemons' root dirs (default: inside the instance dir).
@@ -181,7 +191,7 @@ fn preloaded(cmd: &[String], hosts_file: &std::path::Path) -> Result<std::proces
 }
 
 /// Exit code of a finished command (128 + signal, as shells report it).
-fn exit_code(st: std::process::ExitStatus) -> i32 {
+pub(crate) fn exit_code(st: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
@@ -286,6 +296,7 @@ fn run(cli: Cli) -> Result<()> {
             let code = run_once(start, &cmd)?;
             std::process::exit(code);
         }
+        Cmd::DaemonTask { dir, gkfsd } => std::process::exit(slurm::daemon_task(&dir, &gkfsd)?),
         Cmd::Prolog(a) => node::prolog(&a),
         Cmd::Epilog(a) => node::epilog(&a),
         Cmd::Stop { hosts_file, keep } => {

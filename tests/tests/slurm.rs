@@ -180,6 +180,8 @@ fn salloc_start_exec_across_nodes_and_stop_without_leftovers() {
     let o = c.salloc(
         &work,
         r#"set -e
+# a daemon that cannot start: start fails and names the nodes
+GKFS_DAEMON=/nonexistent/gkfsd $T/gkfs-run start --timeout 10 && echo "STARTED ANYWAY" || echo "start failed as it should"
 eval "$($T/gkfs-run start)"
 test -n "$LIBGKFS_HOSTS_FILE"
 # rank 0 on node1 writes, the others read it back on node2 and node3
@@ -201,6 +203,12 @@ srun --overlap -N3 sh -c 'ls -A /tmp | wc -l; pgrep -x gkfsd || echo no-daemon' 
     );
     assert!(out.contains("\n3\n"), "3 daemons up:\n{t}");
     assert!(out.contains("instance removed"), "{t}");
+    assert!(out.contains("start failed as it should"), "{t}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(r#"the daemons on ["node1", "node2", "node3"] did not come up"#),
+        "start names the nodes that did not come up:\n{t}"
+    );
     assert!(
         out.contains("      3 0\n") && out.contains("      3 no-daemon"),
         "leftovers on a node:\n{t}"
