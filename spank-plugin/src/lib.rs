@@ -70,14 +70,13 @@ const OPT_STAGE_IN: c_int = 2;
 const OPT_STAGE_OUT: c_int = 3;
 
 unsafe extern "C" fn option_cb(val: c_int, optarg: *const c_char, _remote: c_int) -> c_int {
-    let arg = (!optarg.is_null())
+    let arg = if optarg.is_null() {
+        None
+    } else {
         // SAFETY: Slurm passes a NUL-terminated option argument or NULL.
-        .then(|| {
-            unsafe { CStr::from_ptr(optarg) }
-                .to_string_lossy()
-                .into_owned()
-        })
-        .filter(|a| !a.is_empty());
+        let a = unsafe { CStr::from_ptr(optarg) };
+        Some(a.to_string_lossy().into_owned()).filter(|a| !a.is_empty())
+    };
     let mut asked = ASKED.lock().unwrap_or_else(|p| p.into_inner());
     match val {
         OPT_GKFS => asked.gkfs = Some(arg),
@@ -166,8 +165,11 @@ fn cstring(s: &str) -> Result<CString, String> {
 }
 
 /// Registers the options where users can give them.
+///
+/// # Safety
+/// Called by Slurm with its handle and the plugstack.conf arguments.
 #[no_mangle]
-pub extern "C" fn slurm_spank_init(sp: spank_t, _ac: c_int, _av: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn slurm_spank_init(sp: spank_t, _ac: c_int, _av: *mut *mut c_char) -> c_int {
     guarded("init", || {
         if ![S_CTX_LOCAL, S_CTX_REMOTE, S_CTX_ALLOCATOR].contains(&context()) {
             return Ok(());
@@ -187,8 +189,15 @@ pub extern "C" fn slurm_spank_init(sp: spank_t, _ac: c_int, _av: *mut *mut c_cha
 }
 
 /// srun/sbatch/salloc: checks the options and passes them to the prolog and epilog.
+///
+/// # Safety
+/// Called by Slurm with its handle and the plugstack.conf arguments.
 #[no_mangle]
-pub extern "C" fn slurm_spank_init_post_opt(sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn slurm_spank_init_post_opt(
+    sp: spank_t,
+    ac: c_int,
+    av: *mut *mut c_char,
+) -> c_int {
     guarded("init_post_opt", || {
         if ![S_CTX_LOCAL, S_CTX_ALLOCATOR].contains(&context()) {
             return Ok(());
@@ -273,14 +282,28 @@ fn job_script(sp: spank_t, ac: c_int, av: *mut *mut c_char, what: &str) -> c_int
 }
 
 /// Job prolog (slurmd, root, every node).
+///
+/// # Safety
+/// Called by Slurm with its handle and the plugstack.conf arguments.
 #[no_mangle]
-pub extern "C" fn slurm_spank_job_prolog(sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn slurm_spank_job_prolog(
+    sp: spank_t,
+    ac: c_int,
+    av: *mut *mut c_char,
+) -> c_int {
     job_script(sp, ac, av, "prolog")
 }
 
 /// Job epilog (slurmd, root, every node).
+///
+/// # Safety
+/// Called by Slurm with its handle and the plugstack.conf arguments.
 #[no_mangle]
-pub extern "C" fn slurm_spank_job_epilog(sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn slurm_spank_job_epilog(
+    sp: spank_t,
+    ac: c_int,
+    av: *mut *mut c_char,
+) -> c_int {
     job_script(sp, ac, av, "epilog")
 }
 
@@ -342,8 +365,15 @@ fn unusable(s: &Settings, id: u32) -> Option<String> {
 /// Every task of a gkfs job, before exec: fails it (exit 1, a job failure Slurm reports
 /// like any other) when the prolog could not set gkfs up. Failing earlier, in
 /// `user_init`, would make a batch job's launch fail and Slurm drain the node.
+///
+/// # Safety
+/// Called by Slurm with its handle and the plugstack.conf arguments.
 #[no_mangle]
-pub extern "C" fn slurm_spank_task_init(sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn slurm_spank_task_init(
+    sp: spank_t,
+    ac: c_int,
+    av: *mut *mut c_char,
+) -> c_int {
     guarded("task_init", || {
         if context() != S_CTX_REMOTE {
             return Ok(());
@@ -358,8 +388,15 @@ pub extern "C" fn slurm_spank_task_init(sp: spank_t, ac: c_int, av: *mut *mut c_
 
 /// Every step (slurmstepd, with the user's privileges): the client environment for the
 /// tasks of a gkfs job.
+///
+/// # Safety
+/// Called by Slurm with its handle and the plugstack.conf arguments.
 #[no_mangle]
-pub extern "C" fn slurm_spank_user_init(sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn slurm_spank_user_init(
+    sp: spank_t,
+    ac: c_int,
+    av: *mut *mut c_char,
+) -> c_int {
     guarded("user_init", || {
         if context() != S_CTX_REMOTE {
             return Ok(());
