@@ -275,6 +275,7 @@ fn srun_gkfs_shares_data_across_nodes_keeps_other_users_out_and_leaves_nothing()
         &format!(
             r#"{HELPERS}
 set -e
+for c in srun sbatch salloc; do echo "$c --help: $($c --help | grep -o -- '--gkfs[a-z-]*' | sort -u | xargs)"; done
 # (a) rank 0 on node1 writes; ranks 1 and 2 on node2 and node3 wait for it and read it
 srun -N3 --gkfs -l bash -c '
   if [ $SLURM_PROCID = 0 ]; then
@@ -318,6 +319,14 @@ leftovers
         out.contains("nobody refused") && !out.contains("NOBODY"),
         "{t}"
     );
+    for c in ["srun", "sbatch", "salloc"] {
+        assert!(
+            out.contains(&format!(
+                "{c} --help: --gkfs --gkfs-stage-in --gkfs-stage-out\n"
+            )),
+            "{c} --help lists the options:\n{t}"
+        );
+    }
     for n in ["node1", "node2", "node3"] {
         assert!(
             out.contains(&format!("{n} tmp=0 gkfsd=0 ports=0")),
@@ -343,6 +352,7 @@ cat > job.sh <<'JOB'
 #SBATCH -o job-%j.out
 set -e
 echo "first task on $(hostname) sees: $(cd /tmp/gkfs/in && find . | sort | tr '\n' ' ')"
+echo "daemons run as: $(ps -C gkfsd -o user=,stat= | grep -v Z | cut -d' ' -f1 | sort | uniq -c | xargs)"
 srun -N3 -l bash -c 'md5sum < /tmp/gkfs/in/sub/b'
 srun -N1 -w node3 bash -c 'mkdir -p /tmp/gkfs/out && cp -a /tmp/gkfs/in /tmp/gkfs/out/copy && echo computed > /tmp/gkfs/out/result'
 JOB
@@ -366,6 +376,10 @@ leftovers
     assert!(
         out.contains("first task on node1 sees: . ./a ./c ./empty ./sub ./sub/b"),
         "stage-in finished before the first task:\n{t}"
+    );
+    assert!(
+        out.contains("daemons run as: 3 nobody"),
+        "the job's daemons run as its user:\n{t}"
     );
     // (b) the results come back whole
     let same = |a: &Path, b: &Path| std::fs::read(a).unwrap() == std::fs::read(b).unwrap();
