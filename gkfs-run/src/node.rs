@@ -170,17 +170,7 @@ pub fn job_token(key: &[u8], id: u64, uid: u32) -> u128 {
 
 /// Each node's name and IPv4 address (`NodeAddr` from `scontrol show node`, resolved).
 fn node_addrs(nodes: &[String]) -> Result<Vec<(String, Ipv4Addr)>> {
-    let out = Command::new("scontrol")
-        .args(["-o", "show", "node", &nodes.join(",")])
-        .output()
-        .context("cannot run scontrol (is Slurm's client installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "scontrol show node: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = crate::slurm::scontrol(&["-o", "show", "node", &nodes.join(",")])?;
     nodes
         .iter()
         .map(|n| {

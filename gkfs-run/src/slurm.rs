@@ -45,20 +45,26 @@ pub(crate) fn nodes() -> Result<Vec<String>> {
     let list = env("SLURM_JOB_NODELIST")
         .or_else(|| env("SLURM_NODELIST"))
         .context("SLURM_JOB_NODELIST is not set: run inside an allocation (salloc/sbatch)")?;
+    Ok(scontrol(&["show", "hostnames", &list])?
+        .split_whitespace()
+        .map(String::from)
+        .collect())
+}
+
+/// Runs `scontrol ARGS` and returns its output.
+pub(crate) fn scontrol(args: &[&str]) -> Result<String> {
     let out = Command::new("scontrol")
-        .args(["show", "hostnames", &list])
+        .args(args)
         .output()
         .context("cannot run scontrol (is Slurm's client installed?)")?;
     if !out.status.success() {
         bail!(
-            "scontrol show hostnames {list}: {}",
+            "scontrol {}: {}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(String::from)
-        .collect())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Prefix of the lines `gkfs-run daemon-task` prints for `start` to collect.

@@ -3,7 +3,7 @@
 #   tests/slurm/cluster.sh up DIR     # DIR gets etc/slurm.conf, munge/, logs, state
 #   tests/slurm/cluster.sh down DIR   # stops everything it started, removes namespaces
 #   PLUGSTACK='required /path/plugin.so k=v' cluster.sh up DIR   # with a SPANK plugin
-#   PROLOG=/path/prolog.sh EPILOG=/path/epilog.sh cluster.sh up DIR   # with job scripts
+#   PROLOG=/path/gkfs-prolog-epilog.sh EPILOG=/path/gkfs-prolog-epilog.sh cluster.sh up DIR   # with job scripts
 # Each node is a network namespace (own IP on bridge gkfsbr0, 10.79.0.0/24) plus a UTS
 # namespace (hostname nodeI) and a private /tmp; slurmctld and munged run in the root
 # namespace. Needs root and Debian's slurmctld, slurmd, slurm-client and munge.

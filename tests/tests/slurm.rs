@@ -60,23 +60,18 @@ impl SlurmCluster {
             )
             .unwrap();
             let share = Path::new(env!("CARGO_MANIFEST_DIR")).join("../share/slurm");
-            for name in ["prolog.sh", "epilog.sh"] {
-                let text = std::fs::read_to_string(share.join(name)).unwrap();
-                assert!(text.contains("GKFS_SLURM_CONF=/etc/gkfs/slurm.conf\n"));
-                let text = text.replace(
-                    "GKFS_SLURM_CONF=/etc/gkfs/slurm.conf\n",
-                    &format!("GKFS_SLURM_CONF={}\n", conf.display()),
-                );
-                let path = etc.join(name);
-                std::fs::write(&path, text).unwrap();
-                std::fs::set_permissions(
-                    &path,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
-                )
+            let name = "gkfs-prolog-epilog.sh";
+            let text = std::fs::read_to_string(share.join(name)).unwrap();
+            assert!(text.contains("GKFS_SLURM_CONF=/etc/gkfs/slurm.conf\n"));
+            let text = text.replace(
+                "GKFS_SLURM_CONF=/etc/gkfs/slurm.conf\n",
+                &format!("GKFS_SLURM_CONF={}\n", conf.display()),
+            );
+            let path = etc.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
                 .unwrap();
-            }
-            up.env("PROLOG", etc.join("prolog.sh"))
-                .env("EPILOG", etc.join("epilog.sh"));
+            up.env("PROLOG", &path).env("EPILOG", &path);
         }
         let out = up.env("PLUGSTACK", plugstack).output().unwrap();
         let c = SlurmCluster {
