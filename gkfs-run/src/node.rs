@@ -17,7 +17,7 @@
 use std::fs;
 use std::io::Write;
 use std::net::{Ipv4Addr, ToSocketAddrs};
-use std::os::unix::fs::{chown, OpenOptionsExt};
+use std::os::unix::fs::{fchown, lchown, DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -211,7 +211,7 @@ fn write_owned(path: &Path, data: &[u8], job: &Job) -> Result<()> {
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(data)?;
-    chown(path, Some(job.uid), Some(job.gid))
+    fchown(&f, Some(job.uid), Some(job.gid))
         .with_context(|| format!("cannot chown {}", path.display()))
 }
 
@@ -228,20 +228,30 @@ pub fn prolog(a: &NodeArgs) -> Result<()> {
                 format!("gkfs on node {}: {e:#}\n", job.node).as_bytes(),
                 &job,
             );
+            // So that the job's tasks (the user) can read why.
+            let _ = lchown(&dir, Some(job.uid), Some(job.gid));
         }
     }
     r
 }
 
 fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
-    if dir.exists() {
-        // A requeued job: the old daemon is gone with its node's previous run.
-        stop_daemon(dir);
-        fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    if let Ok(m) = dir.symlink_metadata() {
+        // A requeued job's, or something else (the rootdir may be /tmp).
+        if m.is_dir() {
+            stop_daemon(dir, job.uid);
+            fs::remove_dir_all(dir)
+        } else {
+            fs::remove_file(dir)
+        }
+        .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
-    crate::instance::make_private_dir(dir)?;
-    chown(dir, Some(job.uid), Some(job.gid))
-        .with_context(|| format!("cannot chown {}", dir.display()))?;
+    // Root's until everything is in place, then the user's: the user cannot swap a file
+    // for a symlink while root writes. Not recursive: fails if someone made it meanwhile.
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     if !a.mountdir.starts_with('/') {
         bail!("the mount dir {} is not an absolute path", a.mountdir);
     }
@@ -290,6 +300,12 @@ fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
     let log_path = dir.join("gkfsd.log");
     write_owned(&log_path, b"", job)?;
     let log = fs::OpenOptions::new().append(true).open(&log_path)?;
+    write_owned(&dir.join("gkfsd.pid"), b"", job)?;
+    let pid_file = fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("gkfsd.pid"))?;
+    lchown(dir, Some(job.uid), Some(job.gid))
+        .with_context(|| format!("cannot chown {}", dir.display()))?;
     let gkfsd = a.gkfsd.clone().unwrap_or_else(|| sibling_program("gkfsd"));
     let child = job
         .as_user(&gkfsd)
@@ -322,7 +338,7 @@ fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
                 gkfsd.display()
             )
         })?;
-    fs::write(dir.join("gkfsd.pid"), child.id().to_string())?;
+    (&pid_file).write_all(child.id().to_string().as_bytes())?;
     let me = job.nodes.iter().position(|n| *n == job.node).unwrap_or(0) as u32;
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
     wait_answering(&hosts_file, &[me], deadline, &log_path, child.id())?;
@@ -423,16 +439,16 @@ fn alive(pid: u32) -> bool {
 }
 
 /// Stops the daemon recorded in `dir` (SIGTERM, then SIGKILL after 15 s).
-fn stop_daemon(dir: &Path) {
+fn stop_daemon(dir: &Path, uid: u32) {
     let Some(pid) = fs::read_to_string(dir.join("gkfsd.pid"))
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
     else {
         return;
     };
-    // Only a gkfsd: the pid may have been reused if the daemon died long ago.
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if comm.trim() != "gkfsd" || !alive(pid) {
+    // Only this job's gkfsd: the pid may have been reused since, and the pid file is in
+    // the user's dir (a user must not get root to signal another job's daemon).
+    if !is_job_daemon(pid, uid, dir) || !alive(pid) {
         return;
     }
     let p = Pid::from_raw(pid as i32);
@@ -445,6 +461,22 @@ fn stop_daemon(dir: &Path) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Is `pid` a gkfsd of user `uid` serving the job dir `dir`?
+fn is_job_daemon(pid: u32, uid: u32, dir: &Path) -> bool {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let real_uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok());
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let hosts = dir.join(HOSTS_FILE_NAME);
+    let serves_dir = cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg == hosts.as_os_str().as_encoded_bytes());
+    comm.trim() == "gkfsd" && real_uid == Some(uid) && serves_dir
 }
 
 /// `gkfs-run epilog`: on the first node, stages out while every daemon still runs (the
@@ -469,7 +501,7 @@ pub fn epilog(a: &NodeArgs) -> Result<()> {
             wait_first_gone(&hosts_file, Duration::from_secs(a.stage_timeout));
         }
     }
-    stop_daemon(&dir);
+    stop_daemon(&dir, job.uid);
     fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     result
 }

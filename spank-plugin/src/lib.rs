@@ -341,6 +341,9 @@ fn getenv(sp: spank_t, k: &str) -> Option<String> {
 /// Why the tasks of this step cannot use gkfs, if they asked for it or the job has it.
 fn unusable(s: &Settings, id: u32) -> Option<String> {
     let dir = s.job_dir(id);
+    if let Ok(msg) = std::fs::read_to_string(dir.join("failed")) {
+        return Some(msg.trim().to_string());
+    }
     let hosts_file = dir.join("hosts");
     if !hosts_file.exists() {
         let asked = ASKED
@@ -357,9 +360,7 @@ fn unusable(s: &Settings, id: u32) -> Option<String> {
             )
         });
     }
-    std::fs::read_to_string(dir.join("failed"))
-        .ok()
-        .map(|m| m.trim().to_string())
+    None
 }
 
 /// Every task of a gkfs job, before exec: fails it (exit 1, a job failure Slurm reports

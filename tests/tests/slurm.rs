@@ -144,13 +144,14 @@ impl SlurmCluster {
 
 /// Shell helpers for the scripts: `as_nobody CMD...`, `wait_job ID` (until it has ended
 /// and every node is idle again, epilogs done), `leftovers` (per node: entries in /tmp,
-/// gkfsd processes (zombies do not count: PID 1 here reaps late), listening ports other
-/// than slurmd's).
+/// gkfsd processes in the node's network namespace (all nodes share one PID namespace;
+/// zombies do not count: PID 1 here reaps late), listening ports other than slurmd's).
 const HELPERS: &str = r#"
 as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 idle() { for i in $(seq 600); do [ -z "$(sinfo -h -o %T | grep -v '^idle$')" ] && return 0; sleep 0.1; done; sinfo -N; return 1; }
 wait_job() { for i in $(seq 1200); do s=$(squeue -h -j $1 -o %T 2>/dev/null); [ -z "$s" ] && break; sleep 0.1; done; idle; }
-leftovers() { srun -N3 sh -c 'echo "$(hostname) tmp=$(ls -A /tmp | wc -l) gkfsd=$(ps -C gkfsd -o stat= | grep -vc Z) ports=$(ss -Hltn | grep -vc ":6818 ")"' | sort; }
+leftovers() { srun -N3 bash -c 'n=0; for p in $(pgrep -x gkfsd); do [ "$(readlink /proc/$p/ns/net)" = "$(readlink /proc/self/ns/net)" ] && [ "$(cut -d" " -f3 /proc/$p/stat)" != Z ] && n=$((n+1)); done
+  echo "$(hostname) tmp=$(ls -A /tmp | wc -l) gkfsd=$n ports=$(ss -Hltn | grep -vc ":6818 ")"' | sort; }
 "#;
 
 impl Drop for SlurmCluster {
