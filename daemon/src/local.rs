@@ -194,14 +194,14 @@ fn serve(stream: UnixStream, state: &State) {
     };
     let window = window.map(std::sync::Arc::new);
     let Ok(w) = stream.try_clone() else { return };
-    let spin = gkfs_proto::local::spin_time();
+    let mut spinner = gkfs_proto::local::Spinner::new();
     let peek = stream.try_clone().ok();
     let mut reader = BufReader::new(stream);
     let mut writer = BufWriter::new(w);
     loop {
         // A client in a loop sends its next request right after our reply.
         if let (Some(p), true) = (&peek, reader.buffer().is_empty()) {
-            gkfs_proto::local::spin_until_readable(p, spin);
+            spinner.wait(p);
         }
         let payload = match gkfs_proto::local::read_frame(&mut reader, max) {
             Ok(Some(p)) => p,

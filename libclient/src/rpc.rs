@@ -84,6 +84,8 @@ impl Drop for Window {
 pub(crate) struct LocalConn {
     stream: UnixStream,
     window: Window,
+    /// Polls for the reply before blocking, while that pays.
+    spinner: gkfs_proto::local::Spinner,
 }
 
 /// A daemon's node-local socket and the idle connections to it.
@@ -118,7 +120,11 @@ impl LocalRoute {
             nix::sys::socket::MsgFlags::empty(),
             None,
         )?;
-        Ok(LocalConn { stream, window })
+        Ok(LocalConn {
+            stream,
+            window,
+            spinner: gkfs_proto::local::Spinner::new(),
+        })
     }
 
     fn give_back(&self, c: LocalConn) {
@@ -368,7 +374,7 @@ impl<R: Rpc> Pending<R> {
                 fabric_errno(&e)
             })?,
             Call::Local(route, mut c) => {
-                gkfs_proto::local::spin_until_readable(&c.stream, gkfs_proto::local::spin_time());
+                c.spinner.wait(&c.stream);
                 let got = gkfs_proto::local::read_frame(&mut c.stream, route.max_frame);
                 match got {
                     Ok(Some(b)) => {

@@ -198,7 +198,10 @@ int main(int argc, char **argv) {
     CHK("opendir", dir ? 0 : -1);
     int n = 0;
     struct dirent *e;
+    errno = 0;
     while ((e = readdir(dir))) n++;
+    /* fts and find tell the end of a directory from an error by errno staying 0 */
+    printf("%-28s errno %d\n", "readdir end keeps errno", errno);
     CHK("readdir count", n);
     rewinddir(dir);
     long pos = telldir(dir);

@@ -119,17 +119,33 @@ pub fn set_errno(e: i32) {
     unsafe { *libc::__errno_location() = e };
 }
 
+/// The calling thread's errno.
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location always returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
 /// Runs a hook: `body` unless the thread is already inside the library, `real` when the
-/// body hands the call on. Panics become EIO.
+/// body hands the call on. Panics become EIO. A call that succeeds leaves errno as the
+/// caller had it: the library's own system calls (a poll that found nothing, a file
+/// that is not there) must not show through, since callers such as fts set errno to 0
+/// and read it after `readdir` returns NULL.
 pub fn run<R: Fail>(body: impl FnOnce() -> Act<R>, real: impl FnOnce() -> R) -> R {
     let Some(inside) = Inside::enter() else {
         return real();
     };
+    let saved = errno();
     let act = catch_unwind(AssertUnwindSafe(body));
     drop(inside);
     match act {
-        Ok(None) => real(),
-        Ok(Some(Ok(v))) => v,
+        Ok(None) => {
+            set_errno(saved);
+            real()
+        }
+        Ok(Some(Ok(v))) => {
+            set_errno(saved);
+            v
+        }
         Ok(Some(Err(e))) => {
             set_errno(e.raw());
             R::FAIL
@@ -221,8 +237,12 @@ pub fn cstr<'a>(p: *const c_char) -> Option<&'a str> {
 /// panic into EIO.
 pub fn callback<R: Fail>(body: impl FnOnce() -> Result<R, Errno>) -> R {
     let _inside = Inside::enter();
+    let saved = errno();
     match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(v)) => v,
+        Ok(Ok(v)) => {
+            set_errno(saved);
+            v
+        }
         Ok(Err(e)) => {
             set_errno(e.raw());
             R::FAIL
