@@ -267,6 +267,21 @@ impl Client {
             return Err(Errno::EEXIST);
         }
         let parent = path::parent(p);
+        if parent == "/" || self.owner(parent) == self.owner(p) {
+            // One daemon holds both records: it checks the parent itself.
+            return self.rpc().call(
+                self.owner(p),
+                &CreateReq {
+                    path: p.to_string(),
+                    mode: mode_bits,
+                    uid: self.inner.uid,
+                    gid: self.inner.gid,
+                    exclusive,
+                    time: now_ns(),
+                    check_parent: parent != "/",
+                },
+            );
+        }
         // The parent check and the create travel together (one round trip, not two);
         // if the parent turns out to be missing or not a directory, a record this call
         // created is removed again before the error is returned.
@@ -290,6 +305,7 @@ impl Client {
                 gid: self.inner.gid,
                 exclusive,
                 time: now_ns(),
+                check_parent: false,
             },
             SMALL_REPLY,
         )?;

@@ -13,7 +13,7 @@ use crate::wire::{decode, Bytes, DecodeError, Reader, Wire};
 use crate::wire_struct;
 
 /// Protocol version carried in every header.
-pub const PROTO_VERSION: u8 = 2;
+pub const PROTO_VERSION: u8 = 3;
 
 impl Wire for u128 {
     fn put(&self, out: &mut Vec<u8>) {
@@ -332,6 +332,10 @@ wire_struct! {
         pub exclusive: bool,
         /// Creation time, ns since the epoch.
         pub time: i64,
+        /// Check first that the parent directory exists and is a directory (ENOENT,
+        /// ENOTDIR); the client sets it when this daemon also holds the parent's
+        /// record, saving the separate lookup.
+        pub check_parent: bool,
     }
 }
 wire_struct! {
@@ -720,7 +724,8 @@ mod tests {
                     uid: 2,
                     gid: 3,
                     exclusive: rng.random(),
-                    time: rng.random()
+                    time: rng.random(),
+                    check_parent: rng.random()
                 },
                 CreateReq
             ),

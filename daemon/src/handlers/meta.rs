@@ -58,6 +58,12 @@ pub fn create(st: &State, req: CreateReq) -> Result<CreateReply, RemoteError> {
     if ![mode::S_IFREG, mode::S_IFDIR, mode::S_IFLNK].contains(&kind) {
         return Err(RemoteError::new(Errno::EINVAL, "unsupported file type"));
     }
+    if req.check_parent {
+        let parent = gkfs_proto::path::parent(&req.path);
+        if !lookup(st, parent)?.is_dir() {
+            return Err(Errno::ENOTDIR.into());
+        }
+    }
     let _g = st.write_lock(&req.path);
     if let Some(existing) = st.meta.get(&req.path).map_err(Errno::from)? {
         if req.exclusive {
