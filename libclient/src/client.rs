@@ -267,53 +267,35 @@ impl Client {
             return Err(Errno::EEXIST);
         }
         let parent = path::parent(p);
-        if parent == "/" || self.owner(parent) == self.owner(p) {
-            // One daemon holds both records: it checks the parent itself.
-            return self.rpc().call(
-                self.owner(p),
-                &CreateReq {
-                    path: p.to_string(),
-                    mode: mode_bits,
-                    uid: self.inner.uid,
-                    gid: self.inner.gid,
-                    exclusive,
-                    time: now_ns(),
-                    check_parent: parent != "/",
-                },
-            );
+        // One daemon holding both records checks the parent itself (one round trip).
+        let one_daemon = parent == "/" || self.owner(parent) == self.owner(p);
+        let req = CreateReq {
+            path: p.to_string(),
+            mode: mode_bits,
+            uid: self.inner.uid,
+            gid: self.inner.gid,
+            exclusive,
+            time: now_ns(),
+            check_parent: one_daemon && parent != "/",
+        };
+        if one_daemon {
+            return self.rpc().call(self.owner(p), &req);
         }
-        // The parent check and the create travel together (one round trip, not two);
-        // if the parent turns out to be missing or not a directory, a record this call
-        // created is removed again before the error is returned.
-        let parent_stat = (parent != "/")
-            .then(|| {
-                self.rpc().start(
-                    self.owner(parent),
-                    &StatReq {
-                        path: parent.to_string(),
-                    },
-                    SMALL_REPLY,
-                )
-            })
-            .transpose()?;
-        let create = self.rpc().start(
-            self.owner(p),
-            &CreateReq {
-                path: p.to_string(),
-                mode: mode_bits,
-                uid: self.inner.uid,
-                gid: self.inner.gid,
-                exclusive,
-                time: now_ns(),
-                check_parent: false,
+        // Otherwise the parent lookup and the create travel together (one round trip,
+        // not two); if the parent turns out to be missing or not a directory, a record
+        // this call created is removed again before the error is returned.
+        let parent_stat = self.rpc().start(
+            self.owner(parent),
+            &StatReq {
+                path: parent.to_string(),
             },
             SMALL_REPLY,
         )?;
-        let parent_ok = match parent_stat.map(|s| s.wait()) {
-            None => Ok(()),
-            Some(Ok(r)) if r.record.is_dir() => Ok(()),
-            Some(Ok(_)) => Err(Errno::ENOTDIR),
-            Some(Err(e)) => Err(e),
+        let create = self.rpc().start(self.owner(p), &req, SMALL_REPLY)?;
+        let parent_ok = match parent_stat.wait() {
+            Ok(r) if r.record.is_dir() => Ok(()),
+            Ok(_) => Err(Errno::ENOTDIR),
+            Err(e) => Err(e),
         };
         let created = create.wait();
         if let Err(e) = parent_ok {
