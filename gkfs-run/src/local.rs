@@ -50,16 +50,45 @@ pub fn sibling_program(name: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn daemon_program() -> PathBuf {
+/// The daemon program: $GKFS_DAEMON, else gkfsd next to gkfs-run, else from PATH.
+pub(crate) fn daemon_program() -> PathBuf {
     std::env::var_os("GKFS_DAEMON")
         .map(PathBuf::from)
         .unwrap_or_else(|| sibling_program("gkfsd"))
 }
 
-fn log_tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
+/// The daemon arguments every launcher passes (data dir, mount dir, provider, chunk
+/// size, worker threads).
+pub(crate) fn daemon_args(
+    rootdir: &Path,
+    mountdir: &str,
+    provider: &str,
+    chunk_size: u64,
+    threads: usize,
+) -> Vec<std::ffi::OsString> {
+    vec![
+        "--rootdir".into(),
+        rootdir.into(),
+        "--mountdir".into(),
+        mountdir.into(),
+        "--provider".into(),
+        provider.into(),
+        "--chunk-size".into(),
+        chunk_size.to_string().into(),
+        "--threads".into(),
+        threads.to_string().into(),
+    ]
+}
+
+/// The last `n` lines of `text`, joined by `sep`.
+pub(crate) fn tail(text: &str, n: usize, sep: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join("\n    ")
+    lines[lines.len().saturating_sub(n)..].join(sep)
+}
+
+/// The last `n` lines of the file at `path` (empty if unreadable), joined by `sep`.
+pub(crate) fn log_tail(path: &Path, n: usize, sep: &str) -> String {
+    tail(&fs::read_to_string(path).unwrap_or_default(), n, sep)
 }
 
 fn spinner(msg: &str) -> ProgressBar {
@@ -112,20 +141,17 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
         let logf =
             fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let child = Command::new(&gkfsd)
-            .arg("--rootdir")
-            .arg(&rootdir)
-            .arg("--mountdir")
-            .arg(&inst.mountdir)
+            .args(daemon_args(
+                &rootdir,
+                &inst.mountdir,
+                &opts.provider,
+                opts.chunk_size,
+                opts.threads,
+            ))
             .arg("--hosts-file")
             .arg(&hosts_file)
-            .arg("--provider")
-            .arg(&opts.provider)
-            .arg("--chunk-size")
-            .arg(opts.chunk_size.to_string())
             .arg("--listen")
             .arg("127.0.0.1")
-            .arg("--threads")
-            .arg(opts.threads.to_string())
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf)
@@ -172,7 +198,7 @@ fn wait_ready(
                     d.index,
                     d.pid,
                     d.log.display(),
-                    log_tail(&d.log)
+                    log_tail(&d.log, 5, "\n    ")
                 );
             }
         }

@@ -31,7 +31,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sha2::Sha256;
 
-use crate::local::sibling_program;
+use crate::local::{daemon_args, daemon_program, log_tail};
 
 /// Marker a failed prolog leaves in the job dir; the SPANK plugin reads it.
 pub const FAILED_FILE: &str = "failed";
@@ -82,7 +82,7 @@ pub struct NodeArgs {
     /// Seconds the epilogs of the other nodes wait for the stage-out on the first node.
     #[arg(long, default_value_t = 3600)]
     stage_timeout: u64,
-    /// The daemon program (default: gkfsd next to gkfs-run).
+    /// The daemon program (default: $GKFS_DAEMON, else gkfsd next to gkfs-run).
     #[arg(long, value_name = "PATH")]
     gkfsd: Option<PathBuf>,
 }
@@ -201,8 +201,9 @@ fn node_addrs(nodes: &[String]) -> Result<Vec<(String, Ipv4Addr)>> {
         .collect()
 }
 
-/// Writes `data` to `path` (mode 0600) and gives it to the job's user.
-fn write_owned(path: &Path, data: &[u8], job: &Job) -> Result<()> {
+/// Writes `data` to a new file `path` (mode 0600), gives it to the job's user, and
+/// returns it open for more writing.
+fn write_owned(path: &Path, data: &[u8], job: &Job) -> Result<fs::File> {
     let _ = fs::remove_file(path);
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -212,7 +213,8 @@ fn write_owned(path: &Path, data: &[u8], job: &Job) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(data)?;
     fchown(&f, Some(job.uid), Some(job.gid))
-        .with_context(|| format!("cannot chown {}", path.display()))
+        .with_context(|| format!("cannot chown {}", path.display()))?;
+    Ok(f)
 }
 
 /// `gkfs-run prolog`: starts this node's daemon as the job's user; on the first node,
@@ -298,19 +300,20 @@ fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
     let hosts_file = dir.join(HOSTS_FILE_NAME);
     write_owned(&hosts_file, hosts.as_bytes(), job)?;
     let log_path = dir.join("gkfsd.log");
-    write_owned(&log_path, b"", job)?;
-    let log = fs::OpenOptions::new().append(true).open(&log_path)?;
-    write_owned(&dir.join("gkfsd.pid"), b"", job)?;
-    let pid_file = fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join("gkfsd.pid"))?;
+    let log = write_owned(&log_path, b"", job)?;
+    let mut pid_file = write_owned(&dir.join("gkfsd.pid"), b"", job)?;
     lchown(dir, Some(job.uid), Some(job.gid))
         .with_context(|| format!("cannot chown {}", dir.display()))?;
-    let gkfsd = a.gkfsd.clone().unwrap_or_else(|| sibling_program("gkfsd"));
+    let gkfsd = a.gkfsd.clone().unwrap_or_else(daemon_program);
     let child = job
         .as_user(&gkfsd)
-        .arg("--rootdir")
-        .arg(dir.join("data"))
+        .args(daemon_args(
+            &dir.join("data"),
+            &a.mountdir,
+            &a.provider,
+            a.chunk_size,
+            a.threads,
+        ))
         .arg("--hosts-file")
         .arg(&hosts_file)
         .arg("--listen")
@@ -320,14 +323,6 @@ fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
         .arg("--preregistered")
         .arg("--socket")
         .arg(&socket)
-        .arg("--mountdir")
-        .arg(&a.mountdir)
-        .arg("--provider")
-        .arg(&a.provider)
-        .arg("--chunk-size")
-        .arg(a.chunk_size.to_string())
-        .arg("--threads")
-        .arg(a.threads.to_string())
         .arg("--clean-rootdir-on-exit")
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -338,7 +333,7 @@ fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
                 gkfsd.display()
             )
         })?;
-    (&pid_file).write_all(child.id().to_string().as_bytes())?;
+    pid_file.write_all(child.id().to_string().as_bytes())?;
     let me = job.nodes.iter().position(|n| *n == job.node).unwrap_or(0) as u32;
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
     wait_answering(&hosts_file, &[me], deadline, &log_path, child.id())?;
@@ -381,12 +376,7 @@ fn wait_answering(
             return Ok(());
         }
         if !alive(pid) {
-            let text = fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(5).collect();
-            bail!(
-                "the daemon exited at start: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-            );
+            bail!("the daemon exited at start: {}", log_tail(log, 5, " / "));
         }
         if Instant::now() >= deadline {
             bail!("the daemons on {down:?} do not answer");
@@ -399,12 +389,11 @@ fn wait_answering(
 fn stage(job: &Job, dir: &Path, what: &str, specs: &str, hosts_file: &Path) -> Result<()> {
     let me = std::env::current_exe().context("cannot find gkfs-run itself")?;
     let log_path = dir.join(format!("{what}.log"));
-    write_owned(&log_path, b"", job)?;
+    let log = write_owned(&log_path, b"", job)?;
     for (i, spec) in specs.split(',').filter(|s| !s.is_empty()).enumerate() {
         let (src, dst) = spec
             .split_once(':')
             .with_context(|| format!("--gkfs-{what} {spec}: expected SRC:DST"))?;
-        let log = fs::OpenOptions::new().append(true).open(&log_path)?;
         let st = job
             .as_user(&me)
             .arg(what)
@@ -416,15 +405,13 @@ fn stage(job: &Job, dir: &Path, what: &str, specs: &str, hosts_file: &Path) -> R
             .args(["--rank", "0", "--nranks", "1", "--manifest"])
             .arg(dir.join(format!("{what}-{i}.manifest.json")))
             .stdout(log.try_clone()?)
-            .stderr(log)
+            .stderr(log.try_clone()?)
             .status()
             .with_context(|| format!("cannot run {}", me.display()))?;
         if !st.success() {
-            let text = fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(8).collect();
             bail!(
                 "{what} {src} -> {dst} failed:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                log_tail(&log_path, 8, "\n")
             );
         }
     }

@@ -20,7 +20,7 @@ use gkfs_proto::hosts::Hosts;
 use serde::{Deserialize, Serialize};
 
 use crate::instance::{self, Instance};
-use crate::local::{sibling_program, StartOptions};
+use crate::local::{daemon_args, daemon_program, tail, StartOptions};
 
 /// Name of the daemons' job step.
 const STEP_NAME: &str = "gkfsd";
@@ -106,9 +106,7 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
     };
     inst.save()?;
     let token = fs::read_to_string(dir.join(gkfs_proto::config::TOKEN_FILE_NAME))?;
-    let gkfsd = std::env::var_os("GKFS_DAEMON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| sibling_program("gkfsd"));
+    let gkfsd = daemon_program();
     let gkfsd = gkfsd.canonicalize().unwrap_or(gkfsd);
     let me = std::env::current_exe().context("cannot find gkfs-run itself")?;
     let n = nodes.len();
@@ -131,16 +129,13 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
         .arg(&dir)
         .arg("--")
         .arg(&gkfsd)
-        .arg("--rootdir")
-        .arg(&rootdir)
-        .arg("--mountdir")
-        .arg(&inst.mountdir)
-        .arg("--chunk-size")
-        .arg(opts.chunk_size.to_string())
-        .arg("--provider")
-        .arg(&opts.provider)
-        .arg("--threads")
-        .arg(opts.threads.to_string())
+        .args(daemon_args(
+            &rootdir,
+            &inst.mountdir,
+            &opts.provider,
+            opts.chunk_size,
+            opts.threads,
+        ))
         .env(TOKEN_ENV, token.trim())
         .stdin(Stdio::piped())
         .stdout(srun_log.try_clone()?)
@@ -211,7 +206,6 @@ fn collect_hosts(
                 .iter()
                 .filter(|n| !announced.contains(&n.as_str()))
                 .collect();
-            let tail: Vec<&str> = text.lines().rev().take(6).collect();
             bail!(
                 "the daemons on {missing:?} did not come up{}; srun's output ({}):\n{}",
                 if exited.is_some() {
@@ -220,7 +214,7 @@ fn collect_hosts(
                     " in time"
                 },
                 log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                tail(&text, 6, "\n")
             );
         }
         std::thread::sleep(Duration::from_millis(20));
