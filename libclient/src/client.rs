@@ -268,7 +268,8 @@ impl Client {
         }
         let parent = path::parent(p);
         // One daemon holding both records checks the parent itself (one round trip).
-        let one_daemon = parent == "/" || self.owner(parent) == self.owner(p);
+        let owner = self.owner(p);
+        let one_daemon = parent == "/" || self.owner(parent) == owner;
         let req = CreateReq {
             path: p.to_string(),
             mode: mode_bits,
@@ -279,7 +280,7 @@ impl Client {
             check_parent: one_daemon && parent != "/",
         };
         if one_daemon {
-            return self.rpc().call(self.owner(p), &req);
+            return self.rpc().call(owner, &req);
         }
         // Otherwise the parent lookup and the create travel together (one round trip,
         // not two); if the parent turns out to be missing or not a directory, a record
@@ -291,7 +292,7 @@ impl Client {
             },
             SMALL_REPLY,
         )?;
-        let create = self.rpc().start(self.owner(p), &req, SMALL_REPLY)?;
+        let create = self.rpc().start(owner, &req, SMALL_REPLY)?;
         let parent_ok = match parent_stat.wait() {
             Ok(r) if r.record.is_dir() => Ok(()),
             Ok(_) => Err(Errno::ENOTDIR),
@@ -301,7 +302,7 @@ impl Client {
         if let Err(e) = parent_ok {
             if let Ok(CreateReply { created: true, .. }) = created {
                 let _ = self.rpc().call(
-                    self.owner(p),
+                    owner,
                     &RemoveReq {
                         path: p.to_string(),
                         kind: 0,

@@ -255,11 +255,7 @@ impl Client {
                 let req = WriteChunksReq {
                     file_id: id,
                     pieces: packed(&g.pieces),
-                    bulk: Some(Bulk {
-                        addr: 0,
-                        key: 0,
-                        len: g.bytes,
-                    }),
+                    bulk: Some(Bulk::window(g.bytes)),
                     inline: Bytes::default(),
                     size_update: size_here(d),
                 };
@@ -371,11 +367,7 @@ impl Client {
                     let req = ReadChunksReq {
                         file_id: id,
                         pieces: packed(&g.pieces),
-                        bulk: Some(Bulk {
-                            addr: 0,
-                            key: 0,
-                            len: g.bytes,
-                        }),
+                        bulk: Some(Bulk::window(g.bytes)),
                     };
                     (Way::Window, req, SMALL_REPLY + 8 * g.pieces.len())
                 } else if rma(d, g.bytes) {

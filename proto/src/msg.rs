@@ -521,6 +521,17 @@ wire_struct! {
         pub len: u64,
     }
 }
+
+impl Bulk {
+    /// `len` bytes at the start of the node-local connection's shared window (no RMA).
+    pub fn window(len: u64) -> Bulk {
+        Bulk {
+            addr: 0,
+            key: 0,
+            len,
+        }
+    }
+}
 wire_struct! {
     /// One chunk's share of a transfer.
     pub struct ChunkIo {

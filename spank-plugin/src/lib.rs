@@ -77,14 +77,16 @@ unsafe extern "C" fn option_cb(val: c_int, optarg: *const c_char, _remote: c_int
         let a = unsafe { CStr::from_ptr(optarg) };
         Some(a.to_string_lossy().into_owned()).filter(|a| !a.is_empty())
     };
-    let mut asked = ASKED.lock().unwrap_or_else(|p| p.into_inner());
-    match val {
-        OPT_GKFS => asked.gkfs = Some(arg),
-        OPT_STAGE_IN => asked.stage_in = arg,
-        OPT_STAGE_OUT => asked.stage_out = arg,
-        _ => return -1,
-    }
-    0
+    guarded("option", || {
+        let mut asked = ASKED.lock().unwrap_or_else(|p| p.into_inner());
+        match val {
+            OPT_GKFS => asked.gkfs = Some(arg),
+            OPT_STAGE_IN => asked.stage_in = arg,
+            OPT_STAGE_OUT => asked.stage_out = arg,
+            _ => return Err(format!("unknown option value {val}")),
+        }
+        Ok(())
+    })
 }
 
 fn options() -> [spank_option; 3] {
@@ -257,7 +259,7 @@ fn job_script(sp: spank_t, ac: c_int, av: *mut *mut c_char, what: &str) -> c_int
     if context() != S_CTX_JOB_SCRIPT || std::env::var_os("SPANK_GKFS").is_none() {
         return 0;
     }
-    let r = guarded(what, || {
+    let _ = guarded(what, || {
         let s = settings(ac, av)?;
         if !s.job_scripts {
             return Ok(());
@@ -277,7 +279,6 @@ fn job_script(sp: spank_t, ac: c_int, av: *mut *mut c_char, what: &str) -> c_int
         info(&format!("job {id}: gkfs-run {what} done"));
         Ok(())
     });
-    let _ = r;
     0
 }
 
@@ -404,8 +405,10 @@ pub unsafe extern "C" fn slurm_spank_user_init(
         }
         let s = settings(ac, av)?;
         let id = job_id(sp)?;
-        let hosts_file = s.job_dir(id).join("hosts");
-        if unusable(&s, id).is_some() {
+        let dir = s.job_dir(id);
+        let hosts_file = dir.join("hosts");
+        // No gkfs here, or a failed prolog: nothing to set (task_init reports why).
+        if dir.join("failed").exists() {
             return Ok(());
         }
         let Ok(hosts) = std::fs::read_to_string(&hosts_file) else {
