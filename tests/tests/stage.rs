@@ -113,6 +113,19 @@ fn mnt(c: &Cluster, p: &str) -> String {
     format!("{}/{p}", c.mountdir)
 }
 
+/// Stages `<mount>/in` out to `<work>/out` and checks it equals `src` (names, types,
+/// modes, sizes, mtimes and contents).
+fn assert_stages_out_equal(c: &Cluster, work: &Path, src: &Path) {
+    let out = work.join("out");
+    let o = stage(
+        c,
+        &["stage-out", &mnt(c, "in"), out.to_str().unwrap(), "-q"],
+        work,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(snapshot(src), snapshot(&out));
+}
+
 #[test]
 fn round_trip_keeps_every_byte_mode_and_mtime() {
     let c = Cluster::start(2);
@@ -222,14 +235,7 @@ fn a_killed_stage_in_resumes_where_it_stopped() {
     assert!(skipped >= 3, "{sum}");
     assert_eq!(skipped + sum["files"].as_u64().unwrap(), 40, "{sum}");
     // And the data is right: out again and compare.
-    let out = w.path().join("out");
-    let o = stage(
-        &c,
-        &["stage-out", &mnt(&c, "in"), out.to_str().unwrap(), "-q"],
-        w.path(),
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(snapshot(&src), snapshot(&out));
+    assert_stages_out_equal(&c, w.path(), &src);
 }
 
 #[test]
@@ -329,14 +335,7 @@ fn three_ranks_copy_every_file_exactly_once() {
         "600 small files, the empty file and the link"
     );
     assert_eq!(seen.len(), 602);
-    let out = w.path().join("out");
-    let o = stage(
-        &c,
-        &["stage-out", &mnt(&c, "in"), out.to_str().unwrap(), "-q"],
-        w.path(),
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(snapshot(&src), snapshot(&out));
+    assert_stages_out_equal(&c, w.path(), &src);
 }
 
 #[test]
