@@ -32,6 +32,7 @@ use nix::unistd::Pid;
 use sha2::Sha256;
 
 use crate::local::{daemon_args, daemon_program, log_tail};
+use crate::slurm::env;
 
 /// Marker a failed prolog leaves in the job dir; the SPANK plugin reads it.
 pub const FAILED_FILE: &str = "failed";
@@ -96,10 +97,6 @@ struct Job {
     nodes: Vec<String>,
     /// This node's name.
     node: String,
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 fn env_num<T: std::str::FromStr>(name: &str) -> Result<T> {

@@ -36,7 +36,8 @@ pub struct SlurmInfo {
     pub rootdir: PathBuf,
 }
 
-fn env(name: &str) -> Option<String> {
+/// A set, non-empty environment variable.
+pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
