@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use gkfs_proto::config::{ENV_CLIENT_LIB, ENV_HOSTS_FILE};
+use gkfs_proto::config::{ENV_CLIENT_LIB, ENV_HOSTS_FILE, ENV_MOUNTDIR};
+use gkfs_proto::hosts::Hosts;
 
 /// gkfs-run: the launcher of gkfs, the job-scoped burst-buffer file system.
 #[derive(Parser, Debug)]
@@ -187,6 +188,14 @@ fn preloaded(cmd: &[String], hosts_file: &std::path::Path) -> Result<std::proces
         .env("LD_PRELOAD", preload)
         .env(ENV_HOSTS_FILE, hosts_file)
         .env(ENV_CLIENT_LIB, lib);
+    // The mount dir is named outright, so that a hosts file damaged later still
+    // leaves the library knowing which paths it must not hand to the disk below.
+    if let Some(m) = std::fs::read_to_string(hosts_file)
+        .ok()
+        .and_then(|t| Hosts::scan_mountdir(&t).map(str::to_string))
+    {
+        c.env(ENV_MOUNTDIR, m);
+    }
     Ok(c)
 }
 
@@ -251,8 +260,9 @@ fn start_instance(args: StartArgs) -> Result<instance::Instance> {
 fn start(args: StartArgs) -> Result<()> {
     let inst = start_instance(args)?;
     let mut env = format!(
-        "export {ENV_HOSTS_FILE}={}\n",
-        shell_quote(&inst.hosts_file().display().to_string())
+        "export {ENV_HOSTS_FILE}={}\nexport {ENV_MOUNTDIR}={}\n",
+        shell_quote(&inst.hosts_file().display().to_string()),
+        shell_quote(&inst.mountdir)
     );
     let lib = local::sibling_program("libgkfs_client.so");
     if lib.is_file() {

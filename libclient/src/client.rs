@@ -128,7 +128,11 @@ impl Client {
                 path: name.clone(),
                 source,
             })?;
-        let hosts = Hosts::parse(&name, &text)?;
+        Client::with_hosts(cfg, Hosts::parse(&name, &text)?)
+    }
+
+    /// Connects to the daemons of `hosts` (already read from `cfg.hosts_file`).
+    pub fn with_hosts(cfg: &ClientConfig, hosts: Hosts) -> Result<Client, ClientError> {
         let token_file = cfg.token_file.clone().unwrap_or_else(|| {
             cfg.hosts_file
                 .parent()

@@ -115,6 +115,16 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 impl Hosts {
+    /// The mount dir a hosts file names on any daemon line, even a file that does not
+    /// parse (a damaged file still says where the file system was meant to be).
+    pub fn scan_mountdir(text: &str) -> Option<&str> {
+        text.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(str::split_whitespace)
+            .find_map(|w| w.strip_prefix("mountdir="))
+            .filter(|m| m.starts_with('/'))
+    }
+
     /// Parses the text of a hosts file; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Hosts, HostsError> {
         let err = |line: usize, msg: String| HostsError {

@@ -425,6 +425,8 @@ pub unsafe extern "C" fn slurm_spank_user_init(
         setenv(sp, "GKFS_CLIENT_LIB", &lib)?;
         if let Some(m) = hosts_mountdir(&hosts) {
             setenv(sp, "GKFS_MOUNTDIR", &m)?;
+            // The library's own name for it: known even if the hosts file is damaged.
+            setenv(sp, "LIBGKFS_MOUNTDIR", &m)?;
         }
         Ok(())
     })

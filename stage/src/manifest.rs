@@ -102,12 +102,21 @@ impl Manifest {
         }
     }
 
-    /// Writes the manifest atomically (a temporary file renamed over it).
+    /// Writes the manifest atomically: a temporary file of this writer's own (named
+    /// after the full manifest name, the process and a counter, so ranks writing
+    /// `M.rank1`, `M.rank2`... beside each other never share one) renamed over it.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{}.{seq}.tmp", std::process::id()));
+        let tmp = path.with_file_name(name);
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, path)
+        let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 }
 
@@ -139,5 +148,27 @@ mod tests {
         assert!(!back.same_run(&Manifest::new("out", "/src", "/dst", 0, 1)));
         std::fs::write(&p, "{not json").unwrap();
         assert!(Manifest::load(&p).is_none());
+    }
+
+    #[test]
+    fn ranks_saving_side_by_side_never_share_a_temporary_file() {
+        // M.rank1 and M.rank2 once both went through M.json.tmp: a rank read back
+        // the other's manifest, or its rename found the file gone.
+        let d = tempfile::tempdir().unwrap();
+        std::thread::scope(|s| {
+            for rank in 1..=3u32 {
+                let dir = d.path();
+                s.spawn(move || {
+                    let p = dir.join(format!("M.rank{rank}"));
+                    let m = Manifest::new("out", "/src", "/dst", rank, 4);
+                    for _ in 0..300 {
+                        m.save(&p).unwrap();
+                        assert_eq!(Manifest::load(&p).unwrap().rank, rank);
+                    }
+                });
+            }
+        });
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(left.len(), 3, "temporary files left behind: {left:?}");
     }
 }

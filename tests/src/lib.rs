@@ -36,6 +36,24 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Reports that the calling test cannot run here and returns (the caller then returns
+/// without asserting anything). Under `CI=true` a skip is a failure instead: a missing
+/// package must never pass CI. Otherwise the reason goes to stderr and, when
+/// `GKFS_SKIP_LOG` names a file (scripts/test.sh sets it), one line is appended there so
+/// the run can print how many tests were skipped and why.
+pub fn skip(test: &str, reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: cannot run here ({reason}); under CI=true a skipped test fails");
+    }
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(log) = std::env::var_os("GKFS_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = writeln!(f, "{test}: {reason}");
+        }
+    }
+}
+
 /// N daemons on this machine.
 pub struct Cluster {
     dir: tempfile::TempDir,

@@ -556,3 +556,196 @@ fn exports_the_entry_points_programs_use() {
         .collect();
     assert!(missing.is_empty(), "not exported: {missing:?}");
 }
+
+/// A path spelled as a directory ("f/", "f/.") must name one: `rm f/` once deleted the
+/// file `f`, `cat f/` printed it and `echo x > n/` made a file `n`.
+#[test]
+fn trailing_slash_names_a_directory() {
+    let s = Setup::new();
+    let shell = r#"echo data > f; mkdir d; ln -s d ld; ln -s f lf
+cat f/ || echo "cat: $?"
+rm f/ || echo "rm: $?"
+rm -f f/ || echo "rm -f: $?"
+echo x > n/ || echo "redirect: $?"
+touch t/ || echo "touch: $?"
+mv f/ g || echo "mv: $?"
+mv f g/ || echo "mv to dir: $?"
+mkdir d2 && mv d2 d3/ && echo "mv dir to dir/: ok"
+ls -F
+cat f
+set -e
+cd d/ && cd .. && ls d/ ld/ d/. && echo listed"#;
+    s.same("slash-shell", &prelude(shell));
+    let py = r#"
+import os
+os.makedirs(os.environ["D"]); os.chdir(os.environ["D"])
+open("f", "w").write("data"); os.mkdir("d"); os.symlink("d", "ld"); os.symlink("f", "lf")
+def t(name, fn):
+    try:
+        r = fn()
+        print(name, "ok", oct(r.st_mode) if hasattr(r, "st_mode") else "")
+    except OSError as e:
+        print(name, os.strerror(e.errno))
+for p in ["f/", "f/.", "n/", "d/", "d/.", "ld/", "lf/"]:
+    t("stat " + p, lambda: os.stat(p))
+    t("lstat " + p, lambda: os.lstat(p))
+    t("access " + p, lambda: os.access(p, 0) or os.stat(p))
+    t("open " + p, lambda: os.close(os.open(p, os.O_RDONLY)))
+    t("creat " + p, lambda: os.close(os.open(p, os.O_CREAT | os.O_WRONLY)))
+    t("chmod " + p, lambda: os.chmod(p, 0o755))
+    t("truncate " + p, lambda: os.truncate(p, 0))
+    t("utime " + p, lambda: os.utime(p))
+    t("readlink " + p, lambda: os.readlink(p))
+    t("unlink " + p, lambda: os.unlink(p))
+    t("rmdir " + p, lambda: os.rmdir(p))
+    t("symlink " + p, lambda: os.symlink("x", p))
+    t("mkfifo " + p, lambda: os.mkfifo(p))
+    t("rename from " + p, lambda: os.rename(p, "other"))
+    t("mkdir " + p, lambda: os.mkdir(p))
+t("rename f to new/", lambda: os.rename("f", "new/"))
+t("rename d to e/", lambda: os.rename("d", "e/"))
+t("rename e/ to d/", lambda: os.rename("e/", "d/"))
+print(sorted(os.listdir(".")), open("f").read())
+"#;
+    s.same("slash-calls", &format!("python3 - <<'EOF'\n{py}\nEOF"));
+}
+
+/// Runs `script` in bash under the preload with exactly this gkfs environment.
+fn run_with_env(lib: &Path, env: &[(&str, &str)], script: &str) -> Output {
+    let mut c = Command::new("bash");
+    c.arg("-c")
+        .arg(script)
+        .env_remove("LIBGKFS_HOSTS_FILE")
+        .env_remove("LIBGKFS_MOUNTDIR")
+        .env("LD_PRELOAD", lib)
+        .env("LIBGKFS_TIMEOUT_MS", "5000");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// A damaged or missing hosts file once disabled the library without a word, and a
+/// job's results went to the node's own /tmp. Now every call under the mount dir fails
+/// (EIO), one line on stderr names the problem, and programs elsewhere still work.
+#[test]
+fn broken_config_fails_loudly_and_never_reaches_the_disk() {
+    let s = Setup {
+        cluster: Cluster::start(2),
+        lib: lib(),
+        work: tempfile::tempdir().unwrap(),
+        env: Vec::new(),
+    };
+    let m = s.cluster.mountdir.clone();
+    let good = fs::read_to_string(&s.cluster.hosts_file).unwrap();
+    let lines: Vec<&str> = good.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 2);
+    let changed_chunk = format!(
+        "{}\n{}\n",
+        lines[0],
+        lines[1].replace(
+            &format!("chunk_size={}", s.cluster.chunk_size),
+            "chunk_size=65536"
+        )
+    );
+    let truncated = format!("{}\n{}\n", lines[0], &lines[1][..lines[1].len() / 3]);
+    let dir = s.cluster.dir();
+    let script = format!(
+        "echo elsewhere-ok; cat /etc/hostname >/dev/null && echo real-files-ok
+mkdir -p {m}/out && echo r > {m}/out/res; echo \"status $?\"
+ls {m} 2>&1 | sed 's/.*: //'; cat {m}/out/res 2>&1 | sed 's/.*: //'"
+    );
+    let cases: Vec<(&str, String, Vec<(&str, String)>)> = vec![
+        ("changed chunk_size", changed_chunk, vec![]),
+        ("truncated line", truncated, vec![]),
+        ("missing file", String::new(), vec![("LIBGKFS_MOUNTDIR", m.clone())]),
+        ("empty file", "\n".into(), vec![("LIBGKFS_MOUNTDIR", m.clone())]),
+    ];
+    for (what, text, extra) in cases {
+        let hosts = dir.join(format!("hosts-{}", what.replace(' ', "-")));
+        if what != "missing file" {
+            fs::write(&hosts, &text).unwrap();
+        }
+        let token = dir.join("token").display().to_string();
+        let hosts_s = hosts.display().to_string();
+        let mut env: Vec<(&str, &str)> =
+            vec![("LIBGKFS_HOSTS_FILE", &hosts_s), ("LIBGKFS_TOKEN_FILE", &token)];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+        let o = run_with_env(&s.lib, &env, &script);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert!(
+            out.starts_with("elsewhere-ok\nreal-files-ok\n"),
+            "{what}: {out}\n{err}"
+        );
+        assert!(!out.contains("status 0"), "{what}: the write succeeded: {out}");
+        assert!(
+            out.contains("Input/output error"),
+            "{what}: not EIO: {out}\n{err}"
+        );
+        assert!(
+            !Path::new(&m).exists(),
+            "{what}: the job's files went to the local disk under {m}"
+        );
+        // One line per process that touched the mount dir, naming the file.
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("gkfs[")).collect();
+        assert!(!lines.is_empty(), "{what}: no message on stderr: {err}");
+        for l in &lines {
+            assert!(
+                l.contains(&hosts_s) && l.contains(&m),
+                "{what}: the line does not name the hosts file and mount dir: {l}"
+            );
+        }
+        if what == "truncated line" || what == "changed chunk_size" {
+            assert!(lines[0].contains(&format!("{hosts_s}:2:")), "{what}: {}", lines[0]);
+        }
+    }
+}
+
+/// Names in gkfs are UTF-8; a path under the mount dir that is not once went to the
+/// disk below when the directory existed there. It fails with EILSEQ now.
+#[test]
+fn non_utf8_paths_under_the_mount_dir_never_reach_the_disk() {
+    let s = Setup::new();
+    let m = s.cluster.mountdir.clone();
+    // A real directory of the same name, so that a fall-through would succeed.
+    fs::create_dir_all(&m).unwrap();
+    let _cleanup = RemoveOnDrop(PathBuf::from(&m));
+    let py = format!(
+        r#"
+import os
+m = b"{m}"
+for p in [m + b"/bad\xff", m + b"/d\xfe/x", m + b"/./\xff/../y"]:
+    try:
+        os.close(os.open(p, os.O_CREAT | os.O_WRONLY))
+        print("created", p)
+    except OSError as e:
+        print(os.strerror(e.errno))
+os.chdir(m)
+try:
+    os.mkdir(b"rel\xff")
+    print("mkdir ok")
+except OSError as e:
+    print(os.strerror(e.errno))
+print(sorted(os.listdir(m)))
+"#
+    );
+    let (o, _, _) = s.run("utf8", &format!("python3 - <<'EOF'\n{py}\nEOF"), true);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out,
+        "Invalid or incomplete multibyte or wide character\n".repeat(4) + "[]\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(fs::read_dir(&m).unwrap().count(), 0, "files landed on the disk");
+}
+
+struct RemoveOnDrop(PathBuf);
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,6 +1,6 @@
 //! gkfs on a real 3-node Slurm cluster (tests/slurm/cluster.sh: Debian's slurmctld,
 //! slurmd and munge; one network, UTS and mount namespace per node). Needs root; skips
-//! with a message otherwise or when Slurm is not installed.
+//! otherwise or when Slurm is not installed (see `gkfs_tests::skip`: a failure under CI=true).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -25,11 +25,14 @@ impl SlurmCluster {
     /// the plugin's job prolog/epilog.
     fn up_with(job_scripts: bool) -> Option<SlurmCluster> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: the Slurm tests need root (network namespaces, slurmd)");
+            gkfs_tests::skip("slurm", "the Slurm tests need root (network namespaces, slurmd)");
             return None;
         }
         if Command::new("slurmd").arg("-V").output().is_err() {
-            eprintln!("SKIPPED: Slurm is not installed (apt-get install slurmctld slurmd slurm-client munge)");
+            gkfs_tests::skip(
+                "slurm",
+                "Slurm is not installed (apt-get install slurmctld slurmd slurm-client munge)",
+            );
             return None;
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("slurm/cluster.sh");

@@ -403,7 +403,10 @@ fn an_existing_destination_is_refused_and_left_alone() {
 #[test]
 fn a_full_daemon_stops_the_run_and_keeps_the_manifest() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root to mount a small tmpfs as the daemon's storage");
+        gkfs_tests::skip(
+            "a_full_daemon_stops_the_run_and_keeps_the_manifest",
+            "needs root to mount a small tmpfs as the daemon's storage",
+        );
         return;
     }
     let w = tempfile::tempdir().unwrap();

@@ -10,9 +10,9 @@ use gkfs_proto::record::mode;
 use gkfs_proto::{Errno, Record};
 
 use crate::fds::{self, OpenFile};
-use crate::hook::{hooks, Act};
+use crate::hook::{cstr, hooks, Act};
 use crate::log::{unsupported, Unsupported};
-use crate::paths::{checked, classify, classify_at, route};
+use crate::paths::{checked, classify, classify_at, names_dir, route, Target};
 use crate::{meta, state, stdio};
 
 /// Largest number of symlinks followed while resolving one path (Linux's limit).
@@ -134,9 +134,21 @@ pub fn bind(fd: c_int, of: Arc<OpenFile>) {
     stdio::std_fd_changed(fd);
 }
 
+/// open(2) with O_CREAT of a gkfs path spelled as a directory ("new/") is EISDIR, as
+/// in the kernel, whether or not the name exists: nothing is created.
+fn creates_dir_spelled(t: &Target, path: *const c_char, flags: c_int) -> bool {
+    flags & libc::O_CREAT != 0
+        && !matches!(t, Target::Real | Target::RealPath(_))
+        && cstr(path).is_some_and(names_dir)
+}
+
 fn h_open(path: *const c_char, flags: c_int, perm: c_uint) -> Act<c_int> {
+    let t = classify(path);
+    if creates_dir_spelled(&t, path, flags) {
+        return Some(Err(Errno::EISDIR));
+    }
     route(
-        classify(path),
+        t,
         // SAFETY: rewritten NUL-terminated path; the caller's flags and mode.
         |p| unsafe { libc::open(p, flags, perm) },
         |p| open_gkfs(p, flags, perm),
@@ -144,8 +156,12 @@ fn h_open(path: *const c_char, flags: c_int, perm: c_uint) -> Act<c_int> {
 }
 
 fn h_openat(dirfd: c_int, path: *const c_char, flags: c_int, perm: c_uint) -> Act<c_int> {
+    let t = classify_at(dirfd, path);
+    if creates_dir_spelled(&t, path, flags) {
+        return Some(Err(Errno::EISDIR));
+    }
     route(
-        classify_at(dirfd, path),
+        t,
         // SAFETY: as in h_open.
         |p| unsafe { libc::open(p, flags, perm) },
         |p| open_gkfs(p, flags, perm),

@@ -76,6 +76,20 @@ pub fn error(a: Arguments) {
     log::error!("{a}");
 }
 
+/// Says, once per process and always (whatever the log level), that the mount dir the
+/// environment names cannot be served and why: calls under it then fail with EIO
+/// instead of reaching the disk below. One line on stderr (and in the log).
+pub fn cannot_serve(why: Arguments) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        init();
+        log::error!("{why}");
+        let line = format!("gkfs[{}]: {why}\n", std::process::id());
+        // SAFETY: writes a byte buffer to fd 2; failure is ignored (nothing to report to).
+        unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+    });
+}
+
 /// Logs a debug message.
 pub fn debug(a: Arguments) {
     init();

@@ -12,7 +12,7 @@ use crate::fds;
 use crate::file::{follow, Followed};
 use crate::hook::{cstr, hooks, Act};
 use crate::log::{unsupported, Unsupported};
-use crate::paths::{checked, classify, classify_at, route, Target};
+use crate::paths::{checked, classify, classify_at, classify_with, names_dir, route, Slash, Target};
 use crate::state;
 
 /// Device number every gkfs file reports.
@@ -295,7 +295,7 @@ fn mkdir_gkfs(p: String, perm: libc::mode_t) -> Result<c_int, Errno> {
 fn h_mkdir(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
-        classify(path),
+        classify_with(libc::AT_FDCWD, path, Slash::Ignore),
         |p| unsafe { libc::mkdir(p, perm) },
         |p| mkdir_gkfs(p, perm),
     )
@@ -304,7 +304,7 @@ fn h_mkdir(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
 fn h_mkdirat(dirfd: c_int, path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
-        classify_at(dirfd, path),
+        classify_with(dirfd, path, Slash::Ignore),
         |p| unsafe { libc::mkdir(p, perm) },
         |p| mkdir_gkfs(p, perm),
     )
@@ -337,18 +337,26 @@ fn h_rmdir(path: *const c_char) -> Act<c_int> {
         return Some(Err(Errno::EINVAL));
     }
     // SAFETY: rewritten path.
-    route(classify(path), |p| unsafe { libc::rmdir(p) }, rmdir_gkfs)
+    route(
+        classify_with(libc::AT_FDCWD, path, Slash::Entry),
+        |p| unsafe { libc::rmdir(p) },
+        rmdir_gkfs,
+    )
 }
 
 fn h_unlink(path: *const c_char) -> Act<c_int> {
     // SAFETY: rewritten path.
-    route(classify(path), |p| unsafe { libc::unlink(p) }, unlink_gkfs)
+    route(
+        classify_with(libc::AT_FDCWD, path, Slash::Entry),
+        |p| unsafe { libc::unlink(p) },
+        unlink_gkfs,
+    )
 }
 
 fn h_unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> Act<c_int> {
     let dir = flags & libc::AT_REMOVEDIR != 0;
     route(
-        classify_at(dirfd, path),
+        classify_with(dirfd, path, Slash::Entry),
         // SAFETY: rewritten path.
         |p| unsafe { libc::unlinkat(libc::AT_FDCWD, p, flags) },
         |p| if dir { rmdir_gkfs(p) } else { unlink_gkfs(p) },
@@ -356,12 +364,16 @@ fn h_unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> Act<c_int> {
 }
 
 /// rename between two classified paths: both in gkfs, or EXDEV across the boundary
-/// (mv then copies, as between any two file systems).
-fn rename_targets(from: Target, to: Target, flags: u32) -> Act<c_int> {
+/// (mv then copies, as between any two file systems). `to_dir`: the destination was
+/// spelled as a directory ("new/"), so the source must be one.
+fn rename_targets(from: Target, to: Target, flags: u32, to_dir: bool) -> Act<c_int> {
     match (from, to) {
         (Target::Fail(e), _) | (_, Target::Fail(e)) => Some(Err(e)),
         (Target::Gkfs(a), Target::Gkfs(b)) => Some((|| {
             let c = state::client()?;
+            if to_dir && !c.stat(&a)?.is_dir() {
+                return Err(Errno::ENOTDIR);
+            }
             if flags & libc::RENAME_EXCHANGE != 0 {
                 return Err(Errno::ENOTSUP);
             }
@@ -387,7 +399,10 @@ fn h_renameat2(
     to: *const c_char,
     flags: c_uint_,
 ) -> Act<c_int> {
-    let (a, b) = (classify_at(d1, from), classify_at(d2, to));
+    let (a, b) = (
+        classify_with(d1, from, Slash::Entry),
+        classify_with(d2, to, Slash::Ignore),
+    );
     let real_a = matches!(a, Target::Real | Target::RealPath(_));
     let real_b = matches!(b, Target::Real | Target::RealPath(_));
     if real_a && real_b {
@@ -405,7 +420,7 @@ fn h_renameat2(
         // SAFETY: NUL-terminated paths and the caller's dirfds.
         return Some(checked(unsafe { libc::renameat2(da, pa, db, pb, flags) }));
     }
-    rename_targets(a, b, flags)
+    rename_targets(a, b, flags, cstr(to).is_some_and(names_dir))
 }
 
 #[allow(non_camel_case_types)]
@@ -851,7 +866,10 @@ fn h_linkat(
     to: *const c_char,
     flags: c_int,
 ) -> Act<c_int> {
-    let (a, b) = (classify_at(d1, from), classify_at(d2, to));
+    let (a, b) = (
+        classify_with(d1, from, Slash::Entry),
+        classify_with(d2, to, Slash::Entry),
+    );
     match (&a, &b) {
         (Target::Gkfs(x), _) | (_, Target::Gkfs(x)) => {
             unsupported(Unsupported::Link, format_args!("hard link to {x}"));

@@ -1,12 +1,13 @@
 //! Classifying path arguments: ours (a path inside gkfs), the kernel's, or the kernel's
 //! but rewritten (a relative path under a gkfs working directory that leads out of it).
 
-use std::ffi::{c_char, c_int, CString};
+use std::ffi::{c_char, c_int, CStr, CString};
 
 use api::mountpath::Resolved;
 use gkfs_proto::Errno;
 
-use crate::hook::{cstr, Act, Fail};
+use crate::hook::{Act, Fail};
+use crate::file::Followed;
 use crate::{fds, state};
 
 /// Where a path argument goes.
@@ -32,43 +33,112 @@ fn from_resolved(r: Resolved) -> Target {
     }
 }
 
-/// Classifies a path relative to the working directory.
+/// What a call does with a path that names a directory by its spelling ("d/", "d/.",
+/// see [`names_dir`]): the kernel then insists on a directory, and so do we (`rm f/`
+/// must not delete the file `f`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Slash {
+    /// The call acts on what the path names: a symlink to a directory is followed, a
+    /// non-directory is ENOTDIR, a missing name ENOENT.
+    Follow,
+    /// The call acts on the directory entry itself (rmdir, unlink, rename, link): a
+    /// symlink is ENOTDIR too.
+    Entry,
+    /// The call makes a directory there (mkdir, a rename's destination): nothing to
+    /// check before the call.
+    Ignore,
+}
+
+/// Does `path`, as the caller spelled it, name a directory: a trailing slash, or a last
+/// component "." or ".."?
+pub fn names_dir(path: &str) -> bool {
+    path.ends_with('/')
+        || path.ends_with("/.")
+        || path.ends_with("/..")
+        || path == "."
+        || path == ".."
+}
+
+/// Classifies a path relative to the working directory (a call that follows a final
+/// symlink of a path spelled as a directory, see [`Slash::Follow`]).
 pub fn classify(path: *const c_char) -> Target {
-    let Some(p) = cstr(path) else {
+    classify_with(libc::AT_FDCWD, path, Slash::Follow)
+}
+
+/// Classifies a path of an `*at` call (as [`classify`]).
+pub fn classify_at(dirfd: c_int, path: *const c_char) -> Target {
+    classify_with(dirfd, path, Slash::Follow)
+}
+
+/// Classifies a path of an `*at` call, saying what the call does with a path spelled
+/// as a directory.
+pub fn classify_with(dirfd: c_int, path: *const c_char, slash: Slash) -> Target {
+    if path.is_null() {
         return Target::Real;
+    }
+    // SAFETY: a non-null path argument of a libc call is a NUL-terminated string that
+    // outlives the call.
+    let raw = unsafe { CStr::from_ptr(path) };
+    let Ok(p) = raw.to_str() else {
+        // Names in gkfs are UTF-8. Invalid bytes become U+FFFD, which keeps the path's
+        // shape ('/', "." and ".."), so the lossy form tells where the path lands: one
+        // that lands in gkfs (or must be rewritten relative to a gkfs directory) fails
+        // with EILSEQ instead of reaching the disk below.
+        let lossy = String::from_utf8_lossy(raw.to_bytes());
+        let Ok(c) = CString::new(lossy.as_bytes()) else {
+            return Target::Real;
+        };
+        return match classify_with(dirfd, c.as_ptr(), Slash::Ignore) {
+            Target::Real => Target::Real,
+            Target::Fail(e) => Target::Fail(e),
+            Target::Gkfs(_) | Target::RealPath(_) => Target::Fail(Errno::EILSEQ),
+        };
     };
-    match state::resolve(p) {
-        Some((_, r)) => from_resolved(r),
-        None => Target::Real,
+    let t = if dirfd == libc::AT_FDCWD || p.starts_with('/') {
+        match state::resolve(p) {
+            Some((_, r)) => from_resolved(r),
+            None => Target::Real,
+        }
+    } else {
+        match fds::get(dirfd) {
+            None => Target::Real,
+            Some(dir) if !dir.is_dir() => {
+                if p.is_empty() {
+                    Target::Real
+                } else {
+                    Target::Fail(Errno::ENOTDIR)
+                }
+            }
+            Some(dir) => match state::fs() {
+                None => Target::Real,
+                Some(fs) => {
+                    let base = fs.mount.outside(&dir.path);
+                    from_resolved(fs.mount.resolve(Some(&base), p))
+                }
+            },
+        }
+    };
+    if slash == Slash::Ignore || !names_dir(p) {
+        return t;
+    }
+    match t {
+        Target::Gkfs(q) if q != "/" => must_be_dir(q, slash == Slash::Follow),
+        t => t,
     }
 }
 
-/// Classifies a path of an `*at` call.
-pub fn classify_at(dirfd: c_int, path: *const c_char) -> Target {
-    if dirfd == libc::AT_FDCWD {
-        return classify(path);
+/// The target of a gkfs path that was spelled as a directory: the directory (the one a
+/// final symlink leads to when `follow`), or the error the kernel gives.
+fn must_be_dir(path: String, follow: bool) -> Target {
+    match crate::meta::lookup(path, follow) {
+        Ok(Followed::Gkfs(q, r)) if r.is_dir() => Target::Gkfs(q),
+        Ok(Followed::Gkfs(..)) => Target::Fail(Errno::ENOTDIR),
+        Ok(Followed::Real(real)) => match CString::new(real + "/") {
+            Ok(c) => Target::RealPath(c),
+            Err(_) => Target::Fail(Errno::EINVAL),
+        },
+        Err(e) => Target::Fail(e),
     }
-    let Some(p) = cstr(path) else {
-        return Target::Real;
-    };
-    if p.starts_with('/') {
-        return classify(path);
-    }
-    let Some(dir) = fds::get(dirfd) else {
-        return Target::Real;
-    };
-    if !dir.is_dir() {
-        return if p.is_empty() {
-            Target::Real
-        } else {
-            Target::Fail(Errno::ENOTDIR)
-        };
-    }
-    let Some(fs) = state::fs() else {
-        return Target::Real;
-    };
-    let base = fs.mount.outside(&dir.path);
-    from_resolved(fs.mount.resolve(Some(&base), p))
 }
 
 /// Turns a libc-style return value into a Result (errno on failure).

@@ -21,6 +21,10 @@ pub struct Fs {
     pub mount: MountDir,
     /// How to connect.
     pub config: ClientConfig,
+    /// The daemons, or why the mount dir cannot be served (the hosts file is missing or
+    /// invalid): then every call under it fails with EIO, after one line on stderr, and
+    /// nothing falls through to the disk below.
+    hosts: Result<Hosts, String>,
 }
 
 static FS: OnceLock<Option<Fs>> = OnceLock::new();
@@ -40,53 +44,92 @@ pub fn fs() -> Option<&'static Fs> {
     FS.get_or_init(load).as_ref()
 }
 
+/// Reads the environment and the hosts file. A process whose environment names a
+/// hosts file or a mount dir is a gkfs process: if the mount dir is known but the
+/// hosts file cannot be used, the mount dir is still claimed (and fails loudly) so
+/// that a job's results never land quietly on the node's own disk.
 fn load() -> Option<Fs> {
-    let config = ClientConfig::from_env().ok()?;
-    let mount = match std::env::var(config::ENV_MOUNTDIR) {
-        Ok(m) => m,
-        Err(_) => {
-            let name = config.hosts_file.display().to_string();
-            let text = match std::fs::read_to_string(&config.hosts_file) {
-                Ok(t) => t,
-                Err(e) => {
-                    log::error(format_args!("cannot read the hosts file {name}: {e}"));
-                    return None;
-                }
-            };
-            match Hosts::parse(&name, &text) {
-                Ok(h) => h.mountdir().to_string(),
-                Err(e) => {
-                    log::error(format_args!("{e}"));
-                    return None;
-                }
-            }
+    let env_mount = std::env::var_os(config::ENV_MOUNTDIR);
+    let config = match ClientConfig::from_env() {
+        Ok(c) => c,
+        Err(_) if env_mount.is_none() => return None,
+        Err(_) => ClientConfig::new(""),
+    };
+    let name = config.hosts_file.display().to_string();
+    let (hosts, text) = if env_mount.is_some() && config.hosts_file.as_os_str().is_empty() {
+        (
+            Err(format!(
+                "{} is set but {} is not",
+                config::ENV_MOUNTDIR,
+                config::ENV_HOSTS_FILE
+            )),
+            String::new(),
+        )
+    } else {
+        match std::fs::read_to_string(&config.hosts_file) {
+            Ok(t) => (
+                Hosts::parse(&name, &t).map_err(|e| format!("invalid hosts file: {e}")),
+                t,
+            ),
+            Err(e) => (
+                Err(format!("cannot read the hosts file {name}: {e}")),
+                String::new(),
+            ),
         }
     };
-    let Some(mount) = MountDir::new(&mount) else {
-        log::error(format_args!(
-            "mount dir `{mount}` must be an absolute path other than /"
-        ));
+    let mount = match (&env_mount, &hosts) {
+        (Some(m), _) => m.to_str().map(str::to_string),
+        (None, Ok(h)) => Some(h.mountdir().to_string()),
+        // A damaged file may still say where it was meant to be mounted.
+        (None, Err(_)) => Hosts::scan_mountdir(&text).map(str::to_string),
+    };
+    let Some(mount) = mount.as_deref().and_then(MountDir::new) else {
+        let why = match &hosts {
+            Err(e) => format!("{e}, and no mount dir is known (set {})", config::ENV_MOUNTDIR),
+            Ok(_) => format!(
+                "{} must be an absolute UTF-8 path other than /",
+                config::ENV_MOUNTDIR
+            ),
+        };
+        log::cannot_serve(format_args!("{why}: nothing is intercepted"));
         return None;
     };
     register_atfork();
     log::debug(format_args!("gkfs mounted at {}", mount.as_str()));
-    Some(Fs { mount, config })
+    Some(Fs {
+        mount,
+        config,
+        hosts,
+    })
 }
 
 /// The connection, opened on first use.
 pub fn client() -> Result<Client, Errno> {
     let fs = fs().ok_or(Errno::ENOENT)?;
+    let hosts = match &fs.hosts {
+        Ok(h) => h,
+        Err(why) => {
+            log::cannot_serve(format_args!(
+                "cannot serve {}: {why}; calls under it fail with EIO",
+                fs.mount.as_str()
+            ));
+            return Err(Errno::EIO);
+        }
+    };
     let mut slot = CLIENT.lock();
     if let Some(c) = slot.as_ref() {
         return Ok(c.clone());
     }
-    match Client::new(&fs.config) {
+    match Client::with_hosts(&fs.config, hosts.clone()) {
         Ok(c) => {
             *slot = Some(c.clone());
             Ok(c)
         }
         Err(e) => {
-            log::error(format_args!("cannot connect to gkfs: {e}"));
+            log::cannot_serve(format_args!(
+                "cannot serve {}: {e}; calls under it fail with EIO",
+                fs.mount.as_str()
+            ));
             Err(Errno::EIO)
         }
     }
