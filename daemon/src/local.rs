@@ -18,6 +18,11 @@ use crate::state::State;
 /// The socket server; stopped (and its file removed) by [`LocalServer::stop`].
 pub struct LocalServer {
     path: PathBuf,
+    /// The listening socket (a second handle), shut down to end the acceptor even
+    /// when the socket file was removed under it.
+    listener: UnixListener,
+    /// `<socket>.lock`, locked (flock) for the server's life: one daemon per socket.
+    lock: nix::fcntl::Flock<std::fs::File>,
     acceptor: Option<JoinHandle<()>>,
     conns: Conns,
     stop: Arc<AtomicBool>,
@@ -30,7 +35,10 @@ type Conns = Arc<Mutex<Vec<(UnixStream, JoinHandle<()>)>>>;
 pub const MAX_SOCKET_PATH: usize = 107;
 
 impl LocalServer {
-    /// Listens on `path` (mode 0600; a stale socket file there is replaced).
+    /// Listens on `path` (mode 0600). A stale socket file there is replaced; a live
+    /// one (its lock file `<path>.lock` held by a running daemon, or a socket that
+    /// answers) is refused, so a second daemon can never take over a first one's
+    /// clients.
     pub fn start(path: &Path, state: Arc<State>) -> Result<LocalServer> {
         if path.as_os_str().len() > MAX_SOCKET_PATH {
             anyhow::bail!(
@@ -38,9 +46,19 @@ impl LocalServer {
                 path.display()
             );
         }
+        let lock = lock_socket(path)?;
+        if UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "socket {} is in use: another process serves it; give this daemon its own --socket",
+                path.display()
+            );
+        }
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)
             .with_context(|| format!("cannot listen on {}", path.display()))?;
+        let handle = listener
+            .try_clone()
+            .context("cannot duplicate the listening socket")?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("chmod {}", path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -76,6 +94,8 @@ impl LocalServer {
         };
         Ok(LocalServer {
             path: path.to_path_buf(),
+            listener: handle,
+            lock,
             acceptor: Some(acceptor),
             conns,
             stop,
@@ -86,8 +106,11 @@ impl LocalServer {
     /// removes the socket file.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wake the acceptor.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the acceptor: shutting the listening socket down makes accept return
+        // (Linux), whether or not the socket file is still there.
+        use std::os::fd::AsRawFd;
+        let _ =
+            nix::sys::socket::shutdown(self.listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
         }
@@ -99,8 +122,51 @@ impl LocalServer {
         for (_, h) in conns {
             let _ = h.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        // The socket only if it is still ours (never another daemon's), then the lock
+        // (still held: a daemon starting now makes a new lock file).
+        if self.path.exists() && UnixStream::connect(&self.path).is_err() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        let _ = std::fs::remove_file(lock_path(&self.path));
+        drop(self.lock);
     }
+}
+
+fn lock_path(socket: &Path) -> PathBuf {
+    let mut p = socket.as_os_str().to_os_string();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// Takes `<socket>.lock` (flock, never waiting) and writes our pid into it.
+fn lock_socket(socket: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = lock_path(socket);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open the socket's lock file {}", path.display()))?;
+    let locked = match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, e)) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            anyhow::bail!(
+                "socket {} is in use by a running gkfsd (pid {}, holding {}: {e}); give this daemon its own --socket",
+                socket.display(),
+                holder.trim(),
+                path.display(),
+            );
+        }
+    };
+    locked.set_len(0).context("truncate the lock file")?;
+    (&*locked)
+        .write_all(format!("{}\n", std::process::id()).as_bytes())
+        .context("write the lock file")?;
+    Ok(locked)
 }
 
 /// A client's shared window (its memfd), for the life of its connection. The daemon
@@ -183,7 +249,53 @@ fn adopt_fd(fd: std::os::fd::RawFd) -> std::fs::File {
     unsafe { std::fs::File::from_raw_fd(fd) }
 }
 
+/// Reads one request frame. Idle time between requests is unbounded (clients keep
+/// connections), but a frame whose body is not all here yet must keep coming: after
+/// [`gkfs_proto::local::FRAME_STALL`] without a byte the connection is dropped, and
+/// with it the partial frame.
+fn read_request(
+    reader: &mut BufReader<UnixStream>,
+    stream: Option<&UnixStream>,
+    max: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
+    use gkfs_proto::local::{read_frame_body, read_frame_len, FRAME_STALL};
+    let Some(len) = read_frame_len(reader, max)? else {
+        return Ok(None);
+    };
+    let stream = stream.filter(|_| reader.buffer().len() < len);
+    if let Some(s) = stream {
+        s.set_read_timeout(Some(FRAME_STALL))?;
+    }
+    let body = read_frame_body(reader, len).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("a {len}-byte frame stalled for {FRAME_STALL:?}"),
+            )
+        } else {
+            e
+        }
+    })?;
+    if let Some(s) = stream {
+        s.set_read_timeout(None)?;
+    }
+    Ok(Some(body))
+}
+
+/// Shuts a connection down when its thread ends: the acceptor keeps a handle of
+/// every connection (to stop it), so dropping ours would not close it.
+struct CloseOnDrop(Option<UnixStream>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(s) = &self.0 {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 fn serve(stream: UnixStream, state: &State) {
+    let _close = CloseOnDrop(stream.try_clone().ok());
     let max = gkfs_proto::local::max_frame(state.chunk_size.get());
     let window = match receive_window(&stream) {
         Ok(w) => w,
@@ -203,7 +315,7 @@ fn serve(stream: UnixStream, state: &State) {
         if let (Some(p), true) = (&peek, reader.buffer().is_empty()) {
             spinner.wait(p);
         }
-        let payload = match gkfs_proto::local::read_frame(&mut reader, max) {
+        let payload = match read_request(&mut reader, peek.as_ref(), max) {
             Ok(Some(p)) => p,
             Ok(None) => return,
             Err(e) => {

@@ -105,7 +105,18 @@ struct Args {
     announce: bool,
 }
 
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: mallopt only tunes the allocator; no other thread runs yet.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+}
+
 fn main() {
+    // Buffers of 1 MiB and more (frames, chunk pieces) come straight from mmap and go
+    // back to the system when freed. glibc would otherwise raise this threshold after
+    // the first large free and keep such buffers in its heap: a burst of large
+    // requests, or of half-sent ones, left hundreds of MiB behind.
+    tune_allocator();
     let args = Args::parse();
     env_logger::Builder::new()
         .filter_level(args.log_level)
@@ -232,7 +243,21 @@ fn run(args: Args) -> Result<()> {
     make_private_dir(&metadir)?;
     let meta = store::meta::MetaStore::open(&metadir, args.rocksdb_wal)
         .with_context(|| format!("cannot open the metadata database in {}", metadir.display()))?;
-    let chunks = store::chunks::ChunkStore::open(&args.rootdir.join("chunks"), chunk_size.get())
+    // Data keeps the metadata's headroom free when both share a file system (the
+    // usual case), else a little for the chunk dirs themselves.
+    let chunk_dir = args.rootdir.join("chunks");
+    std::fs::create_dir_all(&chunk_dir)
+        .with_context(|| format!("cannot create the chunk dir {}", chunk_dir.display()))?;
+    let same_fs = |a: &std::path::Path, b: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        matches!((std::fs::metadata(a), std::fs::metadata(b)), (Ok(x), Ok(y)) if x.dev() == y.dev())
+    };
+    let data_reserve = if same_fs(&chunk_dir, &metadir) {
+        meta.reserve()
+    } else {
+        1 << 20
+    };
+    let chunks = store::chunks::ChunkStore::open(&chunk_dir, chunk_size.get(), data_reserve)
         .with_context(|| {
             format!(
                 "cannot create the chunk dir under {}",

@@ -61,6 +61,11 @@ pub struct State {
     pub rootdir: PathBuf,
     /// Membership, known once the hosts file lists this daemon.
     pub membership: RwLock<Option<Membership>>,
+    /// The daemon addresses of that membership, in order: a later hosts file must
+    /// extend this list (daemons registering), never drop or reorder it.
+    members: Mutex<Vec<Vec<u8>>>,
+    /// The hash of the last hosts file refused (logged once).
+    refused: AtomicU64,
     last_reload: Mutex<Option<Instant>>,
     ids: Mutex<IdAlloc>,
     stripes: Vec<RwLock<()>>,
@@ -99,6 +104,8 @@ impl State {
             hosts_file,
             rootdir,
             membership: RwLock::new(None),
+            members: Mutex::new(Vec::new()),
+            refused: AtomicU64::new(0),
             last_reload: Mutex::new(None),
             ids: Mutex::new(IdAlloc {
                 next,
@@ -143,8 +150,19 @@ impl State {
             let mut last = self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
             let current = self.membership().is_some_and(|m| m.hash == hash);
             if !current && last.is_none_or(|t| t.elapsed().as_millis() >= 50) {
-                if let Some(m) = self.reload_membership() {
-                    *self.membership.write().unwrap_or_else(|p| p.into_inner()) = Some(m);
+                if let Some((m, addrs)) = self.reload_membership() {
+                    let mut known = self.members.lock().unwrap_or_else(|p| p.into_inner());
+                    if addrs.starts_with(&known) {
+                        *known = addrs;
+                        *self.membership.write().unwrap_or_else(|p| p.into_inner()) = Some(m);
+                    } else if self.refused.swap(m.hash, Ordering::Relaxed) != m.hash {
+                        log::error!(
+                            "the hosts file {} changed under the running file system (daemon lines removed or reordered); \
+                             keeping the {} daemons it listed before: clients of the new file get ESTALE",
+                            self.hosts_file.display(),
+                            known.len()
+                        );
+                    }
                 }
                 *last = Some(Instant::now());
             }
@@ -164,17 +182,18 @@ impl State {
         }
     }
 
-    fn reload_membership(&self) -> Option<Membership> {
+    fn reload_membership(&self) -> Option<(Membership, Vec<Vec<u8>>)> {
         let text = std::fs::read_to_string(&self.hosts_file).ok()?;
         let hosts = Hosts::parse(&self.hosts_file.display().to_string(), &text).ok()?;
         let index = hosts
             .entries
             .iter()
             .position(|e| e.address == self.ep.address())?;
-        Some(Membership {
+        let m = Membership {
             hash: hosts.membership(),
             index: index as u32,
-        })
+        };
+        Some((m, hosts.entries.into_iter().map(|e| e.address).collect()))
     }
 
     /// A fresh file id: this daemon's index in the high 16 bits, a persistent

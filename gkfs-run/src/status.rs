@@ -20,6 +20,9 @@ pub struct DaemonStatus {
     pub pid: Option<u32>,
     /// Does it answer?
     pub up: bool,
+    /// Why not (the error its stats call got, e.g. a timeout of a hung daemon or a
+    /// refused connection of a dead one).
+    pub error: Option<String>,
     /// Metadata records stored.
     pub files: Option<u64>,
     /// Chunk files stored.
@@ -54,13 +57,20 @@ pub fn collect(hosts_file: &Path) -> Result<Vec<DaemonStatus>> {
     .with_context(|| format!("cannot use {}", hosts_file.display()))?;
     let mut out = Vec::new();
     for (i, e) in client.hosts().entries.iter().enumerate() {
-        let stats = client.daemon_stats(i as u32).ok();
+        let answer = client.daemon_stats(i as u32);
+        let error = answer.as_ref().err().map(|e| match *e {
+            gkfs_client::Errno::ETIMEDOUT => format!("no answer within 2 s ({e})"),
+            gkfs_client::Errno::EIO => format!("not reachable: dead or gone ({e})"),
+            _ => e.to_string(),
+        });
+        let stats = answer.ok();
         out.push(DaemonStatus {
             index: i as u32,
             hostname: e.hostname.clone(),
             address: format_address(&e.address),
             pid: e.pid,
             up: stats.is_some(),
+            error,
             files: stats.as_ref().map(|s| s.records),
             chunks: stats.as_ref().map(|s| s.chunks),
             bytes: stats.as_ref().map(|s| s.chunk_bytes),
@@ -89,6 +99,9 @@ pub fn print_table(rows: &[DaemonStatus]) {
             opt(r.chunks),
             opt(r.bytes)
         );
+        if let Some(e) = &r.error {
+            println!("     daemon {} is DOWN: {e}", r.index);
+        }
     }
 }
 

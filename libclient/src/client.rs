@@ -69,7 +69,7 @@ impl ClientConfig {
 }
 
 pub(crate) struct Inner {
-    pub rpc: Rpcs,
+    pub rpc: Arc<Rpcs>,
     pub hosts: Hosts,
     pub chunk_size: ChunkSize,
     pub uid: u32,

@@ -12,7 +12,7 @@ use gkfs_proto::{Errno, Record};
 
 use crate::client::{check_path, now_ns, Client};
 use crate::error::fabric_errno;
-use crate::rpc::{wait_all, SMALL_REPLY};
+use crate::rpc::{settled, wait_all, SMALL_REPLY};
 
 /// Largest per-daemon write sent inline in the request.
 pub const INLINE_WRITE_MAX: u64 = 32 * 1024;
@@ -221,6 +221,7 @@ impl Client {
             .ok_or(Errno::EFBIG)?;
         let groups = self.groups(id, off, data.len() as u64);
         let rpc = self.rpc();
+        rpc.all_up(groups.keys().copied().chain([place(path, self.daemons())]))?;
         // Over the fabric: small groups inline, large ones by RMA from `data`.
         let rma = |d: u32, bytes: u64| !rpc.is_local(d) && bytes > INLINE_WRITE_MAX;
         let mr = if groups.iter().any(|(d, g)| rma(*d, g.bytes)) {
@@ -259,7 +260,8 @@ impl Client {
                     inline: Bytes::default(),
                     size_update: size_here(d),
                 };
-                pending.push(rpc.start_with(d, &req, SMALL_REPLY, &parts)?);
+                let started = settled(rpc.start_with(d, &req, SMALL_REPLY, &parts), &mut pending)?;
+                pending.push(started);
             } else if rma(d, g.bytes) {
                 let r = mr.as_ref().map(|m| m.remote()).ok_or(Errno::EIO)?;
                 let req = WriteChunksReq {
@@ -273,7 +275,8 @@ impl Client {
                     inline: Bytes::default(),
                     size_update: size_here(d),
                 };
-                pending.push(rpc.start(d, &req, SMALL_REPLY)?);
+                let started = settled(rpc.start(d, &req, SMALL_REPLY), &mut pending)?;
+                pending.push(started);
             } else {
                 let mut inline = Vec::with_capacity(g.bytes as usize);
                 for p in &g.pieces {
@@ -286,12 +289,13 @@ impl Client {
                     inline: Bytes(inline),
                     size_update: size_here(d),
                 };
-                pending.push(rpc.start(d, &req, SMALL_REPLY)?);
+                let started = settled(rpc.start(d, &req, SMALL_REPLY), &mut pending)?;
+                pending.push(started);
             }
         }
         // Otherwise the size update travels alongside the data.
         let size = if update_size && !merged {
-            Some(rpc.start(
+            let started = rpc.start(
                 owner,
                 &UpdateSizeReq {
                     path: path.to_string(),
@@ -300,7 +304,8 @@ impl Client {
                     mtime,
                 },
                 SMALL_REPLY,
-            )?)
+            );
+            Some(settled(started, &mut pending)?)
         } else {
             None
         };
@@ -335,6 +340,7 @@ impl Client {
         }
         let rpc = self.rpc();
         let groups = self.groups(id, off, buf.len() as u64);
+        rpc.all_up(groups.keys().copied())?;
         let len = buf.len();
         // Whether every piece came back whole: then the file reaches past the range (no
         // daemon keeps bytes past the end of a file) and no size lookup is needed.
@@ -391,7 +397,8 @@ impl Client {
                     };
                     (Way::Inline, req, reply_max)
                 };
-                pending.push(rpc.start(d, &req, reply_max)?);
+                let started = settled(rpc.start(d, &req, reply_max), &mut pending)?;
+                pending.push(started);
                 sent.push((way, g));
             }
             // Every call finishes (local windows are kept for the copy below) before the

@@ -11,8 +11,9 @@ use std::io::Write;
 use std::marker::PhantomData;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use gkfs_fabric::{Config as FabricConfig, Endpoint, Peer, PendingCall};
 use gkfs_proto::hosts::Hosts;
@@ -147,8 +148,27 @@ pub(crate) struct Fabric {
     peers: Vec<Peer>,
 }
 
+/// A daemon found not answering (a transport timeout, a refused or lost connection):
+/// later calls to it fail at once with the same errno instead of each waiting the full
+/// deadline, while one background thread pings it until it answers again.
+#[derive(Default)]
+struct Health {
+    /// The errno it was found down with; 0 while it is up.
+    down: AtomicI32,
+    /// Is a probe thread running for it?
+    probing: AtomicBool,
+}
+
+/// First pause between probes of a down daemon; doubled up to [`PROBE_MAX`].
+const PROBE_FIRST: Duration = Duration::from_millis(100);
+/// Longest pause between probes.
+const PROBE_MAX: Duration = Duration::from_secs(2);
+
 /// What every call needs: the routes, the header fields.
 pub(crate) struct Rpcs {
+    /// Ourselves, for the probe threads (which must not keep the client alive).
+    me: Weak<Rpcs>,
+    health: Vec<Health>,
     routes: Vec<Route>,
     hosts: Hosts,
     fabric: OnceLock<Result<Fabric, String>>,
@@ -178,7 +198,7 @@ impl Rpcs {
         transport: Transport,
         token: u128,
         timeout: std::time::Duration,
-    ) -> Rpcs {
+    ) -> Arc<Rpcs> {
         let me = this_host();
         let max_frame = gkfs_proto::local::max_frame(hosts.chunk_size());
         let routes = hosts
@@ -196,7 +216,9 @@ impl Rpcs {
                 _ => Route::Fabric,
             })
             .collect();
-        Rpcs {
+        Arc::new_cyclic(|weak| Rpcs {
+            me: weak.clone(),
+            health: hosts.entries.iter().map(|_| Health::default()).collect(),
             routes,
             membership: hosts.membership(),
             hosts,
@@ -204,6 +226,47 @@ impl Rpcs {
             token,
             timeout,
             next_id: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    /// Why daemon `d` is known to be down (None: it is not known to be).
+    pub fn down(&self, d: u32) -> Option<Errno> {
+        let e = self.health.get(d as usize)?.down.load(Ordering::Relaxed);
+        (e != 0).then_some(Errno(e))
+    }
+
+    /// Pre-check of a call to several daemons: fails (with the errno a
+    /// down daemon was found with) before anything starts, so that no call is left
+    /// half started with buffers lent to the daemons already working on it.
+    pub fn all_up(&self, daemons: impl IntoIterator<Item = u32>) -> Result<(), Errno> {
+        for d in daemons {
+            if let Some(e) = self.down(d) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes that daemon `d` did not answer (`e`: ETIMEDOUT or EIO) and starts
+    /// probing it in the background.
+    fn mark_down(&self, d: u32, e: Errno) {
+        let Some(h) = self.health.get(d as usize) else {
+            return;
+        };
+        if h.down.swap(e.0, Ordering::Relaxed) == 0 {
+            log::warn!("daemon {d} is down ({e}); calls to it fail at once until it answers again");
+        }
+        if h.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.me.clone();
+        let spawned = std::thread::Builder::new()
+            .name("gkfs-probe".into())
+            .spawn(move || probe(me, d));
+        if spawned.is_err() {
+            // No thread: the daemon stays marked down only until the next call.
+            h.probing.store(false, Ordering::Release);
+            h.down.store(0, Ordering::Relaxed);
         }
     }
 
@@ -255,6 +318,21 @@ impl Rpcs {
         max_reply: usize,
         put: &[&[u8]],
     ) -> Result<Pending<R>, Errno> {
+        if let Some(e) = self.down(d) {
+            return Err(e);
+        }
+        self.send(d, req, max_reply, put, self.timeout)
+    }
+
+    /// Sends, whatever is known about the daemon, with this deadline.
+    fn send<R: Rpc>(
+        &self,
+        d: u32,
+        req: &R,
+        max_reply: usize,
+        put: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Pending<R>, Errno> {
         let route = self.routes.get(d as usize).ok_or(Errno::EINVAL)?;
         let request_id = self
             .next_id
@@ -268,7 +346,7 @@ impl Rpcs {
             },
             req,
         );
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + timeout;
         let call = match route {
             Route::Local(l) => {
                 let sent = l.conn().and_then(|mut c| {
@@ -288,7 +366,9 @@ impl Rpcs {
                     Ok(c) => Call::Local(l.clone(), c),
                     Err(e) => {
                         log::warn!("{:?} to daemon {d} ({}): {e}", R::OPCODE, l.path.display());
-                        return Err(io_errno(&e));
+                        let e = io_errno(&e);
+                        self.mark_down(d, e);
+                        return Err(e);
                     }
                 }
             }
@@ -298,7 +378,11 @@ impl Rpcs {
                     f.ep.start_call(f.peers[d as usize], &msg, max_reply, deadline)
                         .map_err(|e| {
                             log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);
-                            fabric_errno(&e)
+                            let errno = fabric_errno(&e);
+                            if e.is_peer_failure() {
+                                self.mark_down(d, errno);
+                            }
+                            errno
                         })?;
                 Call::Fabric(call)
             }
@@ -307,6 +391,7 @@ impl Rpcs {
             call,
             daemon: d,
             deadline,
+            rpcs: self.me.clone(),
             _r: PhantomData,
         })
     }
@@ -314,6 +399,29 @@ impl Rpcs {
     /// Sends `req` to daemon `d` and waits for the reply.
     pub fn call<R: Rpc>(&self, d: u32, req: &R) -> Result<R::Reply, Errno> {
         self.start(d, req, SMALL_REPLY)?.wait()
+    }
+}
+
+/// Probes daemon `d` until it answers a ping (then it is up again) or the client is
+/// gone.
+fn probe(rpcs: Weak<Rpcs>, d: u32) {
+    let mut pause = PROBE_FIRST;
+    loop {
+        std::thread::sleep(pause);
+        let Some(r) = rpcs.upgrade() else { return };
+        let timeout = r.timeout.min(Duration::from_secs(1));
+        let answered = r
+            .send(d, &gkfs_proto::msg::PingReq {}, SMALL_REPLY, &[], timeout)
+            .and_then(|p| p.wait_quiet())
+            .is_ok();
+        if answered {
+            let h = &r.health[d as usize];
+            h.down.store(0, Ordering::Relaxed);
+            h.probing.store(false, Ordering::Release);
+            log::info!("daemon {d} answers again");
+            return;
+        }
+        pause = (pause * 2).min(PROBE_MAX);
     }
 }
 
@@ -355,6 +463,8 @@ pub(crate) struct Pending<R: Rpc> {
     call: Call,
     daemon: u32,
     deadline: Instant,
+    /// Told when the daemon turns out not to answer.
+    rpcs: Weak<Rpcs>,
     _r: PhantomData<R>,
 }
 
@@ -364,14 +474,31 @@ impl<R: Rpc> Pending<R> {
         self.wait_window().map(|(r, _)| r)
     }
 
+    /// Waits for the reply without telling anyone that the daemon did not answer
+    /// (the probe's own wait).
+    fn wait_quiet(mut self) -> Result<R::Reply, Errno> {
+        self.rpcs = Weak::new();
+        self.wait()
+    }
+
     /// Waits for the reply; for a local call, also hands over the connection's window.
     pub fn wait_window(self) -> Result<(R::Reply, WindowGuard), Errno> {
         let d = self.daemon;
+        let unreachable = |e: Errno| {
+            if let Some(r) = self.rpcs.upgrade() {
+                r.mark_down(d, e);
+            }
+            e
+        };
         let mut guard = WindowGuard { conn: None };
         let bytes = match self.call {
             Call::Fabric(call) => call.wait(self.deadline).map_err(|e| {
                 log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);
-                fabric_errno(&e)
+                let errno = fabric_errno(&e);
+                if e.is_peer_failure() {
+                    unreachable(errno);
+                }
+                errno
             })?,
             Call::Local(route, mut c) => {
                 c.spinner.wait(&c.stream);
@@ -386,11 +513,11 @@ impl<R: Rpc> Pending<R> {
                             "{:?} to daemon {d}: the daemon closed the connection",
                             R::OPCODE
                         );
-                        return Err(Errno::EIO);
+                        return Err(unreachable(Errno::EIO));
                     }
                     Err(e) => {
                         log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);
-                        return Err(io_errno(&e));
+                        return Err(unreachable(io_errno(&e)));
                     }
                 }
             }
@@ -414,6 +541,18 @@ impl<R: Rpc> Pending<R> {
             }
         }
     }
+}
+
+/// A call that could not be started among others: the ones already in flight are
+/// waited for first (their daemons may be reading or writing buffers the caller is
+/// about to free), then the error is returned.
+pub(crate) fn settled<R: Rpc, S: Rpc>(
+    started: Result<Pending<R>, Errno>,
+    in_flight: &mut Vec<Pending<S>>,
+) -> Result<Pending<R>, Errno> {
+    started.inspect_err(|_| {
+        let _ = wait_all(std::mem::take(in_flight));
+    })
 }
 
 /// Waits for every call, returning the first error after all have finished.

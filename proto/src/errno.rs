@@ -53,7 +53,8 @@ errnos!(
     EHOSTUNREACH,
     ESTALE,
     ENOLCK,
-    EMSGSIZE
+    EMSGSIZE,
+    EILSEQ
 );
 
 impl Errno {

@@ -178,7 +178,11 @@ impl Hosts {
                         if !v.starts_with('/') {
                             return Err(err(lineno, format!("mountdir `{v}` is not absolute")));
                         }
-                        mountdir = Some(v.trim_end_matches('/').to_string())
+                        let m = v.trim_end_matches('/');
+                        if m.is_empty() {
+                            return Err(err(lineno, format!("mountdir `{v}` is the root")));
+                        }
+                        mountdir = Some(m.to_string())
                     }
                     "pid" => pid = v.parse().ok(),
                     "socket" if v.starts_with('/') => socket = Some(v.to_string()),
@@ -329,5 +333,20 @@ mod tests {
             0
         );
         assert!(Hosts::parse("h", "\u{0}\u{1}\u{2}").is_err());
+    }
+
+    #[test]
+    fn the_root_is_no_mount_dir() {
+        // Found by the fuzzers (gkfs-fuzz hosts): `mountdir=/` parsed to the mount dir
+        // "", which is not absolute and printed back as a line that does not parse.
+        for m in ["/", "//"] {
+            let e =
+                Hosts::parse("h", &format!("a b 00 chunk_size=4096 mountdir={m}\n")).unwrap_err();
+            assert!(e.msg.contains("is the root"), "{e}");
+        }
+        let h = Hosts::parse("h", "a b 00 chunk_size=4096 mountdir=/m//\n").unwrap();
+        assert_eq!(h.mountdir(), "/m");
+        let printed: String = h.entries.iter().map(HostEntry::to_line).collect();
+        assert_eq!(Hosts::parse("h", &printed).unwrap(), h);
     }
 }

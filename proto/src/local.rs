@@ -176,6 +176,14 @@ pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
 
 /// Reads one frame of at most `max` bytes; `Ok(None)` at a clean end of stream.
 pub fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<Vec<u8>>> {
+    match read_frame_len(r, max)? {
+        Some(len) => read_frame_body(r, len).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads a frame's length (at most `max`); `Ok(None)` at a clean end of stream.
+pub fn read_frame_len(r: &mut impl Read, max: usize) -> io::Result<Option<usize>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
@@ -189,10 +197,30 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<Vec<u8>>> 
             format!("frame of {len} bytes exceeds the limit of {max}"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf)?;
-    Ok(Some(buf))
+    Ok(Some(len))
 }
+
+/// How long a frame's sender may stall half way before the receiver gives up on the
+/// connection (and frees what it received).
+pub const FRAME_STALL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the `len` bytes of a frame's body. The buffer grows with the bytes that
+/// arrive: a peer that announces a large frame and stops half way holds no more
+/// memory than it actually sent.
+pub fn read_frame_body(r: &mut impl Read, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len.min(FRAME_START));
+    r.take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("frame cut short: {} of {len} bytes", buf.len()),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Capacity a frame's buffer starts with (it grows as the bytes arrive).
+const FRAME_START: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {

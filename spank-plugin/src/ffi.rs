@@ -121,7 +121,11 @@ mod tests {
             eprintln!("SKIPPED constants_match_spank_h: {why}");
             if let Some(log) = std::env::var_os("GKFS_SKIP_LOG") {
                 use std::io::Write;
-                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap();
                 writeln!(f, "constants_match_spank_h: {why}").unwrap();
             }
             return;

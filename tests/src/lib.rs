@@ -82,6 +82,12 @@ impl Cluster {
 
     /// Starts `n` daemons on libfabric provider `provider`.
     pub fn start_full(n: usize, chunk_size: u64, provider: &str) -> Cluster {
+        Cluster::start_in(n, chunk_size, provider, None)
+    }
+
+    /// Starts `n` daemons whose root dirs are made under `roots` (e.g. a
+    /// [`SmallDisk`]); None: the cluster's own temporary dir.
+    pub fn start_in(n: usize, chunk_size: u64, provider: &str, roots: Option<&Path>) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("gkfs-test-")
             .tempdir()
@@ -103,8 +109,17 @@ impl Cluster {
         let gkfsd = bin("gkfsd");
         let mut children = Vec::new();
         let mut rootdirs = Vec::new();
+        let tag = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         for i in 0..n {
-            let root = dir.path().join(format!("root{i}"));
+            let root = match roots {
+                Some(r) => r.join(format!("{tag}-root{i}")),
+                None => dir.path().join(format!("root{i}")),
+            };
             let log = fs::File::create(dir.path().join(format!("gkfsd.{i}.log"))).unwrap();
             let child = Command::new(&gkfsd)
                 .arg("--rootdir")
@@ -292,6 +307,55 @@ impl Drop for Cluster {
                 }
             }
         }
+    }
+}
+
+/// A small tmpfs of its own (root only), unmounted when dropped: a disk that fills up.
+pub struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mib` MiB; None (after [`skip`]) when not root.
+    pub fn mount(test: &str, mib: u64) -> Option<SmallDisk> {
+        if !nix::unistd::geteuid().is_root() {
+            skip(
+                test,
+                "needs root to mount a small tmpfs as the daemons' storage",
+            );
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("gkfs-small-disk-")
+            .tempdir()
+            .unwrap();
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        Some(SmallDisk { dir })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 

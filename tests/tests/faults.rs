@@ -162,3 +162,285 @@ fn daemon_stops_cleanly_on_sigterm() {
     assert_eq!(c.stop_daemon(0), Some(0), "{}", c.logs());
     assert!(c.logs().contains("stopped"));
 }
+
+/// A full node: writes get ENOSPC (never EIO), a create storm while full gets ENOSPC,
+/// removals, truncation, stats, listings and reads keep working, nothing written is
+/// lost, and the daemons recover by themselves once space is freed. Before the
+/// daemons kept a reserve, RocksDB's failed flush wedged a daemon: EIO for every
+/// create, mkdir and rm until the disk was enlarged.
+#[test]
+fn a_full_node_keeps_its_metadata_working_and_recovers() {
+    let Some(disk) = gkfs_tests::SmallDisk::mount("a_full_node_keeps_its_metadata_working", 32)
+    else {
+        return;
+    };
+    let c = Cluster::start_in(2, 512 * 1024, "tcp;ofi_rxm", Some(disk.path()));
+    let client = c.client();
+    let block: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
+    client.mkdir("/data", 0o755).unwrap();
+    // Fill the disk with 1 MiB files until a write fails.
+    let mut full = None;
+    let mut written = Vec::new();
+    for i in 0..64 {
+        let p = format!("/data/f{i}");
+        client.create(&p, 0o644).unwrap();
+        match client.write_at(&p, &block, 0) {
+            Ok(n) if n == block.len() => written.push(p),
+            Ok(n) => panic!("short write {n}"),
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(full, Some(Errno::ENOSPC), "after {} MiB", written.len());
+    assert!(
+        written.len() >= 10,
+        "only {} MiB fit on 32 MiB",
+        written.len()
+    );
+    // A create storm while full: every create succeeds or says ENOSPC.
+    let mut refused = 0;
+    for i in 0..40_000 {
+        match client.create(&format!("/data/storm-with-a-long-name-{i:06}"), 0o644) {
+            Ok(_) => {}
+            Err(Errno::ENOSPC) => refused += 1,
+            Err(e) => panic!("create {i} while full: {e:?}\n{}", c.logs()),
+        }
+        if refused > 500 {
+            break;
+        }
+    }
+    match client.mkdir("/more", 0o755) {
+        Ok(()) | Err(Errno::ENOSPC) => {}
+        Err(e) => panic!("mkdir while full: {e:?}"),
+    }
+    // Everything that does not need space still works, and the data is intact.
+    let mut buf = vec![0u8; block.len()];
+    for p in &written {
+        assert_eq!(client.read_at(p, &mut buf, 0).unwrap(), block.len());
+        assert!(buf == block, "{p} changed");
+        assert_eq!(client.stat(p).unwrap().size, block.len() as u64);
+    }
+    let listed = client.readdir("/data").unwrap().len();
+    assert!(listed > written.len());
+    client.truncate(&written[0], 4096).unwrap();
+    // Free the space: removal works on a full disk.
+    for p in &written[1..] {
+        client
+            .unlink(p)
+            .unwrap_or_else(|e| panic!("unlink {p} while full: {e:?}"));
+    }
+    // Recovery without help: creates and writes work again within seconds.
+    let t = Instant::now();
+    loop {
+        let r = client
+            .create("/after", 0o644)
+            .and_then(|_| client.write_at("/after", &block, 0));
+        match r {
+            Ok(_) => break,
+            Err(e) if t.elapsed() < Duration::from_secs(30) => {
+                assert!(e == Errno::ENOSPC, "after freeing: {e:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("no recovery 30 s after freeing space: {e:?}\n{}", c.logs()),
+        }
+    }
+    client.mkdir("/more2", 0o755).unwrap();
+    for i in 0..2000 {
+        client.create(&format!("/more2/x{i}"), 0o644).unwrap();
+    }
+    client.read_at("/after", &mut buf, 0).unwrap();
+    assert!(buf == block);
+    drop(client);
+    drop(c);
+}
+
+/// A second gkfsd pointed at a live daemon's socket once replaced it silently (the
+/// first daemon's clients then got EACCES, later EIO). It is refused now, and the
+/// first daemon keeps serving.
+#[test]
+fn a_second_daemon_cannot_take_over_a_live_socket() {
+    let mut c = Cluster::start(1);
+    let text = std::fs::read_to_string(&c.hosts_file).unwrap();
+    let socket = Hosts::parse("h", &text).unwrap().entries[0]
+        .socket
+        .clone()
+        .expect("the daemon has a node-local socket");
+    let client = c.client();
+    client.create("/before", 0o644).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("token"),
+        gkfs_proto::config::format_token(5),
+    )
+    .unwrap();
+    let out = std::process::Command::new(gkfs_tests::bin("gkfsd"))
+        .arg("--rootdir")
+        .arg(other.path().join("root"))
+        .arg("--hosts-file")
+        .arg(other.path().join("hosts"))
+        .args(["--listen", "127.0.0.1", "--mountdir", "/tmp/gkfs-other"])
+        .args(["--socket", &socket])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second daemon started: {err}");
+    assert!(err.contains("in use"), "{err}");
+    assert!(
+        err.contains(&c.pids()[0].to_string()),
+        "the message names the daemon holding the socket: {err}"
+    );
+    // The first daemon's clients did not notice.
+    client.create("/after", 0o644).unwrap();
+    assert!(client.stat("/before").unwrap().is_file());
+    // A daemon whose socket file was removed still shuts down at once on SIGTERM.
+    std::fs::remove_file(&socket).unwrap();
+    let t = Instant::now();
+    assert_eq!(c.stop_daemon(0), Some(0), "{}", c.logs());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    assert!(!std::path::Path::new(&format!("{socket}.lock")).exists());
+}
+
+/// Over libfabric a dead or hung daemon once cost every call the full deadline. The
+/// client remembers it is down: after the first failure, calls to it fail at once,
+/// calls to the others go on, and it is used again as soon as it answers.
+#[test]
+fn a_down_daemon_fails_fast_after_the_first_timeout_and_comes_back() {
+    let mut c = Cluster::start(2);
+    let timeout = Duration::from_secs(2);
+    let client = Client::new(&ClientConfig {
+        timeout,
+        transport: gkfs_client::Transport::Fabric,
+        ..ClientConfig::new(&c.hosts_file)
+    })
+    .unwrap();
+    let on = |d: u32, tag: &str| {
+        (0..)
+            .map(|i| format!("/{tag}{i}"))
+            .find(|p| place(p, 2) == d)
+            .unwrap()
+    };
+    let (p1, p0) = (on(1, "a"), on(0, "b"));
+    client.create(&p1, 0o644).unwrap();
+    client.create(&p0, 0o644).unwrap();
+    // Hung (SIGSTOP): the first call waits its deadline, the next ones do not.
+    c.signal(1, Signal::SIGSTOP);
+    let t = Instant::now();
+    let first = client.stat(&p1).unwrap_err();
+    assert!(
+        first == Errno::ETIMEDOUT || first == Errno::EIO,
+        "{first:?}"
+    );
+    assert!(
+        t.elapsed() >= timeout / 2,
+        "the first call gave up too early"
+    );
+    let t = Instant::now();
+    for _ in 0..50 {
+        assert!(client.stat(&p1).is_err());
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "50 calls to a known-down daemon took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        client.stat(&p0).unwrap().is_file(),
+        "the other daemon serves"
+    );
+    // It answers again: the background probe notices within a few seconds.
+    c.signal(1, Signal::SIGCONT);
+    let t = Instant::now();
+    while client.stat(&p1).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the daemon is back but the client still says it is down"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Dead (SIGKILL): the same, and `gkfs-run status` says why.
+    c.signal(1, Signal::SIGKILL);
+    let _ = client.stat(&p1);
+    let t = Instant::now();
+    for _ in 0..50 {
+        assert!(client.stat(&p1).is_err());
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    let o = std::process::Command::new(gkfs_tests::bin("gkfs-run"))
+        .args(["status", "--hosts-file"])
+        .arg(&c.hosts_file)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("daemon 1 is DOWN"), "{out}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// 20 frames announced at the limit (18 MiB) and sent half way once cost the daemon
+/// 370 MiB, 260 MiB of it kept for good. A connection now holds about what it sent,
+/// a frame that stalls half way is dropped after `FRAME_STALL`, and the memory goes
+/// back to the system.
+#[test]
+fn half_sent_frames_cost_what_was_sent_and_are_given_back() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let c = Cluster::start(1);
+    let text = std::fs::read_to_string(&c.hosts_file).unwrap();
+    let socket = Hosts::parse("h", &text).unwrap().entries[0]
+        .socket
+        .clone()
+        .unwrap();
+    let pid = c.pids()[0];
+    let max = gkfs_proto::local::max_frame(c.chunk_size);
+    let before = rss_kib(pid);
+    let sent = vec![0x5au8; max / 2];
+    let mut conns = Vec::new();
+    for _ in 0..20 {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.write_all(&gkfs_proto::local::handshake(0)).unwrap();
+        s.write_all(&(max as u32).to_le_bytes()).unwrap();
+        s.write_all(&sent).unwrap();
+        conns.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let held = rss_kib(pid).saturating_sub(before);
+    let sent_kib = 20 * sent.len() as u64 / 1024;
+    assert!(
+        held < sent_kib * 3 / 2,
+        "20 half-sent frames hold {} MiB for {} MiB sent",
+        held / 1024,
+        sent_kib / 1024
+    );
+    // The daemon gives up on the stalled frames and closes those connections.
+    std::thread::sleep(gkfs_proto::local::FRAME_STALL + Duration::from_secs(2));
+    for s in &mut conns {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).unwrap(), 0, "a stalled frame was kept open");
+    }
+    let kept = rss_kib(pid).saturating_sub(before);
+    assert!(
+        kept < 24 * 1024,
+        "{} MiB kept after the stalled frames were dropped",
+        kept / 1024
+    );
+    drop(conns);
+    let client = c.client();
+    client.create("/still-serving", 0o644).unwrap();
+}

@@ -25,7 +25,10 @@ impl SlurmCluster {
     /// the plugin's job prolog/epilog.
     fn up_with(job_scripts: bool) -> Option<SlurmCluster> {
         if !nix::unistd::geteuid().is_root() {
-            gkfs_tests::skip("slurm", "the Slurm tests need root (network namespaces, slurmd)");
+            gkfs_tests::skip(
+                "slurm",
+                "the Slurm tests need root (network namespaces, slurmd)",
+            );
             return None;
         }
         if Command::new("slurmd").arg("-V").output().is_err() {

@@ -74,6 +74,7 @@ pub fn create(st: &State, req: CreateReq) -> Result<CreateReply, RemoteError> {
             created: false,
         });
     }
+    st.meta.admit_record()?;
     let file_id = if kind == mode::S_IFDIR {
         0
     } else {
@@ -195,6 +196,8 @@ pub fn put_record(st: &State, req: PutRecordReq) -> Result<PutRecordReply, Remot
         if old.is_dir() && st.meta.has_children(&req.path).map_err(Errno::from)? {
             return Err(Errno::ENOTEMPTY.into());
         }
+    } else {
+        st.meta.admit_record()?;
     }
     st.meta.put(&req.path, &req.record).map_err(Errno::from)?;
     Ok(PutRecordReply { replaced })

@@ -33,7 +33,8 @@ pub fn statfs(st: &State) -> Result<StatfsReply, RemoteError> {
     Ok(StatfsReply {
         total: vfs.blocks() as u64 * frag,
         free: vfs.blocks_free() as u64 * frag,
-        avail: vfs.blocks_available() as u64 * frag,
+        // What data writes may still take: the metadata's headroom is not for them.
+        avail: (vfs.blocks_available() as u64 * frag).saturating_sub(st.chunks.space().reserve()),
         chunk_size: st.chunk_size.get(),
     })
 }

@@ -8,6 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::space::Space;
+
 /// Chunk files kept open at most (the cache is emptied when it fills).
 const OPEN_CHUNKS: usize = 256;
 
@@ -15,6 +17,8 @@ const OPEN_CHUNKS: usize = 256;
 pub struct ChunkStore {
     root: PathBuf,
     chunk_size: u64,
+    /// Free space of the chunk dir's file system, with the metadata's reserve.
+    space: Space,
     /// Open chunk files (read-write), so small I/O does not pay open and close each time.
     open: Mutex<HashMap<(u64, u64), Arc<File>>>,
 }
@@ -29,10 +33,13 @@ pub struct ChunkStats {
 }
 
 impl ChunkStore {
-    /// Uses `root` (created if missing) for chunks of `chunk_size` bytes.
-    pub fn open(root: &Path, chunk_size: u64) -> io::Result<ChunkStore> {
+    /// Uses `root` (created if missing) for chunks of `chunk_size` bytes, keeping
+    /// `reserve` bytes of its file system free (writes that would take them get
+    /// ENOSPC; see [`Space`]).
+    pub fn open(root: &Path, chunk_size: u64, reserve: u64) -> io::Result<ChunkStore> {
         fs::create_dir_all(root)?;
         Ok(ChunkStore {
+            space: Space::new(root, reserve)?,
             root: root.to_path_buf(),
             chunk_size,
             open: Mutex::new(HashMap::new()),
@@ -109,13 +116,30 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Writes `data` at `offset` inside chunk `chunk` of file `id`.
+    /// Writes `data` at `offset` inside chunk `chunk` of file `id`. ENOSPC when it
+    /// would take the reserve, unless it only overwrites bytes the chunk already has.
     pub fn write(&self, id: u64, chunk: u64, offset: u64, data: &[u8]) -> io::Result<()> {
         self.check(offset, data.len())?;
+        let room = self.space.admit_data(data.len() as u64);
+        if room.is_err() {
+            let end = offset + data.len() as u64;
+            let inside = self
+                .chunk_file(id, chunk, false)?
+                .is_some_and(|f| f.metadata().is_ok_and(|m| m.len() >= end));
+            if !inside {
+                return room;
+            }
+        }
         let f = self
             .chunk_file(id, chunk, true)?
             .ok_or_else(|| io::Error::from(ErrorKind::NotFound))?;
         f.write_all_at(data, offset)
+    }
+
+    /// The chunk dir's free space, for statfs and for admitting new records when the
+    /// metadata shares its file system.
+    pub fn space(&self) -> &Space {
+        &self.space
     }
 
     /// Reads into `buf` from `offset` of a chunk; returns the bytes present (the rest
@@ -210,7 +234,7 @@ mod tests {
     #[test]
     fn write_read_truncate_remove() {
         let dir = tempfile::tempdir().unwrap();
-        let cs = ChunkStore::open(dir.path(), 4096).unwrap();
+        let cs = ChunkStore::open(dir.path(), 4096, 0).unwrap();
         cs.write(7, 0, 10, b"hello").unwrap();
         cs.write(7, 2, 0, &[1u8; 4096]).unwrap();
         let mut buf = [9u8; 20];

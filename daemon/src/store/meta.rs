@@ -11,16 +11,47 @@ use gkfs_proto::msg::{DirEntry, PathRecord};
 use gkfs_proto::{Errno, Record};
 use rocksdb::{Direction, IteratorMode, MergeOperands, Options, DB};
 
+use super::space::{usage, Space};
+
 /// Key of the persistent file-id counter (outside the `/` namespace).
 const NEXT_ID_KEY: &[u8] = b"#next_id";
 
-/// A metadata store error, with what was being done.
+/// A metadata store error.
 #[derive(Debug, thiserror::Error)]
-#[error("metadata store: {0}")]
-pub struct MetaError(#[from] rocksdb::Error);
+pub enum MetaError {
+    /// RocksDB failed.
+    #[error("metadata store: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// The database's file system could not be measured.
+    #[error("metadata store: cannot measure the file system of {dir}: {source}")]
+    Measure {
+        /// The database directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl MetaError {
+    /// Did RocksDB fail for want of space (ENOSPC on a write, or the background error
+    /// a failed flush leaves until space is freed)?
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            MetaError::Db(e) => {
+                let m = e.as_ref();
+                m.contains("No space left") || m.contains("NoSpace") || m.contains("no space")
+            }
+            MetaError::Measure { .. } => false,
+        }
+    }
+}
 
 impl From<MetaError> for Errno {
     fn from(e: MetaError) -> Errno {
+        if e.is_no_space() {
+            log::warn!("{e}");
+            return Errno::ENOSPC;
+        }
         log::error!("{e}");
         Errno::EIO
     }
@@ -30,6 +61,23 @@ impl From<MetaError> for Errno {
 pub struct MetaStore {
     db: DB,
     wal: bool,
+    /// Free space of the database's file system.
+    space: Space,
+}
+
+/// The largest memtable (RocksDB's write buffer) of a metadata store.
+const MAX_WRITE_BUFFER: u64 = 64 << 20;
+/// The smallest one.
+const MIN_WRITE_BUFFER: u64 = 1 << 20;
+
+/// Sizes RocksDB's memory and disk reserves for a file system of `capacity` bytes:
+/// the write buffer (1/16 of the disk, 1 to 64 MiB) and the headroom the daemon keeps
+/// free for metadata (twice the write buffer, plus 1 MiB for RocksDB's logs and
+/// manifest). RocksDB clears a hard error only once more than one write buffer is free,
+/// so a buffer larger than the disk could never recover.
+pub fn reserves(capacity: u64) -> (u64, u64) {
+    let wb = (capacity / 16).clamp(MIN_WRITE_BUFFER, MAX_WRITE_BUFFER);
+    (wb, 2 * wb + (1 << 20))
 }
 
 fn size_operand(size: u64, mtime: i64) -> [u8; 16] {
@@ -85,6 +133,12 @@ impl MetaStore {
     /// write-ahead log (as GekkoFS does by default): a clean shutdown flushes everything,
     /// a crashed daemon loses its recent metadata, as it loses the job's data anyway.
     pub fn open(dir: &Path, wal: bool) -> Result<MetaStore, MetaError> {
+        let measure = |source| MetaError::Measure {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let (capacity, _) = usage(dir).map_err(measure)?;
+        let (write_buffer, reserve) = reserves(capacity);
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_merge_operator("gkfs_size_max", merge_size, merge_operands);
@@ -94,9 +148,28 @@ impl MetaStore {
         // RocksDB folds them into one value.
         opts.set_max_successive_merges(8);
         opts.increase_parallelism(2);
-        opts.set_write_buffer_size(64 << 20);
+        opts.set_write_buffer_size(write_buffer as usize);
+        // Small root dirs: no manifest preallocated, RocksDB's own logs bounded.
+        if write_buffer < MAX_WRITE_BUFFER {
+            opts.set_manifest_preallocation_size(0);
+        }
+        opts.set_max_log_file_size(1 << 20);
+        opts.set_keep_log_file_num(2);
+        opts.set_max_manifest_file_size(4 << 20);
         let db = DB::open(&opts, dir)?;
-        Ok(MetaStore { db, wal })
+        let space = Space::new(dir, reserve).map_err(measure)?;
+        Ok(MetaStore { db, wal, space })
+    }
+
+    /// The headroom this store needs on its file system (see [`reserves`]).
+    pub fn reserve(&self) -> u64 {
+        self.space.reserve()
+    }
+
+    /// ENOSPC when a new record would take the last half of the reserve: creates stop
+    /// before the database runs out of room for the removals that free space.
+    pub fn admit_record(&self) -> Result<(), Errno> {
+        self.space.admit_record().map_err(|_| Errno::ENOSPC)
     }
 
     /// Reads the record of `path`.
@@ -254,7 +327,9 @@ impl MetaStore {
 
     /// Persists the next file-id counter.
     pub fn set_next_id(&self, next: u64) -> Result<(), MetaError> {
-        Ok(self.db.put(NEXT_ID_KEY, next.to_le_bytes())?)
+        Ok(self
+            .db
+            .put_opt(NEXT_ID_KEY, next.to_le_bytes(), &self.wo())?)
     }
 
     /// Flushes memtables (for a clean shutdown).

@@ -2,3 +2,4 @@
 
 pub mod chunks;
 pub mod meta;
+pub mod space;

@@ -12,7 +12,7 @@ use gkfs_proto::{Errno, Record};
 use crate::fds::{self, OpenFile};
 use crate::hook::{cstr, hooks, Act};
 use crate::log::{unsupported, Unsupported};
-use crate::paths::{checked, classify, classify_at, names_dir, route, Target};
+use crate::paths::{checked, classify, classify_at, ends_in_dot, names_dir, route, Target};
 use crate::{meta, state, stdio};
 
 /// Largest number of symlinks followed while resolving one path (Linux's limit).
@@ -137,9 +137,15 @@ pub fn bind(fd: c_int, of: Arc<OpenFile>) {
 /// open(2) with O_CREAT of a gkfs path spelled as a directory ("new/") is EISDIR, as
 /// in the kernel, whether or not the name exists: nothing is created.
 fn creates_dir_spelled(t: &Target, path: *const c_char, flags: c_int) -> bool {
+    let Some(p) = cstr(path) else { return false };
     flags & libc::O_CREAT != 0
-        && !matches!(t, Target::Real | Target::RealPath(_))
-        && cstr(path).is_some_and(names_dir)
+        && names_dir(p)
+        && match t {
+            Target::Real | Target::RealPath(_) => false,
+            // "f/." walks into `f` first: ENOTDIR from the walk comes first.
+            Target::Fail(_) => !ends_in_dot(p),
+            Target::Gkfs(_) => true,
+        }
 }
 
 fn h_open(path: *const c_char, flags: c_int, perm: c_uint) -> Act<c_int> {

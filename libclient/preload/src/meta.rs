@@ -12,7 +12,9 @@ use crate::fds;
 use crate::file::{follow, Followed};
 use crate::hook::{cstr, hooks, Act};
 use crate::log::{unsupported, Unsupported};
-use crate::paths::{checked, classify, classify_at, classify_with, names_dir, route, Slash, Target};
+use crate::paths::{
+    checked, classify, classify_at, classify_with, ends_in_dot, names_dir, route, Slash, Target,
+};
 use crate::state;
 
 /// Device number every gkfs file reports.
@@ -403,6 +405,12 @@ fn h_renameat2(
         classify_with(d1, from, Slash::Entry),
         classify_with(d2, to, Slash::Ignore),
     );
+    let ours = |t: &Target| matches!(t, Target::Gkfs(_));
+    if (ours(&a) && cstr(from).is_some_and(ends_in_dot))
+        || (ours(&b) && cstr(to).is_some_and(ends_in_dot))
+    {
+        return Some(Err(Errno::EBUSY));
+    }
     let real_a = matches!(a, Target::Real | Target::RealPath(_));
     let real_b = matches!(b, Target::Real | Target::RealPath(_));
     if real_a && real_b {
@@ -805,7 +813,7 @@ fn symlink_gkfs(target: *const c_char, p: String) -> Result<c_int, Errno> {
 fn h_symlink(target: *const c_char, path: *const c_char) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
-        classify(path),
+        classify_with(libc::AT_FDCWD, path, Slash::Create),
         |p| unsafe { libc::symlink(target, p) },
         |p| symlink_gkfs(target, p),
     )
@@ -814,7 +822,7 @@ fn h_symlink(target: *const c_char, path: *const c_char) -> Act<c_int> {
 fn h_symlinkat(target: *const c_char, dirfd: c_int, path: *const c_char) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
-        classify_at(dirfd, path),
+        classify_with(dirfd, path, Slash::Create),
         |p| unsafe { libc::symlink(target, p) },
         |p| symlink_gkfs(target, p),
     )
@@ -868,7 +876,7 @@ fn h_linkat(
 ) -> Act<c_int> {
     let (a, b) = (
         classify_with(d1, from, Slash::Entry),
-        classify_with(d2, to, Slash::Entry),
+        classify_with(d2, to, Slash::Create),
     );
     match (&a, &b) {
         (Target::Gkfs(x), _) | (_, Target::Gkfs(x)) => {
@@ -889,9 +897,19 @@ fn h_link(from: *const c_char, to: *const c_char) -> Act<c_int> {
     h_linkat(libc::AT_FDCWD, from, libc::AT_FDCWD, to, 0)
 }
 
+/// mknod/mkfifo of a kind gkfs cannot store: EEXIST if the name is taken (as the
+/// kernel checks that first), else EPERM.
+fn unsupported_node(p: &str) -> Result<c_int, Errno> {
+    if state::client()?.stat(p).is_ok() {
+        return Err(Errno::EEXIST);
+    }
+    unsupported(Unsupported::Mknod, format_args!("mknod/mkfifo {p}"));
+    Err(Errno::EPERM)
+}
+
 fn h_mknod(path: *const c_char, m: libc::mode_t, dev: libc::dev_t) -> Act<c_int> {
     route(
-        classify(path),
+        classify_with(libc::AT_FDCWD, path, Slash::Create),
         // SAFETY: rewritten path.
         |p| unsafe { libc::mknod(p, m, dev) },
         |p| {
@@ -899,21 +917,17 @@ fn h_mknod(path: *const c_char, m: libc::mode_t, dev: libc::dev_t) -> Act<c_int>
                 state::client()?.create(&p, m & 0o7777 & !state::umask())?;
                 return Ok(0);
             }
-            unsupported(Unsupported::Mknod, format_args!("mknod {p}"));
-            Err(Errno::EPERM)
+            unsupported_node(&p)
         },
     )
 }
 
 fn h_mkfifo(path: *const c_char, m: libc::mode_t) -> Act<c_int> {
     route(
-        classify(path),
+        classify_with(libc::AT_FDCWD, path, Slash::Create),
         // SAFETY: rewritten path.
         |p| unsafe { libc::mkfifo(p, m) },
-        |p| {
-            unsupported(Unsupported::Mknod, format_args!("mkfifo {p}"));
-            Err(Errno::EPERM)
-        },
+        |p| unsupported_node(&p),
     )
 }
 

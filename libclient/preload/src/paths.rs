@@ -6,8 +6,8 @@ use std::ffi::{c_char, c_int, CStr, CString};
 use api::mountpath::Resolved;
 use gkfs_proto::Errno;
 
-use crate::hook::{Act, Fail};
 use crate::file::Followed;
+use crate::hook::{Act, Fail};
 use crate::{fds, state};
 
 /// Where a path argument goes.
@@ -44,6 +44,11 @@ pub enum Slash {
     /// The call acts on the directory entry itself (rmdir, unlink, rename, link): a
     /// symlink is ENOTDIR too.
     Entry,
+    /// The call makes a non-directory there (symlink, mknod, mkfifo, a link's new
+    /// name): a name spelled as a directory cannot be made, so an existing one is
+    /// EEXIST and a missing one ENOENT ("x/." walks into `x`: ENOTDIR unless a
+    /// directory).
+    Create,
     /// The call makes a directory there (mkdir, a rename's destination): nothing to
     /// check before the call.
     Ignore,
@@ -118,13 +123,30 @@ pub fn classify_with(dirfd: c_int, path: *const c_char, slash: Slash) -> Target 
             },
         }
     };
-    if slash == Slash::Ignore || !names_dir(p) {
+    // "x/." and "x/.." walk into `x` whatever the call: it must be a directory.
+    if !names_dir(p) || (slash == Slash::Ignore && !ends_in_dot(p)) {
         return t;
     }
     match t {
+        Target::Gkfs(q) if slash == Slash::Create => match (p.ends_with('/'), q == "/") {
+            (true, false) => match crate::meta::lookup(q, false) {
+                Ok(_) => Target::Fail(Errno::EEXIST),
+                Err(e) => Target::Fail(e),
+            },
+            _ => match must_be_dir(q, true) {
+                Target::Fail(e) => Target::Fail(e),
+                _ => Target::Fail(Errno::EEXIST),
+            },
+        },
         Target::Gkfs(q) if q != "/" => must_be_dir(q, slash == Slash::Follow),
         t => t,
     }
+}
+
+/// Does `path`'s last component say "this directory" or "its parent" ("d/.", "..")?
+/// Such a name cannot be renamed (EBUSY) or removed (EINVAL).
+pub fn ends_in_dot(path: &str) -> bool {
+    path.ends_with("/.") || path.ends_with("/..") || path == "." || path == ".."
 }
 
 /// The target of a gkfs path that was spelled as a directory: the directory (the one a

@@ -85,7 +85,10 @@ fn load() -> Option<Fs> {
     };
     let Some(mount) = mount.as_deref().and_then(MountDir::new) else {
         let why = match &hosts {
-            Err(e) => format!("{e}, and no mount dir is known (set {})", config::ENV_MOUNTDIR),
+            Err(e) => format!(
+                "{e}, and no mount dir is known (set {})",
+                config::ENV_MOUNTDIR
+            ),
             Ok(_) => format!(
                 "{} must be an absolute UTF-8 path other than /",
                 config::ENV_MOUNTDIR
