@@ -148,7 +148,7 @@ pub(crate) struct Fabric {
     peers: Vec<Peer>,
 }
 
-/// A daemon found not answering (a transport timeout, a refused or lost connection):
+/// A daemon found not answering (a call timed out; over libfabric also a peer gone):
 /// later calls to it fail at once with the same errno instead of each waiting the full
 /// deadline, while one background thread pings it until it answers again.
 #[derive(Default)]
@@ -367,7 +367,12 @@ impl Rpcs {
                     Err(e) => {
                         log::warn!("{:?} to daemon {d} ({}): {e}", R::OPCODE, l.path.display());
                         let e = io_errno(&e);
-                        self.mark_down(d, e);
+                        // Only a timeout says the daemon is hung: a refused connect is
+                        // fast anyway, and a broken pooled connection says nothing
+                        // about the daemon.
+                        if e == Errno::ETIMEDOUT {
+                            self.mark_down(d, e);
+                        }
                         return Err(e);
                     }
                 }
@@ -513,11 +518,16 @@ impl<R: Rpc> Pending<R> {
                             "{:?} to daemon {d}: the daemon closed the connection",
                             R::OPCODE
                         );
-                        return Err(unreachable(Errno::EIO));
+                        return Err(Errno::EIO);
                     }
                     Err(e) => {
                         log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);
-                        return Err(unreachable(io_errno(&e)));
+                        let e = io_errno(&e);
+                        return Err(if e == Errno::ETIMEDOUT {
+                            unreachable(e)
+                        } else {
+                            e
+                        });
                     }
                 }
             }
