@@ -2,6 +2,7 @@
 //! interface. Paths are absolute paths as programs see them: for [`Gkfs`], under the
 //! mount dir ("/tmp/gkfs/input/a").
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 
 use gkfs_client::{Client, Errno, OpenOptions};
@@ -43,12 +44,23 @@ pub type Walk = (Vec<Entry>, Vec<(String, Errno)>);
 pub trait Reader: Send {
     /// Reads at `off`; returns the bytes read (0 at the end).
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<usize, Errno>;
+    /// The next stretch of data at or after `off` as `(start, end)`, everything between
+    /// `off` and `start` being a hole (zeros); `end` may be `u64::MAX` for "up to the
+    /// end of the file". None: only a hole (or nothing) is left from `off` to the end.
+    /// The default knows of no holes: all of the file is data.
+    fn data_from(&self, off: u64) -> Result<Option<(u64, u64)>, Errno> {
+        Ok(Some((off, u64::MAX)))
+    }
+    /// The file's current size.
+    fn size(&self) -> Result<u64, Errno>;
 }
 
 /// An open file to write to.
 pub trait Writer: Send {
     /// Writes all of `buf` at `off`.
     fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Errno>;
+    /// Sets the file's size; growing it adds a hole (nothing is written).
+    fn set_len(&self, size: u64) -> Result<(), Errno>;
 }
 
 /// A file system a copy reads from or writes to.
@@ -102,11 +114,44 @@ impl Reader for LocalFile {
             }
         }
     }
+
+    /// Asks the file system with `lseek(SEEK_DATA)` / `lseek(SEEK_HOLE)`; a file system
+    /// that cannot tell (EINVAL, EOPNOTSUPP) has no holes.
+    fn data_from(&self, off: u64) -> Result<Option<(u64, u64)>, Errno> {
+        use nix::errno::Errno as E;
+        use nix::unistd::{lseek, Whence};
+        let fd = self.0.as_raw_fd();
+        let Ok(at) = i64::try_from(off) else {
+            return Ok(None);
+        };
+        let start = match lseek(fd, at, Whence::SeekData) {
+            Ok(s) => s,
+            // No data at or after `off` (or `off` is past the end).
+            Err(E::ENXIO) => return Ok(None),
+            Err(E::EINVAL | E::EOPNOTSUPP) => return Ok(Some((off, u64::MAX))),
+            Err(e) => return Err(Errno(e as i32)),
+        };
+        let end = match lseek(fd, start, Whence::SeekHole) {
+            Ok(h) => h as u64,
+            // The file shrank in between: reading finds its end.
+            Err(E::ENXIO) => u64::MAX,
+            Err(e) => return Err(Errno(e as i32)),
+        };
+        Ok(Some((start as u64, end)))
+    }
+
+    fn size(&self) -> Result<u64, Errno> {
+        self.0.metadata().map(|m| m.len()).map_err(|e| io_errno(&e))
+    }
 }
 
 impl Writer for LocalFile {
     fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Errno> {
         self.0.write_all_at(buf, off).map_err(|e| io_errno(&e))
+    }
+
+    fn set_len(&self, size: u64) -> Result<(), Errno> {
+        self.0.set_len(size).map_err(|e| io_errno(&e))
     }
 }
 
@@ -260,15 +305,26 @@ impl Gkfs {
     }
 }
 
+/// The client API cannot tell which chunks were never written, so a gkfs file has no
+/// holes to a reader: holes come back as zeros, and the copy finds them by their zeros.
 impl Reader for gkfs_client::File {
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
         self.pread(buf, off)
     }
+
+    fn size(&self) -> Result<u64, Errno> {
+        gkfs_client::File::size(self)
+    }
 }
 
+/// Bytes never written stay holes: their chunks are never created (and read as zeros).
 impl Writer for gkfs_client::File {
     fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Errno> {
         self.pwrite(buf, off).map(|_| ())
+    }
+
+    fn set_len(&self, size: u64) -> Result<(), Errno> {
+        self.truncate(size)
     }
 }
 

@@ -477,3 +477,225 @@ fn a_full_daemon_stops_the_run_and_keeps_the_manifest() {
         .count();
     assert!(done < 20, "{done} files recorded done on a 24 MiB disk");
 }
+
+const MIB: u64 = 1 << 20;
+
+/// Bytes a file takes on disk (st_blocks).
+fn allocated(p: &Path) -> u64 {
+    fs::symlink_metadata(p).unwrap().blocks() * 512
+}
+
+/// Bytes every chunk file under the daemons' root dirs takes on disk.
+fn chunks_allocated(c: &Cluster) -> u64 {
+    let mut total = 0;
+    let mut stack: Vec<_> = c.rootdirs.iter().map(|r| r.join("chunks")).collect();
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                total += allocated(&p);
+            }
+        }
+    }
+    total
+}
+
+/// A file of `size` bytes holding random data of the given lengths at the given
+/// offsets and holes everywhere else (ending in one if the last piece ends before
+/// `size`); returns the bytes of data.
+fn sparse_file(p: &Path, size: u64, pieces: &[(u64, usize)], seed: u64) -> u64 {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let f = fs::File::create(p).unwrap();
+    for &(at, len) in pieces {
+        let mut data = vec![0u8; len];
+        rng.fill_bytes(&mut data);
+        std::os::unix::fs::FileExt::write_all_at(&f, &data, at).unwrap();
+    }
+    f.set_len(size).unwrap();
+    pieces.iter().map(|&(_, len)| len as u64).sum()
+}
+
+/// XXH3-64 of a file's content, read in blocks (as the manifest records it).
+fn file_checksum(p: &Path) -> String {
+    let mut f = fs::File::open(p).unwrap();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; MIB as usize];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).unwrap();
+        if n == 0 {
+            return format!("{:016x}", h.digest());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// The records of a manifest, by path.
+fn manifest_files(p: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let m: serde_json::Value = serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap();
+    assert_eq!(m["complete"], true, "{m}");
+    m["files"].as_object().unwrap().clone()
+}
+
+#[test]
+fn sparse_files_stay_sparse_in_gkfs_and_after_stage_out() {
+    let c = Cluster::start(2);
+    let w = tempfile::tempdir().unwrap();
+    let src = w.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    // 256 MiB with a few MiB of data at three offsets (one not block-aligned, one
+    // across a chunk boundary) and a trailing hole; a file that is all hole; a dense
+    // one.
+    let big = 256 * MIB;
+    let mut data = sparse_file(
+        &src.join("sparse.bin"),
+        big,
+        &[
+            (7 * MIB + 123, MIB as usize + 4097),
+            (100 * MIB - 1000, 2 * MIB as usize),
+            (200 * MIB, MIB as usize),
+        ],
+        1,
+    );
+    sparse_file(&src.join("hole.bin"), 64 * MIB, &[], 2);
+    data += sparse_file(&src.join("dense.bin"), 3 * MIB, &[(0, 3 * MIB as usize)], 3);
+    let logical = big + 64 * MIB + 3 * MIB;
+    let src_allocated: u64 = ["sparse.bin", "hole.bin", "dense.bin"]
+        .iter()
+        .map(|n| allocated(&src.join(n)))
+        .sum();
+    if src_allocated > logical / 2 {
+        gkfs_tests::skip(
+            "sparse_files_stay_sparse_in_gkfs_and_after_stage_out",
+            &format!("{} does not keep holes", w.path().display()),
+        );
+        return;
+    }
+    // Data blocks plus the partial blocks at the ends of each piece, and the
+    // file systems' own rounding.
+    let slack = MIB;
+
+    let man_in = w.path().join("in.json");
+    let o = stage(
+        &c,
+        &[
+            "stage-in",
+            src.to_str().unwrap(),
+            &mnt(&c, "in"),
+            "--verify",
+            "--json",
+            "-q",
+            "--manifest",
+            man_in.to_str().unwrap(),
+        ],
+        w.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let in_gkfs = chunks_allocated(&c);
+    assert!(
+        in_gkfs >= data && in_gkfs <= data + slack,
+        "the daemons hold {in_gkfs} bytes for {data} bytes of data in {logical} bytes of files"
+    );
+    let sum: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(sum["bytes"], logical, "{sum}");
+    let holes = sum["holes"].as_u64();
+    assert!(
+        holes.is_some_and(|h| h + data + slack >= logical),
+        "the summary's holes: {sum}"
+    );
+    let client = c.client();
+    assert_eq!(client.stat("/in/sparse.bin").unwrap().size, big);
+    assert_eq!(client.stat("/in/hole.bin").unwrap().size, 64 * MIB);
+
+    let out = w.path().join("out");
+    let man_out = w.path().join("out.json");
+    let o = stage(
+        &c,
+        &[
+            "stage-out",
+            &mnt(&c, "in"),
+            out.to_str().unwrap(),
+            "--verify",
+            "--json",
+            "-q",
+            "--manifest",
+            man_out.to_str().unwrap(),
+        ],
+        w.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let (recs_in, recs_out) = (manifest_files(&man_in), manifest_files(&man_out));
+    let mut out_allocated = 0;
+    for n in ["sparse.bin", "hole.bin", "dense.bin"] {
+        let (a, b) = (src.join(n), out.join(n));
+        let cmp = Command::new("cmp").arg(&a).arg(&b).output().unwrap();
+        assert!(cmp.status.success(), "{n}: {}", text(&cmp));
+        assert_eq!(
+            fs::metadata(&a).unwrap().len(),
+            fs::metadata(&b).unwrap().len()
+        );
+        // Both manifests hold the checksum of the full content, holes included.
+        let sum = file_checksum(&a);
+        assert_eq!(recs_in[n]["checksum"], sum.as_str(), "{n}");
+        assert_eq!(recs_out[n]["checksum"], sum.as_str(), "{n}");
+        out_allocated += allocated(&b);
+    }
+    assert!(
+        out_allocated >= data && out_allocated <= data + slack,
+        "the stage-out destination takes {out_allocated} bytes for {data} bytes of data"
+    );
+    assert_eq!(snapshot(&src), snapshot(&out));
+}
+
+#[test]
+fn holes_written_through_the_client_api_stage_out_as_holes() {
+    // A file written by a job, not staged in: chunks it never wrote are holes.
+    let c = Cluster::start_with(2, 64 * 1024);
+    let w = tempfile::tempdir().unwrap();
+    let probe = w.path().join("probe");
+    sparse_file(&probe, 8 * MIB, &[], 0);
+    if allocated(&probe) > 0 {
+        gkfs_tests::skip(
+            "holes_written_through_the_client_api_stage_out_as_holes",
+            &format!("{} does not keep holes", w.path().display()),
+        );
+        return;
+    }
+    let client = c.client();
+    client.mkdir("/job", 0o755).unwrap();
+    client.create("/job/out.dat", 0o644).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut piece = vec![0u8; 300_000];
+    rng.fill_bytes(&mut piece);
+    client
+        .write_at("/job/out.dat", &piece, 5 * MIB + 17)
+        .unwrap();
+    client.write_at("/job/out.dat", &piece, 40 * MIB).unwrap();
+    client.truncate("/job/out.dat", 96 * MIB).unwrap();
+    let out = w.path().join("out");
+    let o = stage(
+        &c,
+        &[
+            "stage-out",
+            &mnt(&c, "job"),
+            out.to_str().unwrap(),
+            "--verify",
+            "-q",
+        ],
+        w.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let f = out.join("out.dat");
+    let mut expect = vec![0u8; 96 * MIB as usize];
+    expect[5 * MIB as usize + 17..][..piece.len()].copy_from_slice(&piece);
+    expect[40 * MIB as usize..][..piece.len()].copy_from_slice(&piece);
+    assert!(fs::read(&f).unwrap() == expect, "the content differs");
+    assert!(
+        allocated(&f) <= 2 * piece.len() as u64 + MIB,
+        "{} bytes allocated for {} bytes of data",
+        allocated(&f),
+        2 * piece.len()
+    );
+}
