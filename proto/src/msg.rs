@@ -161,9 +161,13 @@ pub fn encode_reply<T: Wire>(request_id: u64, result: &Result<T, RemoteError>) -
                 status: e.errno.0,
             }
             .put(&mut out);
-            let mut detail = e.detail.clone();
-            detail.truncate(1024);
-            detail.put(&mut out);
+            // At most 1024 bytes, cut at a character boundary (a detail may quote a
+            // client's path).
+            let mut end = e.detail.len().min(1024);
+            while !e.detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            e.detail[..end].to_string().put(&mut out);
         }
     }
     out
@@ -946,6 +950,34 @@ mod tests {
                 let _ = f(&valid);
             }
         }
+    }
+
+    #[test]
+    fn long_error_details_are_cut_at_a_character_boundary() {
+        // Found by the fuzzers (gkfs-fuzz request/reply): a detail quoting a path of
+        // multibyte characters made encode_reply panic where byte 1024 fell inside a
+        // character, so the daemon answered EIO instead of the real error.
+        let detail = format!("invalid path `{}`", "\u{20ac}".repeat(400));
+        let reply = encode_reply::<()>(7, &Err(RemoteError::new(Errno::EINVAL, detail.clone())));
+        let (id, r) = decode_reply::<PingReq>(&reply).unwrap();
+        let got = r.unwrap_err();
+        assert_eq!((id, got.errno), (7, Errno::EINVAL));
+        assert!(
+            got.detail.len() <= 1024 && got.detail.len() > 1020,
+            "{}",
+            got.detail.len()
+        );
+        assert!(detail.starts_with(&got.detail));
+        // Short details pass whole.
+        let reply = encode_reply::<()>(1, &Err(RemoteError::new(Errno::EIO, "\u{20ac}")));
+        assert_eq!(
+            decode_reply::<PingReq>(&reply)
+                .unwrap()
+                .1
+                .unwrap_err()
+                .detail,
+            "\u{20ac}"
+        );
     }
 
     #[test]
