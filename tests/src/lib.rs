@@ -229,13 +229,16 @@ impl Cluster {
         .expect("client")
     }
 
-    /// Sends a signal to daemon `i` (and reaps it for SIGKILL).
+    /// Sends a signal to daemon `i`: reaps it for SIGKILL, and for SIGSTOP returns
+    /// only once every thread of it has stopped (signals land asynchronously).
     pub fn signal(&mut self, i: usize, sig: Signal) {
         if let Some(c) = &mut self.children[i] {
             kill(Pid::from_raw(c.id() as i32), sig).unwrap();
             if sig == Signal::SIGKILL {
                 let _ = c.wait();
                 self.children[i] = None;
+            } else if sig == Signal::SIGSTOP {
+                wait_stopped(c.id());
             }
         }
     }
@@ -307,6 +310,28 @@ impl Drop for Cluster {
                 }
             }
         }
+    }
+}
+
+/// Waits (up to 5 s) until every thread of `pid` is stopped (state T or t).
+fn wait_stopped(pid: u32) {
+    let stopped = || {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true;
+        };
+        tasks.flatten().all(|t| {
+            let stat = fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // "tid (comm) S ...": the state follows the last ')'.
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.trim().chars().next());
+            matches!(state, Some('T') | Some('t') | None)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !stopped() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -246,6 +246,12 @@ fn a_full_node_keeps_its_metadata_working_and_recovers() {
             Err(e) => panic!("no recovery 30 s after freeing space: {e:?}\n{}", c.logs()),
         }
     }
+    eprintln!(
+        "32 MiB disk, 2 daemons: {} MiB of data fit, then ENOSPC; {refused} creates refused \
+         with ENOSPC in the storm; writes and creates worked again {:?} after freeing",
+        written.len(),
+        t.elapsed()
+    );
     client.mkdir("/more2", 0o755).unwrap();
     for i in 0..2000 {
         client.create(&format!("/more2/x{i}"), 0o644).unwrap();
@@ -332,22 +338,23 @@ fn a_down_daemon_fails_fast_after_the_first_timeout_and_comes_back() {
     c.signal(1, Signal::SIGSTOP);
     let t = Instant::now();
     let first = client.stat(&p1).unwrap_err();
+    let first_took = t.elapsed();
     assert!(
         first == Errno::ETIMEDOUT || first == Errno::EIO,
         "{first:?}"
     );
     assert!(
-        t.elapsed() >= timeout / 2,
+        first_took >= timeout / 2,
         "the first call gave up too early"
     );
     let t = Instant::now();
     for _ in 0..50 {
         assert!(client.stat(&p1).is_err());
     }
+    let later = t.elapsed() / 50;
     assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "50 calls to a known-down daemon took {:?}",
-        t.elapsed()
+        later < Duration::from_millis(10),
+        "calls to a known-down daemon took {later:?} each"
     );
     assert!(
         client.stat(&p0).unwrap().is_file(),
@@ -363,6 +370,11 @@ fn a_down_daemon_fails_fast_after_the_first_timeout_and_comes_back() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    eprintln!(
+        "hung daemon over libfabric (deadline {timeout:?}): the first call failed ({first:?}) \
+         after {first_took:?}, later ones after {later:?} each; served again {:?} after SIGCONT",
+        t.elapsed()
+    );
     // Dead (SIGKILL): the same, and `gkfs-run status` says why.
     c.signal(1, Signal::SIGKILL);
     let _ = client.stat(&p1);
