@@ -10,6 +10,8 @@ use anyhow::{Context, Result};
 use gkfs_proto::config::{HOSTS_FILE_NAME, TOKEN_FILE_NAME};
 use serde::{Deserialize, Serialize};
 
+use crate::supervise::Undo;
+
 /// Name of the settings file inside an instance directory.
 pub const INSTANCE_FILE: &str = "instance.json";
 /// Name of the client environment file inside an instance directory.
@@ -44,6 +46,10 @@ pub struct Instance {
     /// The parent of the root dirs, if `start` created it (then `stop` removes it).
     #[serde(default)]
     pub created_root: Option<PathBuf>,
+    /// Directories `start` created above the root dirs' parent and the instance dir
+    /// (`mkdir -p`), outermost first; `stop` removes those that are empty.
+    #[serde(default)]
+    pub created_parents: Vec<PathBuf>,
     /// Set when the daemons run on the nodes of a Slurm allocation.
     #[serde(default)]
     pub slurm: Option<crate::slurm::SlurmInfo>,
@@ -98,25 +104,29 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Creates a new instance directory with a fresh token and an empty hosts file.
-pub fn create_dir(dir: Option<&Path>) -> Result<PathBuf> {
+/// Creates a new instance directory with a fresh token and an empty hosts file: `dir`,
+/// or a new one under $TMPDIR. Everything it makes is recorded in `undo` (a directory
+/// that existed before is left, only what appears in it is the start-up's). Returns the
+/// directory (canonical) and the parent directories it had to create, outermost first.
+pub fn create_dir(dir: Option<&Path>, undo: &mut Undo) -> Result<(PathBuf, Vec<PathBuf>)> {
     let dir = match dir {
         Some(d) => {
             if d.join(HOSTS_FILE_NAME).exists() {
                 anyhow::bail!("{} already holds an instance (stop it first, or choose another --instance-dir)", d.display());
             }
-            make_private_dir(d)?;
-            d.to_path_buf()
+            std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())
         }
         None => {
             let base = std::env::temp_dir();
             let user = nix::unistd::getuid().as_raw();
             let tag: u32 = rand::random();
-            let d = base.join(format!("gkfs-{user}-{tag:08x}"));
-            make_private_dir(&d)?;
-            d
+            base.join(format!("gkfs-{user}-{tag:08x}"))
         }
     };
+    let mut made = undo.create_dirs(&dir, true)?;
+    if made.pop_if(|d| *d == dir).is_none() {
+        undo.new_entries_of(&dir);
+    }
     let token: u128 = rand::random();
     write_private(
         &dir.join(TOKEN_FILE_NAME),
@@ -126,5 +136,8 @@ pub fn create_dir(dir: Option<&Path>) -> Result<PathBuf> {
         &dir.join(HOSTS_FILE_NAME),
         b"# gkfs hosts file: <hostname> <provider> <address-hex> key=value... (see gkfs-proto hosts docs)\n",
     )?;
-    Ok(dir.canonicalize()?)
+    let canonical = dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    Ok((canonical, made))
 }

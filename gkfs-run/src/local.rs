@@ -3,17 +3,16 @@
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use gkfs_client::{Client, ClientConfig};
+use anyhow::{anyhow, bail, Context, Result};
 use gkfs_proto::hosts::Hosts;
 use indicatif::{ProgressBar, ProgressStyle};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
+use crate::ceiling::Ceiling;
 use crate::instance::{self, DaemonInfo, Instance};
+use crate::supervise::{self, Deadline, Grace, Poll, Proc, Undo};
 
 /// Options of `start --local`.
 #[derive(Debug, Clone)]
@@ -30,7 +29,7 @@ pub struct StartOptions {
     pub provider: String,
     /// Instance directory (default: a new one under $TMPDIR).
     pub instance_dir: Option<PathBuf>,
-    /// How long to wait for the daemons.
+    /// How long the whole start-up may take (spawning included).
     pub timeout: Duration,
     /// Worker threads per daemon.
     pub threads: usize,
@@ -105,8 +104,18 @@ fn spinner(msg: &str) -> ProgressBar {
     pb
 }
 
-/// Starts the daemons and waits until every one answers a ping.
+/// How often start-up looks at the daemons.
+const POLL: Duration = Duration::from_millis(20);
+/// How long `stop` gives the daemons between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Starts the daemons and waits until every one answers a ping. `opts.timeout` counts
+/// from the call (spawning included); `opts.daemons` must be within the machine's
+/// [`Ceiling`]. On any failure (also a signal to gkfs-run, see
+/// [`supervise::catch_signals`]) nothing is left: the daemons are stopped and reaped,
+/// and their root dirs, the instance dir and any parent dir this made are removed.
 pub fn start(opts: &StartOptions) -> Result<Instance> {
+    let deadline = Deadline::new(opts.timeout);
     if opts.daemons == 0 {
         bail!("--local needs at least one daemon");
     }
@@ -119,11 +128,25 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
             opts.chunk_size
         );
     }
+    Ceiling::here().check(opts.daemons)?;
+    let mut undo = Undo::default();
+    match start_in(opts, &deadline, &mut undo) {
+        Ok(inst) => {
+            undo.keep();
+            Ok(inst)
+        }
+        Err(e) => Err(undo.fail(e)),
+    }
+}
+
+fn start_in(opts: &StartOptions, deadline: &Deadline, undo: &mut Undo) -> Result<Instance> {
     let gkfsd = daemon_program();
-    let dir = instance::create_dir(opts.instance_dir.as_deref())?;
+    let (dir, mut created_parents) = instance::create_dir(opts.instance_dir.as_deref(), undo)?;
     let root = opts.rootdir.clone().unwrap_or_else(|| dir.join("root"));
-    let created_root = (!root.exists()).then(|| root.clone());
-    instance::make_private_dir(&root)?;
+    let root = std::path::absolute(&root).unwrap_or(root);
+    let mut made = undo.create_dirs(&root, false)?;
+    let created_root = made.pop_if(|d| *d == root);
+    created_parents.extend(made);
     let mut inst = Instance {
         dir: dir.clone(),
         mountdir: opts.mountdir.trim_end_matches('/').to_string(),
@@ -131,16 +154,42 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
         chunk_size: opts.chunk_size,
         daemons: Vec::new(),
         created_root,
+        created_parents,
         slurm: None,
     };
+    inst.save()?;
+    let n = opts.daemons;
+    let pb = spinner(&format!("starting {n} daemons"));
+    let r = spawn_all(opts, &gkfsd, &root, &mut inst, deadline, undo).and_then(|()| {
+        pb.set_message(format!("waiting for {n} daemons"));
+        wait_ready(&inst, undo.processes(), deadline)
+    });
+    pb.finish_and_clear();
+    r.map(|()| inst)
+}
+
+fn spawn_all(
+    opts: &StartOptions,
+    gkfsd: &Path,
+    root: &Path,
+    inst: &mut Instance,
+    deadline: &Deadline,
+    undo: &mut Undo,
+) -> Result<()> {
+    let n = opts.daemons;
     let hosts_file = inst.hosts_file();
-    let mut children = Vec::new();
-    for i in 0..opts.daemons {
+    for i in 0..n {
+        supervise::check_interrupted()?;
+        deadline.check(&format!("starting daemon {i} of {n}"))?;
         let rootdir = root.join(format!("d{i}"));
-        let log = dir.join(format!("gkfsd.{i}.log"));
+        if fs::symlink_metadata(&rootdir).is_err() {
+            // gkfsd creates it: this start-up's, to remove if it fails.
+            undo.tree(&rootdir);
+        }
+        let log = inst.dir.join(format!("gkfsd.{i}.log"));
         let logf =
             fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let child = Command::new(&gkfsd)
+        let child = supervise::command(gkfsd)
             .args(daemon_args(
                 &rootdir,
                 &inst.mountdir,
@@ -170,111 +219,106 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
             rootdir,
             log,
         });
-        children.push(child);
+        undo.process(Proc::child(child, true));
+        // Every daemon is on record at once: even a gkfs-run killed now (SIGKILL)
+        // leaves an instance that `gkfs-run stop` can stop.
+        inst.save()?;
     }
-    inst.save()?;
-    let pb = spinner(&format!("waiting for {} daemons", opts.daemons));
-    let deadline = Instant::now() + opts.timeout;
-    let result = wait_ready(&inst, &mut children, deadline);
-    pb.finish_and_clear();
-    if let Err(e) = result {
-        let _ = stop(&inst, false);
-        return Err(e);
-    }
-    Ok(inst)
+    Ok(())
 }
 
-fn wait_ready(
-    inst: &Instance,
-    children: &mut [std::process::Child],
-    deadline: Instant,
-) -> Result<()> {
+/// Waits until every daemon is listed in the hosts file and answers.
+fn wait_ready(inst: &Instance, procs: &mut [Proc], deadline: &Deadline) -> Result<()> {
     let hosts_file = inst.hosts_file();
-    loop {
-        for (d, c) in inst.daemons.iter().zip(children.iter_mut()) {
-            if let Ok(Some(status)) = c.try_wait() {
+    let timed_out = format!(
+        "timed out after {} s (--timeout, counted from the start)",
+        deadline.limit().as_secs_f64()
+    );
+    supervise::wait_for(deadline, POLL, || {
+        for (d, p) in inst.daemons.iter().zip(procs.iter_mut()) {
+            if p.exited() {
+                let how = p
+                    .exit_status()
+                    .map_or_else(|| "an unknown status".to_string(), |s| s.to_string());
                 bail!(
-                    "daemon {} (pid {}) exited during start-up with {status}; its log {}:\n    {}",
+                    "daemon {} (pid {}) exited during start-up with {how}; its log:\n    {}",
                     d.index,
                     d.pid,
-                    d.log.display(),
                     log_tail(&d.log, 5, "\n    ")
                 );
             }
         }
         let text = fs::read_to_string(&hosts_file).unwrap_or_default();
-        let listed: Vec<u32> = Hosts::parse("", &text)
-            .map(|h| h.entries.iter().filter_map(|e| e.pid).collect())
-            .unwrap_or_default();
-        if listed.len() >= inst.daemons.len() {
-            let client = Client::new(&ClientConfig {
-                timeout: Duration::from_secs(2),
-                ..ClientConfig::new(&hosts_file)
-            })
-            .with_context(|| format!("cannot use {}", hosts_file.display()))?;
-            let mut down = Vec::new();
-            for d in 0..client.daemons() {
-                if client.ping(d).is_err() {
-                    down.push(d);
-                }
+        let parsed = Hosts::parse(&hosts_file.display().to_string(), &text);
+        // With lines in it, a hosts file that does not parse is worth naming.
+        let malformed = match &parsed {
+            Err(e)
+                if text
+                    .lines()
+                    .any(|l| !l.trim().is_empty() && !l.starts_with('#')) =>
+            {
+                format!(" ({e})")
             }
-            if down.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "daemons {down:?} are listed in {} but do not answer",
-                    hosts_file.display()
-                );
-            }
-        } else if Instant::now() >= deadline {
+            _ => String::new(),
+        };
+        let hosts = parsed.ok();
+        let listed: Vec<u32> = hosts
+            .iter()
+            .flat_map(|h| h.entries.iter().filter_map(|e| e.pid))
+            .collect();
+        let Some(hosts) = hosts.filter(|_| listed.len() >= inst.daemons.len()) else {
             let missing: Vec<String> = inst
                 .daemons
                 .iter()
                 .filter(|d| !listed.contains(&d.pid))
                 .map(|d| {
-                    format!(
-                        "daemon {} (pid {}, log {})",
-                        d.index,
-                        d.pid,
-                        d.log.display()
-                    )
+                    let last = log_tail(&d.log, 1, "");
+                    if last.is_empty() {
+                        format!("daemon {} (pid {})", d.index, d.pid)
+                    } else {
+                        format!("daemon {} (pid {}; its log: {last})", d.index, d.pid)
+                    }
                 })
                 .collect();
-            bail!(
-                "timed out waiting for daemons to register: {}",
+            return Ok(Poll::Pending(anyhow!(
+                "{timed_out} waiting for daemons to register: {}{malformed}",
                 missing.join(", ")
-            );
+            )));
+        };
+        let all: Vec<u32> = (0..hosts.len()).collect();
+        let down = supervise::not_answering(&hosts_file, &hosts, &all, deadline)?;
+        if down.is_empty() {
+            return Ok(Poll::Ready(()));
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    kill(Pid::from_raw(pid as i32), None).is_ok()
+        Ok(Poll::Pending(anyhow!(
+            "{timed_out}: daemons {down:?} are listed in {} but do not answer",
+            hosts_file.display()
+        )))
+    })
 }
 
 /// Stops the daemons (SIGTERM, then SIGKILL after 10 s) and, unless `keep`, removes
-/// their root dirs and the instance directory.
+/// their root dirs and the instance directory (and the parent dirs `start` made, when
+/// empty).
 pub fn stop(inst: &Instance, keep: bool) -> Result<()> {
-    for d in &inst.daemons {
-        if alive(d.pid) {
-            let _ = kill(Pid::from_raw(d.pid as i32), Signal::SIGTERM);
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut stubborn = Vec::new();
-    for d in &inst.daemons {
-        while alive(d.pid) && !is_zombie(d.pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if alive(d.pid) && !is_zombie(d.pid) {
-            let _ = kill(Pid::from_raw(d.pid as i32), Signal::SIGKILL);
-            stubborn.push(d.index);
-        }
-    }
-    if !stubborn.is_empty() {
-        eprintln!("gkfs-run: daemons {stubborn:?} did not stop within 10 s and were killed");
+    let hosts_file = inst.hosts_file();
+    // A recorded pid counts only while it is still this instance's daemon.
+    let mut procs: Vec<Proc> = inst
+        .daemons
+        .iter()
+        .map(|d| {
+            Proc::pid(d.pid)
+                .leading_group()
+                .holding_arg(hosts_file.as_os_str())
+        })
+        .collect();
+    let killed = supervise::terminate(&mut procs, Grace::new(STOP_GRACE))?;
+    if !killed.is_empty() {
+        let stubborn: Vec<usize> = killed.iter().map(|i| inst.daemons[*i].index).collect();
+        eprintln!(
+            "gkfs-run: daemons {stubborn:?} did not stop within {} s and were killed",
+            STOP_GRACE.as_secs()
+        );
     }
     if !keep {
         for d in &inst.daemons {
@@ -288,17 +332,10 @@ pub fn stop(inst: &Instance, keep: bool) -> Result<()> {
         }
         fs::remove_dir_all(&inst.dir)
             .with_context(|| format!("cannot remove {}", inst.dir.display()))?;
+        // Only if empty: something else may have been put there since.
+        for p in inst.created_parents.iter().rev() {
+            let _ = fs::remove_dir(p);
+        }
     }
     Ok(())
-}
-
-/// A process that has exited but was not reaped (our own child) counts as stopped.
-fn is_zombie(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
 }

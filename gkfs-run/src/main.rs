@@ -1,13 +1,17 @@
 //! gkfs-run: starts, inspects and stops gkfs file systems. See `gkfs-run --help` and
 //! gkfs-run/README.md.
-#![forbid(unsafe_code)]
+// One exception, documented where it is: supervise::command unblocks signals in a
+// child between fork and exec (pre_exec).
+#![deny(unsafe_code)]
 
+mod ceiling;
 mod instance;
 mod local;
 mod node;
 mod slurm;
 mod stage;
 mod status;
+mod supervise;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -117,9 +121,11 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct StartArgs {
-    /// Start N daemons on this machine (no Slurm needed). Without it, inside a Slurm
-    /// allocation: one daemon per allocated node (srun), the instance dir node-local at
-    /// the same path on every node ($TMPDIR/gkfs-<uid>-<jobid>-<tag>), data inside it.
+    /// Start N daemons on this machine (no Slurm needed; at most 4 per core, and as
+    /// many as half of the available memory holds: see gkfs-run/README.md). Without it,
+    /// inside a Slurm allocation: one daemon per allocated node (srun), the instance dir
+    /// node-local at the same path on every node ($TMPDIR/gkfs-<uid>-<jobid>-<tag>),
+    /// data inside it.
     #[arg(long, value_name = "N")]
     local: Option<usize>,
     /// Parent directory of the daemons' root dirs (default: inside the instance dir).
@@ -137,7 +143,8 @@ struct StartArgs {
     /// Instance directory to create (default: a new one under $TMPDIR).
     #[arg(long, value_name = "DIR")]
     instance_dir: Option<PathBuf>,
-    /// Seconds to wait for the daemons.
+    /// Seconds the whole start-up may take (spawning included); a start that fails
+    /// leaves nothing behind.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
     /// Worker threads per daemon.
@@ -183,7 +190,7 @@ fn preloaded(cmd: &[String], hosts_file: &std::path::Path) -> Result<std::proces
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
         preload = format!("{preload}:{}", old.to_string_lossy());
     }
-    let mut c = std::process::Command::new(&cmd[0]);
+    let mut c = supervise::command(&cmd[0]);
     c.args(&cmd[1..])
         .env("LD_PRELOAD", preload)
         .env(ENV_HOSTS_FILE, hosts_file)
@@ -219,12 +226,32 @@ fn run_once(args: StartArgs, cmd: &[String]) -> Result<i32> {
     client_lib()?;
     let inst = start_instance(args)?;
     let hosts_file = inst.hosts_file();
-    let status = preloaded(cmd, &hosts_file)
-        .and_then(|mut c| c.status().with_context(|| format!("cannot run {}", cmd[0])));
+    let since = supervise::signal_count();
+    let status = supervise::check_interrupted()
+        .and_then(|()| preloaded(cmd, &hosts_file))
+        .and_then(|c| run_passing_signals(c, &cmd[0], since));
     let stopped = stop_instance(&inst, false);
     let code = exit_code(status?);
     stopped?;
     Ok(code)
+}
+
+/// Runs `c` to its end; signals caught meanwhile (after the `since`-th) go on to it
+/// (unless the terminal sent them to it already), so that the file system is stopped
+/// after it, not orphaned.
+fn run_passing_signals(
+    mut c: std::process::Command,
+    name: &str,
+    since: u64,
+) -> Result<std::process::ExitStatus> {
+    let mut child = c.spawn().with_context(|| format!("cannot run {name}"))?;
+    supervise::pass_signals_to(child.id(), since);
+    let exited = supervise::wait_exited(child.id());
+    supervise::stop_passing_signals();
+    exited?;
+    child
+        .wait()
+        .with_context(|| format!("cannot wait for {name}"))
 }
 
 fn stop_instance(inst: &instance::Instance, keep: bool) -> Result<()> {
@@ -259,6 +286,11 @@ fn start_instance(args: StartArgs) -> Result<instance::Instance> {
 
 fn start(args: StartArgs) -> Result<()> {
     let inst = start_instance(args)?;
+    if let Err(e) = supervise::check_interrupted() {
+        // Caught as the start-up finished: nothing was printed, so nothing may stay.
+        let _ = stop_instance(&inst, false);
+        return Err(e);
+    }
     let mut env = format!(
         "export {ENV_HOSTS_FILE}={}\nexport {ENV_MOUNTDIR}={}\n",
         shell_quote(&inst.hosts_file().display().to_string()),
@@ -280,6 +312,11 @@ fn start(args: StartArgs) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if matches!(cli.cmd, Cmd::Start(_) | Cmd::Run { .. }) {
+        // Before any thread starts: a signal during start-up is caught, and the start
+        // fails and cleans up instead of leaving daemons behind.
+        supervise::catch_signals(supervise::START_SIGNALS)?;
+    }
     match cli.cmd {
         Cmd::Start(args) => start(args),
         Cmd::Status { hosts_file, json } => {
@@ -322,6 +359,10 @@ fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("gkfs-run: error: {e:#}");
-        std::process::exit(1);
+        // Ended by a signal: the status a shell reports for one (130 for SIGINT).
+        let code = e
+            .downcast_ref::<supervise::Interrupted>()
+            .map_or(1, |i| 128 + i.0 as i32);
+        std::process::exit(code);
     }
 }

@@ -25,14 +25,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use gkfs_client::{Client, ClientConfig};
 use gkfs_proto::config::{HOSTS_FILE_NAME, TOKEN_FILE_NAME};
-use gkfs_proto::hosts::{sockaddr_in_address, HostEntry};
+use gkfs_proto::hosts::{sockaddr_in_address, HostEntry, Hosts};
 use hmac::{Hmac, Mac};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use sha2::Sha256;
 
 use crate::local::{daemon_args, daemon_program, log_tail};
 use crate::slurm::env;
+use crate::supervise::{self, Deadline, Grace, Poll, Proc};
 
 /// Marker a failed prolog leaves in the job dir; the SPANK plugin reads it.
 pub const FAILED_FILE: &str = "failed";
@@ -235,6 +234,8 @@ pub fn prolog(a: &NodeArgs) -> Result<()> {
 }
 
 fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
+    // The whole start-up counts, a requeued job's leftovers included.
+    let deadline = Deadline::new(Duration::from_secs(a.timeout));
     if let Ok(m) = dir.symlink_metadata() {
         // A requeued job's, or something else (the rootdir may be /tmp).
         if m.is_dir() {
@@ -332,12 +333,11 @@ fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
         })?;
     pid_file.write_all(child.id().to_string().as_bytes())?;
     let me = job.nodes.iter().position(|n| *n == job.node).unwrap_or(0) as u32;
-    let deadline = Instant::now() + Duration::from_secs(a.timeout);
-    wait_answering(&hosts_file, &[me], deadline, &log_path, child.id())?;
+    wait_answering(&hosts_file, &[me], &deadline, &log_path, child.id())?;
     if job.is_first() {
         if let Some(specs) = &a.stage_in {
             let all: Vec<u32> = (0..job.nodes.len() as u32).collect();
-            wait_answering(&hosts_file, &all, deadline, &log_path, child.id())
+            wait_answering(&hosts_file, &all, &deadline, &log_path, child.id())
                 .context("stage-in needs every node's daemon")?;
             stage(job, dir, "stage-in", specs, &hosts_file)?;
         }
@@ -349,37 +349,29 @@ fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
 fn wait_answering(
     hosts_file: &Path,
     which: &[u32],
-    deadline: Instant,
+    deadline: &Deadline,
     log: &Path,
     pid: u32,
 ) -> Result<()> {
-    let client = Client::new(&ClientConfig {
-        timeout: Duration::from_secs(2),
-        ..ClientConfig::new(hosts_file)
-    })?;
-    let names: Vec<String> = client
-        .hosts()
-        .entries
-        .iter()
-        .map(|e| e.hostname.clone())
-        .collect();
-    loop {
-        let down: Vec<&String> = which
+    let text = fs::read_to_string(hosts_file)
+        .with_context(|| format!("cannot read {}", hosts_file.display()))?;
+    let hosts = Hosts::parse(&hosts_file.display().to_string(), &text)?;
+    let names: Vec<String> = hosts.entries.iter().map(|e| e.hostname.clone()).collect();
+    supervise::wait_for(deadline, Duration::from_millis(50), || {
+        let down: Vec<&String> = supervise::not_answering(hosts_file, &hosts, which, deadline)?
             .iter()
-            .filter(|d| client.ping(**d).is_err())
             .filter_map(|d| names.get(*d as usize))
             .collect();
         if down.is_empty() {
-            return Ok(());
+            return Ok(Poll::Ready(()));
         }
-        if !alive(pid) {
+        if !supervise::running(pid) {
             bail!("the daemon exited at start: {}", log_tail(log, 5, " / "));
         }
-        if Instant::now() >= deadline {
-            bail!("the daemons on {down:?} do not answer");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Ok(Poll::Pending(anyhow::anyhow!(
+            "the daemons on {down:?} do not answer"
+        )))
+    })
 }
 
 /// Runs `gkfs-run stage-in|stage-out` as the job's user for every SRC:DST pair.
@@ -415,13 +407,6 @@ fn stage(job: &Job, dir: &Path, what: &str, specs: &str, hosts_file: &Path) -> R
     Ok(())
 }
 
-fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
-        .unwrap_or(false)
-}
-
 /// Stops the daemon recorded in `dir` (SIGTERM, then SIGKILL after 15 s).
 fn stop_daemon(dir: &Path, uid: u32) {
     let Some(pid) = fs::read_to_string(dir.join("gkfsd.pid"))
@@ -432,19 +417,15 @@ fn stop_daemon(dir: &Path, uid: u32) {
     };
     // Only this job's gkfsd: the pid may have been reused since, and the pid file is in
     // the user's dir (a user must not get root to signal another job's daemon).
-    if !is_job_daemon(pid, uid, dir) || !alive(pid) {
+    if !is_job_daemon(pid, uid, dir) || !supervise::running(pid) {
         return;
     }
-    let p = Pid::from_raw(pid as i32);
-    let _ = kill(p, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while alive(pid) {
-        if Instant::now() >= deadline {
-            let _ = kill(p, Signal::SIGKILL);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let grace = Grace {
+        poll: Duration::from_millis(20),
+        ..Grace::new(Duration::from_secs(15))
+    };
+    let daemon = Proc::pid(pid).holding_arg(dir.join(HOSTS_FILE_NAME));
+    let _ = supervise::terminate(&mut [daemon], grace);
 }
 
 /// Is `pid` a gkfsd of user `uid` serving the job dir `dir`?

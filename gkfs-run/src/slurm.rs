@@ -12,15 +12,15 @@ use std::io::{BufRead, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use gkfs_client::{Client, ClientConfig};
+use anyhow::{anyhow, bail, Context, Result};
 use gkfs_proto::hosts::Hosts;
 use serde::{Deserialize, Serialize};
 
 use crate::instance::{self, Instance};
-use crate::local::{daemon_args, daemon_program, tail, StartOptions};
+use crate::local::{daemon_args, daemon_program, log_tail, tail, StartOptions};
+use crate::supervise::{self, Deadline, Grace, Poll, Proc, Stoppable, Undo};
 
 /// Name of the daemons' job step.
 const STEP_NAME: &str = "gkfsd";
@@ -71,21 +71,73 @@ pub(crate) fn scontrol(args: &[&str]) -> Result<String> {
 /// Prefix of the lines `gkfs-run daemon-task` prints for `start` to collect.
 const ANNOUNCE: &str = "GKFS-HOST ";
 
+/// How often `start` looks at srun's output.
+const POLL: Duration = Duration::from_millis(20);
+/// How long `stop` gives the daemons' step between SIGTERM and cancelling it.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
 /// Starts one daemon per allocated node and waits until all are registered and answer.
+/// `opts.timeout` counts from the call.
 ///
 /// Nothing needs a shared file system: each node's `gkfs-run daemon-task` creates the
 /// instance dir at the same path on its node (node-local), with the token it gets in
 /// its environment; its daemon announces its hosts line on stdout, which srun brings
 /// back here; `start` writes the hosts file and sends it to every task on srun's stdin.
+///
+/// A start that fails (also by a signal to gkfs-run) stops the step (its tasks remove
+/// their nodes' instance dirs) and removes what it created here.
 pub fn start(opts: &StartOptions) -> Result<Instance> {
+    let deadline = Deadline::new(opts.timeout);
     let job_id = env("SLURM_JOB_ID").context("not inside a Slurm allocation")?;
     let nodes = nodes()?;
+    let mut undo = Undo::default();
+    let mut srun = None;
+    match start_in(
+        opts,
+        &deadline,
+        job_id.clone(),
+        &nodes,
+        &mut undo,
+        &mut srun,
+    ) {
+        Ok(inst) => {
+            undo.keep();
+            Ok(inst)
+        }
+        Err(e) => {
+            if let Some(srun) = srun {
+                let mut step = [Step::new(&job_id, Some(srun))];
+                match supervise::terminate(&mut step, step_grace()) {
+                    Ok(killed) if !killed.is_empty() => eprintln!(
+                        "gkfs-run: the daemons' step did not stop within {} s of SIGTERM; cancelled it",
+                        STOP_GRACE.as_secs()
+                    ),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("gkfs-run: cannot stop the daemons' step: {e:#}"),
+                }
+            }
+            Err(undo.fail(e))
+        }
+    }
+}
+
+fn start_in(
+    opts: &StartOptions,
+    deadline: &Deadline,
+    job_id: String,
+    nodes: &[String],
+    undo: &mut Undo,
+    srun_out: &mut Option<Proc>,
+) -> Result<Instance> {
     let dir_default = std::env::temp_dir().join(format!(
         "gkfs-{}-{job_id}-{:08x}",
         nix::unistd::getuid().as_raw(),
         rand::random::<u32>()
     ));
-    let dir = instance::create_dir(Some(opts.instance_dir.as_deref().unwrap_or(&dir_default)))?;
+    let (dir, _) = instance::create_dir(
+        Some(opts.instance_dir.as_deref().unwrap_or(&dir_default)),
+        undo,
+    )?;
     let dir = std::path::absolute(&dir).unwrap_or(dir);
     let rootdir = opts
         .rootdir
@@ -99,9 +151,10 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
         chunk_size: opts.chunk_size,
         daemons: Vec::new(),
         created_root: None,
+        created_parents: Vec::new(),
         slurm: Some(SlurmInfo {
             job_id,
-            nodes: nodes.clone(),
+            nodes: nodes.to_vec(),
             rootdir: rootdir.clone(),
         }),
     };
@@ -113,7 +166,8 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
     let n = nodes.len();
     let log_path = dir.join("srun.log");
     let srun_log = fs::File::create(&log_path)?;
-    let mut srun = Command::new("srun")
+    supervise::check_interrupted()?;
+    let child = supervise::command("srun")
         .args([
             "--overlap",
             &format!("--nodes={n}"),
@@ -144,19 +198,14 @@ pub fn start(opts: &StartOptions) -> Result<Instance> {
         .process_group(0)
         .spawn()
         .context("cannot run srun")?;
-    let deadline = Instant::now() + opts.timeout;
-    let ready = collect_hosts(&inst, &nodes, &log_path, &mut srun, deadline).and_then(|hosts| {
-        let mut stdin = srun.stdin.take().context("srun has no stdin")?;
-        stdin
-            .write_all(hosts.as_bytes())
-            .context("cannot send the hosts file to the daemons' tasks")?;
-        drop(stdin);
-        wait_ready(&inst, &nodes, deadline)
-    });
-    if let Err(e) = ready {
-        let _ = stop(&inst, false);
-        return Err(e);
-    }
+    let srun = srun_out.insert(Proc::child(child, true));
+    let hosts = collect_hosts(&inst, nodes, &log_path, srun, deadline)?;
+    let mut stdin = srun.take_stdin().context("srun has no stdin")?;
+    stdin
+        .write_all(hosts.as_bytes())
+        .context("cannot send the hosts file to the daemons' tasks")?;
+    drop(stdin);
+    wait_ready(&inst, nodes, &log_path, deadline)?;
     Ok(inst)
 }
 
@@ -169,10 +218,10 @@ fn collect_hosts(
     inst: &Instance,
     nodes: &[String],
     log: &Path,
-    srun: &mut std::process::Child,
-    deadline: Instant,
+    srun: &mut Proc,
+    deadline: &Deadline,
 ) -> Result<String> {
-    loop {
+    supervise::wait_for(deadline, POLL, || {
         let text = fs::read_to_string(log).unwrap_or_default();
         let mut lines: Vec<(usize, String)> = text
             .lines()
@@ -195,42 +244,39 @@ fn collect_hosts(
             Hosts::parse(&inst.hosts_file().display().to_string(), &hosts)
                 .context("a daemon announced a malformed line")?;
             instance::write_private(&inst.hosts_file(), hosts.as_bytes())?;
-            return Ok(hosts);
+            return Ok(Poll::Ready(hosts));
         }
-        let exited = srun.try_wait().ok().flatten();
-        if exited.is_some() || Instant::now() >= deadline {
-            let announced: Vec<&str> = lines
-                .iter()
-                .filter_map(|(_, l)| l.split_whitespace().next())
-                .collect();
-            let missing: Vec<&String> = nodes
-                .iter()
-                .filter(|n| !announced.contains(&n.as_str()))
-                .collect();
-            bail!(
-                "the daemons on {missing:?} did not come up{}; srun's output ({}):\n{}",
-                if exited.is_some() {
-                    " (srun exited)"
-                } else {
-                    " in time"
-                },
-                log.display(),
-                tail(&text, 6, "\n")
-            );
+        let exited = srun.exited();
+        let announced: Vec<&str> = lines
+            .iter()
+            .filter_map(|(_, l)| l.split_whitespace().next())
+            .collect();
+        let missing: Vec<&String> = nodes
+            .iter()
+            .filter(|n| !announced.contains(&n.as_str()))
+            .collect();
+        let why = anyhow!(
+            "the daemons on {missing:?} did not come up{}; srun's output:\n{}",
+            if exited {
+                " (srun exited)"
+            } else {
+                " in time (--timeout, counted from the start)"
+            },
+            tail(&text, 6, "\n")
+        );
+        if exited {
+            return Err(why);
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        Ok(Poll::Pending(why))
+    })
 }
 
 /// `gkfs-run daemon-task`: one task of the daemons' step, on its node. Creates the
 /// instance dir there, runs gkfsd (`--announce`), passes its hosts line up, writes the
 /// hosts file it gets on stdin, and on SIGTERM stops gkfsd and removes the dir.
 pub fn daemon_task(dir: &Path, gkfsd: &[String]) -> Result<i32> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGTERM);
-    signals.add(Signal::SIGINT);
-    signals.thread_block().context("cannot block SIGTERM")?;
+    use nix::sys::signal::Signal;
+    supervise::catch_signals(&[Signal::SIGTERM, Signal::SIGINT])?;
     let token = std::env::var(TOKEN_ENV).with_context(|| format!("{TOKEN_ENV} is not set"))?;
     instance::make_private_dir(dir)?;
     instance::write_private(
@@ -259,13 +305,9 @@ pub fn daemon_task(dir: &Path, gkfsd: &[String]) -> Result<i32> {
             return Err(e);
         }
     };
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let pid = child.id();
     // SIGTERM/SIGINT (scancel of the step) go on to the daemon.
-    std::thread::spawn(move || {
-        if signals.wait().is_ok() {
-            let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-        }
-    });
+    supervise::terminate_on_signal(pid);
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = std::io::BufReader::new(out).read_line(&mut line);
@@ -285,43 +327,42 @@ pub fn daemon_task(dir: &Path, gkfsd: &[String]) -> Result<i32> {
             }
         });
     }
+    // Not reaped before the signal thread is told: its pid stays the daemon's.
+    supervise::wait_exited(pid)?;
+    supervise::stop_passing_signals();
     let status = child.wait()?;
     let _ = fs::remove_dir_all(dir);
     Ok(crate::exit_code(status))
 }
 
-fn wait_ready(inst: &Instance, nodes: &[String], deadline: Instant) -> Result<()> {
+fn wait_ready(inst: &Instance, nodes: &[String], log: &Path, deadline: &Deadline) -> Result<()> {
     let hosts_file = inst.hosts_file();
-    loop {
+    supervise::wait_for(deadline, Duration::from_millis(50), || {
         let text = fs::read_to_string(&hosts_file).unwrap_or_default();
-        let listed: Vec<String> = Hosts::parse("", &text)
-            .map(|h| h.entries.iter().map(|e| e.hostname.clone()).collect())
-            .unwrap_or_default();
-        if listed.len() >= nodes.len() {
-            let client = Client::new(&ClientConfig {
-                timeout: Duration::from_secs(2),
-                ..ClientConfig::new(&hosts_file)
-            })?;
-            let down: Vec<&String> = (0..client.daemons())
-                .filter(|d| client.ping(*d).is_err())
-                .filter_map(|d| listed.get(d as usize))
-                .collect();
-            if down.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("the daemons on {down:?} are registered but do not answer");
-            }
-        } else if Instant::now() >= deadline {
+        let hosts = Hosts::parse("", &text).ok();
+        let listed: Vec<String> = hosts
+            .iter()
+            .flat_map(|h| h.entries.iter().map(|e| e.hostname.clone()))
+            .collect();
+        let Some(hosts) = hosts.filter(|_| listed.len() >= nodes.len()) else {
             let missing: Vec<&String> = nodes.iter().filter(|n| !listed.contains(n)).collect();
-            bail!(
-                "timed out waiting for the daemons on {missing:?} (logs: {}/gkfsd.<node>.log, {}/srun.log)",
-                inst.dir.display(),
-                inst.dir.display()
-            );
+            return Ok(Poll::Pending(anyhow!(
+                "timed out waiting for the daemons on {missing:?}; srun's output:\n{}",
+                log_tail(log, 6, "\n")
+            )));
+        };
+        let all: Vec<u32> = (0..hosts.len()).collect();
+        let down: Vec<&String> = supervise::not_answering(&hosts_file, &hosts, &all, deadline)?
+            .iter()
+            .filter_map(|d| listed.get(*d as usize))
+            .collect();
+        if down.is_empty() {
+            return Ok(Poll::Ready(()));
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Ok(Poll::Pending(anyhow!(
+            "the daemons on {down:?} are registered but do not answer"
+        )))
+    })
 }
 
 /// The step id of the daemons (`<job>.<step>`), if it still runs.
@@ -336,28 +377,99 @@ fn daemon_step(job_id: &str) -> Option<String> {
     })
 }
 
+/// The daemons' job step, for [`supervise::terminate`]: SIGTERM is `scancel
+/// --signal=TERM` of the step (each task stops its daemon and removes its node's
+/// instance dir; SIGTERM to srun itself would make it SIGKILL the tasks), SIGKILL
+/// cancels it. With the `srun` that runs it (a failed `start`), a step not yet visible
+/// to squeue is signalled as soon as it shows, and the step has ended when srun has.
+struct Step<'a> {
+    job_id: &'a str,
+    srun: Option<Proc>,
+    id: Option<String>,
+    asked: bool,
+}
+
+impl<'a> Step<'a> {
+    fn new(job_id: &'a str, srun: Option<Proc>) -> Step<'a> {
+        Step {
+            job_id,
+            srun,
+            id: None,
+            asked: false,
+        }
+    }
+}
+
+fn scancel_term(step: &str) -> Result<()> {
+    let st = Command::new("scancel")
+        .args(["--signal=TERM", step])
+        .status()
+        .context("cannot run scancel")?;
+    if !st.success() {
+        bail!("scancel --signal=TERM {step} failed");
+    }
+    Ok(())
+}
+
+impl Stoppable for Step<'_> {
+    fn signal(&mut self, sig: nix::sys::signal::Signal) -> Result<()> {
+        if self.id.is_none() {
+            self.id = daemon_step(self.job_id);
+        }
+        if sig == nix::sys::signal::Signal::SIGTERM {
+            self.asked = true;
+            if let Some(step) = &self.id {
+                scancel_term(step)?;
+            }
+        } else {
+            if let Some(step) = &self.id {
+                let _ = Command::new("scancel").arg(step).status();
+            }
+            if let Some(srun) = &mut self.srun {
+                srun.signal(sig)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn ended(&mut self) -> bool {
+        let Some(srun) = &mut self.srun else {
+            return daemon_step(self.job_id).is_none();
+        };
+        // Its srun's end is the step's end (squeue may list it a moment longer).
+        if srun.ended() {
+            return true;
+        }
+        if self.asked && self.id.is_none() {
+            self.id = daemon_step(self.job_id);
+            if let Some(s) = &self.id {
+                let _ = scancel_term(s);
+            }
+        }
+        false
+    }
+}
+
+fn step_grace() -> Grace {
+    Grace {
+        poll: Duration::from_millis(100),
+        ..Grace::new(STOP_GRACE)
+    }
+}
+
 /// Stops the daemons (SIGTERM to their step; they remove their root dirs), waits for
 /// the step to end, and removes the instance directory unless `keep`.
 pub fn stop(inst: &Instance, keep: bool) -> Result<()> {
     let Some(s) = &inst.slurm else {
         bail!("not a Slurm instance");
     };
-    if let Some(step) = daemon_step(&s.job_id) {
-        let st = Command::new("scancel")
-            .args(["--signal=TERM", &step])
-            .status()
-            .context("cannot run scancel")?;
-        if !st.success() {
-            bail!("scancel --signal=TERM {step} failed");
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while daemon_step(&s.job_id).is_some() {
-            if Instant::now() >= deadline {
-                let _ = Command::new("scancel").arg(&step).status();
-                bail!("the daemons of step {step} did not stop within 20 s; cancelled the step");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    let mut step = [Step::new(&s.job_id, None)];
+    if !supervise::terminate(&mut step, step_grace())?.is_empty() {
+        bail!(
+            "the daemons of step {} did not stop within {} s; cancelled the step",
+            step[0].id.as_deref().unwrap_or("?"),
+            STOP_GRACE.as_secs()
+        );
     }
     if !keep {
         // On a node of the job, the daemon's task has removed it already.

@@ -1,11 +1,16 @@
-//! gkfs-run start/status/stop in local mode, run as a user would.
+//! gkfs-run start/status/stop in local mode, run as a user would; failed start-ups
+//! (errors, timeouts, signals, the --local ceiling) leave nothing behind.
 
 use std::fs;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use gkfs_client::{Client, ClientConfig};
 use gkfs_tests::bin;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(bin("gkfs-run"));
@@ -220,4 +225,455 @@ fn the_readme_demo_job_runs() {
         "{text}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+// ---------------------------------------------------------------------------------
+// Failed start-ups leave nothing behind; the --local ceiling; the timeout counts from
+// the beginning; signals during start-up (and `run`).
+
+/// Writes the executable script `name` into `dir`.
+fn script(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// A daemon program that never registers (a shell loop: its command line names the
+/// script, so a leftover is found by the test's directory).
+const NEVER_REGISTERS: &str = "#!/bin/sh\nwhile :; do sleep 0.1; done\n";
+
+/// A daemon program that registers in the hosts file, with a node-local socket that
+/// accepts connections and never answers: a hung daemon.
+const REGISTERS_NEVER_ANSWERS: &str = r#"#!/usr/bin/env python3
+import os, socket, struct, sys, time
+a = sys.argv[1:]
+opt = lambda n: a[a.index(n) + 1]
+hosts = opt("--hosts-file")
+path = os.path.join(os.path.dirname(hosts), "hung.%d.sock" % os.getpid())
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(64)
+port = 10000 + os.getpid() % 50000  # an address of its own: the hosts file lists each once
+addr = struct.pack("=H", socket.AF_INET) + struct.pack(">H", port) + bytes([127, 0, 0, 1]) + bytes(8)
+line = "%s %s %s chunk_size=%s mountdir=%s pid=%d socket=%s\n" % (
+    socket.gethostname(), opt("--provider"), addr.hex(), opt("--chunk-size"),
+    opt("--mountdir"), os.getpid(), path)
+with open(hosts, "a") as f:
+    f.write(line)
+held = []
+while True:
+    c, _ = s.accept()
+    held.append(c)
+"#;
+
+/// Live processes (zombies excluded) whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| {
+            let cmd = fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            let zombie = stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('Z'));
+            (!zombie && cmd.contains(needle))
+                .then(|| format!("{} {cmd}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+/// Everything under `dir`, as sorted relative paths.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A private directory for one test; whatever process still mentions it when the test
+/// ends (a failed assertion) is killed, so that a failing test leaves nothing either.
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch(
+            tempfile::Builder::new()
+                .prefix("gkfs-run-test-")
+                .tempdir()
+                .unwrap(),
+        )
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    fn s(&self, rel: &str) -> String {
+        self.path().join(rel).display().to_string()
+    }
+
+    /// Fails unless no process mentions the directory and it holds exactly `expect`.
+    fn assert_only(&self, expect: &[&str], context: &str) {
+        let procs = processes_mentioning(&self.path().display().to_string());
+        assert!(
+            procs.is_empty(),
+            "processes left behind: {procs:?}\n{context}"
+        );
+        let mut expect: Vec<String> = expect.iter().map(|s| s.to_string()).collect();
+        expect.sort();
+        assert_eq!(tree(self.path()), expect, "files left behind\n{context}");
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for p in processes_mentioning(&self.path().display().to_string()) {
+            if let Some(pid) = p.split(' ').next().and_then(|s| s.parse::<i32>().ok()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The exit code of a finished gkfs-run and its stderr, and how long it took.
+fn timed(args: &[&str], env: &[(&str, &str)]) -> (i32, String, Duration) {
+    let t = Instant::now();
+    let (code, _, err) = run(args, env);
+    (code, err, t.elapsed())
+}
+
+#[test]
+fn a_start_that_cannot_create_its_root_dirs_leaves_nothing() {
+    let s = Scratch::new();
+    fs::write(s.path().join("file"), b"").unwrap();
+    // The root dirs' parent would be under a regular file: it cannot be created (even
+    // by root). The instance dir and its two parents can, and must go again.
+    let (code, err, _) = timed(
+        &[
+            "start",
+            "--local",
+            "2",
+            "--instance-dir",
+            &s.s("new/er/inst"),
+            "--rootdir",
+            &s.s("file/root"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cannot create") && err.contains("file/root"),
+        "{err}"
+    );
+    s.assert_only(&["file"], &err);
+    if !nix::unistd::geteuid().is_root() {
+        // An unwritable parent (root may write anywhere, so only as another user).
+        fs::create_dir(s.path().join("ro")).unwrap();
+        fs::set_permissions(s.path().join("ro"), fs::Permissions::from_mode(0o500)).unwrap();
+        let (code, err, _) = timed(
+            &[
+                "start",
+                "--local",
+                "2",
+                "--instance-dir",
+                &s.s("inst"),
+                "--rootdir",
+                &s.s("ro/root"),
+            ],
+            &[],
+        );
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("cannot create"), "{err}");
+        s.assert_only(&["file", "ro"], &err);
+    }
+}
+
+#[test]
+fn a_start_whose_daemons_exit_at_once_leaves_nothing() {
+    let s = Scratch::new();
+    // A root parent that exists and holds something: that stays, the rest goes.
+    fs::create_dir(s.path().join("roots")).unwrap();
+    fs::write(s.path().join("roots/keep"), b"mine").unwrap();
+    for (daemon, provider, says) in [
+        // A program that exits at once.
+        ("/bin/false", "tcp;ofi_rxm", "exit status: 1"),
+        // The real gkfsd, which cannot open a provider that does not exist.
+        (
+            bin("gkfsd").to_str().unwrap(),
+            "no-such-provider",
+            "gkfsd: error",
+        ),
+    ] {
+        let (code, err, _) = timed(
+            &[
+                "start",
+                "--local",
+                "3",
+                "--instance-dir",
+                &s.s("a/b/inst"),
+                "--rootdir",
+                &s.s("roots"),
+                "--provider",
+                provider,
+            ],
+            &[("GKFS_DAEMON", daemon)],
+        );
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("exited during start-up") && err.contains(says),
+            "{daemon}: {err}"
+        );
+        s.assert_only(&["roots", "roots/keep"], &err);
+    }
+}
+
+#[test]
+fn a_start_that_times_out_fails_at_the_timeout_and_leaves_nothing() {
+    let s = Scratch::new();
+    let hung = script(s.path(), "hung-daemon", REGISTERS_NEVER_ANSWERS);
+    let quiet = script(s.path(), "quiet-daemon", NEVER_REGISTERS);
+    let files = ["hung-daemon", "quiet-daemon"];
+    // Four hung daemons: every ping waits for its answer in vain (up to 2 s). The whole
+    // start-up must still end at --timeout (plus the clean-up), not after a round of
+    // pings (4 x 2 s) that began before the deadline (it took 9 s before).
+    let (code, err, took) = timed(
+        &[
+            "start",
+            "--local",
+            "4",
+            "--instance-dir",
+            &s.s("inst"),
+            "--rootdir",
+            &s.s("roots/here"),
+            "--timeout",
+            "3",
+        ],
+        &[("GKFS_DAEMON", hung.to_str().unwrap())],
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "--timeout 3 took {took:?}: {err}"
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("timed out after 3 s") && err.contains("do not answer"),
+        "{err}"
+    );
+    s.assert_only(&files, &err);
+    // Daemons that never register.
+    let (code, err, took) = timed(
+        &[
+            "start",
+            "--local",
+            "3",
+            "--instance-dir",
+            &s.s("inst"),
+            "--timeout",
+            "2",
+        ],
+        &[("GKFS_DAEMON", quiet.to_str().unwrap())],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("timed out after 2 s") && err.contains("waiting for daemons to register"),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(5500),
+        "--timeout 2 took {took:?}: {err}"
+    );
+    s.assert_only(&files, &err);
+}
+
+/// Starts gkfs-run with `args` and GKFS_DAEMON=`daemon`, waits until `ready` holds,
+/// sends it `sig`, and returns its exit code and stderr.
+fn signal_during(
+    args: &[&str],
+    daemon: &Path,
+    ready: impl Fn() -> bool,
+    sig: Signal,
+) -> (i32, String) {
+    let mut child = Command::new(bin("gkfs-run"))
+        .args(args)
+        .env_remove("LIBGKFS_HOSTS_FILE")
+        .env("GKFS_DAEMON", daemon)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        if Instant::now() >= until || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("never ready:\n{}", gkfs_tests::output_text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?} after {sig}: {err}",
+        t.elapsed()
+    );
+    (out.status.code().unwrap_or(-1), err)
+}
+
+/// Daemons (not comments) listed in a hosts file.
+fn listed(hosts: &Path) -> usize {
+    fs::read_to_string(hosts)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count()
+}
+
+#[test]
+fn a_start_interrupted_by_a_signal_leaves_nothing() {
+    let s = Scratch::new();
+    // Daemon 0 is the real gkfsd (it makes its root dir, RocksDB, a socket); the
+    // others never register, so the start-up is still waiting when the signal comes.
+    let mixed = script(
+        s.path(),
+        "mixed-daemon",
+        &format!(
+            "#!/bin/sh\ncase \" $* \" in *'/d0 '*) exec {} \"$@\";; esac\nwhile :; do sleep 0.1; done\n",
+            bin("gkfsd").display()
+        ),
+    );
+    fs::create_dir(s.path().join("roots")).unwrap();
+    let inst = s.path().join("inst");
+    let hosts = inst.join("hosts");
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        let (code, err) = signal_during(
+            &[
+                "start",
+                "--local",
+                "3",
+                "--instance-dir",
+                inst.to_str().unwrap(),
+                "--rootdir",
+                &s.s("roots"),
+                "--timeout",
+                "60",
+            ],
+            &mixed,
+            || listed(&hosts) == 1 && s.path().join("roots/d0").is_dir(),
+            sig,
+        );
+        assert_eq!(code, 128 + sig as i32, "{sig}: {err}");
+        assert!(
+            err.contains(&format!("interrupted by {}", sig.as_str())),
+            "{err}"
+        );
+        s.assert_only(&["mixed-daemon", "roots"], &err);
+    }
+}
+
+#[test]
+fn run_passes_a_signal_on_and_still_stops_the_file_system() {
+    let s = Scratch::new();
+    let started = s.path().join("started");
+    let mnt = format!("/tmp/gkfs-run-sig-test-{}", std::process::id());
+    let (code, err) = signal_during(
+        &[
+            "run",
+            "--local",
+            "1",
+            "--instance-dir",
+            &s.s("inst"),
+            "--mountdir",
+            &mnt,
+            "--",
+            "sh",
+            "-c",
+            &format!("touch {}; exec sleep 60", started.display()),
+        ],
+        &bin("gkfsd"),
+        || started.exists(),
+        Signal::SIGTERM,
+    );
+    // The command got the SIGTERM (128 + 15), then the file system was stopped.
+    assert_eq!(code, 143, "{err}");
+    s.assert_only(&["started"], &err);
+}
+
+#[test]
+fn a_local_count_above_the_ceiling_is_refused_before_anything_starts() {
+    let s = Scratch::new();
+    let ran = s.path().join("ran");
+    let daemon = script(
+        s.path(),
+        "marking-daemon",
+        &format!(
+            "#!/bin/sh\ntouch {}\nwhile :; do sleep 0.1; done\n",
+            ran.display()
+        ),
+    );
+    let env = [("GKFS_DAEMON", daemon.to_str().unwrap())];
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Above the cores' bound (4 per core), whatever the memory bound.
+    let n = (cores * 4 + 1).to_string();
+    let args = |n: &str| {
+        vec![
+            "start".to_string(),
+            "--local".into(),
+            n.to_string(),
+            "--instance-dir".into(),
+            s.s("a/inst"),
+            "--rootdir".into(),
+            s.s("b/roots"),
+            "--timeout".into(),
+            "1".into(),
+        ]
+    };
+    let a = args(&n);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (code, err, took) = timed(&a, &env);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("--local {n}: this machine can run at most "))
+            && err.contains(&format!("4 per core on {cores} cores allow {}", cores * 4))
+            && err.contains("half of MemAvailable ("),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(1), "refused only after {took:?}");
+    assert!(!ran.exists(), "a daemon was started");
+    s.assert_only(&["marking-daemon"], &err);
+    // The ceiling named is the one applied: that many daemons may start.
+    let max: usize = err
+        .split("at most ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no ceiling in {err}"));
+    assert!((1..=cores * 4).contains(&max), "{err}");
+    if max <= 16 {
+        let a = args(&max.to_string());
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (code, err, _) = timed(&a, &env);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("waiting for daemons to register"),
+            "{max} daemons must be allowed: {err}"
+        );
+        assert!(ran.exists(), "no daemon was started");
+        s.assert_only(&["marking-daemon", "ran"], &err);
+    }
 }
