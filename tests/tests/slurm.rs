@@ -192,7 +192,7 @@ srun --overlap -N3 $T/gkfs-run exec -- bash -c 'echo "$(hostname) $(md5sum < /tm
 $T/gkfs-run status --json | grep -c '"up": true'
 $T/gkfs-run stop
 test ! -e "$LIBGKFS_HOSTS_FILE" && echo "instance removed"
-srun --overlap -N3 sh -c 'ls -A /tmp | wc -l; pgrep -x gkfsd || echo no-daemon' | sort | uniq -c
+srun --overlap -N3 bash -c 'ls -A /tmp | wc -l; n=0; for p in $(pgrep -x gkfsd); do [ "$(readlink /proc/$p/ns/net)" = "$(readlink /proc/self/ns/net)" ] && n=$((n+1)); done; [ $n = 0 ] && echo no-daemon' | sort | uniq -c
 "#,
     );
     let t = text(&o);
