@@ -201,8 +201,11 @@ fn a_full_node_keeps_its_metadata_working_and_recovers() {
     );
     // A create storm while full: every create succeeds or says ENOSPC.
     let mut refused = 0;
-    for i in 0..40_000 {
-        match client.create(&format!("/data/storm-with-a-long-name-{i:06}"), 0o644) {
+    // Long names: the metadata itself fills the disk's reserve, until creates are
+    // refused too (ENOSPC on metadata).
+    let pad = "n".repeat(200);
+    for i in 0..400_000 {
+        match client.create(&format!("/data/storm-{pad}-{i:06}"), 0o644) {
             Ok(_) => {}
             Err(Errno::ENOSPC) => refused += 1,
             Err(e) => panic!("create {i} while full: {e:?}\n{}", c.logs()),
@@ -211,6 +214,7 @@ fn a_full_node_keeps_its_metadata_working_and_recovers() {
             break;
         }
     }
+    assert!(refused > 0, "the storm never filled the metadata's reserve");
     match client.mkdir("/more", 0o755) {
         Ok(()) | Err(Errno::ENOSPC) => {}
         Err(e) => panic!("mkdir while full: {e:?}"),

@@ -12,21 +12,27 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-/// How long a measured free-space figure is trusted (the estimate also counts down
-/// by every admitted byte in between).
+/// How long a measured free-space figure is trusted.
 const FRESH_NS: u64 = 100_000_000;
+
+/// Between measurements, at most this fraction of the margin above the reserve is
+/// admitted: other writers on the same file system (another daemon, RocksDB, other
+/// programs) consume space this daemon does not count, so it measures again long
+/// before the margin could be gone.
+const MARGIN_SHARE: u64 = 16;
 
 /// Bytes a new metadata record may need on disk (with its share of RocksDB's flushes).
 pub const RECORD_BYTES: u64 = 4096;
 
-/// Free space of one file system, measured now and then and counted down in between.
+/// Free space of one file system, measured now and then.
 pub struct Space {
     path: PathBuf,
     /// Data writes keep this many bytes free.
     reserve: u64,
-    /// Free bytes (to unprivileged users) at the last measurement, less what was
-    /// admitted since.
+    /// Free bytes (to unprivileged users) at the last measurement.
     free: AtomicU64,
+    /// Bytes admitted since then.
+    admitted: AtomicU64,
     /// When the last measurement was made (ns since `epoch`).
     measured_ns: AtomicU64,
     epoch: Instant,
@@ -48,6 +54,7 @@ impl Space {
             path: path.to_path_buf(),
             reserve,
             free: AtomicU64::new(free),
+            admitted: AtomicU64::new(0),
             measured_ns: AtomicU64::new(0),
             epoch,
         })
@@ -66,27 +73,25 @@ impl Space {
         // A failed statvfs admits nothing new: the write itself then tells.
         let free = usage(&self.path).map(|(_, f)| f).unwrap_or(0);
         self.free.store(free, Ordering::Relaxed);
+        self.admitted.store(0, Ordering::Relaxed);
         self.measured_ns.store(self.now_ns(), Ordering::Relaxed);
         free
     }
 
-    /// May `len` more bytes be taken while `keep` bytes stay free? Answers from the
-    /// running estimate while it is fresh and far from the edge (no system call),
-    /// else measures.
+    /// May `len` more bytes be taken while `keep` bytes stay free? Answers without a
+    /// system call while the last measurement is fresh and what was admitted since is
+    /// a small share of the margin; else measures.
     fn admit(&self, len: u64, keep: u64) -> bool {
         let fresh = self.now_ns() - self.measured_ns.load(Ordering::Relaxed) < FRESH_NS;
-        let est = self.free.load(Ordering::Relaxed);
-        let ok = if fresh && est >= keep.saturating_mul(2).saturating_add(len) {
+        let margin = self.free.load(Ordering::Relaxed).saturating_sub(keep);
+        let taken = self.admitted.load(Ordering::Relaxed);
+        let ok = if fresh && taken.saturating_add(len) <= margin / MARGIN_SHARE {
             true
         } else {
             self.measure() >= keep.saturating_add(len)
         };
         if ok {
-            let _ = self
-                .free
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
-                    Some(f.saturating_sub(len))
-                });
+            self.admitted.fetch_add(len, Ordering::Relaxed);
         }
         ok
     }
@@ -127,11 +132,14 @@ mod tests {
             full.admit_data(1).unwrap_err().raw_os_error(),
             Some(libc::ENOSPC)
         );
-        // Room for exactly one more write of half the free space (the rest is kept).
-        let s = Space::new(d.path(), free / 2 - (free / 8)).unwrap();
+        // A reserve of half the free space: a quarter more may be taken, all of it not.
+        let s = Space::new(d.path(), free / 2).unwrap();
         assert!(s.admit_data(free / 4).is_ok());
-        // The estimate now says free*3/4 while 2x(reserve)=free*3/4 + len: measured.
         assert!(s.admit_record().is_ok());
         assert!(s.admit_data(free).is_err());
+        // Small writes are admitted from the last measurement, big ones measure again.
+        let before = s.measured_ns.load(Ordering::Relaxed);
+        assert!(s.admit_data(1).is_ok());
+        assert_eq!(s.measured_ns.load(Ordering::Relaxed), before);
     }
 }
