@@ -225,8 +225,11 @@ fn run(args: Args) -> Result<()> {
             args.chunk_size
         )
     })?;
-    if !args.mountdir.starts_with('/') {
-        bail!("--mountdir {} must be an absolute path", args.mountdir);
+    if !args.mountdir.starts_with('/') || args.mountdir.trim_end_matches('/').is_empty() {
+        bail!(
+            "--mountdir {} must be an absolute path other than / (e.g. /tmp/gkfs)",
+            args.mountdir
+        );
     }
     let token_file = args.token_file.clone().unwrap_or_else(|| {
         args.hosts_file

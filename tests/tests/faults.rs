@@ -460,3 +460,29 @@ fn half_sent_frames_cost_what_was_sent_and_are_given_back() {
     let client = c.client();
     client.create("/still-serving", 0o644).unwrap();
 }
+
+/// `gkfsd --mountdir /` once registered a line every client refuses ("" is not a
+/// mount dir); it is refused at start now, with the reason.
+#[test]
+fn the_root_is_refused_as_mount_dir() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("token"), gkfs_proto::config::format_token(3)).unwrap();
+    for m in ["/", "//", "relative"] {
+        let out = std::process::Command::new(gkfs_tests::bin("gkfsd"))
+            .arg("--rootdir")
+            .arg(d.path().join("root"))
+            .arg("--hosts-file")
+            .arg(d.path().join("hosts"))
+            .args(["--listen", "127.0.0.1", "--mountdir", m])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{m}: started");
+        assert!(err.contains("must be an absolute path"), "{m}: {err}");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("hosts")).unwrap_or_default(),
+            "",
+            "{m}: registered"
+        );
+    }
+}
