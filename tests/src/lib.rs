@@ -384,6 +384,28 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Runs a program that is expected to exit by itself (a daemon that must refuse to
+/// start); if it is still running after `limit` it is killed and None returned, so a
+/// test fails instead of hanging.
+pub fn run_expecting_exit(cmd: &mut Command, limit: Duration) -> Option<std::process::Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().ok()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().ok()
+}
+
 /// A finished command's status, stdout and stderr, for assertion messages.
 pub fn output_text(o: &std::process::Output) -> String {
     format!(

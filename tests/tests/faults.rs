@@ -285,15 +285,17 @@ fn a_second_daemon_cannot_take_over_a_live_socket() {
         gkfs_proto::config::format_token(5),
     )
     .unwrap();
-    let out = std::process::Command::new(gkfs_tests::bin("gkfsd"))
-        .arg("--rootdir")
-        .arg(other.path().join("root"))
-        .arg("--hosts-file")
-        .arg(other.path().join("hosts"))
-        .args(["--listen", "127.0.0.1", "--mountdir", "/tmp/gkfs-other"])
-        .args(["--socket", &socket])
-        .output()
-        .unwrap();
+    let out = gkfs_tests::run_expecting_exit(
+        std::process::Command::new(gkfs_tests::bin("gkfsd"))
+            .arg("--rootdir")
+            .arg(other.path().join("root"))
+            .arg("--hosts-file")
+            .arg(other.path().join("hosts"))
+            .args(["--listen", "127.0.0.1", "--mountdir", "/tmp/gkfs-other"])
+            .args(["--socket", &socket]),
+        Duration::from_secs(10),
+    )
+    .expect("the second daemon started and kept running");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the second daemon started: {err}");
     assert!(err.contains("in use"), "{err}");
@@ -468,14 +470,16 @@ fn the_root_is_refused_as_mount_dir() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("token"), gkfs_proto::config::format_token(3)).unwrap();
     for m in ["/", "//", "relative"] {
-        let out = std::process::Command::new(gkfs_tests::bin("gkfsd"))
-            .arg("--rootdir")
-            .arg(d.path().join("root"))
-            .arg("--hosts-file")
-            .arg(d.path().join("hosts"))
-            .args(["--listen", "127.0.0.1", "--mountdir", m])
-            .output()
-            .unwrap();
+        let out = gkfs_tests::run_expecting_exit(
+            std::process::Command::new(gkfs_tests::bin("gkfsd"))
+                .arg("--rootdir")
+                .arg(d.path().join("root"))
+                .arg("--hosts-file")
+                .arg(d.path().join("hosts"))
+                .args(["--listen", "127.0.0.1", "--mountdir", m]),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("gkfsd --mountdir {m} started and kept running"));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{m}: started");
         assert!(err.contains("must be an absolute path"), "{m}: {err}");
