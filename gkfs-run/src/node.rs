@@ -436,12 +436,8 @@ fn is_job_daemon(pid: u32, uid: u32, dir: &Path) -> bool {
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok());
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let hosts = dir.join(HOSTS_FILE_NAME);
-    let serves_dir = cmdline
-        .split(|b| *b == 0)
-        .any(|arg| arg == hosts.as_os_str().as_encoded_bytes());
-    comm.trim() == "gkfsd" && real_uid == Some(uid) && serves_dir
+    let serves_dir = supervise::cmdline_has(pid, dir.join(HOSTS_FILE_NAME).as_os_str());
+    comm.trim() == "gkfsd" && real_uid == Some(uid) && serves_dir == Some(true)
 }
 
 /// `gkfs-run epilog`: on the first node, stages out while every daemon still runs (the

@@ -19,7 +19,7 @@ use gkfs_proto::hosts::Hosts;
 use serde::{Deserialize, Serialize};
 
 use crate::instance::{self, Instance};
-use crate::local::{daemon_args, daemon_program, log_tail, tail, StartOptions};
+use crate::local::{daemon_args, daemon_program, tail, StartOptions};
 use crate::supervise::{self, Deadline, Grace, Poll, Proc, Stoppable, Undo};
 
 /// Name of the daemons' job step.
@@ -138,7 +138,6 @@ fn start_in(
         Some(opts.instance_dir.as_deref().unwrap_or(&dir_default)),
         undo,
     )?;
-    let dir = std::path::absolute(&dir).unwrap_or(dir);
     let rootdir = opts
         .rootdir
         .as_ref()
@@ -199,13 +198,13 @@ fn start_in(
         .spawn()
         .context("cannot run srun")?;
     let srun = srun_out.insert(Proc::child(child, true));
-    let hosts = collect_hosts(&inst, nodes, &log_path, srun, deadline)?;
+    let (text, hosts) = collect_hosts(&inst, nodes, &log_path, srun, deadline)?;
     let mut stdin = srun.take_stdin().context("srun has no stdin")?;
     stdin
-        .write_all(hosts.as_bytes())
+        .write_all(text.as_bytes())
         .context("cannot send the hosts file to the daemons' tasks")?;
     drop(stdin);
-    wait_ready(&inst, nodes, &log_path, deadline)?;
+    wait_ready(&inst, &hosts, deadline)?;
     Ok(inst)
 }
 
@@ -213,14 +212,14 @@ fn start_in(
 const TOKEN_ENV: &str = "GKFS_INSTANCE_TOKEN";
 
 /// Reads the daemons' announced lines from srun's output until every node's is there;
-/// writes the hosts file (nodes in allocation order) and returns its text.
+/// writes the hosts file (nodes in allocation order) and returns its text, parsed.
 fn collect_hosts(
     inst: &Instance,
     nodes: &[String],
     log: &Path,
     srun: &mut Proc,
     deadline: &Deadline,
-) -> Result<String> {
+) -> Result<(String, Hosts)> {
     supervise::wait_for(deadline, POLL, || {
         let text = fs::read_to_string(log).unwrap_or_default();
         let mut lines: Vec<(usize, String)> = text
@@ -241,10 +240,10 @@ fn collect_hosts(
                 hosts.push_str(l);
                 hosts.push('\n');
             }
-            Hosts::parse(&inst.hosts_file().display().to_string(), &hosts)
+            let parsed = Hosts::parse(&inst.hosts_file().display().to_string(), &hosts)
                 .context("a daemon announced a malformed line")?;
             instance::write_private(&inst.hosts_file(), hosts.as_bytes())?;
-            return Ok(Poll::Ready(hosts));
+            return Ok(Poll::Ready((hosts, parsed)));
         }
         let exited = srun.exited();
         let announced: Vec<&str> = lines
@@ -335,26 +334,14 @@ pub fn daemon_task(dir: &Path, gkfsd: &[String]) -> Result<i32> {
     Ok(crate::exit_code(status))
 }
 
-fn wait_ready(inst: &Instance, nodes: &[String], log: &Path, deadline: &Deadline) -> Result<()> {
+fn wait_ready(inst: &Instance, hosts: &Hosts, deadline: &Deadline) -> Result<()> {
     let hosts_file = inst.hosts_file();
-    supervise::wait_for(deadline, Duration::from_millis(50), || {
-        let text = fs::read_to_string(&hosts_file).unwrap_or_default();
-        let hosts = Hosts::parse("", &text).ok();
-        let listed: Vec<String> = hosts
+    let all: Vec<u32> = (0..hosts.len()).collect();
+    supervise::wait_for(deadline, POLL, || {
+        let down: Vec<&str> = supervise::not_answering(&hosts_file, hosts, &all, deadline)?
             .iter()
-            .flat_map(|h| h.entries.iter().map(|e| e.hostname.clone()))
-            .collect();
-        let Some(hosts) = hosts.filter(|_| listed.len() >= nodes.len()) else {
-            let missing: Vec<&String> = nodes.iter().filter(|n| !listed.contains(n)).collect();
-            return Ok(Poll::Pending(anyhow!(
-                "timed out waiting for the daemons on {missing:?}; srun's output:\n{}",
-                log_tail(log, 6, "\n")
-            )));
-        };
-        let all: Vec<u32> = (0..hosts.len()).collect();
-        let down: Vec<&String> = supervise::not_answering(&hosts_file, &hosts, &all, deadline)?
-            .iter()
-            .filter_map(|d| listed.get(*d as usize))
+            .filter_map(|d| hosts.entries.get(*d as usize))
+            .map(|e| e.hostname.as_str())
             .collect();
         if down.is_empty() {
             return Ok(Poll::Ready(()));

@@ -153,16 +153,24 @@ pub fn not_answering(
     Ok(down)
 }
 
+/// The state letter and process group of the process whose `/proc` entry is `dir`.
+fn proc_stat(dir: &std::path::Path) -> Option<(char, Option<u32>)> {
+    let stat = fs::read_to_string(dir.join("stat")).ok()?;
+    // After the command's ") ": state, ppid, pgrp, ...
+    let mut f = stat.rsplit_once(") ")?.1.split(' ');
+    let state = f.next()?.chars().next()?;
+    Some((state, f.nth(1).and_then(|g| g.parse().ok())))
+}
+
+/// Is a process in this state alive (not a zombie, not dead)?
+fn alive(state: char) -> bool {
+    state != 'Z' && state != 'X'
+}
+
 /// Is `pid` a live process? A zombie (exited, not yet reaped) is not, nor is a pid
 /// that does not exist.
 pub fn running(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(") ")
-                .map(|(_, r)| !r.starts_with('Z') && !r.starts_with('X'))
-        })
-        .unwrap_or(false)
+    proc_stat(std::path::Path::new(&format!("/proc/{pid}"))).is_some_and(|(s, _)| alive(s))
 }
 
 /// Does process group `pgid` have a member that is not a zombie?
@@ -177,20 +185,21 @@ fn group_has_live_member(pgid: u32) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_digit())
         })
-        .any(|e| {
-            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-                return false;
-            };
-            // After the command's ")": state, ppid, pgrp, ...
-            let mut f = stat
-                .rsplit_once(") ")
-                .map(|(_, r)| r)
-                .unwrap_or("")
-                .split(' ');
-            let state = f.next().unwrap_or("Z");
-            let pgrp = f.nth(1).and_then(|g| g.parse::<u32>().ok());
-            pgrp == Some(pgid) && !state.starts_with('Z') && !state.starts_with('X')
-        })
+        .any(|e| proc_stat(&e.path()).is_some_and(|(s, g)| g == Some(pgid) && alive(s)))
+}
+
+/// Does the command line of `pid` hold the argument `arg`? None when it has no
+/// command line (gone, or exiting).
+pub fn cmdline_has(pid: u32, arg: &std::ffi::OsStr) -> Option<bool> {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if cmdline.is_empty() {
+        return None;
+    }
+    Some(
+        cmdline
+            .split(|b| *b == 0)
+            .any(|a| a == arg.as_encoded_bytes()),
+    )
 }
 
 /// A command for `program` whose process starts with the signals [`catch_signals`]
@@ -295,13 +304,9 @@ impl Proc {
         let Some(m) = &self.marker else {
             return true;
         };
-        let cmdline = fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
-        if cmdline.is_empty() {
-            return self.confirmed;
+        if let Some(holds) = cmdline_has(self.pid, m) {
+            self.confirmed = holds;
         }
-        self.confirmed = cmdline
-            .split(|b| *b == 0)
-            .any(|a| a == m.as_encoded_bytes());
         self.confirmed
     }
 
