@@ -123,8 +123,13 @@ pub fn classify_with(dirfd: c_int, path: *const c_char, slash: Slash) -> Target 
             },
         }
     };
-    // "x/." and "x/.." walk into `x` whatever the call: it must be a directory.
-    if !names_dir(p) || (slash == Slash::Ignore && !ends_in_dot(p)) {
+    // "x/." and "x/.." walk into `x` whatever the call: it must be a directory. The
+    // working directory and its parent are directories (a removed one fails in the
+    // call itself): no round trip for the "." that `ls`, `find` and `stat .` pass.
+    if !names_dir(p)
+        || (slash == Slash::Ignore && !ends_in_dot(p))
+        || (slash == Slash::Follow && (p == "." || p == ".."))
+    {
         return t;
     }
     match t {

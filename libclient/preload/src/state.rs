@@ -50,32 +50,22 @@ pub fn fs() -> Option<&'static Fs> {
 /// that a job's results never land quietly on the node's own disk.
 fn load() -> Option<Fs> {
     let env_mount = std::env::var_os(config::ENV_MOUNTDIR);
-    let config = match ClientConfig::from_env() {
-        Ok(c) => c,
+    let (config, hosts, text) = match ClientConfig::from_env() {
+        Ok(config) => {
+            let (hosts, text) = read_hosts(&config.hosts_file);
+            (config, hosts, text)
+        }
         Err(_) if env_mount.is_none() => return None,
-        Err(_) => ClientConfig::new(""),
-    };
-    let name = config.hosts_file.display().to_string();
-    let (hosts, text) = if env_mount.is_some() && config.hosts_file.as_os_str().is_empty() {
-        (
+        // The mount dir is named but not where its daemons are: claim it, fail loudly.
+        Err(_) => (
+            ClientConfig::new(""),
             Err(format!(
                 "{} is set but {} is not",
                 config::ENV_MOUNTDIR,
                 config::ENV_HOSTS_FILE
             )),
             String::new(),
-        )
-    } else {
-        match std::fs::read_to_string(&config.hosts_file) {
-            Ok(t) => (
-                Hosts::parse(&name, &t).map_err(|e| format!("invalid hosts file: {e}")),
-                t,
-            ),
-            Err(e) => (
-                Err(format!("cannot read the hosts file {name}: {e}")),
-                String::new(),
-            ),
-        }
+        ),
     };
     let mount = match (&env_mount, &hosts) {
         (Some(m), _) => m.to_str().map(str::to_string),
@@ -104,6 +94,21 @@ fn load() -> Option<Fs> {
         config,
         hosts,
     })
+}
+
+/// The hosts file parsed (or why it cannot be used), and its text.
+fn read_hosts(path: &std::path::Path) -> (Result<Hosts, String>, String) {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(t) => (
+            Hosts::parse(&name, &t).map_err(|e| format!("invalid hosts file: {e}")),
+            t,
+        ),
+        Err(e) => (
+            Err(format!("cannot read the hosts file {name}: {e}")),
+            String::new(),
+        ),
+    }
 }
 
 /// The connection, opened on first use.
