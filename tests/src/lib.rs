@@ -264,20 +264,23 @@ impl Cluster {
         s
     }
 
-    /// Number of chunk files under every root dir.
-    pub fn chunk_files(&self) -> usize {
+    /// Every chunk file under the daemons' root dirs (`<root>/chunks/<file>/<chunk>`).
+    pub fn chunk_paths(&self) -> Vec<PathBuf> {
+        let dirs = |d: &Path| -> Vec<PathBuf> {
+            fs::read_dir(d)
+                .map(|r| r.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        };
         self.rootdirs
             .iter()
-            .map(|r| {
-                fs::read_dir(r.join("chunks"))
-                    .map(|d| {
-                        d.flatten()
-                            .map(|f| fs::read_dir(f.path()).map(|x| x.count()).unwrap_or(0))
-                            .sum()
-                    })
-                    .unwrap_or(0)
-            })
-            .sum()
+            .flat_map(|r| dirs(&r.join("chunks")))
+            .flat_map(|f| dirs(&f))
+            .collect()
+    }
+
+    /// Number of chunk files under every root dir.
+    pub fn chunk_files(&self) -> usize {
+        self.chunk_paths().len()
     }
 
     /// Process ids of the running daemons.

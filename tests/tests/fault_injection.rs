@@ -221,8 +221,8 @@ fn sigkill_during_stage_in() {
     let w = tempfile::tempdir().unwrap();
     let src = w.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
-    for i in 0..200 {
-        std::fs::write(src.join(format!("f{i:03}")), pattern(i, 256 * 1024)).unwrap();
+    for i in 0..2000 {
+        std::fs::write(src.join(format!("f{i:04}")), pattern(i, 64 * 1024)).unwrap();
     }
     let man = w.path().join("m.json");
     let mut stage = std::process::Command::new(gkfs_tests::bin("gkfs-run"))
@@ -237,8 +237,17 @@ fn sigkill_during_stage_in() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
+    // Kill as soon as the copy is under way (its first file is in gkfs).
+    let watcher = c.client();
+    let first = format!("/in/f{:04}", 0);
+    let started = Instant::now();
+    while watcher.stat(&first).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "stage-in never started"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
     c.signal(1, Signal::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
@@ -257,11 +266,10 @@ fn sigkill_during_stage_in() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    if status.success() {
-        // It finished before the kill landed: nothing to check but the timing.
-        assert!(t.elapsed() < Duration::from_millis(200), "{text}");
-        return;
-    }
+    assert!(
+        !status.success(),
+        "stage-in of 2000 files finished although a daemon was killed after the first: {text}"
+    );
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(
         text.contains("Input/output error") || text.contains("timed out"),

@@ -266,6 +266,25 @@ fn a_full_node_keeps_its_metadata_working_and_recovers() {
     drop(c);
 }
 
+/// Runs a gkfsd of its own in `dir` (root, hosts file, token there) that is expected
+/// to refuse to start; None if it was still running after 10 s.
+fn gkfsd_refusing(
+    dir: &std::path::Path,
+    mountdir: &str,
+    extra: &[&str],
+) -> Option<std::process::Output> {
+    gkfs_tests::run_expecting_exit(
+        std::process::Command::new(gkfs_tests::bin("gkfsd"))
+            .arg("--rootdir")
+            .arg(dir.join("root"))
+            .arg("--hosts-file")
+            .arg(dir.join("hosts"))
+            .args(["--listen", "127.0.0.1", "--mountdir", mountdir])
+            .args(extra),
+        Duration::from_secs(10),
+    )
+}
+
 /// A second gkfsd pointed at a live daemon's socket once replaced it silently (the
 /// first daemon's clients then got EACCES, later EIO). It is refused now, and the
 /// first daemon keeps serving.
@@ -285,17 +304,8 @@ fn a_second_daemon_cannot_take_over_a_live_socket() {
         gkfs_proto::config::format_token(5),
     )
     .unwrap();
-    let out = gkfs_tests::run_expecting_exit(
-        std::process::Command::new(gkfs_tests::bin("gkfsd"))
-            .arg("--rootdir")
-            .arg(other.path().join("root"))
-            .arg("--hosts-file")
-            .arg(other.path().join("hosts"))
-            .args(["--listen", "127.0.0.1", "--mountdir", "/tmp/gkfs-other"])
-            .args(["--socket", &socket]),
-        Duration::from_secs(10),
-    )
-    .expect("the second daemon started and kept running");
+    let out = gkfsd_refusing(other.path(), "/tmp/gkfs-other", &["--socket", &socket])
+        .expect("the second daemon started and kept running");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the second daemon started: {err}");
     assert!(err.contains("in use"), "{err}");
@@ -470,16 +480,8 @@ fn the_root_is_refused_as_mount_dir() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("token"), gkfs_proto::config::format_token(3)).unwrap();
     for m in ["/", "//", "relative"] {
-        let out = gkfs_tests::run_expecting_exit(
-            std::process::Command::new(gkfs_tests::bin("gkfsd"))
-                .arg("--rootdir")
-                .arg(d.path().join("root"))
-                .arg("--hosts-file")
-                .arg(d.path().join("hosts"))
-                .args(["--listen", "127.0.0.1", "--mountdir", m]),
-            Duration::from_secs(10),
-        )
-        .unwrap_or_else(|| panic!("gkfsd --mountdir {m} started and kept running"));
+        let out = gkfsd_refusing(d.path(), m, &[])
+            .unwrap_or_else(|| panic!("gkfsd --mountdir {m} started and kept running"));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{m}: started");
         assert!(err.contains("must be an absolute path"), "{m}: {err}");

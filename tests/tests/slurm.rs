@@ -149,15 +149,16 @@ impl SlurmCluster {
 }
 
 /// Shell helpers for the scripts: `as_nobody CMD...`, `wait_job ID` (until it has ended
-/// and every node is idle again, epilogs done), `leftovers` (per node: entries in /tmp,
-/// gkfsd processes in the node's network namespace (all nodes share one PID namespace;
+/// and every node is idle again, epilogs done), `gkfsd_here` (exported to srun's tasks),
+/// `leftovers` (per node: entries in /tmp, gkfsd processes in the node's network namespace (all nodes share one PID namespace;
 /// zombies do not count: PID 1 here reaps late), listening ports other than slurmd's).
 const HELPERS: &str = r#"
 as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
 idle() { for i in $(seq 600); do [ -z "$(sinfo -h -o %T | grep -v '^idle$')" ] && return 0; sleep 0.1; done; sinfo -N; return 1; }
 wait_job() { for i in $(seq 1200); do s=$(squeue -h -j $1 -o %T 2>/dev/null); [ -z "$s" ] && break; sleep 0.1; done; idle; }
-leftovers() { srun -N3 bash -c 'n=0; for p in $(pgrep -x gkfsd); do [ "$(readlink /proc/$p/ns/net)" = "$(readlink /proc/self/ns/net)" ] && [ "$(cut -d" " -f3 /proc/$p/stat)" != Z ] && n=$((n+1)); done
-  echo "$(hostname) tmp=$(ls -A /tmp | wc -l) gkfsd=$n ports=$(ss -Hltn | grep -vc ":6818 ")"' | sort; }
+gkfsd_here() { n=0; for p in $(pgrep -x gkfsd); do [ "$(readlink /proc/$p/ns/net)" = "$(readlink /proc/self/ns/net)" ] && [ "$(cut -d" " -f3 /proc/$p/stat)" != Z ] && n=$((n+1)); done; echo $n; }
+export -f gkfsd_here
+leftovers() { srun -N3 bash -c 'echo "$(hostname) tmp=$(ls -A /tmp | wc -l) gkfsd=$(gkfsd_here) ports=$(ss -Hltn | grep -vc ":6818 ")"' | sort; }
 "#;
 
 impl Drop for SlurmCluster {
@@ -181,7 +182,9 @@ fn salloc_start_exec_across_nodes_and_stop_without_leftovers() {
     std::fs::create_dir_all(&work).unwrap();
     let o = c.salloc(
         &work,
-        r#"set -e
+        &format!(
+            r#"{HELPERS}
+set -e
 # a daemon that cannot start: start fails and names the nodes
 GKFS_DAEMON=/nonexistent/gkfsd $T/gkfs-run start --timeout 10 && echo "STARTED ANYWAY" || echo "start failed as it should"
 eval "$($T/gkfs-run start)"
@@ -192,8 +195,9 @@ srun --overlap -N3 $T/gkfs-run exec -- bash -c 'echo "$(hostname) $(md5sum < /tm
 $T/gkfs-run status --json | grep -c '"up": true'
 $T/gkfs-run stop
 test ! -e "$LIBGKFS_HOSTS_FILE" && echo "instance removed"
-srun --overlap -N3 bash -c 'ls -A /tmp | wc -l; n=0; for p in $(pgrep -x gkfsd); do [ "$(readlink /proc/$p/ns/net)" = "$(readlink /proc/self/ns/net)" ] && n=$((n+1)); done; [ $n = 0 ] && echo no-daemon' | sort | uniq -c
-"#,
+srun --overlap -N3 bash -c 'ls -A /tmp | wc -l; [ $(gkfsd_here) = 0 ] && echo no-daemon' | sort | uniq -c
+"#
+        ),
     );
     let t = text(&o);
     assert!(o.status.success(), "{t}");

@@ -487,20 +487,7 @@ fn allocated(p: &Path) -> u64 {
 
 /// Bytes every chunk file under the daemons' root dirs takes on disk.
 fn chunks_allocated(c: &Cluster) -> u64 {
-    let mut total = 0;
-    let mut stack: Vec<_> = c.rootdirs.iter().map(|r| r.join("chunks")).collect();
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                total += allocated(&p);
-            }
-        }
-    }
-    total
+    c.chunk_paths().iter().map(|p| allocated(p)).sum()
 }
 
 /// A file of `size` bytes holding random data of the given lengths at the given
