@@ -342,15 +342,7 @@ print(sorted(os.listdir(".")))
 #[test]
 fn c_probe_of_every_call() {
     let s = Setup::new();
-    let probe = s.work.path().join("posix_probe");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("c/posix_probe.c");
-    let st = Command::new("cc")
-        .args(["-O1", "-Wall", "-o"])
-        .arg(&probe)
-        .arg(&src)
-        .status()
-        .expect("a C compiler (cc) is needed for this test");
-    assert!(st.success());
+    let probe = c_probe(&s, "posix_probe");
     let out = s.same(
         "probe",
         &format!("mkdir \"$D\" && {} \"$D\"", probe.display()),
@@ -608,6 +600,122 @@ t("rename e/ to d/", lambda: os.rename("e/", "d/"))
 print(sorted(os.listdir(".")), open("f").read())
 "#;
     s.same("slash-calls", &format!("python3 - <<'EOF'\n{py}\nEOF"));
+}
+
+/// The library's own descriptors once sat at low numbers: `exec 3> f; echo a >&3` in
+/// bash wrote into the daemon connection (EIO, or status 0 and an empty file), and a
+/// program's dup2/close_range/closefrom over low numbers cut the connection.
+#[test]
+fn programs_choose_any_descriptor_number() {
+    let mut s = Setup::new();
+    descriptor_numbers(&s, "local");
+    // libfabric's own sockets, epoll and event fds too.
+    s.env.push(("LIBGKFS_TRANSPORT", "fabric"));
+    descriptor_numbers(&s, "fabric");
+}
+
+fn descriptor_numbers(s: &Setup, carrier: &str) {
+    let mut shell = String::new();
+    for n in 3..=9 {
+        shell += &format!(
+            "exec {n}> f{n}\necho via{n} >&{n}\n/bin/echo external{n} >&{n}\nexec {n}>&-\n\
+             exec {n}< f{n}\nread -r -u {n} first\necho \"f{n}: $first, then $(cat <&{n})\"\nexec {n}<&-\n\
+             exec {n}>> f{n}\necho appended{n} >&{n}\nexec {n}>&-\n"
+        );
+    }
+    shell += "cat f3 f9\nexec 3>&- 4<&- 9>&- || echo closing closed fds: $?\nls\n";
+    s.same(&format!("fd-numbers-shell-{carrier}"), &prelude(&shell));
+
+    let probe = c_probe(s, "fd_probe");
+    let out = s.same(
+        &format!("fd-numbers-probe-{carrier}"),
+        &format!("mkdir \"$D\" && {} \"$D\"", probe.display()),
+    );
+    assert!(
+        out.contains("bytes that reached the program's pipe: 0"),
+        "{out}"
+    );
+
+    let py = r#"
+import os, subprocess
+d = os.environ["D"]
+os.makedirs(d); os.chdir(d)
+with open("x", "w") as f:
+    f.write("x" * 100)
+fd = os.open("x", os.O_RDONLY)
+os.dup2(fd, 5)
+r = subprocess.run(["cat", "/dev/fd/5"], pass_fds=(5,), capture_output=True)
+print("pass_fds:", r.returncode, len(r.stdout))
+print("readlink:", os.readlink("/proc/self/fd/5") == os.path.join(d, "x"))
+print("stat:", os.stat("/dev/fd/5").st_size, os.stat("/proc/%d/fd/5" % os.getpid()).st_size)
+os.closerange(3, 4096)
+with open("y", "w") as f:
+    f.write("after closerange")
+print(open("y").read(), len(open("x").read()))
+r = subprocess.run("exec 3>z; echo shell >&3; cat z", shell=True, capture_output=True, text=True)
+print(repr(r.stdout), r.returncode)
+"#;
+    s.same(
+        &format!("fd-numbers-python-{carrier}"),
+        &format!("python3 - <<'EOF'\n{py}\nEOF"),
+    );
+}
+
+/// Compiles one of the C probes in `tests/c` into the scenario's work dir.
+fn c_probe(s: &Setup, name: &str) -> PathBuf {
+    let out = s.work.path().join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("c/{name}.c"));
+    let st = Command::new("cc")
+        .args(["-O1", "-Wall", "-Wno-deprecated-declarations", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .expect("a C compiler (cc) is needed for this test");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    out
+}
+
+/// glibc's mkstemp family, mkdtemp, mktemp, remove, glob, nftw and ftw reach files
+/// with glibc-internal calls: on gkfs they failed (ENOENT) or saw nothing, and git
+/// could not create a temporary file.
+#[test]
+fn glibc_functions_with_internal_calls() {
+    let s = Setup::new();
+    let probe = c_probe(&s, "glibc_probe");
+    let out = s.same(
+        "glibc-probe",
+        &format!("mkdir \"$D\" && {} \"$D\" | sort", probe.display()),
+    );
+    assert!(out.contains("nftw /g/sub/d.c flag 0 level 2"), "{out}");
+    s.same(
+        "git",
+        &prelude(
+            r#"git init -q -b main repo; cd repo
+git config user.email t@example.com; git config user.name T
+printf 'hello\n' > a.txt; mkdir sub; printf 'x\n' > sub/b.txt
+git add .; git commit -q -m first
+git status --short
+echo more >> a.txt; git commit -qam second
+git log --format=%s
+git branch feature; git checkout -q feature; echo f > f.txt; git add f.txt; git commit -qm feat
+git checkout -q main; git merge -q --no-edit feature; ls
+git tag v1; git stash list; git diff HEAD~1 --stat | tail -1
+git gc -q; git fsck 2>&1; git log --oneline | wc -l; git status --short"#,
+        ),
+    );
+    s.same(
+        "temp-tools",
+        &prelude(
+            r#"perl -MFile::Temp=tempfile -e '($fh, $n) = tempfile(DIR => "."); print $fh "perl\n"; close $fh; open(F, $n); print "perl: ", <F>; unlink $n'
+seq 100000 | sort -R --random-source=/dev/zero > in
+sort -n -S 64K -T . in | md5sum
+printf 'a\nb\n' > s; sed -i 's/a/A/' s; cat s; ls"#,
+        ),
+    );
 }
 
 /// Runs `script` in bash under the preload with exactly this gkfs environment.

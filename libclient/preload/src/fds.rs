@@ -17,7 +17,7 @@ const MAGIC: u64 = u64::from_le_bytes(*b"GKFSDSC1");
 const PAGE: usize = 8192;
 const MAX_PATH: usize = 4096;
 /// Highest fd number the table tracks (higher ones are never ours).
-const MAX_FD: usize = 1 << 20;
+pub const MAX_FD: usize = 1 << 20;
 
 #[repr(C)]
 struct Page {
@@ -181,10 +181,22 @@ impl OpenFile {
             if fd < 0 {
                 return Err(os_err());
             }
-            Ok((fd, of))
+            // The program gets the number the kernel would have given it: the lowest
+            // free one, which the memfd took. The O_PATH fd replaces the memfd there.
+            let dup_flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+            // SAFETY: moves our new O_PATH fd onto our own memfd's number; checked.
+            let r = unsafe { libc::dup3(fd, mfd, dup_flags) };
+            // SAFETY: the O_PATH fd's first number, ours alone.
+            unsafe { libc::close(fd) };
+            if r < 0 {
+                return Err(os_err());
+            }
+            Ok((mfd, of))
         })();
-        // SAFETY: our own memfd; the O_PATH fd and the mapping keep the memory alive.
-        unsafe { libc::close(mfd) };
+        if done.is_err() {
+            // SAFETY: our own memfd (the mapping, if any, keeps the memory alive).
+            unsafe { libc::close(mfd) };
+        }
         done
     }
 
@@ -298,4 +310,129 @@ pub fn lock_for_fork() {
 pub fn unlock_after_fork() {
     // SAFETY: lock_for_fork took the write lock in this thread and forgot the guard.
     unsafe { TABLE.force_unlock_write() };
+}
+
+// The library's own descriptors: connections to the daemons (its sockets, libfabric's
+// sockets, epoll and event fds), lock files, the log. Programs pick low numbers
+// themselves (`exec 3>`, `dup2(fd, 3)`, `close_range(3, ~0)` before exec), so these
+// live high (at or above `floor()`), are close-on-exec, and are invisible to the
+// program: closing one gives EBADF, `dup2` onto one gives EBADF, `close_range` and
+// `closefrom` skip them. No call of the program reaches them.
+
+/// Descriptors of the library.
+static LIBRARY: [AtomicU64; MAX_FD / 64] = [const { AtomicU64::new(0) }; MAX_FD / 64];
+/// Those of them a forked child keeps (the log; a lock file belongs to an open file
+/// description, which the child shares); the others (connections) are the parent's
+/// and are closed in the child.
+static INHERITED: [AtomicU64; MAX_FD / 64] = [const { AtomicU64::new(0) }; MAX_FD / 64];
+static FLOOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// What a library descriptor is to a forked child.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Own {
+    /// A connection of this process (closed in a forked child, which opens its own).
+    Process,
+    /// Shared with a forked child (the log, a lock file of a shared description).
+    Inherited,
+}
+
+/// The lowest number the library's descriptors take: 128 below the soft
+/// `RLIMIT_NOFILE` capped at 1024 (896 with the usual limits), far above what programs
+/// choose by hand (shells use 3-9, then 10 and up, bash 255).
+pub fn floor() -> c_int {
+    let f = FLOOR.load(Ordering::Relaxed);
+    if f > 0 {
+        return f;
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: getrlimit writes the struct we pass.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let cap = lim.rlim_cur.min(1024) as c_int;
+    let f = if cap >= 256 {
+        cap - 128
+    } else {
+        (cap / 2).max(3)
+    };
+    FLOOR.store(f, Ordering::Relaxed);
+    f
+}
+
+/// Takes `fd`, just created by the library for itself, out of the program's way: moved
+/// to [`floor`] or above, close-on-exec, and marked as the library's. Returns the new
+/// number (`fd` itself when it is negative, already high, or no high number is free;
+/// it is marked either way).
+pub fn own(fd: c_int, kind: Own) -> c_int {
+    let Some((w, b)) = bit(fd) else { return fd };
+    let mut fd = fd;
+    let floor = floor();
+    if fd < floor {
+        // SAFETY: duplicates a descriptor the library just made; checked.
+        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) };
+        if high >= 0 {
+            // SAFETY: closes the low copy of our own new descriptor (the system call:
+            // the close hook would treat it as the program's).
+            unsafe { libc::syscall(libc::SYS_close, fd) };
+            fd = high;
+        }
+    }
+    if fd < floor || bit(fd).is_none() {
+        // SAFETY: sets close-on-exec on our own descriptor.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let (w, b) = bit(fd).unwrap_or((w, b));
+    if kind == Own::Inherited {
+        INHERITED[w].fetch_or(b, Ordering::Release);
+    }
+    LIBRARY[w].fetch_or(b, Ordering::Release);
+    fd
+}
+
+/// Is `fd` one of the library's own descriptors?
+pub fn is_library(fd: c_int) -> bool {
+    bit(fd).is_some_and(|(w, b)| LIBRARY[w].load(Ordering::Acquire) & b != 0)
+}
+
+/// Forgets a library descriptor the library is closing.
+pub fn disown(fd: c_int) {
+    if let Some((w, b)) = bit(fd) {
+        LIBRARY[w].fetch_and(!b, Ordering::Release);
+        INHERITED[w].fetch_and(!b, Ordering::Release);
+    }
+}
+
+/// The library's descriptors in `lo..=hi`, ascending.
+pub fn library_fds(lo: u32, hi: u32) -> Vec<c_int> {
+    let mut v = Vec::new();
+    for (w, word) in LIBRARY.iter().enumerate() {
+        let mut bits = word.load(Ordering::Acquire);
+        while bits != 0 {
+            let fd = (w * 64) as u32 + bits.trailing_zeros();
+            bits &= bits - 1;
+            if (lo..=hi).contains(&fd) {
+                v.push(fd as c_int);
+            }
+        }
+    }
+    v
+}
+
+/// In a forked child: closes the parent's connections (the child opens its own), so
+/// that a daemon sees a connection end when the process that made it ends.
+pub fn close_parent_connections() {
+    for (w, word) in LIBRARY.iter().enumerate() {
+        let bits = word.load(Ordering::Acquire) & !INHERITED[w].load(Ordering::Acquire);
+        let mut left = bits;
+        while left != 0 {
+            let fd = (w * 64) as c_int + left.trailing_zeros() as c_int;
+            left &= left - 1;
+            // SAFETY: a descriptor of the parent's connection state, which the child
+            // never uses (that state is forgotten, not dropped); the system call, as
+            // the close hook refuses library descriptors.
+            unsafe { libc::syscall(libc::SYS_close, fd) };
+        }
+        word.fetch_and(!bits, Ordering::Release);
+    }
 }

@@ -444,6 +444,10 @@ pub fn close_ours(fd: c_int) -> Result<c_int, Errno> {
 }
 
 fn h_close(fd: c_int) -> Act<c_int> {
+    if fds::is_library(fd) {
+        // Not the program's: as far as it knows, nothing is open there.
+        return Some(Err(Errno::EBADF));
+    }
     // (is_ours first: the vfork check costs a getpid, not to be paid on every close.)
     if fds::is_ours(fd) && !state::in_vfork_child() {
         unbind(fd);
@@ -451,7 +455,20 @@ fn h_close(fd: c_int) -> Act<c_int> {
     None
 }
 
+/// The library closes a descriptor of its own (libfabric, the client's sockets).
+fn library_close(fd: c_int) {
+    fds::disown(fd);
+}
+
+/// A descriptor of the library named by the program, as `old` or `new` of a dup.
+fn library_dup(old: c_int, new: c_int) -> Act<c_int> {
+    (fds::is_library(old) || fds::is_library(new)).then_some(Err(Errno::EBADF))
+}
+
 fn h_dup(fd: c_int) -> Act<c_int> {
+    if fds::is_library(fd) {
+        return Some(Err(Errno::EBADF));
+    }
     let of = fds::get(fd)?;
     // SAFETY: duplicates the reserved kernel fd.
     Some(checked(unsafe { libc::dup(fd) }).inspect(|&n| {
@@ -460,6 +477,9 @@ fn h_dup(fd: c_int) -> Act<c_int> {
 }
 
 fn dup_to(old: c_int, new: c_int, real: impl FnOnce() -> c_int) -> Act<c_int> {
+    if let Some(refused) = library_dup(old, new) {
+        return Some(refused);
+    }
     let of = fds::get(old);
     if of.is_none() && !fds::is_ours(new) {
         return None;
@@ -526,11 +546,15 @@ fn lock_fd(of: &OpenFile) -> Result<c_int, Errno> {
         )
     })
     .map_err(|_| Errno::ENOLCK)?;
+    let fd = fds::own(fd, fds::Own::Inherited);
     *slot = Some(fd);
     Ok(fd)
 }
 
 fn h_fcntl(fd: c_int, cmd: c_int, arg: usize) -> Act<c_int> {
+    if fds::is_library(fd) {
+        return Some(Err(Errno::EBADF));
+    }
     let of = fds::get(fd)?;
     Some(match cmd {
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
@@ -817,7 +841,7 @@ hooks! {
     fn pwritev64v2(fd: c_int, iov: *const libc::iovec, cnt: c_int, off: i64, flags: c_int) -> isize = h_pwritev2;
     fn lseek(fd: c_int, off: i64, whence: c_int) -> i64 = h_lseek;
     fn lseek64(fd: c_int, off: i64, whence: c_int) -> i64 = h_lseek;
-    fn close(fd: c_int) -> c_int = h_close;
+    fn close(fd: c_int) -> c_int = h_close, inside library_close;
     fn dup(fd: c_int) -> c_int = h_dup;
     fn dup2(old: c_int, new: c_int) -> c_int = h_dup2;
     fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int = h_dup3;

@@ -131,7 +131,17 @@ pub fn errno() -> i32 {
 /// that is not there) must not show through, since callers such as fts set errno to 0
 /// and read it after `readdir` returns NULL.
 pub fn run<R: Fail>(body: impl FnOnce() -> Act<R>, real: impl FnOnce() -> R) -> R {
+    run_or(body, || {}, real)
+}
+
+/// [`run`], and `when_inside` before the real call when the library itself makes it.
+pub fn run_or<R: Fail>(
+    body: impl FnOnce() -> Act<R>,
+    when_inside: impl FnOnce(),
+    real: impl FnOnce() -> R,
+) -> R {
     let Some(inside) = Inside::enter() else {
+        when_inside();
         return real();
     };
     let saved = errno();
@@ -159,12 +169,13 @@ pub fn run<R: Fail>(body: impl FnOnce() -> Act<R>, real: impl FnOnce() -> R) -> 
 
 /// Declares intercepted entry points. Each item
 /// `fn name(args) -> Ret = body;` exports `name`, whose real counterpart has the same
-/// signature; `vfn name(fixed; variadic) -> Ret = body;` is for C-variadic functions
+/// signature (`= body, inside f;` also runs `f(args)` before the real call when the
+/// library itself makes it); `vfn name(fixed; variadic) -> Ret = body;` is for C-variadic functions
 /// (`open`, `fcntl`): the extra argument is taken as a fixed one (ABI-correct on x86-64
 /// and aarch64 Linux) and the real function is called through a variadic pointer.
 macro_rules! hooks {
     () => {};
-    ($(#[$m:meta])* fn $name:ident($($a:ident : $t:ty),* $(,)?) -> $r:ty = $body:path; $($rest:tt)*) => {
+    (@fn $(#[$m:meta])* $name:ident($($a:ident : $t:ty),*) -> $r:ty = $body:path; $when:expr; $($rest:tt)*) => {
         $(#[$m])*
         /// Intercepted libc entry point (see the module docs).
         ///
@@ -174,8 +185,9 @@ macro_rules! hooks {
         pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
             static REAL: $crate::hook::Real =
                 $crate::hook::Real::new(match std::ffi::CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) { Ok(c) => c, Err(_) => panic!() });
-            $crate::hook::run(
+            $crate::hook::run_or(
                 || $body($($a),*),
+                $when,
                 || {
                     let addr = REAL.get();
                     if addr == 0 {
@@ -191,6 +203,12 @@ macro_rules! hooks {
             )
         }
         hooks!($($rest)*);
+    };
+    ($(#[$m:meta])* fn $name:ident($($a:ident : $t:ty),* $(,)?) -> $r:ty = $body:path, inside $ib:path; $($rest:tt)*) => {
+        hooks!(@fn $(#[$m])* $name($($a: $t),*) -> $r = $body; || $ib($($a),*); $($rest)*);
+    };
+    ($(#[$m:meta])* fn $name:ident($($a:ident : $t:ty),* $(,)?) -> $r:ty = $body:path; $($rest:tt)*) => {
+        hooks!(@fn $(#[$m])* $name($($a: $t),*) -> $r = $body; || {}; $($rest)*);
     };
     ($(#[$m:meta])* vfn $name:ident($($a:ident : $t:ty),* ; $v:ident : $vt:ty) -> $r:ty = $body:path; $($rest:tt)*) => {
         $(#[$m])*

@@ -2,21 +2,24 @@
 //! gkfs. See README.md for the design; each module documents its part:
 //! `hook` (the interception machinery), `state` (lazy process state), `fds`
 //! (descriptors), `paths` (classifying path arguments), and the hook groups
-//! `file`, `meta`, `dir`, `stdio`, `exec`, `mmap`, `cloexec`.
+//! `file`, `meta`, `dir`, `stdio`, `exec`, `mmap`, `own` (the library's own descriptors).
 //!
 //! Loading the library does nothing but read two environment variables (the state a
 //! parent handed over across exec); the hosts file is read when a path could be ours,
 //! the connection opens on the first gkfs operation.
 
-mod cloexec;
+#![recursion_limit = "512"]
+
 mod dir;
 mod exec;
 mod fds;
 mod file;
 mod hook;
+mod internal;
 mod log;
 mod meta;
 mod mmap;
+mod own;
 mod paths;
 mod state;
 mod stdio;

@@ -51,14 +51,17 @@ pub fn init() {
                 .create(true)
                 .append(true)
                 .open(p)
-                .ok(),
-            None => {
-                // SAFETY: F_DUPFD_CLOEXEC on fd 2 returns a new fd we own, or -1.
-                let fd: RawFd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100) };
-                // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-                (fd >= 0).then(|| unsafe { std::fs::File::from_raw_fd(fd) })
-            }
+                .ok()
+                .map(std::os::fd::IntoRawFd::into_raw_fd),
+            // SAFETY: F_DUPFD_CLOEXEC on fd 2 returns a new fd we own, or -1.
+            None => Some(unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 0) }).filter(|&fd| fd >= 0),
         };
+        // The log descriptor is the library's, high and out of the program's way.
+        let out = out.map(|fd| {
+            let fd: RawFd = crate::fds::own(fd, crate::fds::Own::Inherited);
+            // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+            unsafe { std::fs::File::from_raw_fd(fd) }
+        });
         if let Some(out) = out {
             let logger = Box::leak(Box::new(Logger {
                 out: Mutex::new(out),

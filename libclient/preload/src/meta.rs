@@ -841,7 +841,21 @@ fn readlink_gkfs(p: String, out: *mut c_char, size: usize) -> Result<isize, Errn
     Ok(n as isize)
 }
 
+/// readlink of `/proc/self/fd/N` (and the other spellings) for a gkfs file: its path,
+/// as the kernel gives a file's path there.
+fn readlink_fd_alias(path: *const c_char, out: *mut c_char, size: usize) -> Act<isize> {
+    let of = crate::paths::fd_alias(crate::hook::cstr(path)?)?;
+    let full = state::fs()?.mount.outside(&of.path);
+    let n = full.len().min(size);
+    // SAFETY: at most `size` bytes into the caller's buffer (readlink adds no NUL).
+    unsafe { std::ptr::copy_nonoverlapping(full.as_ptr(), out.cast(), n) };
+    Some(Ok(n as isize))
+}
+
 fn h_readlink(path: *const c_char, out: *mut c_char, size: usize) -> Act<isize> {
+    if let Some(done) = readlink_fd_alias(path, out, size) {
+        return Some(done);
+    }
     // SAFETY: rewritten path and the caller's buffer.
     route(
         classify(path),
@@ -851,6 +865,9 @@ fn h_readlink(path: *const c_char, out: *mut c_char, size: usize) -> Act<isize> 
 }
 
 fn h_readlinkat(dirfd: c_int, path: *const c_char, out: *mut c_char, size: usize) -> Act<isize> {
+    if let Some(done) = readlink_fd_alias(path, out, size) {
+        return Some(done);
+    }
     route(
         classify_at(dirfd, path),
         // SAFETY: rewritten path and the caller's buffer.

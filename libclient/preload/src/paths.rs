@@ -99,7 +99,9 @@ pub fn classify_with(dirfd: c_int, path: *const c_char, slash: Slash) -> Target 
             Target::Gkfs(_) | Target::RealPath(_) => Target::Fail(Errno::EILSEQ),
         };
     };
-    let t = if dirfd == libc::AT_FDCWD || p.starts_with('/') {
+    let t = if let Some(of) = fd_alias(p) {
+        Target::Gkfs(of.path.clone())
+    } else if dirfd == libc::AT_FDCWD || p.starts_with('/') {
         match state::resolve(p) {
             Some((_, r)) => from_resolved(r),
             None => Target::Real,
@@ -146,6 +148,34 @@ pub fn classify_with(dirfd: c_int, path: *const c_char, slash: Slash) -> Target 
         Target::Gkfs(q) if q != "/" => must_be_dir(q, slash == Slash::Follow),
         t => t,
     }
+}
+
+/// The gkfs file behind a path that names one of the process's descriptors:
+/// `/dev/fd/N`, `/dev/stdin` (`stdout`, `stderr`), `/proc/self/fd/N`,
+/// `/proc/thread-self/fd/N`, `/proc/<our pid>/fd/N`. The kernel would open the
+/// library's description page there; a local file system opens the file.
+pub fn fd_alias(p: &str) -> Option<std::sync::Arc<fds::OpenFile>> {
+    if !p.starts_with("/dev/") && !p.starts_with("/proc/") {
+        return None;
+    }
+    let n: c_int = match p {
+        "/dev/stdin" => 0,
+        "/dev/stdout" => 1,
+        "/dev/stderr" => 2,
+        _ => {
+            let rest = p
+                .strip_prefix("/dev/fd/")
+                .or_else(|| p.strip_prefix("/proc/self/fd/"))
+                .or_else(|| p.strip_prefix("/proc/thread-self/fd/"))
+                .or_else(|| {
+                    let (pid, rest) = p.strip_prefix("/proc/")?.split_once("/fd/")?;
+                    // SAFETY: getpid has no preconditions.
+                    (pid.parse::<i32>().ok()? == unsafe { libc::getpid() }).then_some(rest)
+                })?;
+            rest.trim_end_matches('/').parse().ok()?
+        }
+    };
+    fds::get(n)
 }
 
 /// Does `path`'s last component say "this directory" or "its parent" ("d/.", "..")?

@@ -274,6 +274,7 @@ fn register_atfork() {
         unsafe { CLIENT.force_unlock() };
         set_owner();
         fds::unlock_after_fork();
+        fds::close_parent_connections();
         // The parent's connection belongs to the parent (its sockets and libfabric
         // state); the child opens its own on first use and never touches this one.
         if let Some(old) = CLIENT.lock().take() {

@@ -1,0 +1,133 @@
+/* glibc functions that reach files through glibc-internal calls (mkstemp's open,
+ * remove's unlink, glob's and nftw's directory reads): each on DIR, printing what a
+ * program would see. Names made up at random print as their shape only.
+ * Usage: glibc_probe DIR (DIR exists and is empty); sort the nftw lines. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[4096];
+
+static char *path(const char *name) {
+    static char p[4][8192];
+    static int i;
+    i = (i + 1) % 4;
+    snprintf(p[i], sizeof p[i], "%s/%s", dir, name);
+    return p[i];
+}
+
+static void describe(const char *what, const char *name, int fd) {
+    struct stat st;
+    int there = stat(name, &st) == 0;
+    const char *base = strrchr(name, '/') + 1;
+    printf("%s: fd %s, name %.3s + %zu chars, exists %d, mode %o, type %s\n", what,
+           fd >= 0 ? "ok" : strerror(errno), base, strlen(base) - 3, there,
+           there ? st.st_mode & 07777 : 0, there ? (S_ISDIR(st.st_mode) ? "dir" : "file") : "-");
+}
+
+static int walk(const char *p, const struct stat *st, int flag, struct FTW *f) {
+    printf("nftw %s flag %d level %d base %s size %s\n", p + strlen(dir), flag, f->level,
+           p + f->base, flag == FTW_F ? (st->st_size ? "nonzero" : "zero") : "-");
+    return 0;
+}
+
+static int skip(const char *p, const struct stat *st, int flag, struct FTW *f) {
+    (void)st;
+    (void)f;
+    printf("skip-walk %s flag %d\n", p + strlen(dir), flag);
+    return flag == FTW_D && strstr(p, "/sub") ? FTW_SKIP_SUBTREE : FTW_CONTINUE;
+}
+
+static int old_walk(const char *p, const struct stat *st, int flag) {
+    (void)st;
+    printf("ftw %s flag %d\n", p + strlen(dir), flag);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2)
+        return 2;
+    snprintf(dir, sizeof dir, "%s", argv[1]);
+    setvbuf(stdout, NULL, _IONBF, 0);
+    umask(022);
+
+    char t[8192];
+    snprintf(t, sizeof t, "%s", path("tmpXXXXXX"));
+    int fd = mkstemp(t);
+    describe("mkstemp", t, fd);
+    printf("mkstemp write %zd, flags rdwr %d\n", write(fd, "data", 4),
+           (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDWR);
+    snprintf(t, sizeof t, "%s", path("ostXXXXXX"));
+    fd = mkostemp(t, O_CLOEXEC | O_APPEND);
+    describe("mkostemp", t, fd);
+    printf("mkostemp cloexec %d append %d\n", (fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0,
+           (fcntl(fd, F_GETFL) & O_APPEND) != 0);
+    snprintf(t, sizeof t, "%s", path("sufXXXXXX.txt"));
+    fd = mkstemps(t, 4);
+    describe("mkstemps", t, fd);
+    printf("mkstemps keeps the suffix: %d\n", strcmp(t + strlen(t) - 4, ".txt") == 0);
+    snprintf(t, sizeof t, "%s", path("osfXXXXXX.c"));
+    describe("mkostemps", t, mkostemps(t, 2, 0));
+    snprintf(t, sizeof t, "%s", path("badXXXX"));
+    printf("mkstemp short template: %d %s\n", mkstemp(t), strerror(errno));
+    snprintf(t, sizeof t, "%s", path("nodir/tmpXXXXXX"));
+    printf("mkstemp missing dir: %d %s\n", mkstemp(t), strerror(errno));
+    snprintf(t, sizeof t, "%s", path("dtmXXXXXX"));
+    char *d = mkdtemp(t);
+    describe("mkdtemp", t, d ? 0 : -1);
+    snprintf(t, sizeof t, "%s", path("mktXXXXXX"));
+    char *m = mktemp(t);
+    printf("mktemp: %s, exists %d\n", m[0] ? "a name" : "empty", access(m, F_OK) == 0);
+
+    /* remove: a file, an empty dir, a full dir, nothing. */
+    close(open(path("gone"), O_CREAT | O_WRONLY, 0644));
+    mkdir(path("emptydir"), 0755);
+    mkdir(path("full"), 0755);
+    close(open(path("full/x"), O_CREAT | O_WRONLY, 0644));
+    printf("remove file %d, then %d\n", remove(path("gone")), access(path("gone"), F_OK));
+    printf("remove empty dir %d, then %d\n", remove(path("emptydir")), access(path("emptydir"), F_OK));
+    errno = 0;
+    printf("remove full dir %d %s\n", remove(path("full")), strerror(errno));
+    errno = 0;
+    printf("remove missing %d %s\n", remove(path("missing")), strerror(errno));
+
+    /* glob */
+    mkdir(path("g"), 0755);
+    mkdir(path("g/sub"), 0755);
+    close(open(path("g/a.c"), O_CREAT | O_WRONLY, 0644));
+    close(open(path("g/b.c"), O_CREAT | O_WRONLY, 0644));
+    close(open(path("g/c.h"), O_CREAT | O_WRONLY, 0644));
+    close(open(path("g/sub/d.c"), O_CREAT | O_WRONLY, 0644));
+    symlink("a.c", path("g/link.c"));
+    const char *pats[] = {"g/*.c", "g/*", "g/*/*.c", "g/[ab].c", "g/none*", "g/sub"};
+    for (unsigned i = 0; i < sizeof pats / sizeof *pats; i++) {
+        glob_t g;
+        int flags[] = {0, GLOB_MARK, GLOB_ONLYDIR, GLOB_NOCHECK};
+        for (unsigned f = 0; f < 4; f++) {
+            int r = glob(path(pats[i]), flags[f], NULL, &g);
+            printf("glob %s flags %d: %d,", pats[i], flags[f], r);
+            for (size_t k = 0; r == 0 && k < g.gl_pathc; k++)
+                printf(" %s", g.gl_pathv[k] + strlen(dir));
+            printf("\n");
+            if (r == 0)
+                globfree(&g);
+        }
+    }
+
+    /* nftw, ftw */
+    int flags[] = {0, FTW_PHYS, FTW_DEPTH | FTW_PHYS, FTW_MOUNT};
+    for (unsigned f = 0; f < 4; f++) {
+        printf("nftw flags %d: %d\n", flags[f], nftw(path("g"), walk, 8, flags[f]));
+    }
+    printf("nftw skip: %d\n", nftw(path("g"), skip, 8, FTW_ACTIONRETVAL | FTW_PHYS));
+    printf("nftw missing: %d %s\n", nftw(path("nothing"), walk, 8, 0), strerror(errno));
+    printf("ftw: %d\n", ftw(path("g"), old_walk, 8));
+    return 0;
+}
