@@ -305,6 +305,9 @@ fn serve(stream: UnixStream, state: &State) {
         }
     };
     let window = window.map(std::sync::Arc::new);
+    let pid = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .map(|c| c.pid());
     let Ok(w) = stream.try_clone() else { return };
     let mut spinner = gkfs_proto::local::Spinner::new();
     let peek = stream.try_clone().ok();
@@ -323,7 +326,15 @@ fn serve(stream: UnixStream, state: &State) {
                 return;
             }
         };
-        let reply = handle_payload(state, &payload, false, Origin::Local(window.clone()));
+        let reply = handle_payload(
+            state,
+            &payload,
+            false,
+            Origin::Local {
+                window: window.clone(),
+                pid,
+            },
+        );
         if gkfs_proto::local::write_frame(&mut writer, &reply)
             .and_then(|_| writer.flush())
             .is_err()

@@ -4,6 +4,7 @@
 
 mod handlers;
 mod local;
+mod locks;
 mod server;
 mod state;
 mod store;

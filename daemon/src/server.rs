@@ -22,7 +22,12 @@ pub enum Origin {
     /// A libfabric peer.
     Fabric(Peer),
     /// A client on this node, through the unix socket.
-    Local(Option<std::sync::Arc<crate::local::Window>>),
+    Local {
+        /// The memory window it shared, if any.
+        window: Option<std::sync::Arc<crate::local::Window>>,
+        /// Its process (SO_PEERCRED at connect).
+        pid: Option<i32>,
+    },
 }
 
 /// Starts `threads` workers serving requests until `stop` is set and the endpoint

@@ -71,6 +71,8 @@ pub struct State {
     stripes: Vec<RwLock<()>>,
     /// Counters.
     pub counters: Counters,
+    /// File locks on the paths whose metadata lives here.
+    pub locks: crate::locks::Locks,
     /// Process start time, ns (times of the root directory).
     pub start_time: i64,
 }
@@ -113,6 +115,7 @@ impl State {
             }),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
             counters: Counters::default(),
+            locks: Default::default(),
             start_time: now_ns(),
         })
     }

@@ -199,6 +199,10 @@ arb_struct! {
     StatfsReq {};
     StatfsReply { total, free, avail, chunk_size };
     SetAttrReq { path, mode, atime, mtime, ctime };
+    LockReq { path, owner, space, kind, start, end, test, pid };
+    LockReply { granted, conflict_kind, conflict_start, conflict_end, conflict_pid };
+    LockLeaseReq { owners, release, path };
+    LockLeaseReply { held };
 }
 
 impl Arb for RequestHeader {

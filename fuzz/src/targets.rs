@@ -368,6 +368,14 @@ macro_rules! with_rpc {
                 type $R = SetAttrReq;
                 $body
             }
+            Some(Opcode::Lock) => {
+                type $R = LockReq;
+                $body
+            }
+            Some(Opcode::LockLease) => {
+                type $R = LockLeaseReq;
+                $body
+            }
             None => $unknown,
         }
     };
@@ -451,6 +459,8 @@ checker_handler! {
     remove_chunks(RemoveChunksReq) -> Empty;
     statfs(StatfsReq) -> StatfsReply;
     set_attr(SetAttrReq) -> StatReply;
+    lock(LockReq) -> LockReply;
+    lock_lease(LockLeaseReq) -> LockLeaseReply;
 }
 
 /// Checks that an error detail that went through a reply is the original cut at a

@@ -74,6 +74,10 @@ pub(crate) struct Inner {
     pub chunk_size: ChunkSize,
     pub uid: u32,
     pub gid: u32,
+    /// The owner number of this process's POSIX locks.
+    pub lock_owner: u64,
+    /// The locks held, renewed by the keeper thread.
+    pub locks: crate::locks::Keeper,
 }
 
 /// A connection to one gkfs file system. Cheap to clone; safe to share between
@@ -152,6 +156,8 @@ impl Client {
                 chunk_size,
                 uid,
                 gid,
+                lock_owner: crate::locks::new_lock_owner(),
+                locks: Default::default(),
             }),
         })
     }
@@ -196,6 +202,11 @@ impl Client {
 
     fn owner(&self, p: &str) -> u32 {
         place(p, self.daemons())
+    }
+
+    /// The daemon that owns `p`'s metadata.
+    pub(crate) fn owner_of(&self, p: &str) -> u32 {
+        self.owner(p)
     }
 
     /// Daemons holding chunks `from..to` of file `id` (all daemons when the range is

@@ -281,6 +281,31 @@ rpcs! {
     15 RemoveChunks remove_chunks(RemoveChunksReq) -> Empty;
     16 Statfs statfs(StatfsReq) -> StatfsReply;
     17 SetAttr set_attr(SetAttrReq) -> StatReply;
+    18 Lock lock(LockReq) -> LockReply;
+    19 LockLease lock_lease(LockLeaseReq) -> LockLeaseReply;
+}
+
+/// Lock kinds of [`LockReq::kind`].
+pub mod lock {
+    /// A shared (read) lock.
+    pub const READ: u8 = 0;
+    /// An exclusive (write) lock.
+    pub const WRITE: u8 = 1;
+    /// Drop the owner's locks in the range.
+    pub const UNLOCK: u8 = 2;
+    /// [`LockReq::space`] of fcntl locks (POSIX and OFD locks, which conflict with
+    /// each other, as in Linux).
+    pub const SPACE_FCNTL: u8 = 0;
+    /// [`LockReq::space`] of flock locks (whole file, independent of fcntl locks).
+    pub const SPACE_FLOCK: u8 = 1;
+    /// [`LockReq::end`] of a range that runs to the end of the file, however far it
+    /// grows.
+    pub const TO_EOF: u64 = u64::MAX;
+    /// A lock its owner has not renewed for this long is dropped by the daemon: a
+    /// process killed while holding one leaves nothing behind for longer.
+    pub const LEASE: std::time::Duration = std::time::Duration::from_secs(10);
+    /// How often a client renews the leases of the locks it holds.
+    pub const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 }
 
 wire_struct! {
@@ -652,6 +677,64 @@ wire_struct! {
     }
 }
 
+wire_struct! {
+    /// Take, change, drop or test a lock on `path`, arbitrated by the daemon that owns
+    /// the path's metadata (so processes on every node see the same locks).
+    pub struct LockReq {
+        /// Path.
+        pub path: String,
+        /// Who holds the lock: a process (POSIX locks) or an open file description
+        /// (OFD and flock locks), as a number unique in the job.
+        pub owner: u64,
+        /// [`lock::SPACE_FCNTL`] or [`lock::SPACE_FLOCK`].
+        pub space: u8,
+        /// [`lock::READ`], [`lock::WRITE`] or [`lock::UNLOCK`].
+        pub kind: u8,
+        /// First byte.
+        pub start: u64,
+        /// One past the last byte, or [`lock::TO_EOF`].
+        pub end: u64,
+        /// Only say whether the lock could be taken (F_GETLK): nothing changes.
+        pub test: bool,
+        /// The holder's process id, which F_GETLK reports (-1 for descriptions).
+        pub pid: i32,
+    }
+}
+wire_struct! {
+    /// Answer to [`LockReq`].
+    pub struct LockReply {
+        /// Taken (or, for a test, nothing in the way).
+        pub granted: bool,
+        /// The lock in the way, when not granted: kind, range and pid.
+        pub conflict_kind: u8,
+        /// First byte of the lock in the way.
+        pub conflict_start: u64,
+        /// End of the lock in the way ([`lock::TO_EOF`] for the rest of the file).
+        pub conflict_end: u64,
+        /// Process id of its holder (-1 for a description).
+        pub conflict_pid: i32,
+    }
+}
+wire_struct! {
+    /// Renew the leases of every lock these owners hold here, or drop them
+    /// (`release`, on `path` only unless it is empty).
+    pub struct LockLeaseReq {
+        /// The owners.
+        pub owners: Vec<u64>,
+        /// Drop instead of renew.
+        pub release: bool,
+        /// Only locks on this path ("" for all).
+        pub path: String,
+    }
+}
+wire_struct! {
+    /// Answer to [`LockLeaseReq`].
+    pub struct LockLeaseReply {
+        /// Locks these owners still hold here.
+        pub held: u32,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -904,6 +987,38 @@ mod tests {
                 },
                 SetAttrReq
             ),
+            sample!(
+                LockReq {
+                    path: s(rng),
+                    owner: 7,
+                    space: lock::SPACE_FLOCK,
+                    kind: lock::WRITE,
+                    start: 1,
+                    end: lock::TO_EOF,
+                    test: true,
+                    pid: -1
+                },
+                LockReq
+            ),
+            sample!(
+                LockReply {
+                    granted: false,
+                    conflict_kind: lock::READ,
+                    conflict_start: 3,
+                    conflict_end: 9,
+                    conflict_pid: 42
+                },
+                LockReply
+            ),
+            sample!(
+                LockLeaseReq {
+                    owners: vec![1, 2, 3],
+                    release: true,
+                    path: s(rng)
+                },
+                LockLeaseReq
+            ),
+            sample!(LockLeaseReply { held: 4 }, LockLeaseReply),
         ]
     }
 
@@ -1050,6 +1165,12 @@ mod tests {
                 Err(Errno::ENOSYS.into())
             }
             fn set_attr(&self, _: &(), _: SetAttrReq) -> Result<StatReply, RemoteError> {
+                Err(Errno::ENOSYS.into())
+            }
+            fn lock(&self, _: &(), _: LockReq) -> Result<LockReply, RemoteError> {
+                Err(Errno::ENOSYS.into())
+            }
+            fn lock_lease(&self, _: &(), _: LockLeaseReq) -> Result<LockLeaseReply, RemoteError> {
                 Err(Errno::ENOSYS.into())
             }
         }

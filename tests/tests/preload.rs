@@ -718,6 +718,79 @@ printf 'a\nb\n' > s; sed -i 's/a/A/' s; cat s; ls"#,
     );
 }
 
+/// fcntl, OFD and flock locks between processes, as on a local file system: who holds
+/// what (F_GETLK), shared and exclusive, ranges, POSIX locks dropped by any close of
+/// the file, OFD locks per description, and a killed holder's locks released at once.
+/// (Across nodes: slurm.rs `locks_hold_across_nodes`.)
+#[test]
+fn locks_between_processes() {
+    let s = Setup::new();
+    let py = r#"
+import fcntl, os, signal, struct, subprocess, sys, time
+d = os.environ["D"]
+os.makedirs(d); os.chdir(d)
+open("f", "w").write("x" * 100)
+FL = "hh4xqqi4x"
+def getlk(fd, start, length, cmd=fcntl.F_GETLK, kind=fcntl.F_WRLCK):
+    t, w, s, l, p = struct.unpack(FL, fcntl.fcntl(fd, cmd, struct.pack(FL, kind, 0, start, length, 0)))
+    return t, s, l, p
+holder = subprocess.Popen([sys.executable, "-c", """
+import fcntl, os, sys, time
+fd = os.open("f", os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)
+fcntl.lockf(fd, fcntl.LOCK_SH, 10, 50)
+fcntl.flock(fd, fcntl.LOCK_SH)
+print("ready", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+assert holder.stdout.readline() == "ready\n"
+fd = os.open("f", os.O_RDWR)
+t, st, ln, pid = getlk(fd, 5, 1)
+print("F_GETLK [5,6):", t == fcntl.F_WRLCK, st, ln, pid == holder.pid)
+t, st, ln, pid = getlk(fd, 55, 1, kind=fcntl.F_RDLCK)
+print("F_GETLK read [55,56):", t == fcntl.F_UNLCK)
+t, st, ln, pid = getlk(fd, 55, 1)
+print("F_GETLK write [55,56):", t == fcntl.F_RDLCK, st, ln)
+def try_(name, f):
+    try:
+        f(); print(name, "granted")
+    except OSError as e:
+        print(name, os.strerror(e.errno))
+try_("lockf [0,10) EX NB", lambda: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0))
+try_("lockf [10,20) EX NB", lambda: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 10))
+try_("lockf [50,60) SH NB", lambda: fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 10, 50))
+try_("flock SH NB", lambda: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB))
+try_("flock EX NB", lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB))
+fd2 = os.open("f", os.O_RDWR)
+try_("OFD [30,40) on fd", lambda: fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(FL, fcntl.F_WRLCK, 0, 30, 10, 0)))
+try_("OFD [30,40) on a second description", lambda: fcntl.fcntl(fd2, fcntl.F_OFD_SETLK, struct.pack(FL, fcntl.F_WRLCK, 0, 30, 10, 0)))
+try_("POSIX [30,40) of this process", lambda: fcntl.lockf(fd2, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 30))
+os.kill(holder.pid, signal.SIGKILL); holder.wait()
+t0 = time.time()
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)
+print("blocking lockf after the holder was killed, within 2 s:", time.time() - t0 < 2)
+try_("flock EX NB after the kill", lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB))
+# POSIX locks go with any close of the file by their process.
+other = subprocess.run([sys.executable, "-c", """
+import fcntl, os
+a = os.open("f", os.O_RDWR); b = os.open("f", os.O_RDONLY)
+fcntl.lockf(a, fcntl.LOCK_EX, 5, 90)
+os.close(b)
+c = os.open("f", os.O_RDWR)
+pid = os.fork()
+if pid == 0:
+    try:
+        fcntl.lockf(c, fcntl.LOCK_EX | fcntl.LOCK_NB, 5, 90); print("child: granted")
+    except OSError as e:
+        print("child:", os.strerror(e.errno))
+    os._exit(0)
+os.waitpid(pid, 0)
+"""], capture_output=True, text=True)
+print("after closing another fd of the file:", other.stdout.strip(), other.stderr.strip())
+"#;
+    s.same("locks", &format!("python3 - <<'EOF'\n{py}\nEOF"));
+}
+
 /// Runs `script` in bash under the preload with exactly this gkfs environment.
 fn run_with_env(lib: &Path, env: &[(&str, &str)], script: &str) -> Output {
     let mut c = Command::new("bash");

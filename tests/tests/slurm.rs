@@ -526,3 +526,82 @@ echo "prologs=$(grep -c 'prolog job' {log}) epilogs=$(grep -c 'epilog job' {log}
         );
     }
 }
+
+/// Locks were once node-local lock files: a process on node2 got the exclusive lock a
+/// process on node1 held, and locked increments from two nodes lost updates. Now the
+/// daemon owning the file arbitrates: on two nodes at once, a held lock is refused to
+/// the other node, and 2 x 200 locked read-modify-write increments (fcntl, then flock)
+/// end at exactly 400.
+#[test]
+fn locks_hold_across_nodes() {
+    let Some(c) = SlurmCluster::up() else { return };
+    let work = c.dir.join("work-locks");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("locks.py"),
+        r#"
+import fcntl, os, sys, time
+rank = int(os.environ["SLURM_PROCID"])
+host = os.uname().nodename
+def wait_for(name):
+    for _ in range(600):
+        if os.path.exists("/tmp/gkfs/" + name):
+            return
+        time.sleep(0.05)
+    sys.exit("timed out waiting for " + name)
+fd = os.open("/tmp/gkfs/lockfile", os.O_RDWR | os.O_CREAT, 0o644)
+if rank == 0:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    open("/tmp/gkfs/held", "w").close()
+    wait_for("tried")
+    fcntl.lockf(fd, fcntl.LOCK_UN)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+else:
+    wait_for("held")
+    for name, take in [("fcntl", fcntl.lockf), ("flock", fcntl.flock)]:
+        try:
+            take(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            print(f"{name} lock held on the other node: TAKEN on {host}", flush=True)
+        except BlockingIOError:
+            print(f"{name} lock held on the other node: refused on {host}", flush=True)
+    open("/tmp/gkfs/tried", "w").close()
+# Both ranks: locked read-modify-write increments of one counter.
+for kind, take in [("fcntl", fcntl.lockf), ("flock", fcntl.flock)]:
+    c = os.open("/tmp/gkfs/counter-" + kind, os.O_RDWR | os.O_CREAT, 0o644)
+    for i in range(200):
+        take(c, fcntl.LOCK_EX)
+        n = int(os.pread(c, 16, 0) or b"0")
+        os.pwrite(c, b"%010d\n" % (n + 1), 0)
+        take(c, fcntl.LOCK_UN)
+    os.close(c)
+    open("/tmp/gkfs/done-%s-%d" % (kind, rank), "w").close()
+    wait_for("done-%s-%d" % (kind, 1 - rank))
+    if rank == 0:
+        print(kind, "counter:", int(os.pread(os.open("/tmp/gkfs/counter-" + kind, os.O_RDONLY), 16, 0)), flush=True)
+"#,
+    )
+    .unwrap();
+    let o = c.sh(
+        &work,
+        &format!(
+            r#"{HELPERS}
+set -e
+srun -N2 -n2 --gkfs python3 locks.py
+idle
+"#
+        ),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    for kind in ["fcntl", "flock"] {
+        assert!(
+            out.contains(&format!(
+                "{kind} lock held on the other node: refused on node2"
+            )),
+            "{t}"
+        );
+        assert!(out.contains(&format!("{kind} counter: 400\n")), "{t}");
+    }
+}

@@ -33,12 +33,16 @@ enum BulkAt<'a> {
 fn bulk_at<'a>(from: &'a Origin, b: &Bulk) -> Result<BulkAt<'a>, RemoteError> {
     match from {
         Origin::Fabric(p) => Ok(BulkAt::Rma(*p)),
-        Origin::Local(Some(w)) if w.check(b.addr, b.len) => Ok(BulkAt::Window(w)),
-        Origin::Local(Some(_)) => Err(RemoteError::new(
+        Origin::Local {
+            window: Some(w), ..
+        } if w.check(b.addr, b.len) => Ok(BulkAt::Window(w)),
+        Origin::Local {
+            window: Some(_), ..
+        } => Err(RemoteError::new(
             Errno::EINVAL,
             "bulk range outside the shared window",
         )),
-        Origin::Local(None) => Err(RemoteError::new(
+        Origin::Local { window: None, .. } => Err(RemoteError::new(
             Errno::EINVAL,
             "bulk transfer over the node-local socket without a shared window",
         )),
@@ -195,7 +199,7 @@ pub fn read_chunks(
         None => {
             let limit = match from {
                 Origin::Fabric(_) => INLINE_READ_MAX,
-                Origin::Local(_) => gkfs_proto::local::max_data(st.chunk_size.get()),
+                Origin::Local { .. } => gkfs_proto::local::max_data(st.chunk_size.get()),
             };
             if total > limit {
                 return Err(RemoteError::new(Errno::EINVAL, "inline read too large"));

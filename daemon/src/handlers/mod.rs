@@ -67,4 +67,17 @@ impl Handler for State {
     fn set_attr(&self, _: &Origin, r: SetAttrReq) -> Result<StatReply, RemoteError> {
         meta::set_attr(self, r)
     }
+    fn lock(&self, from: &Origin, r: LockReq) -> Result<LockReply, RemoteError> {
+        let peer = match from {
+            Origin::Local { pid, .. } => *pid,
+            Origin::Fabric(_) => None,
+        };
+        Ok(self.locks.apply(&r, std::time::Instant::now(), peer)?)
+    }
+    fn lock_lease(&self, _: &Origin, r: LockLeaseReq) -> Result<LockLeaseReply, RemoteError> {
+        let held = self
+            .locks
+            .lease(&r.owners, r.release, &r.path, std::time::Instant::now());
+        Ok(LockLeaseReply { held })
+    }
 }

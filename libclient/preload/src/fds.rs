@@ -7,13 +7,13 @@
 
 use std::ffi::c_int;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use gkfs_proto::{Errno, Record};
 use parking_lot::{Mutex, RwLock};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"GKFSDSC1");
+const MAGIC: u64 = u64::from_le_bytes(*b"GKFSDSC2");
 const PAGE: usize = 8192;
 const MAX_PATH: usize = 4096;
 /// Highest fd number the table tracks (higher ones are never ours).
@@ -25,6 +25,8 @@ struct Page {
     flags: AtomicU32,
     path_len: u32,
     offset: AtomicU64,
+    /// The owner number of the description's OFD and flock locks (0: none yet).
+    lock_owner: AtomicU64,
     record: [u8; 128],
     path: [u8; MAX_PATH],
 }
@@ -39,8 +41,9 @@ pub struct OpenFile {
     pub record: Record,
     /// Directory listing state (getdents64 / readdir on this description).
     pub listing: Mutex<Option<Vec<crate::dir::Entry>>>,
-    /// Node-local lock file for fcntl/flock locks, opened on first use.
-    pub lock_fd: Mutex<Option<c_int>>,
+    /// Has this process taken an OFD or flock lock on the description? (Its last
+    /// close here drops them.)
+    locked_here: AtomicBool,
 }
 
 // SAFETY: the page is shared memory touched only through atomics (offset, flags) or
@@ -53,10 +56,6 @@ impl Drop for OpenFile {
     fn drop(&mut self) {
         // SAFETY: the mapping was made in `map` with this length and is ours alone.
         unsafe { libc::munmap(self.page.as_ptr().cast(), PAGE) };
-        if let Some(fd) = *self.lock_fd.get_mut() {
-            // SAFETY: our private lock file descriptor.
-            unsafe { libc::close(fd) };
-        }
     }
 }
 
@@ -95,6 +94,26 @@ impl OpenFile {
     /// The shared file offset.
     pub fn offset(&self) -> &AtomicU64 {
         &self.page().offset
+    }
+
+    /// The owner number of the description's OFD and flock locks (0: none yet).
+    pub fn lock_owner(&self) -> &AtomicU64 {
+        &self.page().lock_owner
+    }
+
+    /// Has this process taken an OFD or flock lock on the description?
+    pub fn locked_here(&self) -> bool {
+        self.locked_here.load(Ordering::Relaxed)
+    }
+
+    /// Notes that this process took an OFD or flock lock on the description.
+    pub fn set_locked_here(&self) {
+        self.locked_here.store(true, Ordering::Relaxed);
+    }
+
+    /// In a forked child: the parent took the locks, not the child.
+    pub fn clear_locked_here(&self) {
+        self.locked_here.store(false, Ordering::Relaxed);
     }
 
     /// The status flags (access mode, O_APPEND, O_NONBLOCK...).
@@ -160,6 +179,7 @@ impl OpenFile {
             pg.magic = MAGIC;
             pg.flags = AtomicU32::new(flags as u32);
             pg.offset = AtomicU64::new(0);
+            pg.lock_owner = AtomicU64::new(0);
             let rec = record.to_bytes();
             pg.record[..rec.len()].copy_from_slice(&rec);
             pg.path[..path.len()].copy_from_slice(path.as_bytes());
@@ -169,7 +189,7 @@ impl OpenFile {
                 path: path.to_string(),
                 record,
                 listing: Mutex::new(None),
-                lock_fd: Mutex::new(None),
+                locked_here: AtomicBool::new(false),
             });
             let proc_path = format!("/proc/self/fd/{mfd}\0");
             let mut oflags = libc::O_PATH;
@@ -243,7 +263,7 @@ impl OpenFile {
             path,
             record,
             listing: Mutex::new(None),
-            lock_fd: Mutex::new(None),
+            locked_here: AtomicBool::new(false),
         }))
     }
 }

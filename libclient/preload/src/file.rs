@@ -384,6 +384,11 @@ fn h_pwritev2(
     Some(pos_off(off).and_then(|o| writev_of(&of, iov, cnt, o)))
 }
 
+/// The size of the file behind a description.
+pub fn size_of(of: &OpenFile) -> Result<u64, Errno> {
+    handle(of)?.size()
+}
+
 /// lseek on a description.
 pub fn seek_of(of: &OpenFile, off: i64, whence: c_int) -> Result<i64, Errno> {
     let cur = of.offset().load(Ordering::Acquire) as i64;
@@ -429,6 +434,9 @@ fn h_lseek(fd: c_int, off: i64, whence: c_int) -> Act<i64> {
 /// Forgets our side of `fd` (before the kernel fd is closed).
 pub fn unbind(fd: c_int) {
     if fds::is_ours(fd) {
+        if let Some(of) = fds::get(fd) {
+            crate::locks::before_close(fd, &of);
+        }
         stdio::before_std_fd_change(fd);
         fds::remove(fd);
         stdio::std_fd_changed(fd);
@@ -493,6 +501,9 @@ fn dup_to(old: c_int, new: c_int, real: impl FnOnce() -> c_int) -> Act<c_int> {
     if old == new {
         return Some(Ok(new));
     }
+    if let Some(replaced) = fds::get(new) {
+        crate::locks::before_close(new, &replaced);
+    }
     stdio::before_std_fd_change(new);
     let r = checked(real());
     if r.is_ok() {
@@ -520,37 +531,6 @@ fn h_dup3(old: c_int, new: c_int, flags: c_int) -> Act<c_int> {
     dup_to(old, new, || unsafe { libc::dup3(old, new, flags) })
 }
 
-/// The node-local lock file standing in for `of` in fcntl/flock locks.
-fn lock_fd(of: &OpenFile) -> Result<c_int, Errno> {
-    let mut slot = of.lock_fd.lock();
-    if let Some(fd) = *slot {
-        return Ok(fd);
-    }
-    let fs = state::fs().ok_or(Errno::ENOLCK)?;
-    let dir = fs
-        .config
-        .hosts_file
-        .parent()
-        .unwrap_or(std::path::Path::new("/tmp"))
-        .join("locks");
-    let _ = std::fs::create_dir(&dir);
-    let name = dir.join(format!("{:016x}", gkfs_proto::place::path_hash(&of.path)));
-    let cname = std::ffi::CString::new(name.into_os_string().into_encoded_bytes())
-        .map_err(|_| Errno::ENOLCK)?;
-    // SAFETY: NUL-terminated path; checked.
-    let fd = checked(unsafe {
-        libc::open(
-            cname.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC,
-            0o600,
-        )
-    })
-    .map_err(|_| Errno::ENOLCK)?;
-    let fd = fds::own(fd, fds::Own::Inherited);
-    *slot = Some(fd);
-    Ok(fd)
-}
-
 fn h_fcntl(fd: c_int, cmd: c_int, arg: usize) -> Act<c_int> {
     if fds::is_library(fd) {
         return Some(Err(Errno::EBADF));
@@ -576,14 +556,7 @@ fn h_fcntl(fd: c_int, cmd: c_int, arg: usize) -> Act<c_int> {
         | libc::F_SETLKW
         | libc::F_OFD_GETLK
         | libc::F_OFD_SETLK
-        | libc::F_OFD_SETLKW => {
-            // Locks are real between the processes of this node (a lock file per gkfs
-            // path in the instance directory), not across nodes.
-            lock_fd(&of).and_then(|lfd| {
-                // SAFETY: the caller's struct flock pointer, passed on.
-                checked(unsafe { libc::fcntl(lfd, cmd, arg as *mut libc::flock) })
-            })
-        }
+        | libc::F_OFD_SETLKW => crate::locks::fcntl_lock(&of, cmd, arg),
         _ => {
             unsupported(
                 Unsupported::Fcntl,
@@ -615,12 +588,6 @@ fn h_ioctl(fd: c_int, req: std::ffi::c_ulong, arg: usize) -> Act<c_int> {
             Err(Errno(libc::ENOTTY))
         }
     })
-}
-
-fn h_flock(fd: c_int, op: c_int) -> Act<c_int> {
-    let of = fds::get(fd)?;
-    // SAFETY: flock on our private lock file.
-    Some(lock_fd(&of).and_then(|lfd| checked(unsafe { libc::flock(lfd, op) })))
 }
 
 fn h_fsync(fd: c_int) -> Act<c_int> {
@@ -847,7 +814,6 @@ hooks! {
     fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int = h_dup3;
     vfn fcntl(fd: c_int, cmd: c_int; arg: usize) -> c_int = h_fcntl;
     vfn fcntl64(fd: c_int, cmd: c_int; arg: usize) -> c_int = h_fcntl;
-    fn flock(fd: c_int, op: c_int) -> c_int = h_flock;
     vfn ioctl(fd: c_int, req: std::ffi::c_ulong; arg: usize) -> c_int = h_ioctl;
     fn fsync(fd: c_int) -> c_int = h_fsync;
     fn fdatasync(fd: c_int) -> c_int = h_fsync;

@@ -16,6 +16,7 @@ mod fds;
 mod file;
 mod hook;
 mod internal;
+mod locks;
 mod log;
 mod meta;
 mod mmap;

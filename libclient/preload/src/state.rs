@@ -275,6 +275,12 @@ fn register_atfork() {
         set_owner();
         fds::unlock_after_fork();
         fds::close_parent_connections();
+        crate::locks::forget_after_fork();
+        for fd in fds::all() {
+            if let Some(of) = fds::get(fd) {
+                of.clear_locked_here();
+            }
+        }
         // The parent's connection belongs to the parent (its sockets and libfabric
         // state); the child opens its own on first use and never touches this one.
         if let Some(old) = CLIENT.lock().take() {
