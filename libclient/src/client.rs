@@ -451,6 +451,10 @@ impl Client {
             }
             active = next;
         }
+        if p == "/" {
+            // Files unlinked while open live on there, nameless to programs.
+            all.remove(&gkfs_proto::path::UNLINKED_DIR[1..]);
+        }
         Ok(all.into_values().collect())
     }
 

@@ -8,6 +8,12 @@ pub const MAX_PATH: usize = 4095;
 /// Longest component, in bytes (Linux `NAME_MAX`).
 pub const MAX_NAME: usize = 255;
 
+/// Where a file unlinked while a process still has it open lives on, nameless to
+/// programs, until that process closes it (hidden from listings of the root, never
+/// staged out; removed with the file system at the end of the job if its process was
+/// killed first).
+pub const UNLINKED_DIR: &str = "/.gkfs-unlinked";
+
 /// Checks that `path` is a normalised absolute path within the limits.
 pub fn validate(path: &str) -> Result<(), Errno> {
     if path.len() > MAX_PATH {

@@ -791,6 +791,125 @@ print("after closing another fd of the file:", other.stdout.strip(), other.stder
     s.same("locks", &format!("python3 - <<'EOF'\n{py}\nEOF"));
 }
 
+/// A file unlinked while open stays usable through its descriptors until the last
+/// close (the temp-file pattern), a rename moves open descriptors with it, and a file
+/// replaced by a rename keeps its data for whoever has it open. Once the read after an
+/// unlink failed with ENOENT, and Python's TemporaryFile with it.
+#[test]
+fn files_unlinked_or_renamed_while_open() {
+    let s = Setup::new();
+    let py = r#"
+import os, sqlite3, subprocess, tempfile
+d = os.environ["D"]
+os.makedirs(d); os.chdir(d)
+fd = os.open("t", os.O_RDWR | os.O_CREAT, 0o600)
+os.write(fd, b"before")
+os.unlink("t")
+print("after unlink: exists", os.path.exists("t"), "listed", os.listdir("."))
+os.write(fd, b" after")
+print("read back:", os.pread(fd, 100, 0), "fstat size", os.fstat(fd).st_size)
+dup = os.dup(fd)
+os.close(fd)
+print("through a dup after the first close:", os.pread(dup, 6, 0))
+os.close(dup)
+open("t", "w").write("a new file of that name")
+print("new file:", open("t").read())
+a = open("a", "w+"); a.write("A data"); a.flush()
+os.rename("a", "b")
+a.write(" more"); a.flush(); a.seek(0)
+print("renamed while open:", a.read(), sorted(os.listdir(".")), open("b").read())
+os.mkdir("dir"); f = open("dir/in", "w+"); os.rename("dir", "dir2")
+f.write("moved with its dir"); f.flush(); f.seek(0)
+print("dir renamed:", f.read(), open("dir2/in").read())
+old = open("b"); open("c", "w").write("C")
+os.rename("c", "b")
+print("replaced by a rename:", old.read(), open("b").read())
+old.close(); a.close(); f.close()
+with tempfile.TemporaryFile(dir=".") as t:
+    t.write(b"x" * 100000); t.seek(0); print("TemporaryFile:", len(t.read()))
+tfd = os.open(".", os.O_TMPFILE | os.O_RDWR, 0o600)
+os.write(tfd, b"nameless"); print("O_TMPFILE:", os.pread(tfd, 8, 0), sorted(os.listdir(".")))
+os.close(tfd)
+db = sqlite3.connect("s.db"); db.execute("pragma temp_store=FILE")
+db.execute("create temp table big(x)"); db.executemany("insert into big values (?)", [(i,) for i in range(20000)])
+print("sqlite temp table:", db.execute("select count(*), sum(x) from big").fetchone()); db.close()
+out = open("out", "w")
+print("subprocess stdout to a file:", subprocess.run(["echo", "from a child"], stdout=out).returncode)
+out.close(); print(open("out").read().strip())
+p = subprocess.run("cat", input=b"through pipes", capture_output=True); print(p.stdout)
+inp = open("out"); print(subprocess.run(["cat"], stdin=inp, capture_output=True, text=True).stdout.strip())
+print(sorted(os.listdir(".")))
+"#;
+    s.same("unlinked-open", &format!("python3 - <<'EOF'\n{py}\nEOF"));
+    s.same(
+        "unlinked-tools",
+        &prelude(
+            r#"seq 300000 | sort -R --random-source=/dev/zero > in
+sort -n -S 100K -T . in | md5sum
+ls"#,
+        ),
+    );
+}
+
+/// Child processes get gkfs files by every route programs use: Python's subprocess
+/// (vfork, dup2 in the child) with stdout/stdin files, posix_spawn file actions that
+/// open gkfs paths (absolute, or relative to a gkfs working directory) or dup2 gkfs
+/// fds. These once failed with EBADF, or opened a relative path on the real disk.
+#[test]
+fn children_get_gkfs_files_by_every_route() {
+    let s = Setup::new();
+    let py = r#"
+import os, subprocess
+d = os.environ["D"]
+os.makedirs(d); os.chdir(d)
+with open("out", "w") as out:
+    print("run:", subprocess.run(["echo", "from a child"], stdout=out).returncode)
+print(open("out").read().strip())
+with open("out") as inp:
+    print("stdin:", subprocess.run(["tr", "a-z", "A-Z"], stdin=inp, capture_output=True, text=True).stdout.strip())
+with open("both", "w") as both:
+    subprocess.run("echo o; echo e >&2", shell=True, stdout=both, stderr=subprocess.STDOUT)
+print("both:", open("both").read().split())
+pid = os.posix_spawn("/bin/sh", ["sh", "-c", "echo spawned; cat"], os.environ, file_actions=[
+    (os.POSIX_SPAWN_OPEN, 1, os.path.join(d, "abs"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+    (os.POSIX_SPAWN_OPEN, 0, "out", os.O_RDONLY, 0)])
+os.waitpid(pid, 0)
+print("spawn open:", open("abs").read().split())
+fd = os.open("dup", os.O_WRONLY | os.O_CREAT, 0o644)
+pid = os.posix_spawn("/bin/echo", ["echo", "via dup2"], os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, fd, 1)])
+os.waitpid(pid, 0); os.close(fd)
+print("spawn dup2:", open("dup").read().strip())
+print(sorted(os.listdir(".")))
+"#;
+    s.same("children", &format!("python3 - <<'EOF'\n{py}\nEOF"));
+    // A relative path that reaches the kernel without the library (a direct system
+    // call) while the working directory is in gkfs finds an empty, removed directory:
+    // nothing lands on the disk below.
+    let real = s.work.path().join("real-cwd");
+    fs::create_dir_all(&real).unwrap();
+    let script = format!(
+        r#"cd {real} && mkdir $D && cd $D && python3 -c '
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.syscall(257, -100, b"leak", os.O_CREAT | os.O_WRONLY, 0o644)
+print("direct openat:", fd, os.strerror(ctypes.get_errno()) if fd < 0 else "created")
+print("cwd:", os.getcwd() == os.environ["D"])'"#,
+        real = real.display()
+    );
+    let (o, _, _) = s.run("void", &script, true);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("direct openat: -1 No such file or directory"),
+        "{out}"
+    );
+    assert!(out.contains("cwd: True"), "{out}");
+    assert_eq!(
+        fs::read_dir(&real).unwrap().count(),
+        0,
+        "a file reached the real disk"
+    );
+}
+
 /// Runs `script` in bash under the preload with exactly this gkfs environment.
 fn run_with_env(lib: &Path, env: &[(&str, &str)], script: &str) -> Output {
     let mut c = Command::new("bash");

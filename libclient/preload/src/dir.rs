@@ -39,12 +39,13 @@ fn dtype(m: u32) -> u8 {
 /// The entries of a directory, "." and ".." first, as readdir returns them.
 fn list(of: &OpenFile) -> Result<Vec<Entry>, Errno> {
     let c = state::client()?;
-    let parent = gkfs_proto::path::parent(&of.path);
+    let path = of.path();
+    let parent = gkfs_proto::path::parent(&path);
     let mut v = vec![
         Entry {
             name: ".".into(),
             d_type: libc::DT_DIR,
-            ino: ino(&of.path),
+            ino: ino(&path),
         },
         Entry {
             name: "..".into(),
@@ -52,8 +53,8 @@ fn list(of: &OpenFile) -> Result<Vec<Entry>, Errno> {
             ino: ino(parent),
         },
     ];
-    for e in c.readdir(&of.path)? {
-        let full = gkfs_proto::path::join(&of.path, &e.name);
+    for e in c.readdir(&path)? {
+        let full = gkfs_proto::path::join(&path, &e.name);
         v.push(Entry {
             ino: ino(&full),
             d_type: dtype(e.mode),
@@ -403,7 +404,7 @@ fn h_fchdir(fd: c_int) -> Act<c_int> {
     match fds::get(fd) {
         Some(of) => Some(if of.is_dir() {
             state::fs().ok_or(Errno::ENOENT).map(|fs| {
-                state::set_cwd(Some(fs.mount.outside(&of.path)));
+                state::set_cwd(Some(fs.mount.outside(&of.path())));
                 0
             })
         } else {

@@ -17,6 +17,10 @@ use crate::{fds, state};
 pub const ENV_FDS: &str = "LIBGKFS_FDS";
 /// Environment variable holding a gkfs working directory.
 pub const ENV_CWD: &str = "LIBGKFS_CWD";
+/// [`ENV_FDS`] when the new program must look at every fd it has: the fds were
+/// arranged where the library cannot see (a vfork child's dup2, which must leave the
+/// parent's table alone; posix_spawn's file actions, done by glibc internally).
+const SCAN_ALL: &str = "*";
 
 extern "C" {
     static mut environ: *const *const c_char;
@@ -28,7 +32,7 @@ struct Env {
     ptrs: Vec<*const c_char>,
 }
 
-fn build_env(envp: *const *const c_char) -> Env {
+fn build_env(envp: *const *const c_char, scan_all: bool) -> Env {
     let mut strings = Vec::new();
     let mut i = 0;
     while !envp.is_null() {
@@ -51,7 +55,9 @@ fn build_env(envp: *const *const c_char) -> Env {
         .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } & libc::FD_CLOEXEC == 0)
         .map(|fd| fd.to_string())
         .collect();
-    if !open.is_empty() {
+    if scan_all || state::in_vfork_child() {
+        strings.extend(CString::new(format!("{ENV_FDS}={SCAN_ALL}")).ok());
+    } else if !open.is_empty() {
         strings.extend(CString::new(format!("{ENV_FDS}={}", open.join(","))).ok());
     }
     if let Some(cwd) = state::cwd() {
@@ -153,7 +159,7 @@ fn execve_with(
     envp: *const *const c_char,
 ) -> Act<c_int> {
     state::fs()?;
-    let env = build_env(envp);
+    let env = build_env(envp, false);
     Some(match classify(path) {
         Target::Gkfs(p) => exec_gkfs(p, argv, &env),
         Target::Fail(e) => Err(e),
@@ -196,7 +202,7 @@ fn h_execvpe(
     };
     if !path.split(':').any(in_gkfs) {
         // No search directory is ours: glibc's search (with its ENOEXEC fallback).
-        let env = build_env(envp);
+        let env = build_env(envp, false);
         return Some(real_exec(&REAL_EXECVPE, name, argv, &env));
     }
     let mut last = Errno::ENOENT;
@@ -233,9 +239,9 @@ fn h_execvp(name: *const c_char, argv: *const *const c_char) -> Act<c_int> {
 fn h_fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> Act<c_int> {
     let of = fds::get(fd);
     state::fs()?;
-    let env = build_env(envp);
+    let env = build_env(envp, false);
     Some(match of {
-        Some(of) => exec_gkfs(of.path.clone(), argv, &env),
+        Some(of) => exec_gkfs(of.path().to_string(), argv, &env),
         None => {
             let addr = REAL_FEXECVE.get();
             if addr == 0 {
@@ -281,7 +287,7 @@ fn spawn(
         );
         return Some(Ok(libc::ENOTSUP));
     }
-    let env = build_env(envp.cast());
+    let env = build_env(envp.cast(), !fa.is_null());
     // posix_spawn returns an error number rather than setting errno.
     // SAFETY: the caller's arguments with our environment.
     Some(Ok(unsafe {
@@ -311,10 +317,91 @@ fn h_posix_spawnp(
     spawn(libc::posix_spawnp, pid, file, fa, attr, argv, envp)
 }
 
+/// Descriptors opened for `posix_spawn_file_actions_addopen` of gkfs paths, with the
+/// file actions object they belong to; closed when it is destroyed.
+static SPAWN_OPENED: parking_lot::Mutex<Vec<(usize, c_int)>> = parking_lot::Mutex::new(Vec::new());
+
+/// posix_spawn_file_actions_addopen(3) of a gkfs path: glibc would open it in the child
+/// with an internal call. It is opened here, now (close-on-exec), and the child gets it
+/// by a dup2 action instead. A relative path under a gkfs working directory that leads
+/// out of gkfs is passed on absolute.
+fn h_addopen(
+    fa: *mut libc::posix_spawn_file_actions_t,
+    fd: c_int,
+    path: *const c_char,
+    oflag: c_int,
+    mode: libc::mode_t,
+) -> Act<c_int> {
+    state::fs()?;
+    match classify(path) {
+        Target::Real => None,
+        Target::Fail(e) => Some(Ok(e.raw())),
+        Target::RealPath(p) => {
+            // SAFETY: the caller's file actions with the absolute path (copied by glibc).
+            Some(Ok(unsafe { real_addopen(fa, fd, p.as_ptr(), oflag, mode) }))
+        }
+        Target::Gkfs(_) => {
+            // SAFETY: the program's own open of its path, close-on-exec in this process.
+            let ours = crate::hook::outside(|| unsafe {
+                libc::open(path, oflag | libc::O_CLOEXEC, mode as c_int)
+            });
+            if ours < 0 {
+                return Some(Ok(crate::hook::errno()));
+            }
+            SPAWN_OPENED.lock().push((fa as usize, ours));
+            // SAFETY: the caller's file actions object; dup2 our new fd onto `fd`.
+            Some(Ok(unsafe {
+                libc::posix_spawn_file_actions_adddup2(fa, ours, fd)
+            }))
+        }
+    }
+}
+
+/// glibc's addopen (not in the libc crate's safe surface under this name).
+unsafe fn real_addopen(
+    fa: *mut libc::posix_spawn_file_actions_t,
+    fd: c_int,
+    path: *const c_char,
+    oflag: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    static REAL: crate::hook::Real = crate::hook::Real::new(c"posix_spawn_file_actions_addopen");
+    let addr = REAL.get();
+    if addr == 0 {
+        return libc::ENOSYS;
+    }
+    type AddOpen = unsafe extern "C" fn(
+        *mut libc::posix_spawn_file_actions_t,
+        c_int,
+        *const c_char,
+        c_int,
+        libc::mode_t,
+    ) -> c_int;
+    // SAFETY: libc's posix_spawn_file_actions_addopen, whose prototype this is.
+    let f: AddOpen = unsafe { std::mem::transmute(addr) };
+    // SAFETY: the caller's arguments.
+    unsafe { f(fa, fd, path, oflag, mode) }
+}
+
+/// posix_spawn_file_actions_destroy(3): closes what addopen opened for it.
+fn h_fa_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> Act<c_int> {
+    let mine: Vec<c_int> = {
+        let mut opened = SPAWN_OPENED.lock();
+        let (mine, rest) = opened.drain(..).partition(|(f, _)| *f == fa as usize);
+        *opened = rest;
+        mine.into_iter().map(|(_, fd)| fd).collect()
+    };
+    for fd in mine {
+        // SAFETY: the program's own close of the fd opened for it.
+        crate::hook::outside(|| unsafe { libc::close(fd) });
+    }
+    None
+}
+
 /// Runs `f` (glibc's system or popen, which start `/bin/sh` with `environ` through
 /// calls no preload can see) with the gkfs state in `environ`, removed again after.
 fn with_state_in_environ<R>(f: impl FnOnce() -> R) -> R {
-    let env = build_env(std::ptr::null());
+    let env = build_env(std::ptr::null(), false);
     let ours: Vec<&CString> = env
         ._strings
         .iter()
@@ -392,11 +479,21 @@ pub fn inherit() {
         return;
     }
     if state::fs().is_some() {
-        for fd in fds_var
-            .iter()
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.parse::<c_int>().ok())
-        {
+        let listed: Vec<c_int> = match fds_var.as_deref() {
+            Some(SCAN_ALL) => std::fs::read_dir("/proc/self/fd")
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            v => v
+                .iter()
+                .flat_map(|v| v.split(','))
+                .filter_map(|s| s.parse::<c_int>().ok())
+                .collect(),
+        };
+        for fd in listed {
             if let Some(of) = fds::OpenFile::adopt(fd) {
                 file::bind(fd, of);
             }
@@ -413,6 +510,8 @@ pub fn inherit() {
 }
 
 hooks! {
+    fn posix_spawn_file_actions_addopen(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int, path: *const c_char, oflag: c_int, mode: libc::mode_t) -> c_int = h_addopen;
+    fn posix_spawn_file_actions_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> c_int = h_fa_destroy;
     fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int = h_execve;
     fn execv(path: *const c_char, argv: *const *const c_char) -> c_int = h_execv;
     fn execvp(name: *const c_char, argv: *const *const c_char) -> c_int = h_execvp;

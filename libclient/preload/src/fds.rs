@@ -23,8 +23,14 @@ pub const MAX_FD: usize = 1 << 20;
 struct Page {
     magic: u64,
     flags: AtomicU32,
-    path_len: u32,
+    path_len: AtomicU32,
     offset: AtomicU64,
+    /// Seqlock of `path`: odd while a process rewrites it (a rename or unlink of the
+    /// open file), bumped twice per change.
+    path_gen: AtomicU32,
+    /// 1 when the file was unlinked while open (it lives on under
+    /// [`gkfs_proto::path::UNLINKED_DIR`] until its last close).
+    orphan: AtomicU32,
     /// The owner number of the description's OFD and flock locks (0: none yet).
     lock_owner: AtomicU64,
     record: [u8; 128],
@@ -35,8 +41,8 @@ const _: () = assert!(std::mem::size_of::<Page>() <= PAGE);
 /// An open file description.
 pub struct OpenFile {
     page: NonNull<Page>,
-    /// Path inside the file system.
-    pub path: String,
+    /// Path inside the file system, as last read from the page (generation, path).
+    path: RwLock<(u32, Arc<str>)>,
     /// The record at open time (type, file id).
     pub record: Record,
     /// Directory listing state (getdents64 / readdir on this description).
@@ -46,8 +52,8 @@ pub struct OpenFile {
     locked_here: AtomicBool,
 }
 
-// SAFETY: the page is shared memory touched only through atomics (offset, flags) or
-// written once before the OpenFile is published (path, record).
+// SAFETY: the page is shared memory touched only through atomics (offset, flags), under
+// its seqlock (path), or written once before the OpenFile is published (record).
 unsafe impl Send for OpenFile {}
 // SAFETY: see Send.
 unsafe impl Sync for OpenFile {}
@@ -94,6 +100,56 @@ impl OpenFile {
     /// The shared file offset.
     pub fn offset(&self) -> &AtomicU64 {
         &self.page().offset
+    }
+
+    /// The path inside the file system. It follows the file when a process sharing
+    /// the description renames it, or unlinks it while open.
+    pub fn path(&self) -> Arc<str> {
+        let gen = self.page().path_gen.load(Ordering::Acquire);
+        {
+            let cached = self.path.read();
+            if cached.0 == gen {
+                return cached.1.clone();
+            }
+        }
+        match read_path(self.page()) {
+            Some((gen, p)) => {
+                let p: Arc<str> = Arc::from(p);
+                *self.path.write() = (gen, p.clone());
+                p
+            }
+            None => self.path.read().1.clone(),
+        }
+    }
+
+    /// Moves the description to a new path (the file was renamed, or hidden after an
+    /// unlink), for every process that shares it.
+    pub fn set_path(&self, path: &str) -> Result<(), Errno> {
+        if path.len() > MAX_PATH {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let pg = self.page();
+        pg.path_gen.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: the path bytes of our shared page, written under the seqlock (readers
+        // retry while the generation is odd or changed); `path` fits (checked above).
+        unsafe {
+            let dst = std::ptr::addr_of_mut!((*self.page.as_ptr()).path).cast::<u8>();
+            std::ptr::copy_nonoverlapping(path.as_ptr(), dst, path.len());
+        }
+        pg.path_len.store(path.len() as u32, Ordering::Release);
+        let gen = pg.path_gen.fetch_add(1, Ordering::AcqRel) + 1;
+        *self.path.write() = (gen, Arc::from(path));
+        Ok(())
+    }
+
+    /// Was the file unlinked while open (and so removed at its last close)?
+    pub fn is_orphan(&self) -> bool {
+        self.page().orphan.load(Ordering::Acquire) != 0
+    }
+
+    /// Marks the file as unlinked while open.
+    pub fn set_orphan(&self) {
+        self.page().orphan.store(1, Ordering::Release);
     }
 
     /// The owner number of the description's OFD and flock locks (0: none yet).
@@ -183,10 +239,12 @@ impl OpenFile {
             let rec = record.to_bytes();
             pg.record[..rec.len()].copy_from_slice(&rec);
             pg.path[..path.len()].copy_from_slice(path.as_bytes());
-            pg.path_len = path.len() as u32;
+            pg.path_len = AtomicU32::new(path.len() as u32);
+            pg.path_gen = AtomicU32::new(0);
+            pg.orphan = AtomicU32::new(0);
             let of = Arc::new(OpenFile {
                 page,
-                path: path.to_string(),
+                path: RwLock::new((0, Arc::from(path))),
                 record,
                 listing: Mutex::new(None),
                 locked_here: AtomicBool::new(false),
@@ -246,26 +304,95 @@ impl OpenFile {
         let page = page.ok()?;
         // SAFETY: a mapping of PAGE bytes made just now.
         let pg = unsafe { page.as_ref() };
-        let parsed = (pg.magic == MAGIC && (pg.path_len as usize) <= MAX_PATH)
+        let parsed = (pg.magic == MAGIC)
             .then(|| {
-                let path = std::str::from_utf8(&pg.path[..pg.path_len as usize]).ok()?;
+                let (gen, path) = read_path(pg)?;
                 let record = Record::from_bytes(&pg.record[..Record::ENCODED_LEN]).ok()?;
-                Some((path.to_string(), record))
+                Some((gen, path, record))
             })
             .flatten();
-        let Some((path, record)) = parsed else {
+        let Some((gen, path, record)) = parsed else {
             // SAFETY: the mapping made above.
             unsafe { libc::munmap(page.as_ptr().cast(), PAGE) };
             return None;
         };
         Some(Arc::new(OpenFile {
             page,
-            path,
+            path: RwLock::new((gen, Arc::from(path))),
             record,
             listing: Mutex::new(None),
             locked_here: AtomicBool::new(false),
         }))
     }
+}
+
+/// The page's path and its generation, read under the seqlock (None: unreadable).
+fn read_path(pg: &Page) -> Option<(u32, String)> {
+    for _ in 0..10_000 {
+        let before = pg.path_gen.load(Ordering::Acquire);
+        if before % 2 == 1 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let len = pg.path_len.load(Ordering::Acquire) as usize;
+        if len > MAX_PATH {
+            return None;
+        }
+        let mut bytes = vec![0u8; len];
+        // SAFETY: `len` bytes of the page's path array; a concurrent writer makes the
+        // generation check below fail and the copy is discarded.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                std::ptr::addr_of!(pg.path).cast::<u8>(),
+                bytes.as_mut_ptr(),
+                len,
+            )
+        };
+        std::sync::atomic::fence(Ordering::Acquire);
+        if pg.path_gen.load(Ordering::Acquire) == before {
+            return String::from_utf8(bytes).ok().map(|p| (before, p));
+        }
+    }
+    None
+}
+
+/// The descriptions of this process open on `path` (regular files and directories
+/// alike), each once.
+pub fn open_at(path: &str) -> Vec<Arc<OpenFile>> {
+    let mut found: Vec<Arc<OpenFile>> = Vec::new();
+    for of in TABLE.read().iter().flatten() {
+        if &*of.path() == path && !found.iter().any(|f| Arc::ptr_eq(f, of)) {
+            found.push(of.clone());
+        }
+    }
+    found
+}
+
+/// After `from` was renamed to `to`: every description of this process at `from` or
+/// below it follows.
+pub fn renamed(from: &str, to: &str) {
+    let mut seen: Vec<Arc<OpenFile>> = Vec::new();
+    for of in TABLE.read().iter().flatten() {
+        if seen.iter().any(|f| Arc::ptr_eq(f, of)) {
+            continue;
+        }
+        seen.push(of.clone());
+        let p = of.path();
+        if let Some(rest) = p.strip_prefix(from) {
+            if rest.is_empty() || rest.starts_with('/') {
+                let _ = of.set_path(&format!("{to}{rest}"));
+            }
+        }
+    }
+}
+
+/// Is `fd` the last descriptor of this process on `of`'s description?
+pub fn last_here(fd: c_int, of: &Arc<OpenFile>) -> bool {
+    !TABLE
+        .read()
+        .iter()
+        .enumerate()
+        .any(|(i, e)| i as c_int != fd && e.as_ref().is_some_and(|o| Arc::ptr_eq(o, of)))
 }
 
 static BITS: [AtomicU64; MAX_FD / 64] = [const { AtomicU64::new(0) }; MAX_FD / 64];

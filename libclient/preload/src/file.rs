@@ -20,7 +20,7 @@ pub const MAX_SYMLINKS: u32 = 40;
 
 /// A handle for I/O on an open description.
 pub fn handle(of: &OpenFile) -> Result<File, Errno> {
-    Ok(state::client()?.file_handle(&of.path, of.record, of.append()))
+    Ok(state::client()?.file_handle(&of.path(), of.record, of.append()))
 }
 
 /// Where a gkfs path leads after following symlinks in its last component.
@@ -72,10 +72,21 @@ pub fn missing(c: &api::Client, path: &str) -> Errno {
 
 /// Opens a gkfs path with open(2) flags; returns the reserved fd.
 pub fn open_gkfs(path: String, flags: c_int, perm: c_uint) -> Result<c_int, Errno> {
-    if flags & libc::O_TMPFILE == libc::O_TMPFILE {
-        return Err(Errno::ENOTSUP);
-    }
     let c = state::client()?;
+    if flags & libc::O_TMPFILE == libc::O_TMPFILE {
+        // A nameless file in `path` (a directory): hidden, removed at its last close.
+        let acc = flags & libc::O_ACCMODE;
+        if acc != libc::O_WRONLY && acc != libc::O_RDWR {
+            return Err(Errno::EINVAL);
+        }
+        let hidden = crate::orphans::tmpfile_path(&c, &path)?;
+        let plain = (flags & !libc::O_TMPFILE) | libc::O_CREAT | libc::O_EXCL;
+        let fd = open_gkfs(hidden, plain, perm)?;
+        if let Some(of) = fds::get(fd) {
+            of.set_orphan();
+        }
+        return Ok(fd);
+    }
     let acc = flags & libc::O_ACCMODE;
     let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
     let create = flags & libc::O_CREAT != 0;
@@ -431,11 +442,20 @@ fn h_lseek(fd: c_int, off: i64, whence: c_int) -> Act<i64> {
     Some(seek_of(&of, off, whence))
 }
 
+/// What goes with a descriptor of `of` (at `fd`, about to be closed or replaced):
+/// locks (POSIX ones at any close, a description's at its last one here) and a file
+/// unlinked while open (at its last descriptor here).
+fn before_release(fd: c_int, of: &Arc<OpenFile>) {
+    let last = fds::last_here(fd, of);
+    crate::locks::before_close(of, last);
+    crate::orphans::before_close(of, last);
+}
+
 /// Forgets our side of `fd` (before the kernel fd is closed).
 pub fn unbind(fd: c_int) {
     if fds::is_ours(fd) {
         if let Some(of) = fds::get(fd) {
-            crate::locks::before_close(fd, &of);
+            before_release(fd, &of);
         }
         stdio::before_std_fd_change(fd);
         fds::remove(fd);
@@ -502,7 +522,7 @@ fn dup_to(old: c_int, new: c_int, real: impl FnOnce() -> c_int) -> Act<c_int> {
         return Some(Ok(new));
     }
     if let Some(replaced) = fds::get(new) {
-        crate::locks::before_close(new, &replaced);
+        before_release(new, &replaced);
     }
     stdio::before_std_fd_change(new);
     let r = checked(real());
@@ -583,7 +603,7 @@ fn h_ioctl(fd: c_int, req: std::ffi::c_ulong, arg: usize) -> Act<c_int> {
         _ => {
             unsupported(
                 Unsupported::Ioctl,
-                format_args!("ioctl({fd}, {req:#x}) on {}", of.path),
+                format_args!("ioctl({fd}, {req:#x}) on {}", of.path()),
             );
             Err(Errno(libc::ENOTTY))
         }
@@ -624,7 +644,7 @@ fn fallocate_of(of: &OpenFile, mode_: c_int, off: i64, len: i64) -> Result<c_int
     if mode_ & !libc::FALLOC_FL_KEEP_SIZE != 0 {
         unsupported(
             Unsupported::Fallocate,
-            format_args!("fallocate mode {mode_:#x} on {}", of.path),
+            format_args!("fallocate mode {mode_:#x} on {}", of.path()),
         );
         return Err(Errno::ENOTSUP);
     }

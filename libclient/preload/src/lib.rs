@@ -20,6 +20,7 @@ mod locks;
 mod log;
 mod meta;
 mod mmap;
+mod orphans;
 mod own;
 mod paths;
 mod state;

@@ -94,7 +94,7 @@ fn take(
     let c = state::client()?;
     let mut pause = Duration::from_millis(1);
     loop {
-        let r = c.lock(&of.path, owner, spec, false)?;
+        let r = c.lock(&of.path(), owner, spec, false)?;
         if r.granted && spec.kind != lock::UNLOCK {
             release_locks_at_exit();
         }
@@ -169,7 +169,7 @@ pub fn fcntl_lock(of: &OpenFile, cmd: c_int, arg: usize) -> Result<c_int, Errno>
         if kind == lock::UNLOCK {
             return Err(Errno::EINVAL);
         }
-        let r = c.lock(&of.path, owner, spec, true)?;
+        let r = c.lock(&of.path(), owner, spec, true)?;
         if r.granted {
             fl.l_type = libc::F_UNLCK as i16;
         } else {
@@ -203,7 +203,7 @@ pub fn fcntl_lock(of: &OpenFile, cmd: c_int, arg: usize) -> Result<c_int, Errno>
                     POSIX_LOCKED
                         .lock()
                         .get_or_insert_with(HashSet::new)
-                        .insert(of.path.clone());
+                        .insert(of.path().to_string());
                 }
             }
             Ok(0)
@@ -276,18 +276,16 @@ fn h_lockf(fd: c_int, cmd: c_int, len: i64) -> Act<c_int> {
     Some(Ok(0))
 }
 
-/// Before the program's fd `fd` on `of` is closed: drops this process's POSIX locks on
-/// the file, and the description's locks if this was the process's last fd of it.
-pub fn before_close(fd: c_int, of: &std::sync::Arc<OpenFile>) {
+/// Before the program closes a descriptor of `of` (`last_here`: its process's last
+/// one): drops this process's POSIX locks on the file, and the description's locks if
+/// this process took them and this is its last descriptor.
+pub fn before_close(of: &OpenFile, last_here: bool) {
     let posix = POSIX_LOCKED
         .lock()
         .as_mut()
-        .is_some_and(|s| s.remove(&of.path));
-    let last_here = of.locked_here()
-        && !fds::all().into_iter().any(|other| {
-            other != fd && fds::get(other).is_some_and(|o| std::sync::Arc::ptr_eq(&o, of))
-        });
-    if !posix && !last_here {
+        .is_some_and(|s| s.remove(&*of.path()));
+    let description = last_here && of.locked_here();
+    if !posix && !description {
         return;
     }
     let Ok(c) = state::client() else { return };
@@ -295,11 +293,11 @@ pub fn before_close(fd: c_int, of: &std::sync::Arc<OpenFile>) {
     if posix {
         owners.push(c.lock_owner());
     }
-    if last_here {
+    if description {
         owners.push(description_owner(of));
     }
     // A failure leaves the lock to its lease.
-    let _ = c.unlock_all(&of.path, &owners);
+    let _ = c.unlock_all(&of.path(), &owners);
 }
 
 hooks! {

@@ -119,7 +119,7 @@ fn stat_into(path: String, follow_links: bool, st: *mut libc::stat) -> Result<c_
 /// The current record of an open description: what the metadata owner has now, or,
 /// when the name is gone or names another file, what we knew with no link left.
 fn fd_record(of: &crate::fds::OpenFile) -> Result<Record, Errno> {
-    match state::client()?.stat(&of.path) {
+    match state::client()?.stat(&of.path()) {
         Ok(r) if r.file_id == of.record.file_id => Ok(r),
         Ok(_) | Err(Errno::ENOENT) => Ok(Record {
             nlink: 0,
@@ -134,7 +134,7 @@ pub fn fstat_of(fd: c_int, st: *mut libc::stat) -> Act<c_int> {
     let of = fds::get(fd)?;
     Some((|| {
         let rec = fd_record(&of)?;
-        fill_stat(&of.path, &rec, state::client()?.chunk_size(), st);
+        fill_stat(&of.path(), &rec, state::client()?.chunk_size(), st);
         Ok(0)
     })())
 }
@@ -213,7 +213,7 @@ fn h_statx(
             return None;
         }
         let of = fds::get(dirfd)?;
-        return Some(fd_record(&of).and_then(|r| fill(&of.path, &r)));
+        return Some(fd_record(&of).and_then(|r| fill(&of.path(), &r)));
     }
     let nofollow = flags & libc::AT_SYMLINK_NOFOLLOW != 0;
     route(
@@ -324,6 +324,9 @@ fn rmdir_gkfs(p: String) -> Result<c_int, Errno> {
 
 fn unlink_gkfs(p: String) -> Result<c_int, Errno> {
     let c = state::client()?;
+    if crate::orphans::unlink_open(&c, &p)? {
+        return Ok(0);
+    }
     match c.unlink(&p) {
         Err(Errno::EISDIR) | Err(Errno::EPERM) if c.stat(&p).is_ok_and(|r| r.is_dir()) => {
             Err(Errno::EISDIR)
@@ -382,7 +385,11 @@ fn rename_targets(from: Target, to: Target, flags: u32, to_dir: bool) -> Act<c_i
             if flags & libc::RENAME_NOREPLACE != 0 && c.stat(&b).is_ok() {
                 return Err(Errno::EEXIST);
             }
+            if a != b {
+                crate::orphans::before_rename_onto(&c, &b)?;
+            }
             c.rename(&a, &b)?;
+            crate::orphans::after_rename(&a, &b);
             Ok(0)
         })()),
         (Target::Gkfs(_), _) | (_, Target::Gkfs(_)) => Some(Err(Errno::EXDEV)),
@@ -533,7 +540,7 @@ fn h_utimensat(
 
 fn h_futimens(fd: c_int, times: *const libc::timespec) -> Act<c_int> {
     let of = fds::get(fd)?;
-    Some(set_times(&of.path, times))
+    Some(set_times(&of.path(), times))
 }
 
 fn timevals(tv: *const libc::timeval) -> Option<[libc::timespec; 2]> {
@@ -574,7 +581,7 @@ fn h_futimes(fd: c_int, tv: *const libc::timeval) -> Act<c_int> {
     let of = fds::get(fd)?;
     let ts = timevals(tv);
     Some(set_times(
-        &of.path,
+        &of.path(),
         ts.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
     ))
 }
@@ -638,7 +645,7 @@ fn h_fchmodat(dirfd: c_int, path: *const c_char, perm: libc::mode_t, flags: c_in
 fn h_fchmod(fd: c_int, perm: libc::mode_t) -> Act<c_int> {
     let of = fds::get(fd)?;
     Some((|| {
-        state::client()?.set_attr(&of.path, Some(perm & 0o7777), None, None)?;
+        state::client()?.set_attr(&of.path(), Some(perm & 0o7777), None, None)?;
         Ok(0)
     })())
 }
@@ -713,8 +720,8 @@ fn h_fchownat(
 fn h_fchown(fd: c_int, uid: libc::uid_t, gid: libc::gid_t) -> Act<c_int> {
     let of = fds::get(fd)?;
     Some((|| {
-        let r = state::client()?.stat(&of.path).unwrap_or(of.record);
-        chown_rec(&of.path, &r, uid, gid)
+        let r = state::client()?.stat(&of.path()).unwrap_or(of.record);
+        chown_rec(&of.path(), &r, uid, gid)
     })())
 }
 
@@ -845,7 +852,7 @@ fn readlink_gkfs(p: String, out: *mut c_char, size: usize) -> Result<isize, Errn
 /// as the kernel gives a file's path there.
 fn readlink_fd_alias(path: *const c_char, out: *mut c_char, size: usize) -> Act<isize> {
     let of = crate::paths::fd_alias(crate::hook::cstr(path)?)?;
-    let full = state::fs()?.mount.outside(&of.path);
+    let full = state::fs()?.mount.outside(&of.path());
     let n = full.len().min(size);
     // SAFETY: at most `size` bytes into the caller's buffer (readlink adds no NUL).
     unsafe { std::ptr::copy_nonoverlapping(full.as_ptr(), out.cast(), n) };

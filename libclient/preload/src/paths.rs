@@ -100,7 +100,7 @@ pub fn classify_with(dirfd: c_int, path: *const c_char, slash: Slash) -> Target 
         };
     };
     let t = if let Some(of) = fd_alias(p) {
-        Target::Gkfs(of.path.clone())
+        Target::Gkfs(of.path().to_string())
     } else if dirfd == libc::AT_FDCWD || p.starts_with('/') {
         match state::resolve(p) {
             Some((_, r)) => from_resolved(r),
@@ -119,7 +119,7 @@ pub fn classify_with(dirfd: c_int, path: *const c_char, slash: Slash) -> Target 
             Some(dir) => match state::fs() {
                 None => Target::Real,
                 Some(fs) => {
-                    let base = fs.mount.outside(&dir.path);
+                    let base = fs.mount.outside(&dir.path());
                     from_resolved(fs.mount.resolve(Some(&base), p))
                 }
             },

@@ -190,10 +190,42 @@ pub fn cwd() -> Option<String> {
 /// (None: the kernel's working directory applies again, and may have changed).
 pub fn set_cwd(dir: Option<String>) {
     log::debug(format_args!("cwd -> {dir:?} (pid {})", std::process::id()));
-    if dir.is_none() {
-        *REAL_CWD.write() = None;
+    match dir {
+        None => *REAL_CWD.write() = None,
+        Some(_) => enter_void(),
     }
     *CWD.write() = dir;
+}
+
+/// While the working directory is in gkfs, the kernel's is an empty directory that no
+/// longer exists: a relative path that reaches the kernel without the library (glibc's
+/// internal calls, direct system calls) finds nothing and creates nothing (ENOENT),
+/// instead of landing in whatever real directory the process was in before.
+fn enter_void() {
+    const VOID: &str = "/.gkfs-void-";
+    if std::fs::read_link("/proc/self/cwd").is_ok_and(|c| {
+        let c = c.to_string_lossy();
+        c.contains(VOID) && c.ends_with(" (deleted)")
+    }) {
+        return;
+    }
+    for base in ["/tmp", "/dev/shm"] {
+        let mut template = format!("{base}{VOID}XXXXXX\0").into_bytes();
+        // SAFETY: a NUL-terminated template in a buffer we own; the library's own calls.
+        unsafe {
+            if libc::mkdtemp(template.as_mut_ptr().cast()).is_null() {
+                continue;
+            }
+            if libc::chdir(template.as_ptr().cast()) == 0 {
+                libc::rmdir(template.as_ptr().cast());
+                return;
+            }
+            libc::rmdir(template.as_ptr().cast());
+        }
+    }
+    log::debug(format_args!(
+        "no empty directory for the kernel's working directory"
+    ));
 }
 
 /// Records the current process as the owner of the state.
