@@ -910,6 +910,57 @@ print("cwd:", os.getcwd() == os.environ["D"])'"#,
     );
 }
 
+/// Symlinks in any component of a path, as the kernel resolves them: relative and
+/// absolute targets, chains, `..` inside a target, targets out of gkfs, loops (ELOOP),
+/// dangling links, and the calls that must not follow a last-component link. Once
+/// `cat link/inner` failed with ENOTDIR, and `tar x` of a dangling link failed to chmod.
+#[test]
+fn symlinks_in_any_component() {
+    let s = Setup::new();
+    let shell = r#"mkdir -p d/deep x/y; echo in > d/inner; echo deeper > d/deep/f
+ln -s d link; ln -s "$D/d" abs; ln -s link chain; ln -s ../d x/up; ln -s ../../d x/y/up2
+ln -s loop1 loop2; ln -s loop2 loop1; ln -s nowhere dang; ln -s "$T" outside
+cat link/inner abs/inner chain/inner x/up/inner x/y/up2/deep/f link/deep/f
+ls link/ chain/deep; ls -l link/inner | cut -c1-10
+echo new > link/new; cat d/new; mkdir link/sub; touch chain/sub/t; ls d d/sub
+mv link/new link/renamed; ls d; rm link/renamed; ls d
+cat loop1/x 2>&1 | sed 's/^cat: //'
+cat dang/x 2>&1 | sed 's/^cat: //'
+echo out > outside/file; cat "$T/file"; ls outside
+(cd link && pwd && cat inner && cd deep && cat f)
+mkdir tarsrc; ln -s does-not-exist tarsrc/dangling; ln -s ../d tarsrc/rel; echo t > tarsrc/f
+tar cf t.tar tarsrc && mkdir tarout && tar xf t.tar -C tarout && ls -l tarout/tarsrc | grep -v '^total' | cut -c1-10,40- | sort
+find -L link -type f | sort; find chain/ | sort"#;
+    s.same("symlink-components", &prelude(shell));
+    let py = r#"
+import os, shutil, stat
+d = os.environ["D"]
+os.makedirs(d + "/d/sub"); os.chdir(d)
+open("d/f", "w").write("f"); open("d/sub/g", "w").write("g")
+os.symlink("d", "ld"); os.symlink("f", "d/lf"); os.symlink("missing", "dang")
+print(os.stat("ld/sub/g").st_size, stat.S_ISLNK(os.lstat("ld/lf").st_mode), os.listdir("ld/sub"))
+def t(name, fn):
+    try:
+        r = fn(); print(name, "ok")
+    except (OSError, NotImplementedError) as e:
+        print(name, type(e).__name__, getattr(e, "errno", None))
+t("open O_NOFOLLOW of a link", lambda: os.open("ld/lf", os.O_RDONLY | os.O_NOFOLLOW))
+t("open O_NOFOLLOW through a dir link", lambda: os.close(os.open("ld/f", os.O_RDONLY | os.O_NOFOLLOW)))
+t("chmod nofollow of a link", lambda: os.chmod("dang", 0o700, follow_symlinks=False))
+t("chmod of a dangling link", lambda: os.chmod("dang", 0o700))
+t("utime nofollow of a link", lambda: os.utime("dang", (1, 1), follow_symlinks=False))
+t("lstat time", lambda: print(os.lstat("dang").st_mtime == 1.0))
+t("access nofollow", lambda: print(os.access("dang", os.F_OK, follow_symlinks=False), os.access("dang", os.F_OK)))
+t("stat nofollow of a dangling link", lambda: print(stat.S_ISLNK(os.stat("dang", follow_symlinks=False).st_mode)))
+for root, dirs, files in sorted(os.walk(".", followlinks=True)):
+    print(root, sorted(dirs), sorted(files))
+shutil.copytree("d", "copy", symlinks=True)
+print(sorted(os.listdir("copy")), os.readlink("copy/lf"), open("copy/lf").read())
+print(os.path.realpath("ld/sub/g") == os.path.join(d, "d/sub/g"), os.path.realpath("ld/lf") == os.path.join(d, "d/f"))
+"#;
+    s.same("symlink-calls", &format!("python3 - <<'EOF'\n{py}\nEOF"));
+}
+
 /// Runs `script` in bash under the preload with exactly this gkfs environment.
 fn run_with_env(lib: &Path, env: &[(&str, &str)], script: &str) -> Output {
     let mut c = Command::new("bash");

@@ -387,7 +387,7 @@ fn h_chdir(path: *const c_char) -> Act<c_int> {
         r
     };
     match classify(path) {
-        Target::Gkfs(p) => Some(enter(p)),
+        Target::Gkfs(p) => Some(crate::paths::with_links(p, enter)),
         Target::Fail(e) => Some(Err(e)),
         Target::RealPath(p) => Some(real(p.as_ptr())),
         Target::Real => {

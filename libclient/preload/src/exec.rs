@@ -161,7 +161,7 @@ fn execve_with(
     state::fs()?;
     let env = build_env(envp, false);
     Some(match classify(path) {
-        Target::Gkfs(p) => exec_gkfs(p, argv, &env),
+        Target::Gkfs(p) => crate::paths::with_links(p, |p| exec_gkfs(p, argv, &env)),
         Target::Fail(e) => Err(e),
         Target::RealPath(p) => real_exec(&REAL_EXECVE, p.as_ptr(), argv, &env),
         Target::Real => real_exec(&REAL_EXECVE, path, argv, &env),

@@ -13,7 +13,8 @@ use crate::file::{follow, Followed};
 use crate::hook::{cstr, hooks, Act};
 use crate::log::{unsupported, Unsupported};
 use crate::paths::{
-    checked, classify, classify_at, classify_with, ends_in_dot, names_dir, route, Slash, Target,
+    checked, classify, classify_at, classify_with, ends_in_dot, names_dir, route, with_links,
+    Slash, Target,
 };
 use crate::state;
 
@@ -374,27 +375,32 @@ fn h_unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> Act<c_int> {
 fn rename_targets(from: Target, to: Target, flags: u32, to_dir: bool) -> Act<c_int> {
     match (from, to) {
         (Target::Fail(e), _) | (_, Target::Fail(e)) => Some(Err(e)),
-        (Target::Gkfs(a), Target::Gkfs(b)) => Some((|| {
-            let c = state::client()?;
-            if to_dir && !c.stat(&a)?.is_dir() {
-                return Err(Errno::ENOTDIR);
-            }
-            if flags & libc::RENAME_EXCHANGE != 0 {
-                return Err(Errno::ENOTSUP);
-            }
-            if flags & libc::RENAME_NOREPLACE != 0 && c.stat(&b).is_ok() {
-                return Err(Errno::EEXIST);
-            }
-            if a != b {
-                crate::orphans::before_rename_onto(&c, &b)?;
-            }
-            c.rename(&a, &b)?;
-            crate::orphans::after_rename(&a, &b);
-            Ok(0)
-        })()),
+        (Target::Gkfs(a), Target::Gkfs(b)) => Some(with_links(a, |a| {
+            with_links(b.clone(), |b| rename_gkfs(&a, &b, flags, to_dir))
+        })),
         (Target::Gkfs(_), _) | (_, Target::Gkfs(_)) => Some(Err(Errno::EXDEV)),
         _ => None,
     }
+}
+
+/// rename of two gkfs paths.
+fn rename_gkfs(a: &str, b: &str, flags: u32, to_dir: bool) -> Result<c_int, Errno> {
+    let c = state::client()?;
+    if to_dir && !c.stat(a)?.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    if flags & libc::RENAME_EXCHANGE != 0 {
+        return Err(Errno::ENOTSUP);
+    }
+    if flags & libc::RENAME_NOREPLACE != 0 && c.stat(b).is_ok() {
+        return Err(Errno::EEXIST);
+    }
+    if a != b {
+        crate::orphans::before_rename_onto(&c, b)?;
+    }
+    c.rename(a, b)?;
+    crate::orphans::after_rename(a, b);
+    Ok(0)
 }
 
 fn h_rename(from: *const c_char, to: *const c_char) -> Act<c_int> {
@@ -610,8 +616,12 @@ fn h_utime(path: *const c_char, ut: *const libc::utimbuf) -> Act<c_int> {
     )
 }
 
-fn chmod_gkfs(p: String, perm: libc::mode_t) -> Result<c_int, Errno> {
-    match lookup(p, true)? {
+fn chmod_gkfs(p: String, perm: libc::mode_t, follow: bool) -> Result<c_int, Errno> {
+    match lookup(p, follow)? {
+        // As Linux: the mode of a symlink itself cannot be changed.
+        Followed::Gkfs(_, r) if !follow && r.mode & mode::S_IFMT == mode::S_IFLNK => {
+            Err(Errno::ENOTSUP)
+        }
         Followed::Gkfs(p, _) => {
             state::client()?.set_attr(&p, Some(perm & 0o7777), None, None)?;
             Ok(0)
@@ -629,7 +639,16 @@ fn h_chmod(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
     route(
         classify(path),
         |p| unsafe { libc::chmod(p, perm) },
-        |p| chmod_gkfs(p, perm),
+        |p| chmod_gkfs(p, perm, true),
+    )
+}
+
+fn h_lchmod(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
+    route(
+        classify_with(libc::AT_FDCWD, path, Slash::Entry),
+        // SAFETY: rewritten path.
+        |p| unsafe { libc::fchmodat(libc::AT_FDCWD, p, perm, libc::AT_SYMLINK_NOFOLLOW) },
+        |p| chmod_gkfs(p, perm, false),
     )
 }
 
@@ -638,7 +657,7 @@ fn h_fchmodat(dirfd: c_int, path: *const c_char, perm: libc::mode_t, flags: c_in
         classify_at(dirfd, path),
         // SAFETY: rewritten path.
         |p| unsafe { libc::fchmodat(libc::AT_FDCWD, p, perm, flags) },
-        |p| chmod_gkfs(p, perm),
+        |p| chmod_gkfs(p, perm, flags & libc::AT_SYMLINK_NOFOLLOW == 0),
     )
 }
 
@@ -1086,6 +1105,7 @@ hooks! {
     fn futimes(fd: c_int, tv: *const libc::timeval) -> c_int = h_futimes;
     fn utime(path: *const c_char, ut: *const libc::utimbuf) -> c_int = h_utime;
     fn chmod(path: *const c_char, perm: libc::mode_t) -> c_int = h_chmod;
+    fn lchmod(path: *const c_char, perm: libc::mode_t) -> c_int = h_lchmod;
     fn fchmod(fd: c_int, perm: libc::mode_t) -> c_int = h_fchmod;
     fn fchmodat(dirfd: c_int, path: *const c_char, perm: libc::mode_t, flags: c_int) -> c_int = h_fchmodat;
     fn chown(path: *const c_char, uid: libc::uid_t, gid: libc::gid_t) -> c_int = h_chown;

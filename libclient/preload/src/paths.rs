@@ -108,7 +108,7 @@ pub fn classify_with(dirfd: c_int, path: *const c_char, slash: Slash) -> Target 
         }
     } else {
         match fds::get(dirfd) {
-            None => Target::Real,
+            None => from_real_dir(dirfd, p),
             Some(dir) if !dir.is_dir() => {
                 if p.is_empty() {
                     Target::Real
@@ -178,6 +178,31 @@ pub fn fd_alias(p: &str) -> Option<std::sync::Arc<fds::OpenFile>> {
     fds::get(n)
 }
 
+/// A relative path from a real directory fd: the kernel's, unless it walks into the
+/// mount dir (`openat(fd_of_tmp, "gkfs/x")`, which rsync and other careful programs do
+/// one component at a time). Only a path naming the mount dir's last component is
+/// looked at further (a readlink of the dirfd).
+fn from_real_dir(dirfd: c_int, p: &str) -> Target {
+    let Some(fs) = state::fs() else {
+        return Target::Real;
+    };
+    let mount = fs.mount.as_str();
+    let last = &mount[mount.rfind('/').map_or(0, |i| i + 1)..];
+    if p.starts_with('/') || !p.split('/').any(|c| c == last) {
+        return Target::Real;
+    }
+    let Ok(base) = std::fs::read_link(format!("/proc/self/fd/{dirfd}")) else {
+        return Target::Real;
+    };
+    let Some(base) = base.to_str() else {
+        return Target::Real;
+    };
+    match fs.mount.resolve(Some(base), p) {
+        Resolved::Gkfs(q) => Target::Gkfs(q),
+        _ => Target::Real,
+    }
+}
+
 /// Does `path`'s last component say "this directory" or "its parent" ("d/.", "..")?
 /// Such a name cannot be renamed (EBUSY) or removed (EINVAL).
 pub fn ends_in_dot(path: &str) -> bool {
@@ -187,7 +212,14 @@ pub fn ends_in_dot(path: &str) -> bool {
 /// The target of a gkfs path that was spelled as a directory: the directory (the one a
 /// final symlink leads to when `follow`), or the error the kernel gives.
 fn must_be_dir(path: String, follow: bool) -> Target {
-    match crate::meta::lookup(path, follow) {
+    match crate::meta::lookup(path.clone(), follow) {
+        Err(Errno::ENOENT | Errno::ENOTDIR) if through_links(&path).is_some() => {
+            match through_links(&path) {
+                Some(Target::Gkfs(q)) => must_be_dir(q, follow),
+                Some(t) => t,
+                None => Target::Fail(Errno::ENOENT),
+            }
+        }
         Ok(Followed::Gkfs(q, r)) if r.is_dir() => Target::Gkfs(q),
         Ok(Followed::Gkfs(..)) => Target::Fail(Errno::ENOTDIR),
         Ok(Followed::Real(real)) => match CString::new(real + "/") {
@@ -216,12 +248,94 @@ pub fn checked<R: Fail + PartialEq>(r: R) -> Result<R, Errno> {
 pub fn route<R: Fail + PartialEq>(
     t: Target,
     real: impl FnOnce(*const c_char) -> R,
-    ours: impl FnOnce(String) -> Result<R, Errno>,
+    mut ours: impl FnMut(String) -> Result<R, Errno>,
 ) -> Act<R> {
     match t {
         Target::Real => None,
         Target::RealPath(p) => Some(checked(real(p.as_ptr()))),
         Target::Fail(e) => Some(Err(e)),
-        Target::Gkfs(p) => Some(ours(p)),
+        Target::Gkfs(p) => Some(match ours(p.clone()) {
+            Err(e @ (Errno::ENOENT | Errno::ENOTDIR)) => match through_links(&p) {
+                Some(Target::Gkfs(q)) => ours(q),
+                Some(Target::RealPath(c)) => checked(real(c.as_ptr())),
+                Some(Target::Fail(e)) => Err(e),
+                _ => Err(e),
+            },
+            r => r,
+        }),
+    }
+}
+
+/// Runs `f` on a gkfs path, and again on the path with its directory symlinks
+/// resolved if it failed for want of them (see [`through_links`]). A path that leads
+/// out of gkfs that way keeps the first error.
+pub fn with_links<R>(p: String, mut f: impl FnMut(String) -> Result<R, Errno>) -> Result<R, Errno> {
+    match f(p.clone()) {
+        Err(e @ (Errno::ENOENT | Errno::ENOTDIR)) => match through_links(&p) {
+            Some(Target::Gkfs(q)) => f(q),
+            Some(Target::Fail(e)) => Err(e),
+            _ => Err(e),
+        },
+        r => r,
+    }
+}
+
+/// The path the kernel would reach for `p` (a gkfs path whose call failed with ENOENT
+/// or ENOTDIR): symlinks among its directories resolved, relative and absolute
+/// targets, chains up to [`crate::file::MAX_SYMLINKS`] (then ELOOP), into gkfs or out
+/// of it (`RealPath`). None when no directory of the path is a symlink: the error
+/// stands. Costs a lookup per directory not seen as one in the last second, on error
+/// paths only; the usual path (no symlinked directory) pays nothing.
+pub fn through_links(p: &str) -> Option<Target> {
+    let c = state::client().ok()?;
+    let fs = state::fs()?;
+    let mut path = p.to_string();
+    let mut links = 0;
+    let mut changed = false;
+    'walk: loop {
+        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let mut prefix = String::new();
+        for (i, comp) in comps.iter().enumerate().take(comps.len().saturating_sub(1)) {
+            prefix.push('/');
+            prefix.push_str(comp);
+            if state::known_dir(&prefix) {
+                continue;
+            }
+            // A missing or non-directory ancestor: the call's own error stands (on the
+            // path as resolved so far).
+            let Ok(rec) = c.stat(&prefix) else { break };
+            if rec.is_dir() {
+                state::note_dir(&prefix);
+                continue;
+            }
+            if rec.mode & gkfs_proto::record::mode::S_IFMT != gkfs_proto::record::mode::S_IFLNK {
+                break;
+            }
+            links += 1;
+            if links > crate::file::MAX_SYMLINKS {
+                return Some(Target::Fail(Errno::ELOOP));
+            }
+            let Ok(target) = crate::meta::read_link(&c, &prefix, rec) else {
+                break;
+            };
+            let rest = comps[i + 1..].join("/");
+            let joined = if target.starts_with('/') {
+                format!("{target}/{rest}")
+            } else {
+                let base = fs.mount.outside(gkfs_proto::path::parent(&prefix));
+                format!("{base}/{target}/{rest}")
+            };
+            match fs.mount.resolve(None, &joined) {
+                Resolved::Gkfs(q) => {
+                    path = q;
+                    changed = true;
+                    continue 'walk;
+                }
+                _ => {
+                    return CString::new(joined).ok().map(Target::RealPath);
+                }
+            }
+        }
+        return changed.then_some(Target::Gkfs(path));
     }
 }

@@ -190,12 +190,20 @@ fn redirect_std(i: c_int, fd: c_int) -> Result<*mut File, Errno> {
 }
 
 fn h_freopen(path: *const c_char, mode: *const c_char, stream: *mut File) -> Act<*mut File> {
-    if path.is_null() {
-        return None;
-    }
+    let t = if path.is_null() {
+        // freopen(NULL, mode, stream) reopens the stream's own file with a new mode:
+        // glibc would reopen the reserved fd (and crash on a cookie stream).
+        if stream.is_null() {
+            return None;
+        }
+        // SAFETY: the caller's stream.
+        let fd = unsafe { libc::fileno(stream) };
+        Target::Gkfs(fds::get(fd)?.path().to_string())
+    } else {
+        classify(path)
+    };
     let std_fd = std_index(stream);
     let ours_now = std_fd.is_some_and(|i| !SWAPPED[i as usize].load(Ordering::Acquire).is_null());
-    let t = classify(path);
     if !matches!(t, Target::Gkfs(_)) && !ours_now {
         return match t {
             // SAFETY: rewritten path, the caller's mode and stream.
@@ -215,12 +223,12 @@ fn h_freopen(path: *const c_char, mode: *const c_char, stream: *mut File) -> Act
             // SAFETY: closing the caller's stream as freopen does.
             unsafe { libc::fclose(stream) };
             return match t {
-                Target::Gkfs(p) => fopen_gkfs(p, mode),
+                Target::Gkfs(p) => crate::paths::with_links(p, |p| fopen_gkfs(p, mode)),
                 _ => Err(Errno::EINVAL),
             };
         };
         let fd = match t {
-            Target::Gkfs(p) => file::open_gkfs(p, flags, 0o666)?,
+            Target::Gkfs(p) => crate::paths::with_links(p, |p| file::open_gkfs(p, flags, 0o666))?,
             Target::RealPath(p) => {
                 // SAFETY: NUL-terminated path.
                 crate::paths::checked(unsafe { libc::open(p.as_ptr(), flags, 0o666) })?
