@@ -203,6 +203,8 @@ arb_struct! {
     LockReply { granted, conflict_kind, conflict_start, conflict_end, conflict_pid };
     LockLeaseReq { owners, release, path };
     LockLeaseReply { held };
+    AdjustLinksReq { path, delta, ctime };
+    AdjustLinksReply { record };
 }
 
 impl Arb for RequestHeader {

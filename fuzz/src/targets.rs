@@ -376,6 +376,10 @@ macro_rules! with_rpc {
                 type $R = LockLeaseReq;
                 $body
             }
+            Some(Opcode::AdjustLinks) => {
+                type $R = AdjustLinksReq;
+                $body
+            }
             None => $unknown,
         }
     };
@@ -461,6 +465,7 @@ checker_handler! {
     set_attr(SetAttrReq) -> StatReply;
     lock(LockReq) -> LockReply;
     lock_lease(LockLeaseReq) -> LockLeaseReply;
+    adjust_links(AdjustLinksReq) -> AdjustLinksReply;
 }
 
 /// Checks that an error detail that went through a reply is the original cut at a

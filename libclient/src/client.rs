@@ -243,7 +243,8 @@ impl Client {
     /// The metadata record of `p`.
     pub fn stat(&self, p: &str) -> Result<Record, Errno> {
         let p = check_path(p)?;
-        self.stat_norm(&p)
+        let rec = self.stat_norm(&p)?;
+        self.resolve_linked(rec)
     }
 
     pub(crate) fn stat_norm(&self, p: &str) -> Result<Record, Errno> {
@@ -256,6 +257,11 @@ impl Client {
                 },
             )?
             .record)
+    }
+
+    /// Checks that the parent of `p` is a directory (ENOENT, ENOTDIR).
+    pub(crate) fn check_parent(&self, p: &str) -> Result<(), Errno> {
+        self.check_parent_dir(p)
     }
 
     fn check_parent_dir(&self, p: &str) -> Result<(), Errno> {
@@ -387,7 +393,7 @@ impl Client {
             .rpc()
             .call(self.owner(&p), &RemoveReq { path: p, kind: 1 })?
             .record;
-        self.remove_data(&rec)
+        self.name_removed(&rec)
     }
 
     /// Removes the chunks of a record that no longer has a name.
@@ -452,8 +458,11 @@ impl Client {
             active = next;
         }
         if p == "/" {
-            // Files unlinked while open live on there, nameless to programs.
-            all.remove(&gkfs_proto::path::UNLINKED_DIR[1..]);
+            // Files unlinked while open and the inode records of hard links live
+            // there, nameless to programs.
+            for hidden in gkfs_proto::path::HIDDEN_DIRS {
+                all.remove(&hidden[1..]);
+            }
         }
         Ok(all.into_values().collect())
     }
@@ -469,6 +478,14 @@ impl Client {
         let rec = self.stat_norm(&from)?;
         if from == to {
             return Ok(());
+        }
+        if rec.is_linked() {
+            // Two names of one file: rename(2) does nothing.
+            if let Ok(t) = self.stat_norm(&to) {
+                if t.is_linked() && t.file_id == rec.file_id {
+                    return Ok(());
+                }
+            }
         }
         if rec.is_dir() && path::is_within(&to, &from) {
             return Err(Errno::EINVAL);
@@ -507,7 +524,7 @@ impl Client {
         )?;
         if let Some(old) = replaced {
             if old.file_id != rec.file_id {
-                self.remove_data(&old)?;
+                self.name_removed(&old)?;
             }
         }
         Ok(())
@@ -575,19 +592,21 @@ impl Client {
         mtime: Option<i64>,
     ) -> Result<Record, Errno> {
         let p = check_path(p)?;
-        Ok(self
-            .rpc()
-            .call(
-                self.owner(&p),
-                &SetAttrReq {
-                    path: p,
-                    mode: perm.unwrap_or(u32::MAX),
-                    atime: atime.unwrap_or(-1),
-                    mtime: mtime.unwrap_or(-1),
-                    ctime: now_ns(),
-                },
-            )?
-            .record)
+        self.on_attrs(&p, |p| {
+            Ok(self
+                .rpc()
+                .call(
+                    self.owner(p),
+                    &SetAttrReq {
+                        path: p.to_string(),
+                        mode: perm.unwrap_or(u32::MAX),
+                        atime: atime.unwrap_or(-1),
+                        mtime: mtime.unwrap_or(-1),
+                        ctime: now_ns(),
+                    },
+                )?
+                .record)
+        })
     }
 
     /// Sets the size of a file: shrinking drops the data past it, growing adds a hole.
@@ -596,17 +615,19 @@ impl Client {
         if size > i64::MAX as u64 {
             return Err(Errno::EFBIG);
         }
-        let old = self
-            .rpc()
-            .call(
-                self.owner(&p),
-                &TruncateReq {
-                    path: p,
-                    size,
-                    mtime: now_ns(),
-                },
-            )?
-            .old;
+        let old = self.on_attrs(&p, |p| {
+            Ok(self
+                .rpc()
+                .call(
+                    self.owner(p),
+                    &TruncateReq {
+                        path: p.to_string(),
+                        size,
+                        mtime: now_ns(),
+                    },
+                )?
+                .old)
+        })?;
         if size >= old.size {
             return Ok(());
         }

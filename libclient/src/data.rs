@@ -92,6 +92,15 @@ impl Client {
         if record.is_dir() && (opts.write || opts.truncate || opts.append) {
             return Err(Errno::EISDIR);
         }
+        // A hard-linked name: the file is its inode record.
+        let (p, record) = if record.is_linked() {
+            (
+                gkfs_proto::path::inode_path(record.file_id),
+                self.resolve_linked(record)?,
+            )
+        } else {
+            (p, record)
+        };
         let mut file = File {
             client: self.clone(),
             path: p,
@@ -109,9 +118,14 @@ impl Client {
     /// library rebuilds handles after fork and exec from the path and record it kept).
     /// No message is sent.
     pub fn file_handle(&self, path: &str, record: Record, append: bool) -> File {
+        let path = if record.is_linked() {
+            gkfs_proto::path::inode_path(record.file_id)
+        } else {
+            path.to_string()
+        };
         File {
             client: self.clone(),
-            path: path.to_string(),
+            path,
             record,
             append,
         }
@@ -507,8 +521,10 @@ impl File {
         if data.is_empty() {
             return Ok(0);
         }
-        self.client
-            .write_data(&self.path, self.record.file_id, data, off, true)?;
+        self.client.on_attrs(&self.path, |p| {
+            self.client
+                .write_data(p, self.record.file_id, data, off, true)
+        })?;
         Ok(data.len())
     }
 
@@ -519,19 +535,22 @@ impl File {
             return self.size();
         }
         let rpc = self.client.rpc();
-        let offset = rpc
-            .call(
-                place(&self.path, self.client.daemons()),
-                &UpdateSizeReq {
-                    path: self.path.clone(),
-                    end: 0,
-                    append_len: data.len() as u64,
-                    mtime: now_ns(),
-                },
-            )?
-            .offset;
+        let (path, offset) = self.client.on_attrs(&self.path, |p| {
+            let offset = rpc
+                .call(
+                    place(p, self.client.daemons()),
+                    &UpdateSizeReq {
+                        path: p.to_string(),
+                        end: 0,
+                        append_len: data.len() as u64,
+                        mtime: now_ns(),
+                    },
+                )?
+                .offset;
+            Ok((p.to_string(), offset))
+        })?;
         self.client
-            .write_data(&self.path, self.record.file_id, data, offset, false)?;
+            .write_data(&path, self.record.file_id, data, offset, false)?;
         Ok(offset)
     }
 
@@ -541,22 +560,25 @@ impl File {
         if self.record.is_dir() {
             return Err(Errno::EISDIR);
         }
-        self.client
-            .read_data(&self.path, self.record.file_id, buf, off)
+        self.client.on_attrs(&self.path, |p| {
+            self.client.read_data(p, self.record.file_id, buf, off)
+        })
     }
 
     /// The current size.
     pub fn size(&self) -> Result<u64, Errno> {
-        Ok(self
-            .client
-            .rpc()
-            .call(
-                place(&self.path, self.client.daemons()),
-                &GetSizeReq {
-                    path: self.path.clone(),
-                },
-            )?
-            .size)
+        self.client.on_attrs(&self.path, |p| {
+            Ok(self
+                .client
+                .rpc()
+                .call(
+                    place(p, self.client.daemons()),
+                    &GetSizeReq {
+                        path: p.to_string(),
+                    },
+                )?
+                .size)
+        })
     }
 
     /// Sets the size.

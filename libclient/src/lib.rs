@@ -16,6 +16,7 @@
 mod client;
 mod data;
 mod error;
+mod links;
 mod locks;
 pub mod mountpath;
 mod rpc;

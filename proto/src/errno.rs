@@ -54,7 +54,9 @@ errnos!(
     ESTALE,
     ENOLCK,
     EMSGSIZE,
-    EILSEQ
+    EILSEQ,
+    ENOLINK,
+    EINTR
 );
 
 impl Errno {

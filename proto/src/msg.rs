@@ -283,6 +283,7 @@ rpcs! {
     17 SetAttr set_attr(SetAttrReq) -> StatReply;
     18 Lock lock(LockReq) -> LockReply;
     19 LockLease lock_lease(LockLeaseReq) -> LockLeaseReply;
+    20 AdjustLinks adjust_links(AdjustLinksReq) -> AdjustLinksReply;
 }
 
 /// Lock kinds of [`LockReq::kind`].
@@ -728,6 +729,26 @@ wire_struct! {
     }
 }
 wire_struct! {
+    /// Add `delta` to the link count of an inode record (a hard link made or
+    /// removed), atomically; at 0 the record is removed.
+    pub struct AdjustLinksReq {
+        /// The inode record's path ([`crate::path::inode_path`]).
+        pub path: String,
+        /// +1 or -1.
+        pub delta: i32,
+        /// ctime to record (ns).
+        pub ctime: i64,
+    }
+}
+wire_struct! {
+    /// Answer to [`AdjustLinksReq`].
+    pub struct AdjustLinksReply {
+        /// The inode record after the change (its `nlink` 0 if it was removed: the
+        /// caller then removes the data).
+        pub record: Record,
+    }
+}
+wire_struct! {
     /// Answer to [`LockLeaseReq`].
     pub struct LockLeaseReply {
         /// Locks these owners still hold here.
@@ -1019,6 +1040,15 @@ mod tests {
                 LockLeaseReq
             ),
             sample!(LockLeaseReply { held: 4 }, LockLeaseReply),
+            sample!(
+                AdjustLinksReq {
+                    path: s(rng),
+                    delta: -1,
+                    ctime: 5
+                },
+                AdjustLinksReq
+            ),
+            sample!(AdjustLinksReply { record: rec }, AdjustLinksReply),
         ]
     }
 
@@ -1171,6 +1201,13 @@ mod tests {
                 Err(Errno::ENOSYS.into())
             }
             fn lock_lease(&self, _: &(), _: LockLeaseReq) -> Result<LockLeaseReply, RemoteError> {
+                Err(Errno::ENOSYS.into())
+            }
+            fn adjust_links(
+                &self,
+                _: &(),
+                _: AdjustLinksReq,
+            ) -> Result<AdjustLinksReply, RemoteError> {
                 Err(Errno::ENOSYS.into())
             }
         }

@@ -14,6 +14,18 @@ pub const MAX_NAME: usize = 255;
 /// killed first).
 pub const UNLINKED_DIR: &str = "/.gkfs-unlinked";
 
+/// Where the inode records of hard-linked files live (see
+/// [`crate::record::Record::LINKED`]); hidden like [`UNLINKED_DIR`].
+pub const INODES_DIR: &str = "/.gkfs-inodes";
+
+/// Directories of the root that programs never see (listings leave them out).
+pub const HIDDEN_DIRS: [&str; 2] = [UNLINKED_DIR, INODES_DIR];
+
+/// The inode record of the hard-linked file `file_id`.
+pub fn inode_path(file_id: u64) -> String {
+    format!("{INODES_DIR}/{file_id:016x}")
+}
+
 /// Checks that `path` is a normalised absolute path within the limits.
 pub fn validate(path: &str) -> Result<(), Errno> {
     if path.len() > MAX_PATH {

@@ -43,11 +43,22 @@ pub struct Record {
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// Reserved for future use (always 0 in version 1).
+    /// [`Record::LINKED`], or 0.
     pub flags: u32,
 }
 
 impl Record {
+    /// [`Record::flags`] bit of a name that is one of several hard links: the file's
+    /// attributes (size, mode, times, link count) live in its inode record at
+    /// [`crate::path::inode_path`]`(file_id)`, shared by every name; this record only
+    /// names it (type and file id).
+    pub const LINKED: u32 = 1;
+
+    /// Is this a hard-linked name (see [`Record::LINKED`])?
+    pub fn is_linked(&self) -> bool {
+        self.flags & Self::LINKED != 0
+    }
+
     /// Encoded length of a version-1 record.
     pub const ENCODED_LEN: usize = 1 + 4 + 8 * 5 + 4 * 5;
 

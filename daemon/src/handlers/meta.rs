@@ -37,7 +37,36 @@ fn existing_file(st: &State, p: &str) -> Result<Record, RemoteError> {
     if rec.is_dir() {
         return Err(Errno::EISDIR.into());
     }
+    not_linked(p, rec)
+}
+
+/// A hard-linked name keeps no attributes of its own: the caller is sent to the inode
+/// record (ENOLINK, which clients handle and never show).
+fn not_linked(p: &str, rec: Record) -> Result<Record, RemoteError> {
+    if rec.is_linked() {
+        return Err(RemoteError::new(
+            Errno::ENOLINK,
+            format!(
+                "`{}` is a hard link: its attributes are in its inode record",
+                p.escape_debug()
+            ),
+        ));
+    }
     Ok(rec)
+}
+
+pub fn adjust_links(st: &State, req: AdjustLinksReq) -> Result<AdjustLinksReply, RemoteError> {
+    valid(&req.path)?;
+    let _g = st.write_lock(&req.path);
+    let mut rec = existing_file(st, &req.path)?;
+    rec.nlink = rec.nlink.saturating_add_signed(req.delta);
+    rec.ctime = rec.ctime.max(req.ctime);
+    if rec.nlink == 0 {
+        st.meta.delete(&req.path).map_err(Errno::from)?;
+    } else {
+        st.meta.put(&req.path, &rec).map_err(Errno::from)?;
+    }
+    Ok(AdjustLinksReply { record: rec })
 }
 
 /// Reads a record; the root directory exists implicitly.
@@ -150,7 +179,7 @@ pub fn update_size(st: &State, req: UpdateSizeReq) -> Result<UpdateSizeReply, Re
 pub fn get_size(st: &State, req: GetSizeReq) -> Result<GetSizeReply, RemoteError> {
     valid(&req.path)?;
     Ok(GetSizeReply {
-        size: lookup(st, &req.path)?.size,
+        size: not_linked(&req.path, lookup(st, &req.path)?)?.size,
     })
 }
 
@@ -216,11 +245,12 @@ pub fn scan_prefix(st: &State, req: ScanPrefixReq) -> Result<ScanPrefixReply, Re
 pub fn set_attr(st: &State, req: SetAttrReq) -> Result<StatReply, RemoteError> {
     valid(&req.path)?;
     let _g = st.write_lock(&req.path);
-    let mut rec = match st.meta.get(&req.path).map_err(Errno::from)? {
+    let rec = match st.meta.get(&req.path).map_err(Errno::from)? {
         Some(r) => r,
         None if req.path == "/" => root_record(st),
         None => return Err(Errno::ENOENT.into()),
     };
+    let mut rec = not_linked(&req.path, rec)?;
     if req.mode != u32::MAX {
         rec.mode = (rec.mode & mode::S_IFMT) | (req.mode & 0o7777);
     }

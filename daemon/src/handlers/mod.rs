@@ -67,6 +67,9 @@ impl Handler for State {
     fn set_attr(&self, _: &Origin, r: SetAttrReq) -> Result<StatReply, RemoteError> {
         meta::set_attr(self, r)
     }
+    fn adjust_links(&self, _: &Origin, r: AdjustLinksReq) -> Result<AdjustLinksReply, RemoteError> {
+        meta::adjust_links(self, r)
+    }
     fn lock(&self, from: &Origin, r: LockReq) -> Result<LockReply, RemoteError> {
         let peer = match from {
             Origin::Local { pid, .. } => *pid,

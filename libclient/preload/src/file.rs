@@ -102,7 +102,11 @@ pub fn open_gkfs(path: String, flags: c_int, perm: c_uint) -> Result<c_int, Errn
         Err(Errno::ENOENT) => return Err(missing(&c, &path)),
         r => r?,
     };
-    let rec = *f.record();
+    let mut rec = *f.record();
+    if f.path() != path {
+        // A hard-linked name: I/O goes to the inode record from the start.
+        rec.flags |= Record::LINKED;
+    }
     let (path, rec) = if rec.mode & mode::S_IFMT == mode::S_IFLNK {
         if flags & libc::O_NOFOLLOW != 0 && flags & libc::O_PATH == 0 {
             return Err(Errno::ELOOP);

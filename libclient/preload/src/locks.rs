@@ -107,7 +107,7 @@ fn take(
         };
         // SAFETY: nanosleep with a local timespec; interrupted by a signal it fails.
         if unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) } != 0 {
-            return Err(Errno(libc::EINTR));
+            return Err(Errno::EINTR);
         }
         pause = (pause * 2).min(Duration::from_millis(50));
     }

@@ -102,8 +102,6 @@ pub fn debug(a: Arguments) {
 /// Calls the library cannot serve (each returned the errno POSIX names).
 #[derive(Clone, Copy)]
 pub enum Unsupported {
-    /// link/linkat (no hard links).
-    Link,
     /// chown family with a different owner.
     Chown,
     /// mknod/mkfifo.
@@ -120,8 +118,7 @@ pub enum Unsupported {
     Spawn,
 }
 
-const NAMES: [&str; 8] = [
-    "link",
+const NAMES: [&str; 7] = [
     "chown",
     "mknod",
     "fallocate",
@@ -130,7 +127,7 @@ const NAMES: [&str; 8] = [
     "ioctl",
     "spawn",
 ];
-static COUNTS: [AtomicU32; 8] = [const { AtomicU32::new(0) }; 8];
+static COUNTS: [AtomicU32; NAMES.len()] = [const { AtomicU32::new(0) }; NAMES.len()];
 static REPORT: Once = Once::new();
 
 /// Records an unsupported call (for the exit report) and logs it.

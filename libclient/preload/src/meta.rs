@@ -37,7 +37,7 @@ pub fn fill_stat(path: &str, r: &Record, blksize: u64, st: *mut libc::stat) {
     // SAFETY: all-zero is a valid struct stat.
     let mut s: libc::stat = unsafe { std::mem::zeroed() };
     s.st_dev = DEV;
-    s.st_ino = ino(path);
+    s.st_ino = file_ino(path, r);
     s.st_mode = r.mode;
     s.st_nlink = r.nlink.max(1) as _;
     s.st_uid = r.uid;
@@ -52,6 +52,16 @@ pub fn fill_stat(path: &str, r: &Record, blksize: u64, st: *mut libc::stat) {
     unsafe { st.write(s) };
 }
 
+/// The inode number: a file's id (the same for all its hard links, and kept by
+/// renames), a directory's path hash.
+fn file_ino(path: &str, r: &Record) -> u64 {
+    if r.file_id != 0 {
+        r.file_id
+    } else {
+        ino(path)
+    }
+}
+
 /// Fills a `struct statx`.
 pub fn fill_statx(path: &str, r: &Record, blksize: u64, stx: *mut libc::statx) {
     // SAFETY: all-zero is a valid struct statx.
@@ -62,7 +72,7 @@ pub fn fill_statx(path: &str, r: &Record, blksize: u64, stx: *mut libc::statx) {
     s.stx_uid = r.uid;
     s.stx_gid = r.gid;
     s.stx_mode = r.mode as u16;
-    s.stx_ino = ino(path);
+    s.stx_ino = file_ino(path, r);
     s.stx_size = r.size;
     s.stx_blocks = r.size.div_ceil(512);
     let t = |ns: i64| {
@@ -917,22 +927,41 @@ fn h_linkat(
     to: *const c_char,
     flags: c_int,
 ) -> Act<c_int> {
-    let (a, b) = (
-        classify_with(d1, from, Slash::Entry),
-        classify_with(d2, to, Slash::Create),
-    );
+    // linkat(fd, "", dir, name, AT_EMPTY_PATH): a name for an open file (O_TMPFILE).
+    let empty = cstr(from).is_some_and(str::is_empty) && flags & libc::AT_EMPTY_PATH != 0;
+    let a = match (empty, fds::get(d1)) {
+        (true, Some(of)) => Target::Gkfs(of.path().to_string()),
+        _ => classify_with(d1, from, Slash::Entry),
+    };
+    let b = classify_with(d2, to, Slash::Create);
     match (&a, &b) {
-        (Target::Gkfs(x), _) | (_, Target::Gkfs(x)) => {
-            unsupported(Unsupported::Link, format_args!("hard link to {x}"));
-            Some(Err(Errno::EPERM))
-        }
+        (Target::Gkfs(x), Target::Gkfs(y)) => Some(with_links(x.clone(), |x| {
+            with_links(y.clone(), |y| {
+                link_gkfs(&x, &y, flags & libc::AT_SYMLINK_FOLLOW != 0)
+            })
+        })),
         (Target::Fail(e), _) | (_, Target::Fail(e)) => Some(Err(*e)),
+        (Target::Gkfs(_), _) | (_, Target::Gkfs(_)) => Some(Err(Errno::EXDEV)),
         (Target::Real, Target::Real) => None,
         _ => {
             let ((da, pa), (db, pb)) = (real_at(&a, d1, from), real_at(&b, d2, to));
             // SAFETY: NUL-terminated paths and the caller's dirfds.
             Some(checked(unsafe { libc::linkat(da, pa, db, pb, flags) }))
         }
+    }
+}
+
+/// A hard link between two gkfs paths (following a final symlink of `from` only if
+/// asked, as linkat's AT_SYMLINK_FOLLOW).
+fn link_gkfs(from: &str, to: &str, follow: bool) -> Result<c_int, Errno> {
+    let from = match lookup(from.to_string(), follow)? {
+        Followed::Gkfs(p, _) => p,
+        Followed::Real(_) => return Err(Errno::EXDEV),
+    };
+    let c = state::client()?;
+    match c.link(&from, to) {
+        Err(Errno::ENOENT) => Err(crate::file::missing(&c, to)),
+        r => r.map(|_| 0),
     }
 }
 
