@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ipc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -129,5 +130,37 @@ int main(int argc, char **argv) {
     printf("nftw skip: %d\n", nftw(path("g"), skip, 8, FTW_ACTIONRETVAL | FTW_PHYS));
     printf("nftw missing: %d %s\n", nftw(path("nothing"), walk, 8, 0), strerror(errno));
     printf("ftw: %d\n", ftw(path("g"), old_walk, 8));
+    symlink("nowhere", path("g/dangling"));
+    printf("ftw with a dangling link: %d\n", ftw(path("g"), old_walk, 8));
+    unlink(path("g/dangling"));
+
+    /* tempnam, pathconf, ftok, getwd/getcwd/readlink (fortified when built so). */
+    char *tn = tempnam(path("g"), "pfx");
+    printf("tempnam in the dir: %d, prefix kept: %d\n", tn && strncmp(tn, path("g"), strlen(path("g"))) == 0,
+           tn && strstr(tn, "/pfx") != NULL);
+    free(tn);
+    printf("pathconf NAME_MAX %ld, fpathconf %ld\n", pathconf(path("g"), _PC_NAME_MAX),
+           fpathconf(open(path("g/a.c"), O_RDONLY), _PC_NAME_MAX));
+    printf("pathconf missing: %ld %s\n", pathconf(path("nope"), _PC_NAME_MAX), strerror(errno));
+    printf("ftok works: %d\n", ftok(path("g/a.c"), 'x') != -1);
+    char cwd[4096], wd[4096], lk[64];
+    if (chdir(path("g")) == 0) {
+        printf("getcwd is the dir: %d\n", getcwd(cwd, sizeof cwd) && strcmp(cwd, path("g")) == 0);
+        printf("getwd is the dir: %d\n", getwd(wd) && strcmp(wd, path("g")) == 0);
+        ssize_t n = readlink("link.c", lk, sizeof lk);
+        printf("readlink: %.*s\n", (int)(n > 0 ? n : 0), lk);
+        chdir("/");
+    }
+    /* stdio modes with '+' late, freopen(NULL) */
+    FILE *f = fopen(path("stdio"), "wx+");
+    fputs("plus", f);
+    rewind(f);
+    char sb[16] = {0};
+    printf("wx+ reads back: %s\n", fgets(sb, sizeof sb, f) ? sb : strerror(errno));
+    f = freopen(NULL, "r", f);
+    memset(sb, 0, sizeof sb);
+    printf("freopen(NULL, r): %s\n", f && fgets(sb, sizeof sb, f) ? sb : "failed");
+    if (f)
+        fclose(f);
     return 0;
 }

@@ -666,7 +666,14 @@ fn c_probe(s: &Setup, name: &str) -> PathBuf {
     let out = s.work.path().join(name);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("c/{name}.c"));
     let st = Command::new("cc")
-        .args(["-O1", "-Wall", "-Wno-deprecated-declarations", "-o"])
+        .args([
+            "-O1",
+            "-D_FORTIFY_SOURCE=2",
+            "-Wall",
+            "-Wno-deprecated-declarations",
+            "-Wno-unused-result",
+            "-o",
+        ])
         .arg(&out)
         .arg(&src)
         .output()
@@ -989,6 +996,36 @@ import os
 os.link("t/f", "pl"); print(os.stat("pl").st_nlink, os.stat("pl").st_ino == os.stat("t/f").st_ino, os.path.samefile("pl", "t/f"))
 '
 "#));
+}
+
+/// rsync -a both ways with a tree of symlinks, hard links, modes and times (once it
+/// failed with `change_dir#2 ... failed`), make on a small C project, cpio, sed -i.
+#[test]
+fn rsync_make_cpio_sed() {
+    let s = Setup::new();
+    s.same(
+        "everyday",
+        &prelude(
+            r#"mkdir -p src/d/e; echo a > src/a; chmod 640 src/a; echo b > src/d/b; ln src/a src/hard
+ln -s a src/la; ln -s d src/ld; ln -s ../a src/d/up; touch -d '2020-01-02 03:04:05' src/a src/d/b
+cp "$S/big.bin" src/
+rsync -aH src/ copy/
+stat -c '%A %h %Y %N' copy/a copy/hard copy/d/b | sort; stat -c '%A %h %N' copy/la copy/ld copy/d/up | sort
+for l in la ld d/up; do [ "$(stat -c %Y src/$l)" = "$(stat -c %Y copy/$l)" ] && echo "time of $l kept"; done
+cmp src/big.bin copy/big.bin && echo "big identical"
+echo changed > src/d/b; rsync -a --itemize-changes src/ copy/ | sort
+rsync -aH copy/ "$T/back/"; diff -r src "$T/back" && echo "back out identical"
+rsync -a --delete "$T/back/" copy2/ && ls copy2
+mkdir proj; cd proj
+printf '#include "h.h"\nint main(void){return f()-42;}\n' > main.c
+printf 'int f(void);\n' > h.h; printf 'int f(void){return 42;}\n' > f.c
+printf 'app: main.o f.o\n\tcc -o app main.o f.o\n%%.o: %%.c h.h\n\tcc -c $<\n' > Makefile
+make -s && ./app && echo "built and ran"; make -s && echo "nothing to do"
+touch f.c; make | sort; cd ..
+find src | sort | cpio -o --quiet > a.cpio; mkdir cp; (cd cp && cpio -id --quiet < ../a.cpio); diff -r src cp/src && echo "cpio identical"
+printf 'one\ntwo\n' > s.txt; sed -i 's/one/ONE/' s.txt; sed -i.bak 's/two/TWO/' s.txt; cat s.txt s.txt.bak"#,
+        ),
+    );
 }
 
 /// Runs `script` in bash under the preload with exactly this gkfs environment.

@@ -68,10 +68,8 @@ fn temp_file(template: *mut c_char, suffix: c_int, flags: c_int) -> Act<c_int> {
     if !ours(template) {
         return None;
     }
-    if flags & !(libc::O_APPEND | libc::O_CLOEXEC | libc::O_SYNC | libc::O_DSYNC) != 0 {
-        return Some(Err(Errno::EINVAL));
-    }
-    let flags = flags | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+    // As glibc: the caller's flags go to the open unchecked (less the access mode).
+    let flags = (flags & !libc::O_ACCMODE) | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
     Some(fill_template(template, suffix, |t| {
         // SAFETY: the program's own call, on the template being filled in.
         let fd = outside(|| unsafe { libc::open(t, flags, 0o600) });
@@ -476,9 +474,304 @@ fn h_nftw(dir: *const c_char, f: NftwFn, _nopenfd: c_int, flags: c_int) -> Act<c
 
 fn h_ftw(dir: *const c_char, f: FtwFn, _nopenfd: c_int) -> Act<c_int> {
     walk(dir, 0, &mut |p, st, kind, _| {
+        // ftw knows fewer kinds than nftw (glibc's ftw_arr): a link (never seen, as ftw
+        // follows them) is a file, a dangling one unstattable.
+        let kind = match kind {
+            ftw_h::FTW_SL => ftw_h::FTW_F,
+            ftw_h::FTW_SLN => ftw_h::FTW_NS,
+            ftw_h::FTW_DP => ftw_h::FTW_D,
+            k => k,
+        };
         // SAFETY: the program's callback with a path and its stat.
         unsafe { f(p.as_ptr(), st, kind) }
     })
+}
+
+/// Is the working directory in gkfs (so glibc's internal getcwd would answer with the
+/// kernel's)?
+fn cwd_is_ours() -> bool {
+    crate::state::cwd().is_some()
+}
+
+/// getwd(3): getcwd into a PATH_MAX buffer (glibc's is internal).
+fn h_getwd(buf: *mut c_char) -> Act<*mut c_char> {
+    if !cwd_is_ours() || buf.is_null() {
+        return None;
+    }
+    // SAFETY: the program's own getcwd into its PATH_MAX buffer.
+    let r = outside(|| unsafe { libc::getcwd(buf, libc::PATH_MAX as usize) });
+    if r.is_null() {
+        // SAFETY: getwd reports the error text in the buffer.
+        unsafe {
+            let msg = libc::strerror(hook::errno());
+            libc::strncpy(buf, msg, libc::PATH_MAX as usize - 1);
+        }
+    }
+    Some(Ok(r))
+}
+
+/// __getwd_chk (getwd of a _FORTIFY_SOURCE build).
+fn h_getwd_chk(buf: *mut c_char, buflen: usize) -> Act<*mut c_char> {
+    if buflen < libc::PATH_MAX as usize {
+        return None;
+    }
+    h_getwd(buf)
+}
+
+/// __getcwd_chk (getcwd of a _FORTIFY_SOURCE build): glibc's calls its internal getcwd.
+fn h_getcwd_chk(buf: *mut c_char, size: usize, buflen: usize) -> Act<*mut c_char> {
+    if size > buflen || !cwd_is_ours() {
+        return None;
+    }
+    // SAFETY: the program's own getcwd with its buffer.
+    Some(Ok(outside(|| unsafe { libc::getcwd(buf, size) })))
+}
+
+/// __readlink_chk (readlink of a _FORTIFY_SOURCE build).
+fn h_readlink_chk(path: *const c_char, buf: *mut c_char, len: usize, buflen: usize) -> Act<isize> {
+    if len > buflen {
+        return None;
+    }
+    // SAFETY: the program's own readlink with its buffer.
+    Some(Ok(outside(|| unsafe { libc::readlink(path, buf, len) })))
+}
+
+/// __readlinkat_chk.
+fn h_readlinkat_chk(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_char,
+    len: usize,
+    buflen: usize,
+) -> Act<isize> {
+    if len > buflen {
+        return None;
+    }
+    // SAFETY: the program's own readlinkat with its buffer.
+    Some(Ok(outside(|| unsafe {
+        libc::readlinkat(dirfd, path, buf, len)
+    })))
+}
+
+/// tempnam(3): glibc checks the directories (TMPDIR, `dir`, P_tmpdir, /tmp) and the
+/// names with internal stat calls, so a gkfs directory was passed over for /tmp.
+fn h_tempnam(dir: *const c_char, pfx: *const c_char) -> Act<*mut c_char> {
+    crate::state::fs()?;
+    let is_dir = |p: &str| {
+        let Ok(c) = std::ffi::CString::new(p) else {
+            return false;
+        };
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: the program's own stat with a local buffer.
+        outside(|| unsafe { libc::stat(c.as_ptr(), st.as_mut_ptr()) }) == 0
+            // SAFETY: stat filled it.
+            && unsafe { st.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFDIR
+    };
+    let tmpdir = std::env::var("TMPDIR").ok();
+    let chosen = [tmpdir.as_deref(), cstr(dir), Some("/tmp")]
+        .into_iter()
+        .flatten()
+        .find(|d| is_dir(d))?
+        .to_string();
+    let ours_dir = std::ffi::CString::new(chosen.clone()).ok()?;
+    if !ours(ours_dir.as_ptr()) {
+        return None;
+    }
+    let prefix: String = cstr(pfx).unwrap_or("file").chars().take(5).collect();
+    let mut template = format!("{}/{prefix}XXXXXX", chosen.trim_end_matches('/')).into_bytes();
+    template.push(0);
+    let t = template.as_mut_ptr().cast::<c_char>();
+    h_mktemp(t)?.ok()?;
+    // SAFETY: the template is NUL-terminated; mktemp emptied it on failure.
+    if unsafe { *t } == 0 {
+        return Some(Err(Errno::EEXIST));
+    }
+    // SAFETY: strdup of our NUL-terminated name (the caller frees it).
+    Some(Ok(unsafe { libc::strdup(t) }))
+}
+
+/// fts_open(3): glibc walks with internal calls and would see an empty directory
+/// where gkfs is. Not done for gkfs paths: an honest error (find, rm -r, du and the
+/// other coreutils use gnulib's fts, which works).
+fn h_fts_open(argv: *const *mut c_char, _options: c_int, _cmp: *const c_void) -> Act<*mut c_void> {
+    crate::state::fs()?;
+    let mut i = 0;
+    loop {
+        // SAFETY: a NULL-terminated array of paths.
+        let p = unsafe { *argv.add(i) };
+        if p.is_null() {
+            return None;
+        }
+        if ours(p) {
+            crate::log::unsupported(
+                crate::log::Unsupported::Fts,
+                format_args!("fts_open of {}", cstr(p).unwrap_or("?")),
+            );
+            return Some(Err(Errno::ENOTSUP));
+        }
+        i += 1;
+    }
+}
+
+/// futimesat(2): utimensat with microseconds.
+fn h_futimesat(dirfd: c_int, path: *const c_char, tv: *const libc::timeval) -> Act<c_int> {
+    if !ours(path) && !crate::fds::is_ours(dirfd) {
+        return None;
+    }
+    let mut ts = [libc::timespec {
+        tv_sec: 0,
+        tv_nsec: libc::UTIME_NOW,
+    }; 2];
+    if !tv.is_null() {
+        for (i, t) in ts.iter_mut().enumerate() {
+            // SAFETY: the caller's array of two timevals.
+            let v = unsafe { *tv.add(i) };
+            *t = libc::timespec {
+                tv_sec: v.tv_sec,
+                tv_nsec: v.tv_usec * 1000,
+            };
+        }
+    }
+    // SAFETY: the program's own utimensat with a local array.
+    Some(Ok(outside(|| unsafe {
+        libc::utimensat(dirfd, path, ts.as_ptr(), 0)
+    })))
+}
+
+/// mknodat(2) and mkfifoat(3): as mknod and mkfifo (gkfs stores no device or fifo).
+fn h_mknodat(
+    dirfd: c_int,
+    path: *const c_char,
+    mode: libc::mode_t,
+    dev: libc::dev_t,
+) -> Act<c_int> {
+    let t = crate::paths::classify_at(dirfd, path);
+    let Target::Gkfs(p) = t else {
+        return match t {
+            Target::Fail(e) => Some(Err(e)),
+            Target::RealPath(c) => Some(crate::paths::checked(
+                // SAFETY: the rewritten absolute path.
+                unsafe { libc::mknod(c.as_ptr(), mode, dev) },
+            )),
+            _ => None,
+        };
+    };
+    let full = crate::state::fs()?.mount.outside(&p);
+    let c = std::ffi::CString::new(full).ok()?;
+    // SAFETY: the program's own mknod of the same file.
+    Some(Ok(outside(|| unsafe {
+        libc::mknod(c.as_ptr(), mode, dev)
+    })))
+}
+
+fn h_mkfifoat(dirfd: c_int, path: *const c_char, mode: libc::mode_t) -> Act<c_int> {
+    h_mknodat(dirfd, path, mode | libc::S_IFIFO, 0)
+}
+
+/// The removexattr family: as setxattr, not supported on gkfs files (EOPNOTSUPP).
+fn h_removexattr(path: *const c_char, _name: *const c_char) -> Act<c_int> {
+    ours(path).then_some(Err(Errno::ENOTSUP))
+}
+
+fn h_fremovexattr(fd: c_int, _name: *const c_char) -> Act<c_int> {
+    crate::fds::is_ours(fd).then_some(Err(Errno::ENOTSUP))
+}
+
+/// name_to_handle_at(2): file handles are not offered (EOPNOTSUPP, as the kernel says
+/// for such file systems).
+fn h_name_to_handle_at(
+    dirfd: c_int,
+    path: *const c_char,
+    _h: *mut c_void,
+    _mnt: *mut c_int,
+    _flags: c_int,
+) -> Act<c_int> {
+    (crate::fds::is_ours(dirfd) || ours(path)).then_some(Err(Errno::ENOTSUP))
+}
+
+/// syncfs(2) on a gkfs fd: every write is already on its daemons.
+fn h_syncfs(fd: c_int) -> Act<c_int> {
+    crate::fds::is_ours(fd).then_some(Ok(0))
+}
+
+/// readahead(2) on a gkfs fd: nothing to do (there is no client cache).
+fn h_readahead(fd: c_int, _off: i64, _count: usize) -> Act<isize> {
+    crate::fds::is_ours(fd).then_some(Ok(0))
+}
+
+/// sync_file_range(2) on a gkfs fd: as fdatasync.
+fn h_sync_file_range(fd: c_int, _off: i64, _n: i64, _flags: u32) -> Act<c_int> {
+    crate::fds::is_ours(fd).then_some(Ok(0))
+}
+
+/// ftok(3): glibc stats the path internally.
+fn h_ftok(path: *const c_char, proj: c_int) -> Act<libc::key_t> {
+    if !ours(path) {
+        return None;
+    }
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: the program's own stat with a local buffer.
+    if outside(|| unsafe { libc::stat(path, st.as_mut_ptr()) }) != 0 {
+        return Some(Ok(-1));
+    }
+    // SAFETY: stat filled it.
+    let st = unsafe { st.assume_init() };
+    Some(Ok((((proj & 0xff) as u32) << 24
+        | ((st.st_dev & 0xff) as u32) << 16
+        | (st.st_ino & 0xffff) as u32) as libc::key_t))
+}
+
+/// pathconf(3) and fpathconf(3) for gkfs files: glibc asks statfs of the disk below.
+fn gkfs_pathconf(name: c_int) -> Result<libc::c_long, Errno> {
+    Ok(match name {
+        libc::_PC_NAME_MAX => gkfs_proto::path::MAX_NAME as libc::c_long,
+        libc::_PC_PATH_MAX => libc::PATH_MAX as libc::c_long,
+        libc::_PC_LINK_MAX => u32::MAX as libc::c_long,
+        libc::_PC_PIPE_BUF => libc::PIPE_BUF as libc::c_long,
+        libc::_PC_FILESIZEBITS => 64,
+        libc::_PC_SYMLINK_MAX => libc::PATH_MAX as libc::c_long - 1,
+        libc::_PC_NO_TRUNC | libc::_PC_CHOWN_RESTRICTED => 1,
+        libc::_PC_REC_XFER_ALIGN | libc::_PC_ALLOC_SIZE_MIN | libc::_PC_REC_MIN_XFER_SIZE => 4096,
+        _ => -1,
+    })
+}
+
+fn h_pathconf(path: *const c_char, name: c_int) -> Act<libc::c_long> {
+    if !ours(path) {
+        return None;
+    }
+    // SAFETY: the program's own access check of its path.
+    if outside(|| unsafe { libc::access(path, libc::F_OK) }) != 0 {
+        return Some(Err(last()));
+    }
+    Some(gkfs_pathconf(name))
+}
+
+fn h_fpathconf(fd: c_int, name: c_int) -> Act<libc::c_long> {
+    crate::fds::is_ours(fd).then(|| gkfs_pathconf(name))
+}
+
+hooks! {
+    fn getwd(buf: *mut c_char) -> *mut c_char = h_getwd;
+    fn __getwd_chk(buf: *mut c_char, buflen: usize) -> *mut c_char = h_getwd_chk;
+    fn __getcwd_chk(buf: *mut c_char, size: usize, buflen: usize) -> *mut c_char = h_getcwd_chk;
+    fn __readlink_chk(path: *const c_char, buf: *mut c_char, len: usize, buflen: usize) -> isize = h_readlink_chk;
+    fn __readlinkat_chk(dirfd: c_int, path: *const c_char, buf: *mut c_char, len: usize, buflen: usize) -> isize = h_readlinkat_chk;
+    fn tempnam(dir: *const c_char, pfx: *const c_char) -> *mut c_char = h_tempnam;
+    fn fts_open(argv: *const *mut c_char, options: c_int, cmp: *const c_void) -> *mut c_void = h_fts_open;
+    fn futimesat(dirfd: c_int, path: *const c_char, tv: *const libc::timeval) -> c_int = h_futimesat;
+    fn mknodat(dirfd: c_int, path: *const c_char, mode: libc::mode_t, dev: libc::dev_t) -> c_int = h_mknodat;
+    fn mkfifoat(dirfd: c_int, path: *const c_char, mode: libc::mode_t) -> c_int = h_mkfifoat;
+    fn removexattr(path: *const c_char, name: *const c_char) -> c_int = h_removexattr;
+    fn lremovexattr(path: *const c_char, name: *const c_char) -> c_int = h_removexattr;
+    fn fremovexattr(fd: c_int, name: *const c_char) -> c_int = h_fremovexattr;
+    fn name_to_handle_at(dirfd: c_int, path: *const c_char, h: *mut c_void, mnt: *mut c_int, flags: c_int) -> c_int = h_name_to_handle_at;
+    fn syncfs(fd: c_int) -> c_int = h_syncfs;
+    fn readahead(fd: c_int, off: i64, count: usize) -> isize = h_readahead;
+    fn sync_file_range(fd: c_int, off: i64, n: i64, flags: u32) -> c_int = h_sync_file_range;
+    fn ftok(path: *const c_char, proj: c_int) -> libc::key_t = h_ftok;
+    fn pathconf(path: *const c_char, name: c_int) -> libc::c_long = h_pathconf;
+    fn fpathconf(fd: c_int, name: c_int) -> libc::c_long = h_fpathconf;
 }
 
 hooks! {

@@ -116,9 +116,11 @@ pub enum Unsupported {
     Ioctl,
     /// posix_spawn of a program stored in gkfs.
     Spawn,
+    /// glibc's fts on gkfs paths.
+    Fts,
 }
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "chown",
     "mknod",
     "fallocate",
@@ -126,6 +128,7 @@ const NAMES: [&str; 7] = [
     "fcntl",
     "ioctl",
     "spawn",
+    "fts",
 ];
 static COUNTS: [AtomicU32; NAMES.len()] = [const { AtomicU32::new(0) }; NAMES.len()];
 static REPORT: Once = Once::new();

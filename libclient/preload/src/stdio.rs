@@ -90,6 +90,22 @@ fn flush_at_exit() {
     });
 }
 
+/// The mode fopencookie understands for a stdio mode: glibc reads a `+` only right
+/// after the first letter (or a `b`), so "wx+" or "we+" would make a stream that cannot
+/// read. (`x` and `e` are already done by the open.)
+fn cookie_mode(mode: *const c_char) -> &'static std::ffi::CStr {
+    let m = cstr(mode).unwrap_or("r");
+    let m = m.split(',').next().unwrap_or(m);
+    match (m.chars().next(), m.contains('+')) {
+        (Some('w'), false) => c"w",
+        (Some('w'), true) => c"w+",
+        (Some('a'), false) => c"a",
+        (Some('a'), true) => c"a+",
+        (_, true) => c"r+",
+        _ => c"r",
+    }
+}
+
 /// A stdio stream over our fd `fd`.
 fn make_stream(
     fd: c_int,
@@ -106,7 +122,7 @@ fn make_stream(
         close: c_close,
     };
     // SAFETY: fopencookie with our cookie and callbacks; checked.
-    let f = unsafe { fopencookie(cookie.cast(), mode, funcs) };
+    let f = unsafe { fopencookie(cookie.cast(), cookie_mode(mode).as_ptr(), funcs) };
     if f.is_null() {
         // SAFETY: not handed to glibc.
         drop(unsafe { Box::from_raw(cookie) });
