@@ -11,7 +11,7 @@ use gkfs_proto::Errno;
 
 use crate::fds::{self, OpenFile};
 use crate::file::{self, Followed};
-use crate::hook::{cstr, hooks, Act};
+use crate::hook::{cstr, Act};
 use crate::meta::{ino, lookup};
 use crate::paths::{checked, classify, route, Target};
 use crate::state;
@@ -112,7 +112,7 @@ fn stream(fd: c_int, of: Arc<OpenFile>) -> *mut c_void {
     .cast()
 }
 
-fn h_opendir(path: *const c_char) -> Act<*mut c_void> {
+pub(crate) fn h_opendir(path: *const c_char) -> Act<*mut c_void> {
     route(
         classify(path),
         // SAFETY: rewritten path.
@@ -129,7 +129,7 @@ fn h_opendir(path: *const c_char) -> Act<*mut c_void> {
     )
 }
 
-fn h_fdopendir(fd: c_int) -> Act<*mut c_void> {
+pub(crate) fn h_fdopendir(fd: c_int) -> Act<*mut c_void> {
     let of = fds::get(fd)?;
     if !of.is_dir() {
         return Some(Err(Errno::ENOTDIR));
@@ -137,7 +137,7 @@ fn h_fdopendir(fd: c_int) -> Act<*mut c_void> {
     Some(Ok(stream(fd, of)))
 }
 
-fn h_closedir(dirp: *mut c_void) -> Act<c_int> {
+pub(crate) fn h_closedir(dirp: *mut c_void) -> Act<c_int> {
     let d = ours(dirp)?;
     let fd = d.fd;
     // SAFETY: made by Box::into_raw in `stream`; the caller gives it up.
@@ -167,12 +167,12 @@ fn next(d: &mut DirStream) -> Result<*mut libc::dirent64, Errno> {
     Ok(ent)
 }
 
-fn h_readdir(dirp: *mut c_void) -> Act<*mut libc::dirent64> {
+pub(crate) fn h_readdir(dirp: *mut c_void) -> Act<*mut libc::dirent64> {
     let d = ours(dirp)?;
     Some(next(d))
 }
 
-fn h_readdir_r(
+pub(crate) fn h_readdir_r(
     dirp: *mut c_void,
     entry: *mut libc::dirent64,
     result: *mut *mut libc::dirent64,
@@ -192,30 +192,30 @@ fn h_readdir_r(
     }))
 }
 
-fn h_rewinddir(dirp: *mut c_void) -> Act<u32> {
+pub(crate) fn h_rewinddir(dirp: *mut c_void) -> Act<u32> {
     let d = ours(dirp)?;
     d.of.offset().store(0, Ordering::Release);
     *d.of.listing.lock() = None;
     Some(Ok(0))
 }
 
-fn h_telldir(dirp: *mut c_void) -> Act<c_long> {
+pub(crate) fn h_telldir(dirp: *mut c_void) -> Act<c_long> {
     let d = ours(dirp)?;
     Some(Ok(d.of.offset().load(Ordering::Acquire) as c_long))
 }
 
-fn h_seekdir(dirp: *mut c_void, loc: c_long) -> Act<u32> {
+pub(crate) fn h_seekdir(dirp: *mut c_void, loc: c_long) -> Act<u32> {
     let d = ours(dirp)?;
     d.of.offset().store(loc.max(0) as u64, Ordering::Release);
     Some(Ok(0))
 }
 
-fn h_dirfd(dirp: *mut c_void) -> Act<c_int> {
+pub(crate) fn h_dirfd(dirp: *mut c_void) -> Act<c_int> {
     Some(Ok(ours(dirp)?.fd))
 }
 
-type Filter = Option<unsafe extern "C" fn(*const libc::dirent64) -> c_int>;
-type Compar = Option<unsafe extern "C" fn(*const c_void, *const c_void) -> c_int>;
+pub(crate) type Filter = Option<unsafe extern "C" fn(*const libc::dirent64) -> c_int>;
+pub(crate) type Compar = Option<unsafe extern "C" fn(*const c_void, *const c_void) -> c_int>;
 
 fn scan(
     p: String,
@@ -286,7 +286,7 @@ fn scan(
     Ok(n as c_int)
 }
 
-fn h_scandir(
+pub(crate) fn h_scandir(
     path: *const c_char,
     namelist: *mut *mut *mut libc::dirent64,
     filter: Filter,
@@ -318,7 +318,7 @@ unsafe fn scandir_real(
     unsafe { scandir64(p, namelist, filter, compar) }
 }
 
-fn h_getdents64(fd: c_int, out: *mut c_void, count: usize) -> Act<isize> {
+pub(crate) fn h_getdents64(fd: c_int, out: *mut c_void, count: usize) -> Act<isize> {
     let of = fds::get(fd)?;
     Some((|| {
         if !of.is_dir() {
@@ -374,7 +374,7 @@ fn enter(p: String) -> Result<c_int, Errno> {
     }
 }
 
-fn h_chdir(path: *const c_char) -> Act<c_int> {
+pub(crate) fn h_chdir(path: *const c_char) -> Act<c_int> {
     if state::in_vfork_child() {
         return None;
     }
@@ -397,7 +397,7 @@ fn h_chdir(path: *const c_char) -> Act<c_int> {
     }
 }
 
-fn h_fchdir(fd: c_int) -> Act<c_int> {
+pub(crate) fn h_fchdir(fd: c_int) -> Act<c_int> {
     if state::in_vfork_child() {
         return None;
     }
@@ -446,7 +446,7 @@ fn out_str(s: &str, buf: *mut c_char, size: usize) -> Result<*mut c_char, Errno>
     Ok(dst)
 }
 
-fn h_getcwd(buf: *mut c_char, size: usize) -> Act<*mut c_char> {
+pub(crate) fn h_getcwd(buf: *mut c_char, size: usize) -> Act<*mut c_char> {
     state::fs()?;
     let cwd = state::cwd()?;
     if !buf.is_null() && size == 0 {
@@ -455,13 +455,13 @@ fn h_getcwd(buf: *mut c_char, size: usize) -> Act<*mut c_char> {
     Some(out_str(&cwd, buf, size))
 }
 
-fn h_get_current_dir_name() -> Act<*mut c_char> {
+pub(crate) fn h_get_current_dir_name() -> Act<*mut c_char> {
     state::fs()?;
     let cwd = state::cwd()?;
     Some(out_str(&cwd, std::ptr::null_mut(), 0))
 }
 
-fn h_realpath(path: *const c_char, resolved: *mut c_char) -> Act<*mut c_char> {
+pub(crate) fn h_realpath(path: *const c_char, resolved: *mut c_char) -> Act<*mut c_char> {
     let size = if resolved.is_null() {
         0
     } else {
@@ -485,35 +485,15 @@ fn h_realpath(path: *const c_char, resolved: *mut c_char) -> Act<*mut c_char> {
     )
 }
 
-fn h_realpath_chk(path: *const c_char, resolved: *mut c_char, _len: usize) -> Act<*mut c_char> {
+pub(crate) fn h_realpath_chk(
+    path: *const c_char,
+    resolved: *mut c_char,
+    _len: usize,
+) -> Act<*mut c_char> {
     h_realpath(path, resolved)
 }
 
-fn h_canonicalize_file_name(path: *const c_char) -> Act<*mut c_char> {
+pub(crate) fn h_canonicalize_file_name(path: *const c_char) -> Act<*mut c_char> {
     cstr(path)?;
     h_realpath(path, std::ptr::null_mut())
-}
-
-hooks! {
-    fn opendir(path: *const c_char) -> *mut c_void = h_opendir;
-    fn fdopendir(fd: c_int) -> *mut c_void = h_fdopendir;
-    fn closedir(dirp: *mut c_void) -> c_int = h_closedir;
-    fn readdir(dirp: *mut c_void) -> *mut libc::dirent64 = h_readdir;
-    fn readdir64(dirp: *mut c_void) -> *mut libc::dirent64 = h_readdir;
-    fn readdir_r(dirp: *mut c_void, entry: *mut libc::dirent64, result: *mut *mut libc::dirent64) -> c_int = h_readdir_r;
-    fn readdir64_r(dirp: *mut c_void, entry: *mut libc::dirent64, result: *mut *mut libc::dirent64) -> c_int = h_readdir_r;
-    fn rewinddir(dirp: *mut c_void) -> u32 = h_rewinddir;
-    fn telldir(dirp: *mut c_void) -> c_long = h_telldir;
-    fn seekdir(dirp: *mut c_void, loc: c_long) -> u32 = h_seekdir;
-    fn dirfd(dirp: *mut c_void) -> c_int = h_dirfd;
-    fn scandir(path: *const c_char, namelist: *mut *mut *mut libc::dirent64, filter: Filter, compar: Compar) -> c_int = h_scandir;
-    fn scandir64(path: *const c_char, namelist: *mut *mut *mut libc::dirent64, filter: Filter, compar: Compar) -> c_int = h_scandir;
-    fn getdents64(fd: c_int, out: *mut c_void, count: usize) -> isize = h_getdents64;
-    fn chdir(path: *const c_char) -> c_int = h_chdir;
-    fn fchdir(fd: c_int) -> c_int = h_fchdir;
-    fn getcwd(buf: *mut c_char, size: usize) -> *mut c_char = h_getcwd;
-    fn get_current_dir_name() -> *mut c_char = h_get_current_dir_name;
-    fn realpath(path: *const c_char, resolved: *mut c_char) -> *mut c_char = h_realpath;
-    fn __realpath_chk(path: *const c_char, resolved: *mut c_char, len: usize) -> *mut c_char = h_realpath_chk;
-    fn canonicalize_file_name(path: *const c_char) -> *mut c_char = h_canonicalize_file_name;
 }

@@ -8,7 +8,7 @@ use std::ffi::{c_char, c_int, CStr, CString};
 use gkfs_proto::Errno;
 
 use crate::file::{self, Followed};
-use crate::hook::{cstr, hooks, Act};
+use crate::hook::{cstr, Act};
 use crate::meta::lookup;
 use crate::paths::{checked, classify, Target};
 use crate::{fds, state};
@@ -168,7 +168,7 @@ fn execve_with(
     })
 }
 
-fn h_execve(
+pub(crate) fn h_execve(
     path: *const c_char,
     argv: *const *const c_char,
     envp: *const *const c_char,
@@ -176,12 +176,12 @@ fn h_execve(
     execve_with(path, argv, envp)
 }
 
-fn h_execv(path: *const c_char, argv: *const *const c_char) -> Act<c_int> {
+pub(crate) fn h_execv(path: *const c_char, argv: *const *const c_char) -> Act<c_int> {
     // SAFETY: reading the environ variable.
     execve_with(path, argv, unsafe { environ })
 }
 
-fn h_execvpe(
+pub(crate) fn h_execvpe(
     name: *const c_char,
     argv: *const *const c_char,
     envp: *const *const c_char,
@@ -231,12 +231,16 @@ fn h_execvpe(
     Some(Err(last))
 }
 
-fn h_execvp(name: *const c_char, argv: *const *const c_char) -> Act<c_int> {
+pub(crate) fn h_execvp(name: *const c_char, argv: *const *const c_char) -> Act<c_int> {
     // SAFETY: reading the environ variable.
     h_execvpe(name, argv, unsafe { environ })
 }
 
-fn h_fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> Act<c_int> {
+pub(crate) fn h_fexecve(
+    fd: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Act<c_int> {
     let of = fds::get(fd);
     state::fs()?;
     let env = build_env(envp, false);
@@ -295,7 +299,7 @@ fn spawn(
     }))
 }
 
-fn h_posix_spawn(
+pub(crate) fn h_posix_spawn(
     pid: *mut libc::pid_t,
     path: *const c_char,
     fa: *const libc::posix_spawn_file_actions_t,
@@ -306,7 +310,7 @@ fn h_posix_spawn(
     spawn(libc::posix_spawn, pid, path, fa, attr, argv, envp)
 }
 
-fn h_posix_spawnp(
+pub(crate) fn h_posix_spawnp(
     pid: *mut libc::pid_t,
     file: *const c_char,
     fa: *const libc::posix_spawn_file_actions_t,
@@ -325,7 +329,7 @@ static SPAWN_OPENED: parking_lot::Mutex<Vec<(usize, c_int)>> = parking_lot::Mute
 /// with an internal call. It is opened here, now (close-on-exec), and the child gets it
 /// by a dup2 action instead. A relative path under a gkfs working directory that leads
 /// out of gkfs is passed on absolute.
-fn h_addopen(
+pub(crate) fn h_addopen(
     fa: *mut libc::posix_spawn_file_actions_t,
     fd: c_int,
     path: *const c_char,
@@ -384,7 +388,7 @@ unsafe fn real_addopen(
 }
 
 /// posix_spawn_file_actions_destroy(3): closes what addopen opened for it.
-fn h_fa_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> Act<c_int> {
+pub(crate) fn h_fa_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> Act<c_int> {
     let mine: Vec<c_int> = {
         let mut opened = SPAWN_OPENED.lock();
         let (mine, rest) = opened.drain(..).partition(|(f, _)| *f == fa as usize);
@@ -436,7 +440,7 @@ fn with_state_in_environ<R>(f: impl FnOnce() -> R) -> R {
 static REAL_SYSTEM: crate::hook::Real = crate::hook::Real::new(c"system");
 static REAL_POPEN: crate::hook::Real = crate::hook::Real::new(c"popen");
 
-fn h_system(cmd: *const c_char) -> Act<c_int> {
+pub(crate) fn h_system(cmd: *const c_char) -> Act<c_int> {
     state::fs()?;
     if cmd.is_null() || (state::cwd().is_none() && fds::all().is_empty()) {
         return None;
@@ -453,7 +457,7 @@ fn h_system(cmd: *const c_char) -> Act<c_int> {
     })))
 }
 
-fn h_popen(cmd: *const c_char, mode: *const c_char) -> Act<*mut libc::FILE> {
+pub(crate) fn h_popen(cmd: *const c_char, mode: *const c_char) -> Act<*mut libc::FILE> {
     state::fs()?;
     if state::cwd().is_none() && fds::all().is_empty() {
         return None;
@@ -507,20 +511,6 @@ pub fn inherit() {
         libc::unsetenv(c"LIBGKFS_FDS".as_ptr());
         libc::unsetenv(c"LIBGKFS_CWD".as_ptr());
     }
-}
-
-hooks! {
-    fn posix_spawn_file_actions_addopen(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int, path: *const c_char, oflag: c_int, mode: libc::mode_t) -> c_int = h_addopen;
-    fn posix_spawn_file_actions_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> c_int = h_fa_destroy;
-    fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int = h_execve;
-    fn execv(path: *const c_char, argv: *const *const c_char) -> c_int = h_execv;
-    fn execvp(name: *const c_char, argv: *const *const c_char) -> c_int = h_execvp;
-    fn execvpe(name: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int = h_execvpe;
-    fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int = h_fexecve;
-    fn posix_spawn(pid: *mut libc::pid_t, path: *const c_char, fa: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int = h_posix_spawn;
-    fn system(cmd: *const c_char) -> c_int = h_system;
-    fn popen(cmd: *const c_char, mode: *const c_char) -> *mut libc::FILE = h_popen;
-    fn posix_spawnp(pid: *mut libc::pid_t, file: *const c_char, fa: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int = h_posix_spawnp;
 }
 
 // execl, execlp and execle are C-variadic, which stable Rust cannot define; their

@@ -10,7 +10,7 @@ use gkfs_proto::record::mode;
 use gkfs_proto::{Errno, Record};
 
 use crate::fds::{self, OpenFile};
-use crate::hook::{cstr, hooks, Act};
+use crate::hook::{cstr, Act};
 use crate::log::{unsupported, Unsupported};
 use crate::paths::{checked, classify, classify_at, ends_in_dot, names_dir, route, Target};
 use crate::{meta, state, stdio};
@@ -163,7 +163,7 @@ fn creates_dir_spelled(t: &Target, path: *const c_char, flags: c_int) -> bool {
         }
 }
 
-fn h_open(path: *const c_char, flags: c_int, perm: c_uint) -> Act<c_int> {
+pub(crate) fn h_open(path: *const c_char, flags: c_int, perm: c_uint) -> Act<c_int> {
     let t = classify(path);
     if creates_dir_spelled(&t, path, flags) {
         return Some(Err(Errno::EISDIR));
@@ -176,7 +176,12 @@ fn h_open(path: *const c_char, flags: c_int, perm: c_uint) -> Act<c_int> {
     )
 }
 
-fn h_openat(dirfd: c_int, path: *const c_char, flags: c_int, perm: c_uint) -> Act<c_int> {
+pub(crate) fn h_openat(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    perm: c_uint,
+) -> Act<c_int> {
     let t = classify_at(dirfd, path);
     if creates_dir_spelled(&t, path, flags) {
         return Some(Err(Errno::EISDIR));
@@ -189,15 +194,15 @@ fn h_openat(dirfd: c_int, path: *const c_char, flags: c_int, perm: c_uint) -> Ac
     )
 }
 
-fn h_creat(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
+pub(crate) fn h_creat(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
     h_open(path, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, perm)
 }
 
-fn h_open_2(path: *const c_char, flags: c_int) -> Act<c_int> {
+pub(crate) fn h_open_2(path: *const c_char, flags: c_int) -> Act<c_int> {
     h_open(path, flags, 0)
 }
 
-fn h_openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> Act<c_int> {
+pub(crate) fn h_openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> Act<c_int> {
     h_openat(dirfd, path, flags, 0)
 }
 
@@ -270,30 +275,36 @@ fn offset_arg(off: i64) -> Result<u64, Errno> {
     u64::try_from(off).map_err(|_| Errno::EINVAL)
 }
 
-fn h_read(fd: c_int, b: *mut c_void, n: usize) -> Act<isize> {
+pub(crate) fn h_read(fd: c_int, b: *mut c_void, n: usize) -> Act<isize> {
     let of = fds::get(fd)?;
     Some(read_of(&of, buf_mut(b, n), None).map(|n| n as isize))
 }
 
-fn h_read_chk(fd: c_int, b: *mut c_void, n: usize, _buflen: usize) -> Act<isize> {
+pub(crate) fn h_read_chk(fd: c_int, b: *mut c_void, n: usize, _buflen: usize) -> Act<isize> {
     h_read(fd, b, n)
 }
 
-fn h_write(fd: c_int, b: *const c_void, n: usize) -> Act<isize> {
+pub(crate) fn h_write(fd: c_int, b: *const c_void, n: usize) -> Act<isize> {
     let of = fds::get(fd)?;
     Some(write_of(&of, buf(b, n), None).map(|n| n as isize))
 }
 
-fn h_pread(fd: c_int, b: *mut c_void, n: usize, off: i64) -> Act<isize> {
+pub(crate) fn h_pread(fd: c_int, b: *mut c_void, n: usize, off: i64) -> Act<isize> {
     let of = fds::get(fd)?;
     Some(offset_arg(off).and_then(|o| read_of(&of, buf_mut(b, n), Some(o)).map(|n| n as isize)))
 }
 
-fn h_pread_chk(fd: c_int, b: *mut c_void, n: usize, off: i64, _buflen: usize) -> Act<isize> {
+pub(crate) fn h_pread_chk(
+    fd: c_int,
+    b: *mut c_void,
+    n: usize,
+    off: i64,
+    _buflen: usize,
+) -> Act<isize> {
     h_pread(fd, b, n, off)
 }
 
-fn h_pwrite(fd: c_int, b: *const c_void, n: usize, off: i64) -> Act<isize> {
+pub(crate) fn h_pwrite(fd: c_int, b: *const c_void, n: usize, off: i64) -> Act<isize> {
     let of = fds::get(fd)?;
     Some(offset_arg(off).and_then(|o| write_of(&of, buf(b, n), Some(o)).map(|n| n as isize)))
 }
@@ -348,12 +359,12 @@ fn writev_of(
     write_of(of, &tmp, off).map(|n| n as isize)
 }
 
-fn h_readv(fd: c_int, iov: *const libc::iovec, cnt: c_int) -> Act<isize> {
+pub(crate) fn h_readv(fd: c_int, iov: *const libc::iovec, cnt: c_int) -> Act<isize> {
     let of = fds::get(fd)?;
     Some(readv_of(&of, iov, cnt, None))
 }
 
-fn h_writev(fd: c_int, iov: *const libc::iovec, cnt: c_int) -> Act<isize> {
+pub(crate) fn h_writev(fd: c_int, iov: *const libc::iovec, cnt: c_int) -> Act<isize> {
     let of = fds::get(fd)?;
     Some(writev_of(&of, iov, cnt, None))
 }
@@ -367,17 +378,17 @@ fn pos_off(off: i64) -> Result<Option<u64>, Errno> {
     }
 }
 
-fn h_preadv(fd: c_int, iov: *const libc::iovec, cnt: c_int, off: i64) -> Act<isize> {
+pub(crate) fn h_preadv(fd: c_int, iov: *const libc::iovec, cnt: c_int, off: i64) -> Act<isize> {
     let of = fds::get(fd)?;
     Some(offset_arg(off).and_then(|o| readv_of(&of, iov, cnt, Some(o))))
 }
 
-fn h_pwritev(fd: c_int, iov: *const libc::iovec, cnt: c_int, off: i64) -> Act<isize> {
+pub(crate) fn h_pwritev(fd: c_int, iov: *const libc::iovec, cnt: c_int, off: i64) -> Act<isize> {
     let of = fds::get(fd)?;
     Some(offset_arg(off).and_then(|o| writev_of(&of, iov, cnt, Some(o))))
 }
 
-fn h_preadv2(
+pub(crate) fn h_preadv2(
     fd: c_int,
     iov: *const libc::iovec,
     cnt: c_int,
@@ -388,7 +399,7 @@ fn h_preadv2(
     Some(pos_off(off).and_then(|o| readv_of(&of, iov, cnt, o)))
 }
 
-fn h_pwritev2(
+pub(crate) fn h_pwritev2(
     fd: c_int,
     iov: *const libc::iovec,
     cnt: c_int,
@@ -441,7 +452,7 @@ pub fn seek_of(of: &OpenFile, off: i64, whence: c_int) -> Result<i64, Errno> {
     Ok(new)
 }
 
-fn h_lseek(fd: c_int, off: i64, whence: c_int) -> Act<i64> {
+pub(crate) fn h_lseek(fd: c_int, off: i64, whence: c_int) -> Act<i64> {
     let of = fds::get(fd)?;
     Some(seek_of(&of, off, whence))
 }
@@ -475,7 +486,7 @@ pub fn close_ours(fd: c_int) -> Result<c_int, Errno> {
     checked(unsafe { libc::close(fd) })
 }
 
-fn h_close(fd: c_int) -> Act<c_int> {
+pub(crate) fn h_close(fd: c_int) -> Act<c_int> {
     if fds::is_library(fd) {
         // Not the program's: as far as it knows, nothing is open there.
         return Some(Err(Errno::EBADF));
@@ -488,7 +499,7 @@ fn h_close(fd: c_int) -> Act<c_int> {
 }
 
 /// The library closes a descriptor of its own (libfabric, the client's sockets).
-fn library_close(fd: c_int) {
+pub(crate) fn library_close(fd: c_int) {
     fds::disown(fd);
 }
 
@@ -497,7 +508,7 @@ fn library_dup(old: c_int, new: c_int) -> Act<c_int> {
     (fds::is_library(old) || fds::is_library(new)).then_some(Err(Errno::EBADF))
 }
 
-fn h_dup(fd: c_int) -> Act<c_int> {
+pub(crate) fn h_dup(fd: c_int) -> Act<c_int> {
     if fds::is_library(fd) {
         return Some(Err(Errno::EBADF));
     }
@@ -542,12 +553,12 @@ fn dup_to(old: c_int, new: c_int, real: impl FnOnce() -> c_int) -> Act<c_int> {
     Some(r)
 }
 
-fn h_dup2(old: c_int, new: c_int) -> Act<c_int> {
+pub(crate) fn h_dup2(old: c_int, new: c_int) -> Act<c_int> {
     // SAFETY: dup2 of the caller's fds.
     dup_to(old, new, || unsafe { libc::dup2(old, new) })
 }
 
-fn h_dup3(old: c_int, new: c_int, flags: c_int) -> Act<c_int> {
+pub(crate) fn h_dup3(old: c_int, new: c_int, flags: c_int) -> Act<c_int> {
     if old == new && (fds::is_ours(old) || fds::is_ours(new)) {
         return Some(Err(Errno::EINVAL));
     }
@@ -555,7 +566,7 @@ fn h_dup3(old: c_int, new: c_int, flags: c_int) -> Act<c_int> {
     dup_to(old, new, || unsafe { libc::dup3(old, new, flags) })
 }
 
-fn h_fcntl(fd: c_int, cmd: c_int, arg: usize) -> Act<c_int> {
+pub(crate) fn h_fcntl(fd: c_int, cmd: c_int, arg: usize) -> Act<c_int> {
     if fds::is_library(fd) {
         return Some(Err(Errno::EBADF));
     }
@@ -591,7 +602,7 @@ fn h_fcntl(fd: c_int, cmd: c_int, arg: usize) -> Act<c_int> {
     })
 }
 
-fn h_ioctl(fd: c_int, req: std::ffi::c_ulong, arg: usize) -> Act<c_int> {
+pub(crate) fn h_ioctl(fd: c_int, req: std::ffi::c_ulong, arg: usize) -> Act<c_int> {
     let of = fds::get(fd)?;
     Some(match req {
         // isatty() and terminal queries: a file is not a terminal.
@@ -614,14 +625,14 @@ fn h_ioctl(fd: c_int, req: std::ffi::c_ulong, arg: usize) -> Act<c_int> {
     })
 }
 
-fn h_fsync(fd: c_int) -> Act<c_int> {
+pub(crate) fn h_fsync(fd: c_int) -> Act<c_int> {
     // Writes reach the daemons before write() returns; there is no client cache to
     // flush (the daemons write chunk files through their page cache, like GekkoFS).
     fds::get(fd)?;
     Some(Ok(0))
 }
 
-fn h_ftruncate(fd: c_int, len: i64) -> Act<c_int> {
+pub(crate) fn h_ftruncate(fd: c_int, len: i64) -> Act<c_int> {
     let of = fds::get(fd)?;
     Some((|| {
         if len < 0 || of.is_dir() || !of.writable() {
@@ -632,7 +643,7 @@ fn h_ftruncate(fd: c_int, len: i64) -> Act<c_int> {
     })())
 }
 
-fn h_posix_fadvise(fd: c_int, _off: i64, _len: i64, _advice: c_int) -> Act<c_int> {
+pub(crate) fn h_posix_fadvise(fd: c_int, _off: i64, _len: i64, _advice: c_int) -> Act<c_int> {
     // Advice is only advice; posix_fadvise returns 0 or an error number.
     fds::get(fd)?;
     Some(Ok(0))
@@ -663,12 +674,12 @@ fn fallocate_of(of: &OpenFile, mode_: c_int, off: i64, len: i64) -> Result<c_int
     Ok(0)
 }
 
-fn h_fallocate(fd: c_int, mode_: c_int, off: i64, len: i64) -> Act<c_int> {
+pub(crate) fn h_fallocate(fd: c_int, mode_: c_int, off: i64, len: i64) -> Act<c_int> {
     let of = fds::get(fd)?;
     Some(fallocate_of(&of, mode_, off, len))
 }
 
-fn h_posix_fallocate(fd: c_int, off: i64, len: i64) -> Act<c_int> {
+pub(crate) fn h_posix_fallocate(fd: c_int, off: i64, len: i64) -> Act<c_int> {
     let of = fds::get(fd)?;
     // posix_fallocate returns the error number instead of setting errno.
     Some(Ok(fallocate_of(&of, 0, off, len)
@@ -770,7 +781,7 @@ fn opt_off<'a>(p: *mut i64) -> Option<&'a mut i64> {
     (!p.is_null()).then(|| unsafe { &mut *p })
 }
 
-fn h_copy_file_range(
+pub(crate) fn h_copy_file_range(
     fd_in: c_int,
     off_in: *mut i64,
     fd_out: c_int,
@@ -793,63 +804,9 @@ fn h_copy_file_range(
     ))
 }
 
-fn h_sendfile(out: c_int, fd_in: c_int, off: *mut i64, count: usize) -> Act<isize> {
+pub(crate) fn h_sendfile(out: c_int, fd_in: c_int, off: *mut i64, count: usize) -> Act<isize> {
     if !fds::is_ours(fd_in) && !fds::is_ours(out) {
         return None;
     }
     Some(copy_fds(fd_in, opt_off(off), out, None, count))
-}
-
-hooks! {
-    vfn open(path: *const c_char, flags: c_int; perm: c_uint) -> c_int = h_open;
-    vfn open64(path: *const c_char, flags: c_int; perm: c_uint) -> c_int = h_open;
-    vfn openat(dirfd: c_int, path: *const c_char, flags: c_int; perm: c_uint) -> c_int = h_openat;
-    vfn openat64(dirfd: c_int, path: *const c_char, flags: c_int; perm: c_uint) -> c_int = h_openat;
-    fn __open_2(path: *const c_char, flags: c_int) -> c_int = h_open_2;
-    fn __open64_2(path: *const c_char, flags: c_int) -> c_int = h_open_2;
-    fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int = h_openat_2;
-    fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int = h_openat_2;
-    fn creat(path: *const c_char, perm: libc::mode_t) -> c_int = h_creat;
-    fn creat64(path: *const c_char, perm: libc::mode_t) -> c_int = h_creat;
-    fn read(fd: c_int, b: *mut c_void, n: usize) -> isize = h_read;
-    fn __read_chk(fd: c_int, b: *mut c_void, n: usize, buflen: usize) -> isize = h_read_chk;
-    fn write(fd: c_int, b: *const c_void, n: usize) -> isize = h_write;
-    fn pread(fd: c_int, b: *mut c_void, n: usize, off: i64) -> isize = h_pread;
-    fn pread64(fd: c_int, b: *mut c_void, n: usize, off: i64) -> isize = h_pread;
-    fn __pread_chk(fd: c_int, b: *mut c_void, n: usize, off: i64, buflen: usize) -> isize = h_pread_chk;
-    fn __pread64_chk(fd: c_int, b: *mut c_void, n: usize, off: i64, buflen: usize) -> isize = h_pread_chk;
-    fn pwrite(fd: c_int, b: *const c_void, n: usize, off: i64) -> isize = h_pwrite;
-    fn pwrite64(fd: c_int, b: *const c_void, n: usize, off: i64) -> isize = h_pwrite;
-    fn readv(fd: c_int, iov: *const libc::iovec, cnt: c_int) -> isize = h_readv;
-    fn writev(fd: c_int, iov: *const libc::iovec, cnt: c_int) -> isize = h_writev;
-    fn preadv(fd: c_int, iov: *const libc::iovec, cnt: c_int, off: i64) -> isize = h_preadv;
-    fn preadv64(fd: c_int, iov: *const libc::iovec, cnt: c_int, off: i64) -> isize = h_preadv;
-    fn pwritev(fd: c_int, iov: *const libc::iovec, cnt: c_int, off: i64) -> isize = h_pwritev;
-    fn pwritev64(fd: c_int, iov: *const libc::iovec, cnt: c_int, off: i64) -> isize = h_pwritev;
-    fn preadv2(fd: c_int, iov: *const libc::iovec, cnt: c_int, off: i64, flags: c_int) -> isize = h_preadv2;
-    fn preadv64v2(fd: c_int, iov: *const libc::iovec, cnt: c_int, off: i64, flags: c_int) -> isize = h_preadv2;
-    fn pwritev2(fd: c_int, iov: *const libc::iovec, cnt: c_int, off: i64, flags: c_int) -> isize = h_pwritev2;
-    fn pwritev64v2(fd: c_int, iov: *const libc::iovec, cnt: c_int, off: i64, flags: c_int) -> isize = h_pwritev2;
-    fn lseek(fd: c_int, off: i64, whence: c_int) -> i64 = h_lseek;
-    fn lseek64(fd: c_int, off: i64, whence: c_int) -> i64 = h_lseek;
-    fn close(fd: c_int) -> c_int = h_close, inside library_close;
-    fn dup(fd: c_int) -> c_int = h_dup;
-    fn dup2(old: c_int, new: c_int) -> c_int = h_dup2;
-    fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int = h_dup3;
-    vfn fcntl(fd: c_int, cmd: c_int; arg: usize) -> c_int = h_fcntl;
-    vfn fcntl64(fd: c_int, cmd: c_int; arg: usize) -> c_int = h_fcntl;
-    vfn ioctl(fd: c_int, req: std::ffi::c_ulong; arg: usize) -> c_int = h_ioctl;
-    fn fsync(fd: c_int) -> c_int = h_fsync;
-    fn fdatasync(fd: c_int) -> c_int = h_fsync;
-    fn ftruncate(fd: c_int, len: i64) -> c_int = h_ftruncate;
-    fn ftruncate64(fd: c_int, len: i64) -> c_int = h_ftruncate;
-    fn posix_fadvise(fd: c_int, off: i64, len: i64, advice: c_int) -> c_int = h_posix_fadvise;
-    fn posix_fadvise64(fd: c_int, off: i64, len: i64, advice: c_int) -> c_int = h_posix_fadvise;
-    fn fallocate(fd: c_int, mode_: c_int, off: i64, len: i64) -> c_int = h_fallocate;
-    fn fallocate64(fd: c_int, mode_: c_int, off: i64, len: i64) -> c_int = h_fallocate;
-    fn posix_fallocate(fd: c_int, off: i64, len: i64) -> c_int = h_posix_fallocate;
-    fn posix_fallocate64(fd: c_int, off: i64, len: i64) -> c_int = h_posix_fallocate;
-    fn copy_file_range(fd_in: c_int, off_in: *mut i64, fd_out: c_int, off_out: *mut i64, len: usize, flags: c_uint) -> isize = h_copy_file_range;
-    fn sendfile(out: c_int, fd_in: c_int, off: *mut i64, count: usize) -> isize = h_sendfile;
-    fn sendfile64(out: c_int, fd_in: c_int, off: *mut i64, count: usize) -> isize = h_sendfile;
 }

@@ -106,6 +106,9 @@ impl Fail for isize {
 impl Fail for u32 {
     const FAIL: u32 = 0;
 }
+impl Fail for () {
+    const FAIL: () = ();
+}
 impl<T> Fail for *mut T {
     const FAIL: *mut T = std::ptr::null_mut();
 }
@@ -170,7 +173,9 @@ pub fn run_or<R: Fail>(
 /// Declares intercepted entry points. Each item
 /// `fn name(args) -> Ret = body;` exports `name`, whose real counterpart has the same
 /// signature (`= body, inside f;` also runs `f(args)` before the real call when the
-/// library itself makes it); `vfn name(fixed; variadic) -> Ret = body;` is for C-variadic functions
+/// library itself makes it; `= wrap w;` hands every call, the library's own too, to
+/// `w(args, &real)`, which calls the real function itself, for calls whose results the
+/// library changes when it makes them); `vfn name(fixed; variadic) -> Ret = body;` is for C-variadic functions
 /// (`open`, `fcntl`): the extra argument is taken as a fixed one (ABI-correct on x86-64
 /// and aarch64 Linux) and the real function is called through a variadic pointer.
 macro_rules! hooks {
@@ -201,6 +206,39 @@ macro_rules! hooks {
                     unsafe { f($($a),*) }
                 },
             )
+        }
+        hooks!($($rest)*);
+    };
+    ($(#[$m:meta])* fn $name:ident($($a:ident : $t:ty),* $(,)?) -> $r:ty = wrap $w:path; $($rest:tt)*) => {
+        $(#[$m])*
+        /// Intercepted libc entry point (see the module docs).
+        ///
+        /// # Safety
+        /// Called by C code with the arguments the libc function of this name takes.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
+            static REAL: $crate::hook::Real =
+                $crate::hook::Real::new(match std::ffi::CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) { Ok(c) => c, Err(_) => panic!() });
+            let real = |$($a: $t),*| -> $r {
+                let addr = REAL.get();
+                if addr == 0 {
+                    $crate::hook::set_errno(libc::ENOSYS);
+                    return <$r as $crate::hook::Fail>::FAIL;
+                }
+                // SAFETY: `addr` is libc's definition of this very symbol, whose C
+                // prototype the declaration above repeats.
+                let f: unsafe extern "C" fn($($t),*) -> $r = unsafe { std::mem::transmute(addr) };
+                // SAFETY: the arguments the wrapper passes on (the caller's, or the
+                // library's replacements of the same types).
+                unsafe { f($($a),*) }
+            };
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| $w($($a,)* &real))) {
+                Ok(v) => v,
+                Err(_) => {
+                    $crate::hook::set_errno(libc::EIO);
+                    <$r as $crate::hook::Fail>::FAIL
+                }
+            }
         }
         hooks!($($rest)*);
     };

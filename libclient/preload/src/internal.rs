@@ -9,7 +9,7 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 
 use gkfs_proto::Errno;
 
-use crate::hook::{self, cstr, hooks, outside, Act, Real};
+use crate::hook::{self, cstr, outside, Act, Real};
 use crate::paths::{classify, Target};
 
 /// Would glibc's internal calls on `path` miss gkfs? (A gkfs path, or one rewritten
@@ -81,23 +81,23 @@ fn temp_file(template: *mut c_char, suffix: c_int, flags: c_int) -> Act<c_int> {
     }))
 }
 
-fn h_mkstemp(t: *mut c_char) -> Act<c_int> {
+pub(crate) fn h_mkstemp(t: *mut c_char) -> Act<c_int> {
     temp_file(t, 0, 0)
 }
 
-fn h_mkostemp(t: *mut c_char, flags: c_int) -> Act<c_int> {
+pub(crate) fn h_mkostemp(t: *mut c_char, flags: c_int) -> Act<c_int> {
     temp_file(t, 0, flags)
 }
 
-fn h_mkstemps(t: *mut c_char, suffix: c_int) -> Act<c_int> {
+pub(crate) fn h_mkstemps(t: *mut c_char, suffix: c_int) -> Act<c_int> {
     temp_file(t, suffix, 0)
 }
 
-fn h_mkostemps(t: *mut c_char, suffix: c_int, flags: c_int) -> Act<c_int> {
+pub(crate) fn h_mkostemps(t: *mut c_char, suffix: c_int, flags: c_int) -> Act<c_int> {
     temp_file(t, suffix, flags)
 }
 
-fn h_mkdtemp(t: *mut c_char) -> Act<*mut c_char> {
+pub(crate) fn h_mkdtemp(t: *mut c_char) -> Act<*mut c_char> {
     if !ours(t) {
         return None;
     }
@@ -116,7 +116,7 @@ fn h_mkdtemp(t: *mut c_char) -> Act<*mut c_char> {
 
 /// mktemp(3): a name that does not exist yet (what glibc checks with an internal
 /// lstat). As unsafe as glibc's: prefer mkstemp.
-fn h_mktemp(t: *mut c_char) -> Act<*mut c_char> {
+pub(crate) fn h_mktemp(t: *mut c_char) -> Act<*mut c_char> {
     if !ours(t) {
         return None;
     }
@@ -138,7 +138,7 @@ fn h_mktemp(t: *mut c_char) -> Act<*mut c_char> {
 }
 
 /// remove(3): unlink, or rmdir for a directory (glibc uses its internal unlink/rmdir).
-fn h_remove(path: *const c_char) -> Act<c_int> {
+pub(crate) fn h_remove(path: *const c_char) -> Act<c_int> {
     if !ours(path) {
         return None;
     }
@@ -171,7 +171,7 @@ pub struct Glob {
     stat: unsafe extern "C" fn(*const c_char, *mut libc::stat) -> c_int,
 }
 
-type GlobErr = Option<unsafe extern "C" fn(*const c_char, c_int) -> c_int>;
+pub(crate) type GlobErr = Option<unsafe extern "C" fn(*const c_char, c_int) -> c_int>;
 const GLOB_ALTDIRFUNC: c_int = 1 << 9;
 
 /// glob(3) with the directory functions set to the library's own entry points (the
@@ -191,11 +191,11 @@ fn glob_through(
     cstr(pattern)?;
     // SAFETY: the caller's glob_t; glob itself fills the other members.
     unsafe {
-        (*pglob).closedir = crate::dir::closedir;
-        (*pglob).readdir = crate::dir::readdir64;
-        (*pglob).opendir = crate::dir::opendir;
-        (*pglob).lstat = crate::meta::lstat64;
-        (*pglob).stat = crate::meta::stat64;
+        (*pglob).closedir = crate::table::closedir;
+        (*pglob).readdir = crate::table::readdir64;
+        (*pglob).opendir = crate::table::opendir;
+        (*pglob).lstat = crate::table::lstat64;
+        (*pglob).stat = crate::table::stat64;
     }
     let addr = real.get();
     if addr == 0 {
@@ -211,12 +211,17 @@ fn glob_through(
     })))
 }
 
-fn h_glob(pattern: *const c_char, flags: c_int, errfunc: GlobErr, pglob: *mut Glob) -> Act<c_int> {
+pub(crate) fn h_glob(
+    pattern: *const c_char,
+    flags: c_int,
+    errfunc: GlobErr,
+    pglob: *mut Glob,
+) -> Act<c_int> {
     static REAL: Real = Real::new(c"glob");
     glob_through(&REAL, pattern, flags, errfunc, pglob)
 }
 
-fn h_glob64(
+pub(crate) fn h_glob64(
     pattern: *const c_char,
     flags: c_int,
     errfunc: GlobErr,
@@ -465,14 +470,14 @@ fn walk(
     })
 }
 
-fn h_nftw(dir: *const c_char, f: NftwFn, _nopenfd: c_int, flags: c_int) -> Act<c_int> {
+pub(crate) fn h_nftw(dir: *const c_char, f: NftwFn, _nopenfd: c_int, flags: c_int) -> Act<c_int> {
     walk(dir, flags, &mut |p, st, kind, mut info| {
         // SAFETY: the program's callback with a path, its stat and a struct FTW.
         unsafe { f(p.as_ptr(), st, kind, &mut info) }
     })
 }
 
-fn h_ftw(dir: *const c_char, f: FtwFn, _nopenfd: c_int) -> Act<c_int> {
+pub(crate) fn h_ftw(dir: *const c_char, f: FtwFn, _nopenfd: c_int) -> Act<c_int> {
     walk(dir, 0, &mut |p, st, kind, _| {
         // ftw knows fewer kinds than nftw (glibc's ftw_arr): a link (never seen, as ftw
         // follows them) is a file, a dangling one unstattable.
@@ -494,7 +499,7 @@ fn cwd_is_ours() -> bool {
 }
 
 /// getwd(3): getcwd into a PATH_MAX buffer (glibc's is internal).
-fn h_getwd(buf: *mut c_char) -> Act<*mut c_char> {
+pub(crate) fn h_getwd(buf: *mut c_char) -> Act<*mut c_char> {
     if !cwd_is_ours() || buf.is_null() {
         return None;
     }
@@ -511,7 +516,7 @@ fn h_getwd(buf: *mut c_char) -> Act<*mut c_char> {
 }
 
 /// __getwd_chk (getwd of a _FORTIFY_SOURCE build).
-fn h_getwd_chk(buf: *mut c_char, buflen: usize) -> Act<*mut c_char> {
+pub(crate) fn h_getwd_chk(buf: *mut c_char, buflen: usize) -> Act<*mut c_char> {
     if buflen < libc::PATH_MAX as usize {
         return None;
     }
@@ -519,7 +524,7 @@ fn h_getwd_chk(buf: *mut c_char, buflen: usize) -> Act<*mut c_char> {
 }
 
 /// __getcwd_chk (getcwd of a _FORTIFY_SOURCE build): glibc's calls its internal getcwd.
-fn h_getcwd_chk(buf: *mut c_char, size: usize, buflen: usize) -> Act<*mut c_char> {
+pub(crate) fn h_getcwd_chk(buf: *mut c_char, size: usize, buflen: usize) -> Act<*mut c_char> {
     if size > buflen || !cwd_is_ours() {
         return None;
     }
@@ -528,7 +533,12 @@ fn h_getcwd_chk(buf: *mut c_char, size: usize, buflen: usize) -> Act<*mut c_char
 }
 
 /// __readlink_chk (readlink of a _FORTIFY_SOURCE build).
-fn h_readlink_chk(path: *const c_char, buf: *mut c_char, len: usize, buflen: usize) -> Act<isize> {
+pub(crate) fn h_readlink_chk(
+    path: *const c_char,
+    buf: *mut c_char,
+    len: usize,
+    buflen: usize,
+) -> Act<isize> {
     if len > buflen {
         return None;
     }
@@ -537,7 +547,7 @@ fn h_readlink_chk(path: *const c_char, buf: *mut c_char, len: usize, buflen: usi
 }
 
 /// __readlinkat_chk.
-fn h_readlinkat_chk(
+pub(crate) fn h_readlinkat_chk(
     dirfd: c_int,
     path: *const c_char,
     buf: *mut c_char,
@@ -555,7 +565,7 @@ fn h_readlinkat_chk(
 
 /// tempnam(3): glibc checks the directories (TMPDIR, `dir`, P_tmpdir, /tmp) and the
 /// names with internal stat calls, so a gkfs directory was passed over for /tmp.
-fn h_tempnam(dir: *const c_char, pfx: *const c_char) -> Act<*mut c_char> {
+pub(crate) fn h_tempnam(dir: *const c_char, pfx: *const c_char) -> Act<*mut c_char> {
     crate::state::fs()?;
     let is_dir = |p: &str| {
         let Ok(c) = std::ffi::CString::new(p) else {
@@ -593,7 +603,11 @@ fn h_tempnam(dir: *const c_char, pfx: *const c_char) -> Act<*mut c_char> {
 /// fts_open(3): glibc walks with internal calls and would see an empty directory
 /// where gkfs is. Not done for gkfs paths: an honest error (find, rm -r, du and the
 /// other coreutils use gnulib's fts, which works).
-fn h_fts_open(argv: *const *mut c_char, _options: c_int, _cmp: *const c_void) -> Act<*mut c_void> {
+pub(crate) fn h_fts_open(
+    argv: *const *mut c_char,
+    _options: c_int,
+    _cmp: *const c_void,
+) -> Act<*mut c_void> {
     crate::state::fs()?;
     let mut i = 0;
     loop {
@@ -614,7 +628,11 @@ fn h_fts_open(argv: *const *mut c_char, _options: c_int, _cmp: *const c_void) ->
 }
 
 /// futimesat(2): utimensat with microseconds.
-fn h_futimesat(dirfd: c_int, path: *const c_char, tv: *const libc::timeval) -> Act<c_int> {
+pub(crate) fn h_futimesat(
+    dirfd: c_int,
+    path: *const c_char,
+    tv: *const libc::timeval,
+) -> Act<c_int> {
     if !ours(path) && !crate::fds::is_ours(dirfd) {
         return None;
     }
@@ -639,7 +657,7 @@ fn h_futimesat(dirfd: c_int, path: *const c_char, tv: *const libc::timeval) -> A
 }
 
 /// mknodat(2) and mkfifoat(3): as mknod and mkfifo (gkfs stores no device or fifo).
-fn h_mknodat(
+pub(crate) fn h_mknodat(
     dirfd: c_int,
     path: *const c_char,
     mode: libc::mode_t,
@@ -664,22 +682,22 @@ fn h_mknodat(
     })))
 }
 
-fn h_mkfifoat(dirfd: c_int, path: *const c_char, mode: libc::mode_t) -> Act<c_int> {
+pub(crate) fn h_mkfifoat(dirfd: c_int, path: *const c_char, mode: libc::mode_t) -> Act<c_int> {
     h_mknodat(dirfd, path, mode | libc::S_IFIFO, 0)
 }
 
 /// The removexattr family: as setxattr, not supported on gkfs files (EOPNOTSUPP).
-fn h_removexattr(path: *const c_char, _name: *const c_char) -> Act<c_int> {
+pub(crate) fn h_removexattr(path: *const c_char, _name: *const c_char) -> Act<c_int> {
     ours(path).then_some(Err(Errno::ENOTSUP))
 }
 
-fn h_fremovexattr(fd: c_int, _name: *const c_char) -> Act<c_int> {
+pub(crate) fn h_fremovexattr(fd: c_int, _name: *const c_char) -> Act<c_int> {
     crate::fds::is_ours(fd).then_some(Err(Errno::ENOTSUP))
 }
 
 /// name_to_handle_at(2): file handles are not offered (EOPNOTSUPP, as the kernel says
 /// for such file systems).
-fn h_name_to_handle_at(
+pub(crate) fn h_name_to_handle_at(
     dirfd: c_int,
     path: *const c_char,
     _h: *mut c_void,
@@ -690,22 +708,22 @@ fn h_name_to_handle_at(
 }
 
 /// syncfs(2) on a gkfs fd: every write is already on its daemons.
-fn h_syncfs(fd: c_int) -> Act<c_int> {
+pub(crate) fn h_syncfs(fd: c_int) -> Act<c_int> {
     crate::fds::is_ours(fd).then_some(Ok(0))
 }
 
 /// readahead(2) on a gkfs fd: nothing to do (there is no client cache).
-fn h_readahead(fd: c_int, _off: i64, _count: usize) -> Act<isize> {
+pub(crate) fn h_readahead(fd: c_int, _off: i64, _count: usize) -> Act<isize> {
     crate::fds::is_ours(fd).then_some(Ok(0))
 }
 
 /// sync_file_range(2) on a gkfs fd: as fdatasync.
-fn h_sync_file_range(fd: c_int, _off: i64, _n: i64, _flags: u32) -> Act<c_int> {
+pub(crate) fn h_sync_file_range(fd: c_int, _off: i64, _n: i64, _flags: u32) -> Act<c_int> {
     crate::fds::is_ours(fd).then_some(Ok(0))
 }
 
 /// ftok(3): glibc stats the path internally.
-fn h_ftok(path: *const c_char, proj: c_int) -> Act<libc::key_t> {
+pub(crate) fn h_ftok(path: *const c_char, proj: c_int) -> Act<libc::key_t> {
     if !ours(path) {
         return None;
     }
@@ -736,7 +754,7 @@ fn gkfs_pathconf(name: c_int) -> Result<libc::c_long, Errno> {
     })
 }
 
-fn h_pathconf(path: *const c_char, name: c_int) -> Act<libc::c_long> {
+pub(crate) fn h_pathconf(path: *const c_char, name: c_int) -> Act<libc::c_long> {
     if !ours(path) {
         return None;
     }
@@ -747,49 +765,6 @@ fn h_pathconf(path: *const c_char, name: c_int) -> Act<libc::c_long> {
     Some(gkfs_pathconf(name))
 }
 
-fn h_fpathconf(fd: c_int, name: c_int) -> Act<libc::c_long> {
+pub(crate) fn h_fpathconf(fd: c_int, name: c_int) -> Act<libc::c_long> {
     crate::fds::is_ours(fd).then(|| gkfs_pathconf(name))
-}
-
-hooks! {
-    fn getwd(buf: *mut c_char) -> *mut c_char = h_getwd;
-    fn __getwd_chk(buf: *mut c_char, buflen: usize) -> *mut c_char = h_getwd_chk;
-    fn __getcwd_chk(buf: *mut c_char, size: usize, buflen: usize) -> *mut c_char = h_getcwd_chk;
-    fn __readlink_chk(path: *const c_char, buf: *mut c_char, len: usize, buflen: usize) -> isize = h_readlink_chk;
-    fn __readlinkat_chk(dirfd: c_int, path: *const c_char, buf: *mut c_char, len: usize, buflen: usize) -> isize = h_readlinkat_chk;
-    fn tempnam(dir: *const c_char, pfx: *const c_char) -> *mut c_char = h_tempnam;
-    fn fts_open(argv: *const *mut c_char, options: c_int, cmp: *const c_void) -> *mut c_void = h_fts_open;
-    fn futimesat(dirfd: c_int, path: *const c_char, tv: *const libc::timeval) -> c_int = h_futimesat;
-    fn mknodat(dirfd: c_int, path: *const c_char, mode: libc::mode_t, dev: libc::dev_t) -> c_int = h_mknodat;
-    fn mkfifoat(dirfd: c_int, path: *const c_char, mode: libc::mode_t) -> c_int = h_mkfifoat;
-    fn removexattr(path: *const c_char, name: *const c_char) -> c_int = h_removexattr;
-    fn lremovexattr(path: *const c_char, name: *const c_char) -> c_int = h_removexattr;
-    fn fremovexattr(fd: c_int, name: *const c_char) -> c_int = h_fremovexattr;
-    fn name_to_handle_at(dirfd: c_int, path: *const c_char, h: *mut c_void, mnt: *mut c_int, flags: c_int) -> c_int = h_name_to_handle_at;
-    fn syncfs(fd: c_int) -> c_int = h_syncfs;
-    fn readahead(fd: c_int, off: i64, count: usize) -> isize = h_readahead;
-    fn sync_file_range(fd: c_int, off: i64, n: i64, flags: u32) -> c_int = h_sync_file_range;
-    fn ftok(path: *const c_char, proj: c_int) -> libc::key_t = h_ftok;
-    fn pathconf(path: *const c_char, name: c_int) -> libc::c_long = h_pathconf;
-    fn fpathconf(fd: c_int, name: c_int) -> libc::c_long = h_fpathconf;
-}
-
-hooks! {
-    fn nftw(dir: *const c_char, f: NftwFn, nopenfd: c_int, flags: c_int) -> c_int = h_nftw;
-    fn nftw64(dir: *const c_char, f: NftwFn, nopenfd: c_int, flags: c_int) -> c_int = h_nftw;
-    fn ftw(dir: *const c_char, f: FtwFn, nopenfd: c_int) -> c_int = h_ftw;
-    fn ftw64(dir: *const c_char, f: FtwFn, nopenfd: c_int) -> c_int = h_ftw;
-    fn mkstemp(t: *mut c_char) -> c_int = h_mkstemp;
-    fn mkstemp64(t: *mut c_char) -> c_int = h_mkstemp;
-    fn mkostemp(t: *mut c_char, flags: c_int) -> c_int = h_mkostemp;
-    fn mkostemp64(t: *mut c_char, flags: c_int) -> c_int = h_mkostemp;
-    fn mkstemps(t: *mut c_char, suffix: c_int) -> c_int = h_mkstemps;
-    fn mkstemps64(t: *mut c_char, suffix: c_int) -> c_int = h_mkstemps;
-    fn mkostemps(t: *mut c_char, suffix: c_int, flags: c_int) -> c_int = h_mkostemps;
-    fn mkostemps64(t: *mut c_char, suffix: c_int, flags: c_int) -> c_int = h_mkostemps;
-    fn mkdtemp(t: *mut c_char) -> *mut c_char = h_mkdtemp;
-    fn mktemp(t: *mut c_char) -> *mut c_char = h_mktemp;
-    fn remove(path: *const c_char) -> c_int = h_remove;
-    fn glob(pattern: *const c_char, flags: c_int, errfunc: GlobErr, pglob: *mut Glob) -> c_int = h_glob;
-    fn glob64(pattern: *const c_char, flags: c_int, errfunc: GlobErr, pglob: *mut Glob) -> c_int = h_glob64;
 }

@@ -1,6 +1,7 @@
 //! `libgkfs_client.so`: the LD_PRELOAD library through which unmodified programs use
 //! gkfs. See README.md for the design; each module documents its part:
-//! `hook` (the interception machinery), `state` (lazy process state), `fds`
+//! `table` (every intercepted entry point, in one table), `hook` (the interception
+//! machinery), `state` (lazy process state), `fds`
 //! (descriptors), `paths` (classifying path arguments), and the hook groups
 //! `file`, `meta`, `dir`, `stdio`, `exec`, `mmap`, `own` (the library's own descriptors).
 //!
@@ -25,6 +26,7 @@ mod own;
 mod paths;
 mod state;
 mod stdio;
+mod table;
 
 extern "C" fn on_load() {
     let _inside = hook::Inside::enter();

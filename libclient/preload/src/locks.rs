@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 
 use crate::fds::{self, OpenFile};
 use crate::file::size_of;
-use crate::hook::{hooks, outside, Act};
+use crate::hook::{outside, Act};
 use crate::state;
 
 /// Paths on which this process holds POSIX locks (released when it closes any fd of
@@ -211,7 +211,7 @@ pub fn fcntl_lock(of: &OpenFile, cmd: c_int, arg: usize) -> Result<c_int, Errno>
     }
 }
 
-fn h_flock(fd: c_int, op: c_int) -> Act<c_int> {
+pub(crate) fn h_flock(fd: c_int, op: c_int) -> Act<c_int> {
     let of = fds::get(fd)?;
     let kind = match op & !libc::LOCK_NB {
         libc::LOCK_SH => lock::READ,
@@ -241,7 +241,7 @@ fn h_flock(fd: c_int, op: c_int) -> Act<c_int> {
 
 /// lockf(3) (glibc calls its internal fcntl): F_LOCK, F_TLOCK, F_ULOCK and F_TEST on
 /// `len` bytes from the current offset, as POSIX locks.
-fn h_lockf(fd: c_int, cmd: c_int, len: i64) -> Act<c_int> {
+pub(crate) fn h_lockf(fd: c_int, cmd: c_int, len: i64) -> Act<c_int> {
     fds::get(fd)?;
     let mut fl = libc::flock {
         l_type: libc::F_WRLCK as i16,
@@ -298,10 +298,4 @@ pub fn before_close(of: &OpenFile, last_here: bool) {
     }
     // A failure leaves the lock to its lease.
     let _ = c.unlock_all(&of.path(), &owners);
-}
-
-hooks! {
-    fn flock(fd: c_int, op: c_int) -> c_int = h_flock;
-    fn lockf(fd: c_int, cmd: c_int, len: i64) -> c_int = h_lockf;
-    fn lockf64(fd: c_int, cmd: c_int, len: i64) -> c_int = h_lockf;
 }

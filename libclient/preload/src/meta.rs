@@ -10,7 +10,7 @@ use gkfs_proto::{Errno, Record};
 
 use crate::fds;
 use crate::file::{follow, Followed};
-use crate::hook::{cstr, hooks, Act};
+use crate::hook::{cstr, Act};
 use crate::log::{unsupported, Unsupported};
 use crate::paths::{
     checked, classify, classify_at, classify_with, ends_in_dot, names_dir, route, with_links,
@@ -150,7 +150,7 @@ pub fn fstat_of(fd: c_int, st: *mut libc::stat) -> Act<c_int> {
     })())
 }
 
-fn h_stat(path: *const c_char, st: *mut libc::stat) -> Act<c_int> {
+pub(crate) fn h_stat(path: *const c_char, st: *mut libc::stat) -> Act<c_int> {
     // SAFETY: rewritten path and the caller's buffer.
     route(
         classify(path),
@@ -159,7 +159,7 @@ fn h_stat(path: *const c_char, st: *mut libc::stat) -> Act<c_int> {
     )
 }
 
-fn h_lstat(path: *const c_char, st: *mut libc::stat) -> Act<c_int> {
+pub(crate) fn h_lstat(path: *const c_char, st: *mut libc::stat) -> Act<c_int> {
     // SAFETY: rewritten path and the caller's buffer.
     route(
         classify(path),
@@ -168,11 +168,16 @@ fn h_lstat(path: *const c_char, st: *mut libc::stat) -> Act<c_int> {
     )
 }
 
-fn h_fstat(fd: c_int, st: *mut libc::stat) -> Act<c_int> {
+pub(crate) fn h_fstat(fd: c_int, st: *mut libc::stat) -> Act<c_int> {
     fstat_of(fd, st)
 }
 
-fn h_fstatat(dirfd: c_int, path: *const c_char, st: *mut libc::stat, flags: c_int) -> Act<c_int> {
+pub(crate) fn h_fstatat(
+    dirfd: c_int,
+    path: *const c_char,
+    st: *mut libc::stat,
+    flags: c_int,
+) -> Act<c_int> {
     if flags & libc::AT_EMPTY_PATH != 0 && cstr(path) == Some("") {
         return if dirfd == libc::AT_FDCWD {
             None
@@ -189,16 +194,16 @@ fn h_fstatat(dirfd: c_int, path: *const c_char, st: *mut libc::stat, flags: c_in
     )
 }
 
-fn h_xstat(_ver: c_int, path: *const c_char, st: *mut libc::stat) -> Act<c_int> {
+pub(crate) fn h_xstat(_ver: c_int, path: *const c_char, st: *mut libc::stat) -> Act<c_int> {
     h_stat(path, st)
 }
-fn h_lxstat(_ver: c_int, path: *const c_char, st: *mut libc::stat) -> Act<c_int> {
+pub(crate) fn h_lxstat(_ver: c_int, path: *const c_char, st: *mut libc::stat) -> Act<c_int> {
     h_lstat(path, st)
 }
-fn h_fxstat(_ver: c_int, fd: c_int, st: *mut libc::stat) -> Act<c_int> {
+pub(crate) fn h_fxstat(_ver: c_int, fd: c_int, st: *mut libc::stat) -> Act<c_int> {
     fstat_of(fd, st)
 }
-fn h_fxstatat(
+pub(crate) fn h_fxstatat(
     _ver: c_int,
     dirfd: c_int,
     path: *const c_char,
@@ -208,7 +213,7 @@ fn h_fxstatat(
     h_fstatat(dirfd, path, st, flags)
 }
 
-fn h_statx(
+pub(crate) fn h_statx(
     dirfd: c_int,
     path: *const c_char,
     flags: c_int,
@@ -281,7 +286,7 @@ fn access_path(p: String, amode: c_int, follow_links: bool) -> Result<c_int, Err
     }
 }
 
-fn h_access(path: *const c_char, amode: c_int) -> Act<c_int> {
+pub(crate) fn h_access(path: *const c_char, amode: c_int) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
         classify(path),
@@ -290,7 +295,12 @@ fn h_access(path: *const c_char, amode: c_int) -> Act<c_int> {
     )
 }
 
-fn h_faccessat(dirfd: c_int, path: *const c_char, amode: c_int, flags: c_int) -> Act<c_int> {
+pub(crate) fn h_faccessat(
+    dirfd: c_int,
+    path: *const c_char,
+    amode: c_int,
+    flags: c_int,
+) -> Act<c_int> {
     route(
         classify_at(dirfd, path),
         // SAFETY: rewritten path.
@@ -305,7 +315,7 @@ fn mkdir_gkfs(p: String, perm: libc::mode_t) -> Result<c_int, Errno> {
     Ok(0)
 }
 
-fn h_mkdir(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
+pub(crate) fn h_mkdir(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
         classify_with(libc::AT_FDCWD, path, Slash::Ignore),
@@ -314,7 +324,7 @@ fn h_mkdir(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
     )
 }
 
-fn h_mkdirat(dirfd: c_int, path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
+pub(crate) fn h_mkdirat(dirfd: c_int, path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
         classify_with(dirfd, path, Slash::Ignore),
@@ -346,7 +356,7 @@ fn unlink_gkfs(p: String) -> Result<c_int, Errno> {
     }
 }
 
-fn h_rmdir(path: *const c_char) -> Act<c_int> {
+pub(crate) fn h_rmdir(path: *const c_char) -> Act<c_int> {
     if cstr(path).is_some_and(|p| p == "." || p.ends_with("/."))
         && matches!(classify(path), Target::Gkfs(_))
     {
@@ -360,7 +370,7 @@ fn h_rmdir(path: *const c_char) -> Act<c_int> {
     )
 }
 
-fn h_unlink(path: *const c_char) -> Act<c_int> {
+pub(crate) fn h_unlink(path: *const c_char) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
         classify_with(libc::AT_FDCWD, path, Slash::Entry),
@@ -369,7 +379,7 @@ fn h_unlink(path: *const c_char) -> Act<c_int> {
     )
 }
 
-fn h_unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> Act<c_int> {
+pub(crate) fn h_unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> Act<c_int> {
     let dir = flags & libc::AT_REMOVEDIR != 0;
     route(
         classify_with(dirfd, path, Slash::Entry),
@@ -413,11 +423,11 @@ fn rename_gkfs(a: &str, b: &str, flags: u32, to_dir: bool) -> Result<c_int, Errn
     Ok(0)
 }
 
-fn h_rename(from: *const c_char, to: *const c_char) -> Act<c_int> {
+pub(crate) fn h_rename(from: *const c_char, to: *const c_char) -> Act<c_int> {
     h_renameat2(libc::AT_FDCWD, from, libc::AT_FDCWD, to, 0)
 }
 
-fn h_renameat2(
+pub(crate) fn h_renameat2(
     d1: c_int,
     from: *const c_char,
     d2: c_int,
@@ -457,7 +467,12 @@ fn h_renameat2(
 #[allow(non_camel_case_types)]
 type c_uint_ = std::ffi::c_uint;
 
-fn h_renameat(d1: c_int, from: *const c_char, d2: c_int, to: *const c_char) -> Act<c_int> {
+pub(crate) fn h_renameat(
+    d1: c_int,
+    from: *const c_char,
+    d2: c_int,
+    to: *const c_char,
+) -> Act<c_int> {
     h_renameat2(d1, from, d2, to, 0)
 }
 
@@ -481,7 +496,7 @@ fn truncate_gkfs(p: String, len: i64) -> Result<c_int, Errno> {
     }
 }
 
-fn h_truncate(path: *const c_char, len: i64) -> Act<c_int> {
+pub(crate) fn h_truncate(path: *const c_char, len: i64) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
         classify(path),
@@ -535,7 +550,7 @@ fn utimens_gkfs(
     }
 }
 
-fn h_utimensat(
+pub(crate) fn h_utimensat(
     dirfd: c_int,
     path: *const c_char,
     times: *const libc::timespec,
@@ -554,7 +569,7 @@ fn h_utimensat(
     )
 }
 
-fn h_futimens(fd: c_int, times: *const libc::timespec) -> Act<c_int> {
+pub(crate) fn h_futimens(fd: c_int, times: *const libc::timespec) -> Act<c_int> {
     let of = fds::get(fd)?;
     Some(set_times(&of.path(), times))
 }
@@ -571,7 +586,7 @@ fn timevals(tv: *const libc::timeval) -> Option<[libc::timespec; 2]> {
     }))
 }
 
-fn h_utimes(path: *const c_char, tv: *const libc::timeval) -> Act<c_int> {
+pub(crate) fn h_utimes(path: *const c_char, tv: *const libc::timeval) -> Act<c_int> {
     let ts = timevals(tv);
     let tp = ts.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
     // SAFETY: rewritten path, the caller's times.
@@ -582,7 +597,7 @@ fn h_utimes(path: *const c_char, tv: *const libc::timeval) -> Act<c_int> {
     )
 }
 
-fn h_lutimes(path: *const c_char, tv: *const libc::timeval) -> Act<c_int> {
+pub(crate) fn h_lutimes(path: *const c_char, tv: *const libc::timeval) -> Act<c_int> {
     let ts = timevals(tv);
     let tp = ts.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
     // SAFETY: rewritten path, the caller's times.
@@ -593,7 +608,7 @@ fn h_lutimes(path: *const c_char, tv: *const libc::timeval) -> Act<c_int> {
     )
 }
 
-fn h_futimes(fd: c_int, tv: *const libc::timeval) -> Act<c_int> {
+pub(crate) fn h_futimes(fd: c_int, tv: *const libc::timeval) -> Act<c_int> {
     let of = fds::get(fd)?;
     let ts = timevals(tv);
     Some(set_times(
@@ -602,7 +617,7 @@ fn h_futimes(fd: c_int, tv: *const libc::timeval) -> Act<c_int> {
     ))
 }
 
-fn h_utime(path: *const c_char, ut: *const libc::utimbuf) -> Act<c_int> {
+pub(crate) fn h_utime(path: *const c_char, ut: *const libc::utimbuf) -> Act<c_int> {
     let ts = (!ut.is_null()).then(|| {
         // SAFETY: utime's argument, when not NULL, points at a utimbuf.
         let u = unsafe { &*ut };
@@ -644,7 +659,7 @@ fn chmod_gkfs(p: String, perm: libc::mode_t, follow: bool) -> Result<c_int, Errn
     }
 }
 
-fn h_chmod(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
+pub(crate) fn h_chmod(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
         classify(path),
@@ -653,7 +668,7 @@ fn h_chmod(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
     )
 }
 
-fn h_lchmod(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
+pub(crate) fn h_lchmod(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
     route(
         classify_with(libc::AT_FDCWD, path, Slash::Entry),
         // SAFETY: rewritten path.
@@ -662,7 +677,12 @@ fn h_lchmod(path: *const c_char, perm: libc::mode_t) -> Act<c_int> {
     )
 }
 
-fn h_fchmodat(dirfd: c_int, path: *const c_char, perm: libc::mode_t, flags: c_int) -> Act<c_int> {
+pub(crate) fn h_fchmodat(
+    dirfd: c_int,
+    path: *const c_char,
+    perm: libc::mode_t,
+    flags: c_int,
+) -> Act<c_int> {
     route(
         classify_at(dirfd, path),
         // SAFETY: rewritten path.
@@ -671,7 +691,7 @@ fn h_fchmodat(dirfd: c_int, path: *const c_char, perm: libc::mode_t, flags: c_in
     )
 }
 
-fn h_fchmod(fd: c_int, perm: libc::mode_t) -> Act<c_int> {
+pub(crate) fn h_fchmod(fd: c_int, perm: libc::mode_t) -> Act<c_int> {
     let of = fds::get(fd)?;
     Some((|| {
         state::client()?.set_attr(&of.path(), Some(perm & 0o7777), None, None)?;
@@ -710,7 +730,7 @@ fn chown_gkfs(
     }
 }
 
-fn h_chown(path: *const c_char, uid: libc::uid_t, gid: libc::gid_t) -> Act<c_int> {
+pub(crate) fn h_chown(path: *const c_char, uid: libc::uid_t, gid: libc::gid_t) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
         classify(path),
@@ -719,7 +739,7 @@ fn h_chown(path: *const c_char, uid: libc::uid_t, gid: libc::gid_t) -> Act<c_int
     )
 }
 
-fn h_lchown(path: *const c_char, uid: libc::uid_t, gid: libc::gid_t) -> Act<c_int> {
+pub(crate) fn h_lchown(path: *const c_char, uid: libc::uid_t, gid: libc::gid_t) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
         classify(path),
@@ -728,7 +748,7 @@ fn h_lchown(path: *const c_char, uid: libc::uid_t, gid: libc::gid_t) -> Act<c_in
     )
 }
 
-fn h_fchownat(
+pub(crate) fn h_fchownat(
     dirfd: c_int,
     path: *const c_char,
     uid: libc::uid_t,
@@ -746,7 +766,7 @@ fn h_fchownat(
     )
 }
 
-fn h_fchown(fd: c_int, uid: libc::uid_t, gid: libc::gid_t) -> Act<c_int> {
+pub(crate) fn h_fchown(fd: c_int, uid: libc::uid_t, gid: libc::gid_t) -> Act<c_int> {
     let of = fds::get(fd)?;
     Some((|| {
         let r = state::client()?.stat(&of.path()).unwrap_or(of.record);
@@ -795,7 +815,7 @@ fn statvfs_gkfs(buf: *mut libc::statvfs) -> Result<c_int, Errno> {
     Ok(0)
 }
 
-fn h_statfs(path: *const c_char, buf: *mut libc::statfs) -> Act<c_int> {
+pub(crate) fn h_statfs(path: *const c_char, buf: *mut libc::statfs) -> Act<c_int> {
     // SAFETY: rewritten path and the caller's buffer.
     route(
         classify(path),
@@ -807,12 +827,12 @@ fn h_statfs(path: *const c_char, buf: *mut libc::statfs) -> Act<c_int> {
     )
 }
 
-fn h_fstatfs(fd: c_int, buf: *mut libc::statfs) -> Act<c_int> {
+pub(crate) fn h_fstatfs(fd: c_int, buf: *mut libc::statfs) -> Act<c_int> {
     fds::get(fd)?;
     Some(statfs_gkfs(buf))
 }
 
-fn h_statvfs(path: *const c_char, buf: *mut libc::statvfs) -> Act<c_int> {
+pub(crate) fn h_statvfs(path: *const c_char, buf: *mut libc::statvfs) -> Act<c_int> {
     // SAFETY: rewritten path and the caller's buffer.
     route(
         classify(path),
@@ -824,7 +844,7 @@ fn h_statvfs(path: *const c_char, buf: *mut libc::statvfs) -> Act<c_int> {
     )
 }
 
-fn h_fstatvfs(fd: c_int, buf: *mut libc::statvfs) -> Act<c_int> {
+pub(crate) fn h_fstatvfs(fd: c_int, buf: *mut libc::statvfs) -> Act<c_int> {
     fds::get(fd)?;
     Some(statvfs_gkfs(buf))
 }
@@ -846,7 +866,7 @@ fn symlink_gkfs(target: *const c_char, p: String) -> Result<c_int, Errno> {
     Ok(0)
 }
 
-fn h_symlink(target: *const c_char, path: *const c_char) -> Act<c_int> {
+pub(crate) fn h_symlink(target: *const c_char, path: *const c_char) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
         classify_with(libc::AT_FDCWD, path, Slash::Create),
@@ -855,7 +875,7 @@ fn h_symlink(target: *const c_char, path: *const c_char) -> Act<c_int> {
     )
 }
 
-fn h_symlinkat(target: *const c_char, dirfd: c_int, path: *const c_char) -> Act<c_int> {
+pub(crate) fn h_symlinkat(target: *const c_char, dirfd: c_int, path: *const c_char) -> Act<c_int> {
     // SAFETY: rewritten path.
     route(
         classify_with(dirfd, path, Slash::Create),
@@ -888,7 +908,7 @@ fn readlink_fd_alias(path: *const c_char, out: *mut c_char, size: usize) -> Act<
     Some(Ok(n as isize))
 }
 
-fn h_readlink(path: *const c_char, out: *mut c_char, size: usize) -> Act<isize> {
+pub(crate) fn h_readlink(path: *const c_char, out: *mut c_char, size: usize) -> Act<isize> {
     if let Some(done) = readlink_fd_alias(path, out, size) {
         return Some(done);
     }
@@ -900,7 +920,12 @@ fn h_readlink(path: *const c_char, out: *mut c_char, size: usize) -> Act<isize> 
     )
 }
 
-fn h_readlinkat(dirfd: c_int, path: *const c_char, out: *mut c_char, size: usize) -> Act<isize> {
+pub(crate) fn h_readlinkat(
+    dirfd: c_int,
+    path: *const c_char,
+    out: *mut c_char,
+    size: usize,
+) -> Act<isize> {
     if let Some(done) = readlink_fd_alias(path, out, size) {
         return Some(done);
     }
@@ -920,7 +945,7 @@ fn real_at(t: &Target, dirfd: c_int, orig: *const c_char) -> (c_int, *const c_ch
     }
 }
 
-fn h_linkat(
+pub(crate) fn h_linkat(
     d1: c_int,
     from: *const c_char,
     d2: c_int,
@@ -965,7 +990,7 @@ fn link_gkfs(from: &str, to: &str, follow: bool) -> Result<c_int, Errno> {
     }
 }
 
-fn h_link(from: *const c_char, to: *const c_char) -> Act<c_int> {
+pub(crate) fn h_link(from: *const c_char, to: *const c_char) -> Act<c_int> {
     h_linkat(libc::AT_FDCWD, from, libc::AT_FDCWD, to, 0)
 }
 
@@ -979,7 +1004,7 @@ fn unsupported_node(p: &str) -> Result<c_int, Errno> {
     Err(Errno::EPERM)
 }
 
-fn h_mknod(path: *const c_char, m: libc::mode_t, dev: libc::dev_t) -> Act<c_int> {
+pub(crate) fn h_mknod(path: *const c_char, m: libc::mode_t, dev: libc::dev_t) -> Act<c_int> {
     route(
         classify_with(libc::AT_FDCWD, path, Slash::Create),
         // SAFETY: rewritten path.
@@ -994,7 +1019,7 @@ fn h_mknod(path: *const c_char, m: libc::mode_t, dev: libc::dev_t) -> Act<c_int>
     )
 }
 
-fn h_mkfifo(path: *const c_char, m: libc::mode_t) -> Act<c_int> {
+pub(crate) fn h_mkfifo(path: *const c_char, m: libc::mode_t) -> Act<c_int> {
     route(
         classify_with(libc::AT_FDCWD, path, Slash::Create),
         // SAFETY: rewritten path.
@@ -1003,12 +1028,17 @@ fn h_mkfifo(path: *const c_char, m: libc::mode_t) -> Act<c_int> {
     )
 }
 
-fn h_umask(m: libc::mode_t) -> Act<libc::mode_t> {
+pub(crate) fn h_umask(m: libc::mode_t) -> Act<libc::mode_t> {
     state::note_umask(m);
     None
 }
 
-fn h_getxattr(path: *const c_char, n: *const c_char, v: *mut c_void, s: usize) -> Act<isize> {
+pub(crate) fn h_getxattr(
+    path: *const c_char,
+    n: *const c_char,
+    v: *mut c_void,
+    s: usize,
+) -> Act<isize> {
     // SAFETY: rewritten path, the caller's buffers.
     route(
         classify(path),
@@ -1016,7 +1046,12 @@ fn h_getxattr(path: *const c_char, n: *const c_char, v: *mut c_void, s: usize) -
         |_| Err(Errno::ENOTSUP),
     )
 }
-fn h_lgetxattr(path: *const c_char, n: *const c_char, v: *mut c_void, s: usize) -> Act<isize> {
+pub(crate) fn h_lgetxattr(
+    path: *const c_char,
+    n: *const c_char,
+    v: *mut c_void,
+    s: usize,
+) -> Act<isize> {
     // SAFETY: rewritten path, the caller's buffers.
     route(
         classify(path),
@@ -1024,7 +1059,7 @@ fn h_lgetxattr(path: *const c_char, n: *const c_char, v: *mut c_void, s: usize) 
         |_| Err(Errno::ENOTSUP),
     )
 }
-fn h_listxattr(path: *const c_char, l: *mut c_char, s: usize) -> Act<isize> {
+pub(crate) fn h_listxattr(path: *const c_char, l: *mut c_char, s: usize) -> Act<isize> {
     // SAFETY: rewritten path, the caller's buffer.
     route(
         classify(path),
@@ -1032,7 +1067,7 @@ fn h_listxattr(path: *const c_char, l: *mut c_char, s: usize) -> Act<isize> {
         |_| Err(Errno::ENOTSUP),
     )
 }
-fn h_llistxattr(path: *const c_char, l: *mut c_char, s: usize) -> Act<isize> {
+pub(crate) fn h_llistxattr(path: *const c_char, l: *mut c_char, s: usize) -> Act<isize> {
     // SAFETY: rewritten path, the caller's buffer.
     route(
         classify(path),
@@ -1040,11 +1075,11 @@ fn h_llistxattr(path: *const c_char, l: *mut c_char, s: usize) -> Act<isize> {
         |_| Err(Errno::ENOTSUP),
     )
 }
-fn h_fgetxattr(fd: c_int, _n: *const c_char, _v: *mut c_void, _s: usize) -> Act<isize> {
+pub(crate) fn h_fgetxattr(fd: c_int, _n: *const c_char, _v: *mut c_void, _s: usize) -> Act<isize> {
     fds::get(fd)?;
     Some(Err(Errno::ENOTSUP))
 }
-fn h_flistxattr(fd: c_int, _l: *mut c_char, _s: usize) -> Act<isize> {
+pub(crate) fn h_flistxattr(fd: c_int, _l: *mut c_char, _s: usize) -> Act<isize> {
     fds::get(fd)?;
     Some(Err(Errno::ENOTSUP))
 }
@@ -1055,7 +1090,7 @@ fn xattr_set(p: String, n: *const c_char) -> Result<c_int, Errno> {
     );
     Err(Errno::ENOTSUP)
 }
-fn h_setxattr(
+pub(crate) fn h_setxattr(
     path: *const c_char,
     n: *const c_char,
     v: *const c_void,
@@ -1069,7 +1104,7 @@ fn h_setxattr(
         |p| xattr_set(p, n),
     )
 }
-fn h_lsetxattr(
+pub(crate) fn h_lsetxattr(
     path: *const c_char,
     n: *const c_char,
     v: *const c_void,
@@ -1083,7 +1118,7 @@ fn h_lsetxattr(
         |p| xattr_set(p, n),
     )
 }
-fn h_fsetxattr(
+pub(crate) fn h_fsetxattr(
     fd: c_int,
     _n: *const c_char,
     _v: *const c_void,
@@ -1093,78 +1128,4 @@ fn h_fsetxattr(
     fds::get(fd)?;
     unsupported(Unsupported::Xattr, format_args!("fsetxattr on fd {fd}"));
     Some(Err(Errno::ENOTSUP))
-}
-
-hooks! {
-    fn stat(path: *const c_char, st: *mut libc::stat) -> c_int = h_stat;
-    fn stat64(path: *const c_char, st: *mut libc::stat) -> c_int = h_stat;
-    fn lstat(path: *const c_char, st: *mut libc::stat) -> c_int = h_lstat;
-    fn lstat64(path: *const c_char, st: *mut libc::stat) -> c_int = h_lstat;
-    fn fstat(fd: c_int, st: *mut libc::stat) -> c_int = h_fstat;
-    fn fstat64(fd: c_int, st: *mut libc::stat) -> c_int = h_fstat;
-    fn fstatat(dirfd: c_int, path: *const c_char, st: *mut libc::stat, flags: c_int) -> c_int = h_fstatat;
-    fn fstatat64(dirfd: c_int, path: *const c_char, st: *mut libc::stat, flags: c_int) -> c_int = h_fstatat;
-    fn __xstat(ver: c_int, path: *const c_char, st: *mut libc::stat) -> c_int = h_xstat;
-    fn __xstat64(ver: c_int, path: *const c_char, st: *mut libc::stat) -> c_int = h_xstat;
-    fn __lxstat(ver: c_int, path: *const c_char, st: *mut libc::stat) -> c_int = h_lxstat;
-    fn __lxstat64(ver: c_int, path: *const c_char, st: *mut libc::stat) -> c_int = h_lxstat;
-    fn __fxstat(ver: c_int, fd: c_int, st: *mut libc::stat) -> c_int = h_fxstat;
-    fn __fxstat64(ver: c_int, fd: c_int, st: *mut libc::stat) -> c_int = h_fxstat;
-    fn __fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, st: *mut libc::stat, flags: c_int) -> c_int = h_fxstatat;
-    fn __fxstatat64(ver: c_int, dirfd: c_int, path: *const c_char, st: *mut libc::stat, flags: c_int) -> c_int = h_fxstatat;
-    fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: u32, stx: *mut libc::statx) -> c_int = h_statx;
-    fn access(path: *const c_char, amode: c_int) -> c_int = h_access;
-    fn euidaccess(path: *const c_char, amode: c_int) -> c_int = h_access;
-    fn eaccess(path: *const c_char, amode: c_int) -> c_int = h_access;
-    fn faccessat(dirfd: c_int, path: *const c_char, amode: c_int, flags: c_int) -> c_int = h_faccessat;
-    fn mkdir(path: *const c_char, perm: libc::mode_t) -> c_int = h_mkdir;
-    fn mkdirat(dirfd: c_int, path: *const c_char, perm: libc::mode_t) -> c_int = h_mkdirat;
-    fn rmdir(path: *const c_char) -> c_int = h_rmdir;
-    fn unlink(path: *const c_char) -> c_int = h_unlink;
-    fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int = h_unlinkat;
-    fn rename(from: *const c_char, to: *const c_char) -> c_int = h_rename;
-    fn renameat(d1: c_int, from: *const c_char, d2: c_int, to: *const c_char) -> c_int = h_renameat;
-    fn renameat2(d1: c_int, from: *const c_char, d2: c_int, to: *const c_char, flags: c_uint_) -> c_int = h_renameat2;
-    fn truncate(path: *const c_char, len: i64) -> c_int = h_truncate;
-    fn truncate64(path: *const c_char, len: i64) -> c_int = h_truncate;
-    fn utimensat(dirfd: c_int, path: *const c_char, times: *const libc::timespec, flags: c_int) -> c_int = h_utimensat;
-    fn futimens(fd: c_int, times: *const libc::timespec) -> c_int = h_futimens;
-    fn utimes(path: *const c_char, tv: *const libc::timeval) -> c_int = h_utimes;
-    fn lutimes(path: *const c_char, tv: *const libc::timeval) -> c_int = h_lutimes;
-    fn futimes(fd: c_int, tv: *const libc::timeval) -> c_int = h_futimes;
-    fn utime(path: *const c_char, ut: *const libc::utimbuf) -> c_int = h_utime;
-    fn chmod(path: *const c_char, perm: libc::mode_t) -> c_int = h_chmod;
-    fn lchmod(path: *const c_char, perm: libc::mode_t) -> c_int = h_lchmod;
-    fn fchmod(fd: c_int, perm: libc::mode_t) -> c_int = h_fchmod;
-    fn fchmodat(dirfd: c_int, path: *const c_char, perm: libc::mode_t, flags: c_int) -> c_int = h_fchmodat;
-    fn chown(path: *const c_char, uid: libc::uid_t, gid: libc::gid_t) -> c_int = h_chown;
-    fn lchown(path: *const c_char, uid: libc::uid_t, gid: libc::gid_t) -> c_int = h_lchown;
-    fn fchown(fd: c_int, uid: libc::uid_t, gid: libc::gid_t) -> c_int = h_fchown;
-    fn fchownat(dirfd: c_int, path: *const c_char, uid: libc::uid_t, gid: libc::gid_t, flags: c_int) -> c_int = h_fchownat;
-    fn statfs(path: *const c_char, buf: *mut libc::statfs) -> c_int = h_statfs;
-    fn statfs64(path: *const c_char, buf: *mut libc::statfs) -> c_int = h_statfs;
-    fn fstatfs(fd: c_int, buf: *mut libc::statfs) -> c_int = h_fstatfs;
-    fn fstatfs64(fd: c_int, buf: *mut libc::statfs) -> c_int = h_fstatfs;
-    fn statvfs(path: *const c_char, buf: *mut libc::statvfs) -> c_int = h_statvfs;
-    fn statvfs64(path: *const c_char, buf: *mut libc::statvfs) -> c_int = h_statvfs;
-    fn fstatvfs(fd: c_int, buf: *mut libc::statvfs) -> c_int = h_fstatvfs;
-    fn fstatvfs64(fd: c_int, buf: *mut libc::statvfs) -> c_int = h_fstatvfs;
-    fn symlink(target: *const c_char, path: *const c_char) -> c_int = h_symlink;
-    fn symlinkat(target: *const c_char, dirfd: c_int, path: *const c_char) -> c_int = h_symlinkat;
-    fn readlink(path: *const c_char, out: *mut c_char, size: usize) -> isize = h_readlink;
-    fn readlinkat(dirfd: c_int, path: *const c_char, out: *mut c_char, size: usize) -> isize = h_readlinkat;
-    fn link(from: *const c_char, to: *const c_char) -> c_int = h_link;
-    fn linkat(d1: c_int, from: *const c_char, d2: c_int, to: *const c_char, flags: c_int) -> c_int = h_linkat;
-    fn mknod(path: *const c_char, m: libc::mode_t, dev: libc::dev_t) -> c_int = h_mknod;
-    fn mkfifo(path: *const c_char, m: libc::mode_t) -> c_int = h_mkfifo;
-    fn umask(m: libc::mode_t) -> libc::mode_t = h_umask;
-    fn getxattr(path: *const c_char, n: *const c_char, v: *mut c_void, s: usize) -> isize = h_getxattr;
-    fn lgetxattr(path: *const c_char, n: *const c_char, v: *mut c_void, s: usize) -> isize = h_lgetxattr;
-    fn fgetxattr(fd: c_int, n: *const c_char, v: *mut c_void, s: usize) -> isize = h_fgetxattr;
-    fn listxattr(path: *const c_char, l: *mut c_char, s: usize) -> isize = h_listxattr;
-    fn llistxattr(path: *const c_char, l: *mut c_char, s: usize) -> isize = h_llistxattr;
-    fn flistxattr(fd: c_int, l: *mut c_char, s: usize) -> isize = h_flistxattr;
-    fn setxattr(path: *const c_char, n: *const c_char, v: *const c_void, s: usize, f: c_int) -> c_int = h_setxattr;
-    fn lsetxattr(path: *const c_char, n: *const c_char, v: *const c_void, s: usize, f: c_int) -> c_int = h_lsetxattr;
-    fn fsetxattr(fd: c_int, n: *const c_char, v: *const c_void, s: usize, f: c_int) -> c_int = h_fsetxattr;
 }

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 
 use crate::fds::{self, OpenFile};
 use crate::file::{handle, read_of};
-use crate::hook::{hooks, Act, Fail};
+use crate::hook::{Act, Fail};
 
 /// mmap's return value (MAP_FAILED on error, not NULL).
 #[repr(transparent)]
@@ -101,7 +101,7 @@ fn map_of(
     Ok(MapPtr(p))
 }
 
-fn h_mmap(
+pub(crate) fn h_mmap(
     addr: *mut c_void,
     len: usize,
     prot: c_int,
@@ -146,7 +146,7 @@ fn write_back(addr: usize, len: usize, remove: bool) -> Result<(), Errno> {
     result
 }
 
-fn h_munmap(addr: *mut c_void, len: usize) -> Act<c_int> {
+pub(crate) fn h_munmap(addr: *mut c_void, len: usize) -> Act<c_int> {
     if SHARED.lock().is_empty() {
         return None;
     }
@@ -156,16 +156,9 @@ fn h_munmap(addr: *mut c_void, len: usize) -> Act<c_int> {
     None
 }
 
-fn h_msync(addr: *mut c_void, len: usize, _flags: c_int) -> Act<c_int> {
+pub(crate) fn h_msync(addr: *mut c_void, len: usize, _flags: c_int) -> Act<c_int> {
     if SHARED.lock().is_empty() {
         return None;
     }
     write_back(addr as usize, len, false).err().map(Err)
-}
-
-hooks! {
-    fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: i64) -> MapPtr = h_mmap;
-    fn mmap64(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: i64) -> MapPtr = h_mmap;
-    fn munmap(addr: *mut c_void, len: usize) -> c_int = h_munmap;
-    fn msync(addr: *mut c_void, len: usize, flags: c_int) -> c_int = h_msync;
 }

@@ -10,25 +10,7 @@
 use std::ffi::{c_int, c_uint, c_void};
 
 use crate::fds::{self, Own};
-use crate::hook::{inside, Inside, Real};
-
-macro_rules! real_fn {
-    ($name:literal, fn($($t:ty),*) -> $r:ty) => {{
-        static REAL: Real = Real::new($name);
-        let a = REAL.get();
-        if a == 0 {
-            None
-        } else {
-            // SAFETY: libc's definition of this symbol, with its C prototype.
-            Some(unsafe { std::mem::transmute::<usize, unsafe extern "C" fn($($t),*) -> $r>(a) })
-        }
-    }};
-}
-
-fn enosys() -> c_int {
-    crate::hook::set_errno(libc::ENOSYS);
-    -1
-}
+use crate::hook::{inside, Act, Inside, Real};
 
 /// A descriptor just returned by the real call: the library's own when made inside it.
 fn made(fd: c_int) -> c_int {
@@ -50,139 +32,67 @@ fn made_pair(r: c_int, pair: *mut c_int) -> c_int {
     r
 }
 
-/// socket(2); the library's own when the library calls it.
-///
-/// # Safety
-/// Called by C code with the arguments of the libc function.
-#[no_mangle]
-pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int {
-    match real_fn!(c"socket", fn(c_int, c_int, c_int) -> c_int) {
-        // SAFETY: the caller's arguments.
-        Some(f) => made(unsafe { f(domain, ty, proto) }),
-        None => enosys(),
-    }
+/// socket(2).
+pub fn socket(d: c_int, t: c_int, p: c_int, real: &dyn Fn(c_int, c_int, c_int) -> c_int) -> c_int {
+    made(real(d, t, p))
 }
 
-/// socketpair(2); the library's own when the library calls it.
-///
-/// # Safety
-/// Called by C code with the arguments of the libc function.
-#[no_mangle]
-pub unsafe extern "C" fn socketpair(
-    domain: c_int,
-    ty: c_int,
-    proto: c_int,
+/// socketpair(2).
+pub fn socketpair(
+    d: c_int,
+    t: c_int,
+    p: c_int,
     sv: *mut c_int,
+    real: &dyn Fn(c_int, c_int, c_int, *mut c_int) -> c_int,
 ) -> c_int {
-    match real_fn!(c"socketpair", fn(c_int, c_int, c_int, *mut c_int) -> c_int) {
-        // SAFETY: the caller's arguments.
-        Some(f) => made_pair(unsafe { f(domain, ty, proto, sv) }, sv),
-        None => enosys(),
-    }
+    made_pair(real(d, t, p, sv), sv)
 }
 
-/// pipe(2); the library's own when the library calls it.
-///
-/// # Safety
-/// Called by C code with the arguments of the libc function.
-#[no_mangle]
-pub unsafe extern "C" fn pipe(fds: *mut c_int) -> c_int {
-    match real_fn!(c"pipe2", fn(*mut c_int, c_int) -> c_int) {
-        // SAFETY: the caller's array; pipe2 without flags is pipe.
-        Some(f) => made_pair(unsafe { f(fds, 0) }, fds),
-        None => enosys(),
-    }
+/// pipe(2).
+pub fn pipe(fds: *mut c_int, real: &dyn Fn(*mut c_int) -> c_int) -> c_int {
+    made_pair(real(fds), fds)
 }
 
-/// pipe2(2); the library's own when the library calls it.
-///
-/// # Safety
-/// Called by C code with the arguments of the libc function.
-#[no_mangle]
-pub unsafe extern "C" fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
-    match real_fn!(c"pipe2", fn(*mut c_int, c_int) -> c_int) {
-        // SAFETY: the caller's arguments.
-        Some(f) => made_pair(unsafe { f(fds, flags) }, fds),
-        None => enosys(),
-    }
+/// pipe2(2).
+pub fn pipe2(fds: *mut c_int, flags: c_int, real: &dyn Fn(*mut c_int, c_int) -> c_int) -> c_int {
+    made_pair(real(fds, flags), fds)
 }
 
-/// accept(2); the library's own when the library calls it.
-///
-/// # Safety
-/// Called by C code with the arguments of the libc function.
-#[no_mangle]
-pub unsafe extern "C" fn accept(
+type AddrLen = *mut libc::socklen_t;
+
+/// accept(2).
+pub fn accept(
     fd: c_int,
     addr: *mut libc::sockaddr,
-    len: *mut libc::socklen_t,
+    len: AddrLen,
+    real: &dyn Fn(c_int, *mut libc::sockaddr, AddrLen) -> c_int,
 ) -> c_int {
-    // SAFETY: the caller's arguments; accept4 without flags is accept.
-    unsafe { accept4(fd, addr, len, 0) }
+    made(real(fd, addr, len))
 }
 
-/// accept4(2); the library's own when the library calls it.
-///
-/// # Safety
-/// Called by C code with the arguments of the libc function.
-#[no_mangle]
-pub unsafe extern "C" fn accept4(
+/// accept4(2).
+pub fn accept4(
     fd: c_int,
     addr: *mut libc::sockaddr,
-    len: *mut libc::socklen_t,
+    len: AddrLen,
     flags: c_int,
+    real: &dyn Fn(c_int, *mut libc::sockaddr, AddrLen, c_int) -> c_int,
 ) -> c_int {
-    match real_fn!(
-        c"accept4",
-        fn(c_int, *mut libc::sockaddr, *mut libc::socklen_t, c_int) -> c_int
-    ) {
-        // SAFETY: the caller's arguments.
-        Some(f) => made(unsafe { f(fd, addr, len, flags) }),
-        None => enosys(),
-    }
+    made(real(fd, addr, len, flags))
 }
 
-/// epoll_create(2); the library's own when the library calls it.
-///
-/// # Safety
-/// Called by C code with the arguments of the libc function.
-#[no_mangle]
-pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
-    if size <= 0 {
-        crate::hook::set_errno(libc::EINVAL);
-        return -1;
-    }
-    // SAFETY: epoll_create1 with no flags is epoll_create.
-    unsafe { epoll_create1(0) }
+/// epoll_create(2), epoll_create1(2), eventfd(2): one int argument.
+pub fn made_by_int(v: c_int, real: &dyn Fn(c_int) -> c_int) -> c_int {
+    made(real(v))
 }
 
-/// epoll_create1(2); the library's own when the library calls it.
-///
-/// # Safety
-/// Called by C code with the arguments of the libc function.
-#[no_mangle]
-pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
-    match real_fn!(c"epoll_create1", fn(c_int) -> c_int) {
-        // SAFETY: the caller's argument.
-        Some(f) => made(unsafe { f(flags) }),
-        None => enosys(),
-    }
+/// eventfd(2).
+pub fn eventfd(count: c_uint, flags: c_int, real: &dyn Fn(c_uint, c_int) -> c_int) -> c_int {
+    made(real(count, flags))
 }
 
-/// eventfd(2); the library's own when the library calls it.
-///
-/// # Safety
-/// Called by C code with the arguments of the libc function.
-#[no_mangle]
-pub unsafe extern "C" fn eventfd(count: c_uint, flags: c_int) -> c_int {
-    match real_fn!(c"eventfd", fn(c_uint, c_int) -> c_int) {
-        // SAFETY: the caller's arguments.
-        Some(f) => made(unsafe { f(count, flags) }),
-        None => enosys(),
-    }
-}
-
-type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
+/// The start routine of a thread.
+pub type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
 
 /// The start of a thread the library made: it runs inside the library for its life.
 extern "C" fn library_thread(p: *mut c_void) -> *mut c_void {
@@ -194,30 +104,22 @@ extern "C" fn library_thread(p: *mut c_void) -> *mut c_void {
     r
 }
 
-/// pthread_create(3); a thread the library starts runs marked as inside the library.
-///
-/// # Safety
-/// Called by C code with the arguments of the libc function.
-#[no_mangle]
-pub unsafe extern "C" fn pthread_create(
+type PthreadCreate =
+    dyn Fn(*mut libc::pthread_t, *const libc::pthread_attr_t, StartRoutine, *mut c_void) -> c_int;
+
+/// pthread_create(3): a thread the library starts runs marked as inside the library.
+pub fn pthread_create(
     th: *mut libc::pthread_t,
     attr: *const libc::pthread_attr_t,
     start: StartRoutine,
     arg: *mut c_void,
+    real: &PthreadCreate,
 ) -> c_int {
-    let Some(real) = real_fn!(
-        c"pthread_create",
-        fn(*mut libc::pthread_t, *const libc::pthread_attr_t, StartRoutine, *mut c_void) -> c_int
-    ) else {
-        return libc::ENOSYS;
-    };
     if !inside() {
-        // SAFETY: the caller's arguments.
-        return unsafe { real(th, attr, start, arg) };
+        return real(th, attr, start, arg);
     }
     let boxed = Box::into_raw(Box::new((start, arg as usize)));
-    // SAFETY: the caller's thread and attributes; our start routine takes the box.
-    let r = unsafe { real(th, attr, library_thread, boxed.cast()) };
+    let r = real(th, attr, library_thread, boxed.cast());
     if r != 0 {
         // SAFETY: the thread was not made: the box is still ours.
         drop(unsafe { Box::from_raw(boxed) });
@@ -228,9 +130,15 @@ pub unsafe extern "C" fn pthread_create(
 /// close_range(2) for the program: the library's descriptors in the range stay open,
 /// gkfs files in it are unbound (unless only close-on-exec is asked for).
 fn close_range_skipping(first: c_uint, last: c_uint, flags: c_int) -> c_int {
-    let Some(real) = real_fn!(c"close_range", fn(c_uint, c_uint, c_int) -> c_int) else {
-        return enosys();
-    };
+    static REAL: Real = Real::new(c"close_range");
+    let addr = REAL.get();
+    if addr == 0 {
+        crate::hook::set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: libc's close_range, whose prototype this is.
+    let real: unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int =
+        unsafe { std::mem::transmute(addr) };
     if first > last {
         // SAFETY: the kernel reports the invalid range.
         return unsafe { real(first, last, flags) };
@@ -262,31 +170,17 @@ fn close_range_skipping(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     unsafe { real(from, last, flags) }
 }
 
-/// close_range(2); see [`close_range_skipping`].
-///
-/// # Safety
-/// Called by C code with the arguments of the libc function.
-#[no_mangle]
-pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
-    if inside() {
-        return match real_fn!(c"close_range", fn(c_uint, c_uint, c_int) -> c_int) {
-            // SAFETY: the library's own call, passed on.
-            Some(f) => unsafe { f(first, last, flags) },
-            None => enosys(),
-        };
-    }
-    let _inside = Inside::enter();
-    close_range_skipping(first, last, flags)
+/// close_range(2) of the program; see [`close_range_skipping`].
+pub fn h_close_range(first: c_uint, last: c_uint, flags: c_int) -> Act<c_int> {
+    Some(match close_range_skipping(first, last, flags) {
+        -1 => Err(gkfs_proto::Errno(crate::hook::errno())),
+        r => Ok(r),
+    })
 }
 
 /// closefrom(3): every descriptor from `low` up, except the library's.
-///
-/// # Safety
-/// Called by C code with the argument of the libc function.
-#[no_mangle]
-pub unsafe extern "C" fn closefrom(low: c_int) {
+pub fn h_closefrom(low: c_int) -> Act<()> {
     let low = low.max(0) as c_uint;
-    let _inside = Inside::enter();
     if close_range_skipping(low, c_uint::MAX, 0) != 0 {
         // No close_range (an old kernel): one by one, as glibc falls back to.
         for fd in low..fds::floor().max(1024) as c_uint {
@@ -299,4 +193,5 @@ pub unsafe extern "C" fn closefrom(low: c_int) {
             }
         }
     }
+    Some(Ok(()))
 }

@@ -14,10 +14,10 @@ use gkfs_proto::Errno;
 
 use crate::fds::{self, OpenFile};
 use crate::file::{self, read_of, seek_of, write_of};
-use crate::hook::{callback, cstr, hooks, Act};
+use crate::hook::{callback, cstr, Act};
 use crate::paths::{classify, route, Target};
 
-type File = libc::FILE;
+pub(crate) type File = libc::FILE;
 
 /// glibc's `cookie_io_functions_t` (not in the libc crate).
 #[repr(C)]
@@ -167,7 +167,7 @@ fn fopen_gkfs(p: String, mode: *const c_char) -> Result<*mut File, Errno> {
     }
 }
 
-fn h_fopen(path: *const c_char, mode: *const c_char) -> Act<*mut File> {
+pub(crate) fn h_fopen(path: *const c_char, mode: *const c_char) -> Act<*mut File> {
     // SAFETY: rewritten path, the caller's mode.
     route(
         classify(path),
@@ -176,7 +176,7 @@ fn h_fopen(path: *const c_char, mode: *const c_char) -> Act<*mut File> {
     )
 }
 
-fn h_fdopen(fd: c_int, mode: *const c_char) -> Act<*mut File> {
+pub(crate) fn h_fdopen(fd: c_int, mode: *const c_char) -> Act<*mut File> {
     let of = fds::get(fd)?;
     Some(make_stream(fd, of, mode, true))
 }
@@ -205,7 +205,11 @@ fn redirect_std(i: c_int, fd: c_int) -> Result<*mut File, Errno> {
     Ok(unsafe { *std_var(i) })
 }
 
-fn h_freopen(path: *const c_char, mode: *const c_char, stream: *mut File) -> Act<*mut File> {
+pub(crate) fn h_freopen(
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut File,
+) -> Act<*mut File> {
     let t = if path.is_null() {
         // freopen(NULL, mode, stream) reopens the stream's own file with a new mode:
         // glibc would reopen the reserved fd (and crash on a cookie stream).
@@ -321,12 +325,4 @@ pub fn std_fd_changed(fd: c_int) {
             }
         }
     }
-}
-
-hooks! {
-    fn fopen(path: *const c_char, mode: *const c_char) -> *mut File = h_fopen;
-    fn fopen64(path: *const c_char, mode: *const c_char) -> *mut File = h_fopen;
-    fn fdopen(fd: c_int, mode: *const c_char) -> *mut File = h_fdopen;
-    fn freopen(path: *const c_char, mode: *const c_char, stream: *mut File) -> *mut File = h_freopen;
-    fn freopen64(path: *const c_char, mode: *const c_char, stream: *mut File) -> *mut File = h_freopen;
 }
