@@ -10,10 +10,10 @@ use gkfs_proto::record::mode;
 use gkfs_proto::Errno;
 
 use crate::fds::{self, OpenFile};
-use crate::file::{self, Followed};
+use crate::file;
 use crate::hook::{cstr, Act};
-use crate::meta::{ino, lookup};
-use crate::paths::{checked, classify, route, Target};
+use crate::meta::ino;
+use crate::paths::{checked, classify, lookup, route, Followed, Target};
 use crate::state;
 
 /// One directory entry.

@@ -7,10 +7,9 @@ use std::ffi::{c_char, c_int, CStr, CString};
 
 use gkfs_proto::Errno;
 
-use crate::file::{self, Followed};
+use crate::file;
 use crate::hook::{cstr, Act};
-use crate::meta::lookup;
-use crate::paths::{checked, classify, Target};
+use crate::paths::{checked, classify, lookup, Followed, Target};
 use crate::{fds, state};
 
 /// Environment variable listing inherited gkfs fds.

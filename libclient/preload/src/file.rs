@@ -12,62 +12,15 @@ use gkfs_proto::{Errno, Record};
 use crate::fds::{self, OpenFile};
 use crate::hook::{cstr, Act};
 use crate::log::{unsupported, Unsupported};
-use crate::paths::{checked, classify, classify_at, ends_in_dot, names_dir, route, Target};
-use crate::{meta, state, stdio};
-
-/// Largest number of symlinks followed while resolving one path (Linux's limit).
-pub const MAX_SYMLINKS: u32 = 40;
+use crate::paths::{
+    checked, classify, classify_at, ends_in_dot, follow, missing, names_dir, route, Followed,
+    Target,
+};
+use crate::{state, stdio};
 
 /// A handle for I/O on an open description.
 pub fn handle(of: &OpenFile) -> Result<File, Errno> {
     Ok(state::client()?.file_handle(&of.path(), of.record, of.append()))
-}
-
-/// Where a gkfs path leads after following symlinks in its last component.
-pub enum Followed {
-    /// A gkfs path and its record.
-    Gkfs(String, Record),
-    /// A path outside gkfs (absolute).
-    Real(String),
-}
-
-/// Follows `rec` (the record of `path`) while it is a symlink.
-pub fn follow(mut path: String, mut rec: Record) -> Result<Followed, Errno> {
-    let c = state::client()?;
-    let fs = state::fs().ok_or(Errno::ENOENT)?;
-    for _ in 0..MAX_SYMLINKS {
-        if rec.mode & mode::S_IFMT != mode::S_IFLNK {
-            return Ok(Followed::Gkfs(path, rec));
-        }
-        let target = meta::read_link(&c, &path, rec)?;
-        let base = fs.mount.outside(gkfs_proto::path::parent(&path));
-        match fs.mount.resolve(Some(&base), &target) {
-            api::mountpath::Resolved::Gkfs(p) => {
-                rec = c.stat(&p)?;
-                path = p;
-            }
-            api::mountpath::Resolved::Real => return Ok(Followed::Real(target)),
-            api::mountpath::Resolved::RealAbsolute(p) => return Ok(Followed::Real(p)),
-        }
-    }
-    Err(Errno::ELOOP)
-}
-
-/// The errno for a path the file system does not have: ENOTDIR when a parent is a
-/// file ("file/x"), else ENOENT. Costs a round trip on the error path only.
-pub fn missing(c: &api::Client, path: &str) -> Errno {
-    let parent = gkfs_proto::path::parent(path);
-    if parent == "/" || state::known_dir(parent) {
-        return Errno::ENOENT;
-    }
-    match c.stat(parent) {
-        Ok(r) if !r.is_dir() => Errno::ENOTDIR,
-        Ok(_) => {
-            state::note_dir(parent);
-            Errno::ENOENT
-        }
-        Err(_) => Errno::ENOENT,
-    }
 }
 
 /// Opens a gkfs path with open(2) flags; returns the reserved fd.

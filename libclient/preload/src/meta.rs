@@ -4,17 +4,15 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
-use api::Client;
 use gkfs_proto::record::mode;
 use gkfs_proto::{Errno, Record};
 
 use crate::fds;
-use crate::file::{follow, Followed};
 use crate::hook::{cstr, Act};
 use crate::log::{unsupported, Unsupported};
 use crate::paths::{
-    checked, classify, classify_at, classify_with, ends_in_dot, names_dir, route, with_links,
-    Slash, Target,
+    checked, classify, classify_at, classify_with, ends_in_dot, lookup, names_dir, read_link,
+    route, with_links, Followed, Slash, Target,
 };
 use crate::state;
 
@@ -91,24 +89,6 @@ pub fn fill_statx(path: &str, r: &Record, blksize: u64, stx: *mut libc::statx) {
     s.stx_dev_minor = (DEV & 0xff) as u32;
     // SAFETY: the caller's statx buffer.
     unsafe { stx.write(s) };
-}
-
-/// The record of a gkfs path, following a final symlink if `follow_links`. A link that
-/// leads out of gkfs gives the real path instead.
-pub fn lookup(path: String, follow_links: bool) -> Result<Followed, Errno> {
-    let c = state::client()?;
-    let rec = match c.stat(&path) {
-        Err(Errno::ENOENT) => return Err(crate::file::missing(&c, &path)),
-        r => r?,
-    };
-    if rec.is_dir() {
-        state::note_dir(&path);
-    }
-    if follow_links {
-        follow(path, rec)
-    } else {
-        Ok(Followed::Gkfs(path, rec))
-    }
 }
 
 fn stat_into(path: String, follow_links: bool, st: *mut libc::stat) -> Result<c_int, Errno> {
@@ -849,14 +829,6 @@ pub(crate) fn h_fstatvfs(fd: c_int, buf: *mut libc::statvfs) -> Act<c_int> {
     Some(statvfs_gkfs(buf))
 }
 
-/// The target stored in a symlink record.
-pub fn read_link(c: &Client, path: &str, rec: Record) -> Result<String, Errno> {
-    let mut buf = vec![0u8; rec.size.min(4096) as usize];
-    let n = c.file_handle(path, rec, false).pread(&mut buf, 0)?;
-    buf.truncate(n);
-    String::from_utf8(buf).map_err(|_| Errno::EIO)
-}
-
 fn symlink_gkfs(target: *const c_char, p: String) -> Result<c_int, Errno> {
     let t = cstr(target).ok_or(Errno::EINVAL)?;
     if t.is_empty() {
@@ -985,7 +957,7 @@ fn link_gkfs(from: &str, to: &str, follow: bool) -> Result<c_int, Errno> {
     };
     let c = state::client()?;
     match c.link(&from, to) {
-        Err(Errno::ENOENT) => Err(crate::file::missing(&c, to)),
+        Err(Errno::ENOENT) => Err(crate::paths::missing(&c, to)),
         r => r.map(|_| 0),
     }
 }

@@ -1,12 +1,15 @@
-//! Classifying path arguments: ours (a path inside gkfs), the kernel's, or the kernel's
-//! but rewritten (a relative path under a gkfs working directory that leads out of it).
+//! Path resolution, all of it: classifying path arguments (ours, a path inside gkfs; the
+//! kernel's; or the kernel's but rewritten, a relative path under a gkfs working
+//! directory that leads out of it), following symlinks in the last component
+//! (`follow`, `lookup`) and in the directories of a path (`through_links`), and the
+//! errno of a missing path (`missing`).
 
 use std::ffi::{c_char, c_int, CStr, CString};
 
 use api::mountpath::Resolved;
-use gkfs_proto::Errno;
+use gkfs_proto::record::mode;
+use gkfs_proto::{Errno, Record};
 
-use crate::file::Followed;
 use crate::hook::{Act, Fail};
 use crate::{fds, state};
 
@@ -136,7 +139,7 @@ pub fn classify_with(dirfd: c_int, path: *const c_char, slash: Slash) -> Target 
     }
     match t {
         Target::Gkfs(q) if slash == Slash::Create => match (p.ends_with('/'), q == "/") {
-            (true, false) => match crate::meta::lookup(q, false) {
+            (true, false) => match lookup(q, false) {
                 Ok(_) => Target::Fail(Errno::EEXIST),
                 Err(e) => Target::Fail(e),
             },
@@ -212,7 +215,7 @@ pub fn ends_in_dot(path: &str) -> bool {
 /// The target of a gkfs path that was spelled as a directory: the directory (the one a
 /// final symlink leads to when `follow`), or the error the kernel gives.
 fn must_be_dir(path: String, follow: bool) -> Target {
-    match crate::meta::lookup(path.clone(), follow) {
+    match lookup(path.clone(), follow) {
         Err(Errno::ENOENT | Errno::ENOTDIR) if through_links(&path).is_some() => {
             match through_links(&path) {
                 Some(Target::Gkfs(q)) => must_be_dir(q, follow),
@@ -282,7 +285,7 @@ pub fn with_links<R>(p: String, mut f: impl FnMut(String) -> Result<R, Errno>) -
 
 /// The path the kernel would reach for `p` (a gkfs path whose call failed with ENOENT
 /// or ENOTDIR): symlinks among its directories resolved, relative and absolute
-/// targets, chains up to [`crate::file::MAX_SYMLINKS`] (then ELOOP), into gkfs or out
+/// targets, chains up to [`MAX_SYMLINKS`] (then ELOOP), into gkfs or out
 /// of it (`RealPath`). None when no directory of the path is a symlink: the error
 /// stands. Costs a lookup per directory not seen as one in the last second, on error
 /// paths only; the usual path (no symlinked directory) pays nothing.
@@ -312,10 +315,10 @@ pub fn through_links(p: &str) -> Option<Target> {
                 break;
             }
             links += 1;
-            if links > crate::file::MAX_SYMLINKS {
+            if links > MAX_SYMLINKS {
                 return Some(Target::Fail(Errno::ELOOP));
             }
-            let Ok(target) = crate::meta::read_link(&c, &prefix, rec) else {
+            let Ok(target) = read_link(&c, &prefix, rec) else {
                 break;
             };
             let rest = comps[i + 1..].join("/");
@@ -338,4 +341,80 @@ pub fn through_links(p: &str) -> Option<Target> {
         }
         return changed.then_some(Target::Gkfs(path));
     }
+}
+
+/// Largest number of symlinks followed while resolving one path (Linux's limit).
+pub const MAX_SYMLINKS: u32 = 40;
+
+/// Where a gkfs path leads after following symlinks in its last component.
+pub enum Followed {
+    /// A gkfs path and its record.
+    Gkfs(String, Record),
+    /// A path outside gkfs (absolute).
+    Real(String),
+}
+
+/// Follows `rec` (the record of `path`) while it is a symlink.
+pub fn follow(mut path: String, mut rec: Record) -> Result<Followed, Errno> {
+    let c = state::client()?;
+    let fs = state::fs().ok_or(Errno::ENOENT)?;
+    for _ in 0..MAX_SYMLINKS {
+        if rec.mode & mode::S_IFMT != mode::S_IFLNK {
+            return Ok(Followed::Gkfs(path, rec));
+        }
+        let target = read_link(&c, &path, rec)?;
+        let base = fs.mount.outside(gkfs_proto::path::parent(&path));
+        match fs.mount.resolve(Some(&base), &target) {
+            api::mountpath::Resolved::Gkfs(p) => {
+                rec = c.stat(&p)?;
+                path = p;
+            }
+            api::mountpath::Resolved::Real => return Ok(Followed::Real(target)),
+            api::mountpath::Resolved::RealAbsolute(p) => return Ok(Followed::Real(p)),
+        }
+    }
+    Err(Errno::ELOOP)
+}
+
+/// The errno for a path the file system does not have: ENOTDIR when a parent is a
+/// file ("file/x"), else ENOENT. Costs a round trip on the error path only.
+pub fn missing(c: &api::Client, path: &str) -> Errno {
+    let parent = gkfs_proto::path::parent(path);
+    if parent == "/" || state::known_dir(parent) {
+        return Errno::ENOENT;
+    }
+    match c.stat(parent) {
+        Ok(r) if !r.is_dir() => Errno::ENOTDIR,
+        Ok(_) => {
+            state::note_dir(parent);
+            Errno::ENOENT
+        }
+        Err(_) => Errno::ENOENT,
+    }
+}
+
+/// The record of a gkfs path, following a final symlink if `follow_links`. A link that
+/// leads out of gkfs gives the real path instead.
+pub fn lookup(path: String, follow_links: bool) -> Result<Followed, Errno> {
+    let c = state::client()?;
+    let rec = match c.stat(&path) {
+        Err(Errno::ENOENT) => return Err(missing(&c, &path)),
+        r => r?,
+    };
+    if rec.is_dir() {
+        state::note_dir(&path);
+    }
+    if follow_links {
+        follow(path, rec)
+    } else {
+        Ok(Followed::Gkfs(path, rec))
+    }
+}
+
+/// The target stored in a symlink record.
+pub fn read_link(c: &api::Client, path: &str, rec: Record) -> Result<String, Errno> {
+    let mut buf = vec![0u8; rec.size.min(4096) as usize];
+    let n = c.file_handle(path, rec, false).pread(&mut buf, 0)?;
+    buf.truncate(n);
+    String::from_utf8(buf).map_err(|_| Errno::EIO)
 }
