@@ -414,9 +414,11 @@ pub(crate) fn h_lseek(fd: c_int, off: i64, whence: c_int) -> Act<i64> {
 /// locks (POSIX ones at any close, a description's at its last one here) and a file
 /// unlinked while open (at its last descriptor here).
 fn before_release(fd: c_int, of: &Arc<OpenFile>) {
-    let last = fds::last_here(fd, of);
-    crate::locks::before_close(of, last);
-    crate::orphans::before_close(of, last);
+    // (The table is walked only for a description that has locks or lost its name.)
+    let last = std::cell::OnceCell::new();
+    let last_here = || *last.get_or_init(|| fds::last_here(fd, of));
+    crate::locks::before_close(of, last_here);
+    crate::orphans::before_close(of, last_here);
 }
 
 /// Forgets our side of `fd` (before the kernel fd is closed).

@@ -276,15 +276,15 @@ pub(crate) fn h_lockf(fd: c_int, cmd: c_int, len: i64) -> Act<c_int> {
     Some(Ok(0))
 }
 
-/// Before the program closes a descriptor of `of` (`last_here`: its process's last
-/// one): drops this process's POSIX locks on the file, and the description's locks if
+/// Before the program closes a descriptor of `of` (`last_here`: is it its process's
+/// last one?): drops this process's POSIX locks on the file, and the description's locks if
 /// this process took them and this is its last descriptor.
-pub fn before_close(of: &OpenFile, last_here: bool) {
+pub fn before_close(of: &OpenFile, last_here: impl Fn() -> bool) {
     let posix = POSIX_LOCKED
         .lock()
         .as_mut()
-        .is_some_and(|s| s.remove(&*of.path()));
-    let description = last_here && of.locked_here();
+        .is_some_and(|s| !s.is_empty() && s.remove(&*of.path()));
+    let description = of.locked_here() && last_here();
     if !posix && !description {
         return;
     }

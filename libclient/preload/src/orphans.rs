@@ -86,8 +86,8 @@ pub fn tmpfile_path(c: &api::Client, dir: &str) -> Result<String, Errno> {
 
 /// Before the program closes a descriptor of `of`: a file unlinked while open goes with
 /// the last descriptor of it in this process.
-pub fn before_close(of: &OpenFile, last_here: bool) {
-    if last_here && of.is_orphan() {
+pub fn before_close(of: &OpenFile, last_here: impl Fn() -> bool) {
+    if of.is_orphan() && last_here() {
         if let Ok(c) = state::client() {
             // A failure leaves it to the end of the job.
             let _ = c.unlink(&of.path());
