@@ -937,7 +937,11 @@ echo out > outside/file; cat "$T/file"; ls outside
 (cd link && pwd && cat inner && cd deep && cat f)
 mkdir tarsrc; ln -s does-not-exist tarsrc/dangling; ln -s ../d tarsrc/rel; echo t > tarsrc/f
 tar cf t.tar tarsrc && mkdir tarout && tar xf t.tar -C tarout && ls -l tarout/tarsrc | grep -v '^total' | cut -c1-10,40- | sort
-find -L link -type f | sort; find chain/ | sort"#;
+find -L link -type f | sort; find chain/ | sort
+ln -s "$D/d" "$T/into"; cat "$T/into/inner" "$T/into/deep/f"; ls "$T/into"; echo w > "$T/into/w"; cat d/w
+ln -s "$T/into" "$T/into2"; cat "$T/into2/w"; ln -s "$D/d/inner" "$T/file-link"; cat "$T/file-link"
+(cd "$T/into" && cat inner && ls deep)
+cat "$T/into/missing" 2>&1 | sed "s|$T|\$T|""#;
     s.same("symlink-components", &prelude(shell));
     let py = r#"
 import os, shutil, stat

@@ -394,6 +394,16 @@ pub(crate) fn h_chdir(path: *const c_char) -> Act<c_int> {
             state::fs()?;
             Some(real(path))
         }
+        // A disk symlink into gkfs on the way (`cd ~/run`, run -> /tmp/gkfs/run).
+        Target::RealOrLink(p) => Some(match real(p) {
+            Err(e @ (Errno::ENOENT | Errno::ENOTDIR)) => {
+                match cstr(p).and_then(crate::paths::into_gkfs) {
+                    Some(q) => crate::paths::with_links(q, enter),
+                    None => Err(e),
+                }
+            }
+            r => r,
+        }),
     }
 }
 

@@ -163,7 +163,7 @@ fn execve_with(
         Target::Gkfs(p) => crate::paths::with_links(p, |p| exec_gkfs(p, argv, &env)),
         Target::Fail(e) => Err(e),
         Target::RealPath(p) => real_exec(&REAL_EXECVE, p.as_ptr(), argv, &env),
-        Target::Real => real_exec(&REAL_EXECVE, path, argv, &env),
+        Target::Real | Target::RealOrLink(_) => real_exec(&REAL_EXECVE, path, argv, &env),
     })
 }
 
@@ -217,8 +217,10 @@ pub(crate) fn h_execvpe(
             Target::Fail(_) => false,
             // SAFETY: NUL-terminated path.
             Target::RealPath(p) => (unsafe { libc::access(p.as_ptr(), libc::X_OK) }) == 0,
-            // SAFETY: NUL-terminated path.
-            Target::Real => (unsafe { libc::access(cand.as_ptr(), libc::X_OK) }) == 0,
+            Target::Real | Target::RealOrLink(_) => {
+                // SAFETY: NUL-terminated path.
+                (unsafe { libc::access(cand.as_ptr(), libc::X_OK) }) == 0
+            }
         };
         if exists {
             match execve_with(cand.as_ptr(), argv, envp) {
@@ -337,7 +339,7 @@ pub(crate) fn h_addopen(
 ) -> Act<c_int> {
     state::fs()?;
     match classify(path) {
-        Target::Real => None,
+        Target::Real | Target::RealOrLink(_) => None,
         Target::Fail(e) => Some(Ok(e.raw())),
         Target::RealPath(p) => {
             // SAFETY: the caller's file actions with the absolute path (copied by glibc).

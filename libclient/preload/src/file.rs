@@ -109,7 +109,7 @@ fn creates_dir_spelled(t: &Target, path: *const c_char, flags: c_int) -> bool {
     flags & libc::O_CREAT != 0
         && names_dir(p)
         && match t {
-            Target::Real | Target::RealPath(_) => false,
+            Target::Real | Target::RealOrLink(_) | Target::RealPath(_) => false,
             // "f/." walks into `f` first: ENOTDIR from the walk comes first.
             Target::Fail(_) => !ends_in_dot(p),
             Target::Gkfs(_) => true,

@@ -15,7 +15,7 @@ use crate::paths::{classify, Target};
 /// Would glibc's internal calls on `path` miss gkfs? (A gkfs path, or one rewritten
 /// relative to a gkfs working directory.)
 fn ours(path: *const c_char) -> bool {
-    !matches!(classify(path), Target::Real)
+    !matches!(classify(path), Target::Real | Target::RealOrLink(_))
 }
 
 /// The errno of the call just made.

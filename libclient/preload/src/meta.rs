@@ -424,10 +424,16 @@ pub(crate) fn h_renameat2(
     {
         return Some(Err(Errno::EBUSY));
     }
-    let real_a = matches!(a, Target::Real | Target::RealPath(_));
-    let real_b = matches!(b, Target::Real | Target::RealPath(_));
+    let real_a = matches!(
+        a,
+        Target::Real | Target::RealOrLink(_) | Target::RealPath(_)
+    );
+    let real_b = matches!(
+        b,
+        Target::Real | Target::RealOrLink(_) | Target::RealPath(_)
+    );
     if real_a && real_b {
-        if matches!(a, Target::Real) && matches!(b, Target::Real) {
+        if !matches!(a, Target::RealPath(_)) && !matches!(b, Target::RealPath(_)) {
             return None;
         }
         let (da, pa) = match &a {
@@ -939,7 +945,7 @@ pub(crate) fn h_linkat(
         })),
         (Target::Fail(e), _) | (_, Target::Fail(e)) => Some(Err(*e)),
         (Target::Gkfs(_), _) | (_, Target::Gkfs(_)) => Some(Err(Errno::EXDEV)),
-        (Target::Real, Target::Real) => None,
+        (Target::Real | Target::RealOrLink(_), Target::Real | Target::RealOrLink(_)) => None,
         _ => {
             let ((da, pa), (db, pb)) = (real_at(&a, d1, from), real_at(&b, d2, to));
             // SAFETY: NUL-terminated paths and the caller's dirfds.

@@ -19,6 +19,10 @@ pub enum Target {
     Gkfs(String),
     /// The kernel, with the caller's own argument.
     Real,
+    /// The kernel, with the caller's own path, which names the disk: should the call
+    /// fail with ENOENT or ENOTDIR, a symlink on the disk that leads into gkfs
+    /// (`ln -s /tmp/gkfs/run ~/run`) is looked for ([`into_gkfs`]) and followed.
+    RealOrLink(*const c_char),
     /// The kernel, with this path instead.
     RealPath(CString),
     /// Neither: the call fails.
@@ -97,7 +101,7 @@ pub fn classify_with(dirfd: c_int, path: *const c_char, slash: Slash) -> Target 
             return Target::Real;
         };
         return match classify_with(dirfd, c.as_ptr(), Slash::Ignore) {
-            Target::Real => Target::Real,
+            Target::Real | Target::RealOrLink(_) => Target::Real,
             Target::Fail(e) => Target::Fail(e),
             Target::Gkfs(_) | Target::RealPath(_) => Target::Fail(Errno::EILSEQ),
         };
@@ -106,6 +110,7 @@ pub fn classify_with(dirfd: c_int, path: *const c_char, slash: Slash) -> Target 
         Target::Gkfs(of.path().to_string())
     } else if dirfd == libc::AT_FDCWD || p.starts_with('/') {
         match state::resolve(p) {
+            Some((_, Resolved::Real)) if !p.is_empty() => Target::RealOrLink(path),
             Some((_, r)) => from_resolved(r),
             None => Target::Real,
         }
@@ -255,6 +260,17 @@ pub fn route<R: Fail + PartialEq>(
 ) -> Act<R> {
     match t {
         Target::Real => None,
+        Target::RealOrLink(p) => {
+            let r = real(p);
+            if r != R::FAIL {
+                return Some(Ok(r));
+            }
+            let e = crate::hook::errno();
+            match (e, crate::hook::cstr(p).and_then(into_gkfs)) {
+                (libc::ENOENT | libc::ENOTDIR, Some(q)) => Some(with_links(q, ours)),
+                _ => Some(Err(Errno(e))),
+            }
+        }
         Target::RealPath(p) => Some(checked(real(p.as_ptr()))),
         Target::Fail(e) => Some(Err(e)),
         Target::Gkfs(p) => Some(match ours(p.clone()) {
@@ -267,6 +283,58 @@ pub fn route<R: Fail + PartialEq>(
             r => r,
         }),
     }
+}
+
+/// The gkfs path a disk path reaches through a symlink on the disk that points into
+/// the mount dir (which does not exist on disk, so the kernel's walk ends with
+/// ENOENT). None when no such link is on the way: the error stands. Looks at the path
+/// and up its parents to the first that exists: two lstat calls for the usual missing
+/// name in an existing directory.
+pub fn into_gkfs(p: &str) -> Option<String> {
+    let fs = state::fs()?;
+    let mut path = if p.starts_with('/') {
+        p.to_string()
+    } else {
+        let cwd = std::env::current_dir().ok()?;
+        format!("{}/{p}", cwd.to_str()?)
+    };
+    for _ in 0..MAX_SYMLINKS {
+        let mut cur = path.trim_end_matches('/').to_string();
+        let mut rest = String::new();
+        loop {
+            if cur.is_empty() {
+                return None;
+            }
+            match std::fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let target = std::fs::read_link(&cur).ok()?;
+                    let target = target.to_str()?;
+                    let parent = &cur[..cur.rfind('/')?];
+                    let joined = if target.starts_with('/') {
+                        format!("{target}{rest}")
+                    } else {
+                        format!("{parent}/{target}{rest}")
+                    };
+                    match fs.mount.resolve(None, &joined) {
+                        Resolved::Gkfs(q) => return Some(q),
+                        // A link to another disk path: follow that one.
+                        _ => {
+                            path = joined;
+                            break;
+                        }
+                    }
+                }
+                // An existing file or directory: nothing of gkfs on the way.
+                Ok(_) => return None,
+                Err(_) => {
+                    let cut = cur.rfind('/')?;
+                    rest = format!("{}{rest}", &cur[cut..]);
+                    cur.truncate(cut);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Runs `f` on a gkfs path, and again on the path with its directory symlinks

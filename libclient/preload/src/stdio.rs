@@ -254,8 +254,10 @@ pub(crate) fn h_freopen(
                 crate::paths::checked(unsafe { libc::open(p.as_ptr(), flags, 0o666) })?
             }
             Target::Fail(e) => return Err(e),
-            // SAFETY: the caller's NUL-terminated path.
-            Target::Real => crate::paths::checked(unsafe { libc::open(path, flags, 0o666) })?,
+            Target::Real | Target::RealOrLink(_) => {
+                // SAFETY: the caller's NUL-terminated path.
+                crate::paths::checked(unsafe { libc::open(path, flags, 0o666) })?
+            }
         };
         let r = redirect_std(i, fd);
         if fds::is_ours(fd) {
