@@ -941,7 +941,9 @@ find -L link -type f | sort; find chain/ | sort
 ln -s "$D/d" "$T/into"; cat "$T/into/inner" "$T/into/deep/f"; ls "$T/into"; echo w > "$T/into/w"; cat d/w
 ln -s "$T/into" "$T/into2"; cat "$T/into2/w"; ln -s "$D/d/inner" "$T/file-link"; cat "$T/file-link"
 (cd "$T/into" && cat inner && ls deep)
-cat "$T/into/missing" 2>&1 | sed "s|$T|\$T|""#;
+cat "$T/into/missing" 2>&1 | sed "s|$T|\$T|"
+mkdir -p p/q; echo pq > p/file; ln -s p/q lq; cat lq/../file; ls lq/.. | sort; cat x/up/../d/inner
+python3 -c 'import os; print(os.path.exists("lq/../file"), sorted(os.listdir("x/up/..")))' | tr -d "[]',""#;
     s.same("symlink-components", &prelude(shell));
     let py = r#"
 import os, shutil, stat

@@ -106,6 +106,16 @@ pub fn classify_with(dirfd: c_int, path: *const c_char, slash: Slash) -> Target 
             Target::Gkfs(_) | Target::RealPath(_) => Target::Fail(Errno::EILSEQ),
         };
     };
+    if let Some(walked) = physical_dotdot(dirfd, p) {
+        let Ok(c) = CString::new(walked) else {
+            return Target::Fail(Errno::EINVAL);
+        };
+        return match classify_with(libc::AT_FDCWD, c.as_ptr(), slash) {
+            // (`c` is ours: the kernel gets a copy.)
+            Target::Real | Target::RealOrLink(_) => Target::RealPath(c),
+            t => t,
+        };
+    }
     let t = if let Some(of) = fd_alias(p) {
         Target::Gkfs(of.path().to_string())
     } else if dirfd == libc::AT_FDCWD || p.starts_with('/') {
@@ -156,6 +166,74 @@ pub fn classify_with(dirfd: c_int, path: *const c_char, slash: Slash) -> Target 
         Target::Gkfs(q) if q != "/" => must_be_dir(q, slash == Slash::Follow),
         t => t,
     }
+}
+
+/// `..` after a symlinked gkfs directory, as the kernel walks it: `link/..` is the
+/// parent of the link's target, not the directory holding the link. Returns the path
+/// walked that way (absolute, as programs see it) when a `..` followed a symlink; None
+/// otherwise (the spelling's own reading is right). Only a path with a `..` after a
+/// gkfs component pays: a lookup of the component before each `..` not seen as a
+/// directory in the last second.
+fn physical_dotdot(dirfd: c_int, p: &str) -> Option<String> {
+    if !(p == ".." || p.starts_with("../") || p.contains("/..")) {
+        return None;
+    }
+    let fs = state::fs()?;
+    let base = if p.starts_with('/') {
+        String::new()
+    } else if dirfd == libc::AT_FDCWD {
+        state::cwd()?
+    } else {
+        fs.mount.outside(&fds::get(dirfd)?.path())
+    };
+    let c = state::client().ok()?;
+    let mut dirs: Vec<String> = base
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let mut todo: std::collections::VecDeque<String> = p
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let (mut links, mut changed) = (0, false);
+    while let Some(comp) = todo.pop_front() {
+        match comp.as_str() {
+            "." => {}
+            ".." => {
+                let cur = format!("/{}", dirs.join("/"));
+                if let Resolved::Gkfs(q) = fs.mount.resolve(None, &cur) {
+                    if q != "/" && !state::known_dir(&q) {
+                        match c.stat(&q) {
+                            Ok(r) if r.mode & mode::S_IFMT == mode::S_IFLNK => {
+                                links += 1;
+                                if links > MAX_SYMLINKS {
+                                    return None;
+                                }
+                                let target = read_link(&c, &q, r).ok()?;
+                                dirs.pop();
+                                if target.starts_with('/') {
+                                    dirs.clear();
+                                }
+                                todo.push_front(comp);
+                                for t in target.split('/').filter(|s| !s.is_empty()).rev() {
+                                    todo.push_front(t.to_string());
+                                }
+                                changed = true;
+                                continue;
+                            }
+                            Ok(r) if r.is_dir() => state::note_dir(&q),
+                            _ => {}
+                        }
+                    }
+                }
+                dirs.pop();
+            }
+            _ => dirs.push(comp),
+        }
+    }
+    changed.then(|| format!("/{}", dirs.join("/")))
 }
 
 /// The gkfs file behind a path that names one of the process's descriptors:
