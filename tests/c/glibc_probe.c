@@ -134,6 +134,14 @@ int main(int argc, char **argv) {
     printf("ftw with a dangling link: %d\n", ftw(path("g"), old_walk, 8));
     unlink(path("g/dangling"));
 
+    /* NULL paths: EFAULT, as from the kernel. */
+    errno = 0;
+    printf("link to NULL: %d %s\n", link(path("g/a.c"), NULL), strerror(errno));
+    errno = 0;
+    printf("rename to NULL: %d %s\n", rename(path("g/a.c"), NULL), strerror(errno));
+    errno = 0;
+    printf("symlink of NULL: %d %s\n", symlink(NULL, path("g/s")), strerror(errno));
+
     /* tempnam, pathconf, ftok, getwd/getcwd/readlink (fortified when built so). */
     char *tn = tempnam(path("g"), "pfx");
     printf("tempnam in the dir: %d, prefix kept: %d\n", tn && strncmp(tn, path("g"), strlen(path("g"))) == 0,

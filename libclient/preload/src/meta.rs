@@ -126,6 +126,11 @@ pub fn fstat_of(fd: c_int, st: *mut libc::stat) -> Act<c_int> {
     Some((|| {
         let rec = fd_record(&of)?;
         fill_stat(&of.path(), &rec, state::client()?.chunk_size(), st);
+        if of.is_orphan() {
+            // Unlinked while open: no name left.
+            // SAFETY: the caller's stat buffer, filled just now.
+            unsafe { (*st).st_nlink = 0 };
+        }
         Ok(0)
     })())
 }
@@ -319,8 +324,12 @@ fn rmdir_gkfs(p: String) -> Result<c_int, Errno> {
     }) {
         return Err(Errno::EBUSY);
     }
-    state::client()?.rmdir(&p)?;
-    Ok(0)
+    let c = state::client()?;
+    match c.rmdir(&p) {
+        // "file/x": the walk stops at a file (ENOTDIR), as in the kernel.
+        Err(Errno::ENOENT) => Err(crate::paths::missing(&c, &p)),
+        r => r.map(|_| 0),
+    }
 }
 
 fn unlink_gkfs(p: String) -> Result<c_int, Errno> {
@@ -332,6 +341,7 @@ fn unlink_gkfs(p: String) -> Result<c_int, Errno> {
         Err(Errno::EISDIR) | Err(Errno::EPERM) if c.stat(&p).is_ok_and(|r| r.is_dir()) => {
             Err(Errno::EISDIR)
         }
+        Err(Errno::ENOENT) => Err(crate::paths::missing(&c, &p)),
         r => r.map(|_| 0),
     }
 }
@@ -414,6 +424,10 @@ pub(crate) fn h_renameat2(
     to: *const c_char,
     flags: c_uint_,
 ) -> Act<c_int> {
+    if from.is_null() || to.is_null() {
+        // The kernel's EFAULT.
+        return None;
+    }
     let (a, b) = (
         classify_with(d1, from, Slash::Entry),
         classify_with(d2, to, Slash::Ignore),
@@ -845,6 +859,9 @@ fn symlink_gkfs(target: *const c_char, p: String) -> Result<c_int, Errno> {
 }
 
 pub(crate) fn h_symlink(target: *const c_char, path: *const c_char) -> Act<c_int> {
+    if target.is_null() || path.is_null() {
+        return None;
+    }
     // SAFETY: rewritten path.
     route(
         classify_with(libc::AT_FDCWD, path, Slash::Create),
@@ -854,6 +871,9 @@ pub(crate) fn h_symlink(target: *const c_char, path: *const c_char) -> Act<c_int
 }
 
 pub(crate) fn h_symlinkat(target: *const c_char, dirfd: c_int, path: *const c_char) -> Act<c_int> {
+    if target.is_null() || path.is_null() {
+        return None;
+    }
     // SAFETY: rewritten path.
     route(
         classify_with(dirfd, path, Slash::Create),
@@ -930,6 +950,10 @@ pub(crate) fn h_linkat(
     to: *const c_char,
     flags: c_int,
 ) -> Act<c_int> {
+    if from.is_null() || to.is_null() {
+        // The kernel's EFAULT.
+        return None;
+    }
     // linkat(fd, "", dir, name, AT_EMPTY_PATH): a name for an open file (O_TMPFILE).
     let empty = cstr(from).is_some_and(str::is_empty) && flags & libc::AT_EMPTY_PATH != 0;
     let a = match (empty, fds::get(d1)) {
@@ -975,8 +999,15 @@ pub(crate) fn h_link(from: *const c_char, to: *const c_char) -> Act<c_int> {
 /// mknod/mkfifo of a kind gkfs cannot store: EEXIST if the name is taken (as the
 /// kernel checks that first), else EPERM.
 fn unsupported_node(p: &str) -> Result<c_int, Errno> {
-    if state::client()?.stat(p).is_ok() {
+    let c = state::client()?;
+    if c.stat(p).is_ok() {
         return Err(Errno::EEXIST);
+    }
+    // The walk's own errors come first (a missing or non-directory parent).
+    match crate::paths::missing(&c, p) {
+        Errno::ENOENT if c.stat(gkfs_proto::path::parent(p)).is_err() => return Err(Errno::ENOENT),
+        Errno::ENOTDIR => return Err(Errno::ENOTDIR),
+        _ => {}
     }
     unsupported(Unsupported::Mknod, format_args!("mknod/mkfifo {p}"));
     Err(Errno::EPERM)
