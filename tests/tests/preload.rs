@@ -834,6 +834,13 @@ print("replaced by a rename:", old.read(), open("b").read())
 old.close(); a.close(); f.close()
 with tempfile.TemporaryFile(dir=".") as t:
     t.write(b"x" * 100000); t.seek(0); print("TemporaryFile:", len(t.read()))
+tfd, tname = tempfile.mkstemp(dir=".", suffix=".s"); os.write(tfd, b"mk"); os.close(tfd)
+print("mkstemp:", open(tname).read(), oct(os.stat(tname).st_mode & 0o777), tname.endswith(".s")); os.unlink(tname)
+tdir = tempfile.mkdtemp(dir="."); print("mkdtemp:", oct(os.stat(tdir).st_mode & 0o777)); os.rmdir(tdir)
+with tempfile.NamedTemporaryFile(dir=".") as nt:
+    nt.write(b"named"); nt.flush(); print("NamedTemporaryFile:", open(nt.name).read())
+with tempfile.TemporaryDirectory(dir=".") as td:
+    open(os.path.join(td, "x"), "w").write("1"); print("TemporaryDirectory:", os.listdir(td))
 tfd = os.open(".", os.O_TMPFILE | os.O_RDWR, 0o600)
 os.write(tfd, b"nameless"); print("O_TMPFILE:", os.pread(tfd, 8, 0), sorted(os.listdir(".")))
 os.close(tfd)
