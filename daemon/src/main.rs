@@ -5,6 +5,7 @@
 mod handlers;
 mod local;
 mod locks;
+mod metrics;
 mod server;
 mod state;
 mod store;

@@ -120,16 +120,23 @@ pub fn handle_payload(state: &State, payload: &[u8], truncated: bool, from: Orig
     }
     let mgmt = matches!(
         Opcode::from_u16(h.opcode),
-        Some(Opcode::Ping | Opcode::Stats | Opcode::Statfs)
+        Some(Opcode::Ping | Opcode::Stats | Opcode::Statfs | Opcode::Metrics)
     );
     if !mgmt {
         if let Err(detail) = state.check_membership(h.membership) {
             return encode_reply::<()>(h.request_id, &Err(RemoteError::new(Errno::ESTALE, detail)));
         }
     }
-    match catch_unwind(AssertUnwindSafe(|| {
+    let started = std::time::Instant::now();
+    let reply = catch_unwind(AssertUnwindSafe(|| {
         dispatch(state, &from, h.opcode, h.request_id, body)
-    })) {
+    }));
+    let status = match &reply {
+        Ok(r) => gkfs_proto::msg::ReplyHeader::split(r).map_or(0, |(rh, _)| rh.status),
+        Err(_) => libc::EIO,
+    };
+    state.metrics.record(h.opcode, status, started.elapsed());
+    match reply {
         Ok(reply) => reply,
         Err(_) => {
             log::error!("a handler panicked on opcode {}; answered EIO", h.opcode);

@@ -73,6 +73,8 @@ pub struct State {
     pub counters: Counters,
     /// File locks on the paths whose metadata lives here.
     pub locks: crate::locks::Locks,
+    /// Request counters.
+    pub metrics: crate::metrics::Metrics,
     /// Process start time, ns (times of the root directory).
     pub start_time: i64,
 }
@@ -116,6 +118,7 @@ impl State {
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
             counters: Counters::default(),
             locks: Default::default(),
+            metrics: Default::default(),
             start_time: now_ns(),
         })
     }

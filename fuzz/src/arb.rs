@@ -205,6 +205,10 @@ arb_struct! {
     LockLeaseReply { held };
     AdjustLinksReq { path, delta, ctime };
     AdjustLinksReply { record };
+    MetricsReq {};
+    OpMetrics { opcode, count, errors, total_ns, buckets };
+    ErrnoCount { errno, count };
+    MetricsReply { uptime_ns, ops, errors, bytes_read, bytes_written, records, chunks, chunk_bytes };
 }
 
 impl Arb for RequestHeader {

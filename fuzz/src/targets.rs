@@ -380,6 +380,10 @@ macro_rules! with_rpc {
                 type $R = AdjustLinksReq;
                 $body
             }
+            Some(Opcode::Metrics) => {
+                type $R = MetricsReq;
+                $body
+            }
             None => $unknown,
         }
     };
@@ -466,6 +470,7 @@ checker_handler! {
     lock(LockReq) -> LockReply;
     lock_lease(LockLeaseReq) -> LockLeaseReply;
     adjust_links(AdjustLinksReq) -> AdjustLinksReply;
+    metrics(MetricsReq) -> MetricsReply;
 }
 
 /// Checks that an error detail that went through a reply is the original cut at a

@@ -10,6 +10,7 @@ mod local;
 mod node;
 mod slurm;
 mod stage;
+mod stats;
 mod status;
 mod supervise;
 
@@ -41,6 +42,23 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// What every daemon served: requests and errors per type with latency
+    /// percentiles, errnos, MB/s. Once: totals and averages since each daemon started;
+    /// with --watch SECS, the rates of every interval (a live table, or JSON lines)
+    Stats {
+        /// Hosts file of the instance (default: $LIBGKFS_HOSTS_FILE).
+        #[arg(long, value_name = "FILE")]
+        hosts_file: Option<PathBuf>,
+        /// Print JSON instead of a table (with --watch: one JSON array per line).
+        #[arg(long)]
+        json: bool,
+        /// Report the rates every SECS seconds until interrupted.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<f64>,
+        /// With --watch: stop after this many reports.
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
     },
     /// Run a command with the preload library set, so it sees the file system under
     /// the mount dir (`gkfs-run exec -- cp -r data /tmp/gkfs/`).
@@ -328,6 +346,18 @@ fn run(cli: Cli) -> Result<()> {
                 status::print_table(&rows);
             }
             if rows.iter().any(|r| !r.up) {
+                std::process::exit(3);
+            }
+            Ok(())
+        }
+        Cmd::Stats {
+            hosts_file,
+            json,
+            watch,
+            count,
+        } => {
+            let hosts_file = hosts_file_arg(hosts_file)?;
+            if !stats::run(&hosts_file, json, watch, count)? {
                 std::process::exit(3);
             }
             Ok(())

@@ -240,6 +240,11 @@ impl Client {
         self.rpc().call(d, &StatsReq {})
     }
 
+    /// Request counters of daemon `d` (per request type, per errno, bytes).
+    pub fn daemon_metrics(&self, d: u32) -> Result<gkfs_proto::msg::MetricsReply, Errno> {
+        self.rpc().call(d, &gkfs_proto::msg::MetricsReq {})
+    }
+
     /// The metadata record of `p`.
     pub fn stat(&self, p: &str) -> Result<Record, Errno> {
         let p = check_path(p)?;

@@ -25,7 +25,7 @@ pub use client::{Client, ClientConfig};
 pub use data::{File, OpenOptions, INLINE_READ_MAX, INLINE_WRITE_MAX};
 pub use error::ClientError;
 pub use gkfs_proto::msg::lock;
-pub use gkfs_proto::msg::{DirEntry, PingReply, StatfsReply, StatsReply};
+pub use gkfs_proto::msg::{DirEntry, MetricsReply, OpMetrics, PingReply, StatfsReply, StatsReply};
 pub use gkfs_proto::{Errno, Record};
 pub use locks::{new_lock_owner, LockSpec};
 pub use rpc::Transport;

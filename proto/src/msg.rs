@@ -284,7 +284,13 @@ rpcs! {
     18 Lock lock(LockReq) -> LockReply;
     19 LockLease lock_lease(LockLeaseReq) -> LockLeaseReply;
     20 AdjustLinks adjust_links(AdjustLinksReq) -> AdjustLinksReply;
+    21 Metrics metrics(MetricsReq) -> MetricsReply;
 }
+
+/// Latency buckets of [`OpMetrics::buckets`]: bucket 0 counts requests served in
+/// under 1 µs, bucket i (1..) those that took [2^(i-1), 2^i) µs; the last one all
+/// slower ones (about 4 s and more).
+pub const LATENCY_BUCKETS: usize = 24;
 
 /// Lock kinds of [`LockReq::kind`].
 pub mod lock {
@@ -749,6 +755,55 @@ wire_struct! {
     }
 }
 wire_struct! {
+    /// Ask for the daemon's request counters (accepted with membership 0, as Stats).
+    pub struct MetricsReq {}
+}
+wire_struct! {
+    /// What one request type cost since the daemon started.
+    pub struct OpMetrics {
+        /// The opcode ([`Opcode`]).
+        pub opcode: u16,
+        /// Requests served.
+        pub count: u64,
+        /// Of them, answered with an error.
+        pub errors: u64,
+        /// Time spent serving them, ns.
+        pub total_ns: u64,
+        /// Latency histogram ([`LATENCY_BUCKETS`] counts).
+        pub buckets: Vec<u64>,
+    }
+}
+wire_struct! {
+    /// How often an errno was answered.
+    pub struct ErrnoCount {
+        /// The errno.
+        pub errno: i32,
+        /// Replies with it.
+        pub count: u64,
+    }
+}
+wire_struct! {
+    /// Answer to [`MetricsReq`]: cumulative since the daemon started.
+    pub struct MetricsReply {
+        /// Time since the daemon started, ns.
+        pub uptime_ns: u64,
+        /// Per request type (only those served at least once).
+        pub ops: Vec<OpMetrics>,
+        /// Per errno answered (only those seen).
+        pub errors: Vec<ErrnoCount>,
+        /// Bytes read by clients.
+        pub bytes_read: u64,
+        /// Bytes written by clients.
+        pub bytes_written: u64,
+        /// Metadata records stored.
+        pub records: u64,
+        /// Chunk files stored.
+        pub chunks: u64,
+        /// Bytes in chunk files.
+        pub chunk_bytes: u64,
+    }
+}
+wire_struct! {
     /// Answer to [`LockLeaseReq`].
     pub struct LockLeaseReply {
         /// Locks these owners still hold here.
@@ -1049,6 +1104,26 @@ mod tests {
                 AdjustLinksReq
             ),
             sample!(AdjustLinksReply { record: rec }, AdjustLinksReply),
+            sample!(MetricsReq {}, MetricsReq),
+            sample!(
+                MetricsReply {
+                    uptime_ns: 1,
+                    ops: vec![OpMetrics {
+                        opcode: 3,
+                        count: 4,
+                        errors: 1,
+                        total_ns: 9,
+                        buckets: vec![1, 2, 1]
+                    }],
+                    errors: vec![ErrnoCount { errno: 2, count: 1 }],
+                    bytes_read: 5,
+                    bytes_written: 6,
+                    records: 7,
+                    chunks: 8,
+                    chunk_bytes: 9
+                },
+                MetricsReply
+            ),
         ]
     }
 
@@ -1208,6 +1283,9 @@ mod tests {
                 _: &(),
                 _: AdjustLinksReq,
             ) -> Result<AdjustLinksReply, RemoteError> {
+                Err(Errno::ENOSYS.into())
+            }
+            fn metrics(&self, _: &(), _: MetricsReq) -> Result<MetricsReply, RemoteError> {
                 Err(Errno::ENOSYS.into())
             }
         }

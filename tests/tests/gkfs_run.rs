@@ -677,3 +677,87 @@ fn a_local_count_above_the_ceiling_is_refused_before_anything_starts() {
         s.assert_only(&["marking-daemon", "ran"], &err);
     }
 }
+
+/// `gkfs-run stats` reports what the daemons served: per request type counts that add
+/// up to what the test did, the bytes it wrote, the errno it provoked, and non-zero
+/// rates with --watch while a workload runs.
+#[test]
+fn stats_report_what_the_daemons_served() {
+    let cluster = gkfs_tests::Cluster::start(2);
+    let hosts = cluster.hosts_file.display().to_string();
+    let c = cluster.client();
+    let data = vec![7u8; 3 * 1024 * 1024 + 5];
+    c.mkdir("/d", 0o755).unwrap();
+    for i in 0..50 {
+        c.create(&format!("/d/f{i}"), 0o644).unwrap();
+    }
+    c.write_at("/d/f0", &data, 0).unwrap();
+    assert!(c.stat("/d/missing").is_err());
+    let stats = |args: &[&str]| {
+        let mut all = vec!["stats", "--hosts-file", &hosts];
+        all.extend_from_slice(args);
+        let (code, out, err) = run(&all, &[]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        out
+    };
+    let v: serde_json::Value = serde_json::from_str(&stats(&["--json"])).unwrap();
+    let daemons = v.as_array().unwrap();
+    assert_eq!(daemons.len(), 2);
+    let sum = |f: &dyn Fn(&serde_json::Value) -> u64| daemons.iter().map(f).sum::<u64>();
+    let op_count = |op: &str| {
+        sum(&|d| {
+            d["ops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|o| o["op"] == op)
+                .map(|o| o["count"].as_u64().unwrap())
+                .sum()
+        })
+    };
+    // 50 creates and a mkdir, each one Create request at the path's daemon.
+    assert_eq!(op_count("Create"), 51, "{v:#}");
+    assert_eq!(sum(&|d| d["bytes_written"].as_u64().unwrap()), data.len() as u64, "{v:#}");
+    assert!(op_count("WriteChunks") >= 2, "{v:#}");
+    let enoent = sum(&|d| {
+        d["errnos"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.contains("No such file"))
+            .map(|(_, n)| n.as_u64().unwrap())
+            .sum()
+    });
+    assert!(enoent >= 1, "{v:#}");
+    for d in daemons {
+        for o in d["ops"].as_array().unwrap() {
+            assert!(o["p50_us"].as_u64().unwrap() <= o["p99_us"].as_u64().unwrap(), "{o}");
+        }
+    }
+    let table = stats(&[]);
+    assert!(table.contains("REQUESTS") && table.contains("Create"), "{table}");
+
+    // Rates over an interval, while a writer keeps going.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (c, stop) = (cluster.client(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.create(&format!("/d/w{i}"), 0o644).unwrap();
+                i += 1;
+            }
+        })
+    };
+    let line = stats(&["--json", "--watch", "0.5", "--count", "1"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let rate: f64 = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["ops_per_s"].as_f64().unwrap())
+        .sum();
+    assert!(rate > 10.0, "{v:#}");
+}

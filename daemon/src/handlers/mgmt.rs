@@ -1,4 +1,4 @@
-//! Management handlers: ping, stats, statfs.
+//! Management handlers: ping, stats, metrics, statfs.
 
 use std::sync::atomic::Ordering;
 
@@ -23,6 +23,18 @@ pub fn stats(st: &State) -> Result<StatsReply, RemoteError> {
         requests: st.counters.requests.load(Ordering::Relaxed),
         bytes_written: st.counters.bytes_written.load(Ordering::Relaxed),
         bytes_read: st.counters.bytes_read.load(Ordering::Relaxed),
+    })
+}
+
+pub fn metrics(st: &State) -> Result<MetricsReply, RemoteError> {
+    let c = st.chunks.stats();
+    Ok(MetricsReply {
+        bytes_read: st.counters.bytes_read.load(Ordering::Relaxed),
+        bytes_written: st.counters.bytes_written.load(Ordering::Relaxed),
+        records: st.meta.count(),
+        chunks: c.chunks,
+        chunk_bytes: c.bytes,
+        ..st.metrics.snapshot()
     })
 }
 

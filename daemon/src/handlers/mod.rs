@@ -67,6 +67,9 @@ impl Handler for State {
     fn set_attr(&self, _: &Origin, r: SetAttrReq) -> Result<StatReply, RemoteError> {
         meta::set_attr(self, r)
     }
+    fn metrics(&self, _: &Origin, _: MetricsReq) -> Result<MetricsReply, RemoteError> {
+        mgmt::metrics(self)
+    }
     fn adjust_links(&self, _: &Origin, r: AdjustLinksReq) -> Result<AdjustLinksReply, RemoteError> {
         meta::adjust_links(self, r)
     }
