@@ -717,7 +717,11 @@ fn stats_report_what_the_daemons_served() {
     };
     // 50 creates and a mkdir, each one Create request at the path's daemon.
     assert_eq!(op_count("Create"), 51, "{v:#}");
-    assert_eq!(sum(&|d| d["bytes_written"].as_u64().unwrap()), data.len() as u64, "{v:#}");
+    assert_eq!(
+        sum(&|d| d["bytes_written"].as_u64().unwrap()),
+        data.len() as u64,
+        "{v:#}"
+    );
     assert!(op_count("WriteChunks") >= 2, "{v:#}");
     let enoent = sum(&|d| {
         d["errnos"]
@@ -731,11 +735,17 @@ fn stats_report_what_the_daemons_served() {
     assert!(enoent >= 1, "{v:#}");
     for d in daemons {
         for o in d["ops"].as_array().unwrap() {
-            assert!(o["p50_us"].as_u64().unwrap() <= o["p99_us"].as_u64().unwrap(), "{o}");
+            assert!(
+                o["p50_us"].as_u64().unwrap() <= o["p99_us"].as_u64().unwrap(),
+                "{o}"
+            );
         }
     }
     let table = stats(&[]);
-    assert!(table.contains("REQUESTS") && table.contains("Create"), "{table}");
+    assert!(
+        table.contains("REQUESTS") && table.contains("Create"),
+        "{table}"
+    );
 
     // Rates over an interval, while a writer keeps going.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
