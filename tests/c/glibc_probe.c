@@ -4,6 +4,7 @@
  * Usage: glibc_probe DIR (DIR exists and is empty); sort the nftw lines. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <glob.h>
@@ -31,6 +32,14 @@ static void describe(const char *what, const char *name, int fd) {
     printf("%s: fd %s, name %.3s + %zu chars, exists %d, mode %o, type %s\n", what,
            fd >= 0 ? "ok" : strerror(errno), base, strlen(base) - 3, there,
            there ? st.st_mode & 07777 : 0, there ? (S_ISDIR(st.st_mode) ? "dir" : "file") : "-");
+}
+
+static int vdp(int fd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vdprintf(fd, fmt, ap);
+    va_end(ap);
+    return r;
 }
 
 static int walk(const char *p, const struct stat *st, int flag, struct FTW *f) {
@@ -133,6 +142,14 @@ int main(int argc, char **argv) {
     symlink("nowhere", path("g/dangling"));
     printf("ftw with a dangling link: %d\n", ftw(path("g"), old_walk, 8));
     unlink(path("g/dangling"));
+
+    /* dprintf and vdprintf write with glibc's internal write. */
+    int dfd = open(path("dprintf"), O_CREAT | O_RDWR | O_TRUNC, 0644);
+    printf("dprintf: %d\n", dprintf(dfd, "%d-%s\n", 42, "x"));
+    printf("vdprintf: %d\n", vdp(dfd, "%05.1f|%c\n", 3.14159, 'z'));
+    char db[64] = {0};
+    printf("read back: %zd '%s'\n", pread(dfd, db, sizeof db - 1, 0), db);
+    close(dfd);
 
     /* NULL paths: EFAULT, as from the kernel. */
     errno = 0;

@@ -672,6 +672,7 @@ fn c_probe(s: &Setup, name: &str) -> PathBuf {
             "-Wall",
             "-Wno-deprecated-declarations",
             "-Wno-unused-result",
+            "-Wno-nonnull",
             "-o",
         ])
         .arg(&out)

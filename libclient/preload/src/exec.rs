@@ -513,33 +513,3 @@ pub fn inherit() {
         libc::unsetenv(c"LIBGKFS_CWD".as_ptr());
     }
 }
-
-// execl, execlp and execle are C-variadic, which stable Rust cannot define; their
-// bodies are C (csrc/shim.c: gkfs_execl...). The exported symbols are naked Rust
-// functions that jump there with every register and the stack untouched, so the C
-// function receives the caller's variable arguments as they were passed.
-extern "C" {
-    fn gkfs_execl();
-    fn gkfs_execlp();
-    fn gkfs_execle();
-}
-
-macro_rules! variadic_trampoline {
-    ($name:ident => $target:ident) => {
-        /// C-variadic exec entry point (see above).
-        ///
-        /// # Safety
-        /// Called by C code with the arguments of the libc function of this name.
-        #[unsafe(naked)]
-        #[no_mangle]
-        pub unsafe extern "C" fn $name() {
-            #[cfg(target_arch = "x86_64")]
-            core::arch::naked_asm!("jmp {0}@PLT", sym $target);
-            #[cfg(target_arch = "aarch64")]
-            core::arch::naked_asm!("b {0}", sym $target);
-        }
-    };
-}
-variadic_trampoline!(execl => gkfs_execl);
-variadic_trampoline!(execlp => gkfs_execlp);
-variadic_trampoline!(execle => gkfs_execle);

@@ -309,3 +309,30 @@ pub fn callback<R: Fail>(body: impl FnOnce() -> Result<R, Errno>) -> R {
         }
     }
 }
+
+// C-variadic entry points (execl, dprintf...) cannot be defined in stable Rust; their
+// bodies are C (csrc/shim.c: gkfs_execl...). The exported symbols are naked Rust
+// functions that jump there with every register and the stack untouched, so the C
+// function receives the caller's variable arguments as they were passed.
+macro_rules! variadic_trampoline {
+    ($($name:ident => $target:ident;)*) => {
+        extern "C" {
+            $(fn $target();)*
+        }
+        $(
+        /// C-variadic entry point (see `hook::variadic_trampoline`).
+        ///
+        /// # Safety
+        /// Called by C code with the arguments of the libc function of this name.
+        #[unsafe(naked)]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name() {
+            #[cfg(target_arch = "x86_64")]
+            core::arch::naked_asm!("jmp {0}@PLT", sym $target);
+            #[cfg(target_arch = "aarch64")]
+            core::arch::naked_asm!("b {0}", sym $target);
+        }
+        )*
+    };
+}
+pub(crate) use variadic_trampoline;

@@ -7,7 +7,7 @@
 use std::ffi::{c_char, c_int, c_long, c_uint, c_void};
 
 use crate::dir::{Compar, Filter};
-use crate::hook::hooks;
+use crate::hook::{hooks, variadic_trampoline};
 use crate::internal::{FtwFn, Glob, GlobErr, NftwFn};
 use crate::mmap::MapPtr;
 use crate::stdio::File;
@@ -276,4 +276,24 @@ hooks! {
     fn pthread_create(th: *mut libc::pthread_t, attr: *const libc::pthread_attr_t, start: own::StartRoutine, arg: *mut c_void) -> c_int = wrap own::pthread_create;
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int = own::h_close_range;
     fn closefrom(low: c_int) -> () = own::h_closefrom;
+}
+
+variadic_trampoline! {
+    // C-variadic functions and those taking a va_list, whose bodies are C
+    // (`csrc/shim.c`): the exec family with argument lists (collected, then our
+    // execv/execvp/execve), and dprintf/vdprintf (formatted, then our write, for gkfs
+    // fds). Supported.
+    execl => gkfs_execl;
+    execlp => gkfs_execlp;
+    execle => gkfs_execle;
+    dprintf => gkfs_dprintf;
+    vdprintf => gkfs_vdprintf;
+    __dprintf_chk => gkfs_dprintf_chk;
+    __vdprintf_chk => gkfs_vdprintf_chk;
+}
+
+/// For the C shims: is `fd` a gkfs file of this process?
+#[no_mangle]
+pub extern "C" fn gkfs_fd_is_ours(fd: c_int) -> c_int {
+    crate::fds::is_ours(fd) as c_int
 }
