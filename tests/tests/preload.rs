@@ -869,7 +869,8 @@ ls"#,
 /// Child processes get gkfs files by every route programs use: Python's subprocess
 /// (vfork, dup2 in the child) with stdout/stdin files, posix_spawn file actions that
 /// open gkfs paths (absolute, or relative to a gkfs working directory) or dup2 gkfs
-/// fds. These once failed with EBADF, or opened a relative path on the real disk.
+/// fds, and subprocess's `cwd=` a gkfs directory (a chdir in the vfork child). These
+/// once failed with EBADF or ENOENT, or opened a relative path on the real disk.
 #[test]
 fn children_get_gkfs_files_by_every_route() {
     let s = Setup::new();
@@ -894,6 +895,10 @@ fd = os.open("dup", os.O_WRONLY | os.O_CREAT, 0o644)
 pid = os.posix_spawn("/bin/echo", ["echo", "via dup2"], os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, fd, 1)])
 os.waitpid(pid, 0); os.close(fd)
 print("spawn dup2:", open("dup").read().strip())
+os.makedirs("sub"); open("sub/f", "w").write("in sub\n")
+print("cwd=:", subprocess.run(["cat", "f"], cwd=os.path.join(d, "sub"), capture_output=True, text=True).stdout.strip())
+print("cwd= relative:", subprocess.run("cat f; pwd", shell=True, cwd="sub", capture_output=True, text=True).stdout.split())
+print("cwd= real:", subprocess.run(["pwd"], cwd="/", capture_output=True, text=True).stdout.strip())
 print(sorted(os.listdir(".")))
 "#;
     s.same("children", &format!("python3 - <<'EOF'\n{py}\nEOF"));

@@ -374,9 +374,40 @@ fn enter(p: String) -> Result<c_int, Errno> {
     }
 }
 
+/// chdir in a vfork child (Python's subprocess with `cwd=`), which shares its parent's
+/// memory and connections: nothing is asked of the daemons and nothing of the parent
+/// changes; the directory is noted for the exec that follows (`LIBGKFS_CWD`), where the
+/// new program's first call finds out whether it exists.
+fn vfork_chdir(path: *const c_char) -> Act<c_int> {
+    let fs = state::fs()?;
+    match classify(path) {
+        Target::Gkfs(p) => {
+            state::set_vfork_cwd(Some(fs.mount.outside(&p)));
+            Some(Ok(0))
+        }
+        Target::Fail(e) => Some(Err(e)),
+        Target::RealPath(p) => {
+            // SAFETY: a NUL-terminated path.
+            let r = checked(unsafe { libc::chdir(p.as_ptr()) });
+            if r.is_ok() {
+                state::set_vfork_cwd(None);
+            }
+            Some(r)
+        }
+        Target::Real | Target::RealOrLink(_) => {
+            // SAFETY: the caller's path.
+            let r = checked(unsafe { libc::chdir(path) });
+            if r.is_ok() {
+                state::set_vfork_cwd(None);
+            }
+            Some(r)
+        }
+    }
+}
+
 pub(crate) fn h_chdir(path: *const c_char) -> Act<c_int> {
     if state::in_vfork_child() {
-        return None;
+        return vfork_chdir(path);
     }
     let real = |p: *const c_char| {
         // SAFETY: a NUL-terminated path.

@@ -59,7 +59,7 @@ fn build_env(envp: *const *const c_char, scan_all: bool) -> Env {
     } else if !open.is_empty() {
         strings.extend(CString::new(format!("{ENV_FDS}={}", open.join(","))).ok());
     }
-    if let Some(cwd) = state::cwd() {
+    if let Some(cwd) = state::cwd_for_exec() {
         strings.extend(CString::new(format!("{ENV_CWD}={cwd}")).ok());
     }
     let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();

@@ -228,6 +228,29 @@ fn enter_void() {
     ));
 }
 
+/// The working directory a vfork child moved to (its pid; the directory as programs see
+/// it, None for a real one), for the exec that follows: the child shares its parent's
+/// memory, so the parent's own working directory must not change.
+static VFORK_CWD: Mutex<Option<(i32, Option<String>)>> = Mutex::new(None);
+
+/// In a vfork child: notes the working directory it moved to.
+pub fn set_vfork_cwd(dir: Option<String>) {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    *VFORK_CWD.lock() = Some((pid, dir));
+}
+
+/// The working directory a new program should start in: the one a vfork child moved
+/// to, else the process's.
+pub fn cwd_for_exec() -> Option<String> {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    match VFORK_CWD.lock().as_ref() {
+        Some((p, dir)) if *p == pid => dir.clone(),
+        _ => cwd(),
+    }
+}
+
 /// Records the current process as the owner of the state.
 pub fn set_owner() {
     // SAFETY: getpid cannot fail.
