@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/ipc.h>
 #include <sys/stat.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char dir[4096];
@@ -150,6 +152,28 @@ int main(int argc, char **argv) {
     char db[64] = {0};
     printf("read back: %zd '%s'\n", pread(dfd, db, sizeof db - 1, 0), db);
     close(dfd);
+
+    /* posix_spawn into a directory of its own (addchdir_np). */
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addchdir_np(&fa, path("g"));
+    posix_spawn_file_actions_addopen(&fa, 1, path("spawned"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    char *sargv[] = {"ls", NULL};
+    pid_t sp;
+    extern char **environ;
+    int sr = posix_spawn(&sp, "/bin/ls", &fa, NULL, sargv, environ);
+    int sst = 0;
+    if (sr == 0)
+        waitpid(sp, &sst, 0);
+    posix_spawn_file_actions_destroy(&fa);
+    char sb2[256] = {0};
+    int sfd = open(path("spawned"), O_RDONLY);
+    read(sfd, sb2, sizeof sb2 - 1);
+    close(sfd);
+    for (char *q = sb2; *q; q++)
+        if (*q == '\n')
+            *q = ' ';
+    printf("spawn in a dir: %d, status %d, ls: %s\n", sr, sst, sb2);
 
     /* NULL paths: EFAULT, as from the kernel. */
     errno = 0;

@@ -31,7 +31,7 @@ struct Env {
     ptrs: Vec<*const c_char>,
 }
 
-fn build_env(envp: *const *const c_char, scan_all: bool) -> Env {
+fn build_env(envp: *const *const c_char, scan_all: bool, cwd: Option<String>) -> Env {
     let mut strings = Vec::new();
     let mut i = 0;
     while !envp.is_null() {
@@ -59,7 +59,7 @@ fn build_env(envp: *const *const c_char, scan_all: bool) -> Env {
     } else if !open.is_empty() {
         strings.extend(CString::new(format!("{ENV_FDS}={}", open.join(","))).ok());
     }
-    if let Some(cwd) = state::cwd_for_exec() {
+    if let Some(cwd) = cwd.or_else(state::cwd_for_exec) {
         strings.extend(CString::new(format!("{ENV_CWD}={cwd}")).ok());
     }
     let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
@@ -158,7 +158,7 @@ fn execve_with(
     envp: *const *const c_char,
 ) -> Act<c_int> {
     state::fs()?;
-    let env = build_env(envp, false);
+    let env = build_env(envp, false, None);
     Some(match classify(path) {
         Target::Gkfs(p) => crate::paths::with_links(p, |p| exec_gkfs(p, argv, &env)),
         Target::Fail(e) => Err(e),
@@ -201,7 +201,7 @@ pub(crate) fn h_execvpe(
     };
     if !path.split(':').any(in_gkfs) {
         // No search directory is ours: glibc's search (with its ENOEXEC fallback).
-        let env = build_env(envp, false);
+        let env = build_env(envp, false, None);
         return Some(real_exec(&REAL_EXECVPE, name, argv, &env));
     }
     let mut last = Errno::ENOENT;
@@ -244,7 +244,7 @@ pub(crate) fn h_fexecve(
 ) -> Act<c_int> {
     let of = fds::get(fd);
     state::fs()?;
-    let env = build_env(envp, false);
+    let env = build_env(envp, false, None);
     Some(match of {
         Some(of) => exec_gkfs(of.path().to_string(), argv, &env),
         None => {
@@ -292,7 +292,12 @@ fn spawn(
         );
         return Some(Ok(libc::ENOTSUP));
     }
-    let env = build_env(envp.cast(), !fa.is_null());
+    let cwd = SPAWN_CWD
+        .lock()
+        .iter()
+        .find(|(f, _)| *f == fa as usize)
+        .map(|(_, d)| d.clone());
+    let env = build_env(envp.cast(), !fa.is_null(), cwd);
     // posix_spawn returns an error number rather than setting errno.
     // SAFETY: the caller's arguments with our environment.
     Some(Ok(unsafe {
@@ -388,8 +393,56 @@ unsafe fn real_addopen(
     unsafe { f(fa, fd, path, oflag, mode) }
 }
 
+/// The gkfs working directory `posix_spawn_file_actions_addchdir_np` chose, per file
+/// actions object: the child gets it in `LIBGKFS_CWD` (the kernel cannot enter it).
+static SPAWN_CWD: parking_lot::Mutex<Vec<(usize, String)>> = parking_lot::Mutex::new(Vec::new());
+
+/// posix_spawn_file_actions_addchdir_np(3): a gkfs directory is noted for the spawn;
+/// a real one is a real action (and undoes an earlier gkfs one).
+pub(crate) fn h_addchdir(
+    fa: *mut libc::posix_spawn_file_actions_t,
+    path: *const c_char,
+) -> Act<c_int> {
+    let fs = state::fs()?;
+    let forget = || SPAWN_CWD.lock().retain(|(f, _)| *f != fa as usize);
+    match classify(path) {
+        Target::Gkfs(p) => {
+            forget();
+            SPAWN_CWD.lock().push((fa as usize, fs.mount.outside(&p)));
+            Some(Ok(0))
+        }
+        Target::Fail(e) => Some(Ok(e.raw())),
+        Target::RealPath(p) => {
+            forget();
+            // SAFETY: the caller's file actions with the absolute path (copied by glibc).
+            Some(Ok(unsafe { real_addchdir(fa, p.as_ptr()) }))
+        }
+        Target::Real | Target::RealOrLink(_) => {
+            forget();
+            None
+        }
+    }
+}
+
+/// glibc's addchdir_np.
+unsafe fn real_addchdir(fa: *mut libc::posix_spawn_file_actions_t, path: *const c_char) -> c_int {
+    static REAL: crate::hook::Real =
+        crate::hook::Real::new(c"posix_spawn_file_actions_addchdir_np");
+    let addr = REAL.get();
+    if addr == 0 {
+        return libc::ENOSYS;
+    }
+    type AddChdir =
+        unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, *const c_char) -> c_int;
+    // SAFETY: libc's posix_spawn_file_actions_addchdir_np, whose prototype this is.
+    let f: AddChdir = unsafe { std::mem::transmute(addr) };
+    // SAFETY: the caller's arguments.
+    unsafe { f(fa, path) }
+}
+
 /// posix_spawn_file_actions_destroy(3): closes what addopen opened for it.
 pub(crate) fn h_fa_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> Act<c_int> {
+    SPAWN_CWD.lock().retain(|(f, _)| *f != fa as usize);
     let mine: Vec<c_int> = {
         let mut opened = SPAWN_OPENED.lock();
         let (mine, rest) = opened.drain(..).partition(|(f, _)| *f == fa as usize);
@@ -406,7 +459,7 @@ pub(crate) fn h_fa_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> Act<c_i
 /// Runs `f` (glibc's system or popen, which start `/bin/sh` with `environ` through
 /// calls no preload can see) with the gkfs state in `environ`, removed again after.
 fn with_state_in_environ<R>(f: impl FnOnce() -> R) -> R {
-    let env = build_env(std::ptr::null(), false);
+    let env = build_env(std::ptr::null(), false, None);
     let ours: Vec<&CString> = env
         ._strings
         .iter()

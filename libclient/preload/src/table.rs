@@ -205,6 +205,7 @@ hooks! {
     // exec, posix_spawn, system, popen (`exec.rs`). Supported, except posix_spawn of a
     // program stored in gkfs (ENOTSUP, reported).
     fn posix_spawn_file_actions_addopen(fa: *mut libc::posix_spawn_file_actions_t, fd: c_int, path: *const c_char, oflag: c_int, mode: libc::mode_t) -> c_int = exec::h_addopen;
+    fn posix_spawn_file_actions_addchdir_np(fa: *mut libc::posix_spawn_file_actions_t, path: *const c_char) -> c_int = exec::h_addchdir;
     fn posix_spawn_file_actions_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> c_int = exec::h_fa_destroy;
     fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int = exec::h_execve;
     fn execv(path: *const c_char, argv: *const *const c_char) -> c_int = exec::h_execv;
