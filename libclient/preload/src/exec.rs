@@ -84,12 +84,8 @@ fn real_exec(
     argv: *const *const c_char,
     env: &Env,
 ) -> Result<c_int, Errno> {
-    let addr = sym.get();
-    if addr == 0 {
-        return Err(Errno::ENOSYS);
-    }
     // SAFETY: libc's execve/execvpe, whose prototype ExecveFn repeats.
-    let f: ExecveFn = unsafe { std::mem::transmute(addr) };
+    let f = unsafe { sym.func::<ExecveFn>() }.ok_or(Errno::ENOSYS)?;
     // SAFETY: NUL-terminated path, the caller's argv, our NULL-terminated env.
     checked(crate::hook::outside(|| unsafe {
         f(a, argv, env.ptrs.as_ptr())
@@ -248,16 +244,12 @@ pub(crate) fn h_fexecve(
     Some(match of {
         Some(of) => exec_gkfs(of.path().to_string(), argv, &env),
         None => {
-            let addr = REAL_FEXECVE.get();
-            if addr == 0 {
+            type Fexecve =
+                unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
+            // SAFETY: libc's fexecve, whose prototype this is.
+            let Some(f) = (unsafe { REAL_FEXECVE.func::<Fexecve>() }) else {
                 return Some(Err(Errno::ENOSYS));
-            }
-            // SAFETY: libc's fexecve.
-            let f: unsafe extern "C" fn(
-                c_int,
-                *const *const c_char,
-                *const *const c_char,
-            ) -> c_int = unsafe { std::mem::transmute(addr) };
+            };
             // SAFETY: the caller's fd and argv, our env.
             checked(crate::hook::outside(|| unsafe {
                 f(fd, argv, env.ptrs.as_ptr())
@@ -376,10 +368,6 @@ unsafe fn real_addopen(
     mode: libc::mode_t,
 ) -> c_int {
     static REAL: crate::hook::Real = crate::hook::Real::new(c"posix_spawn_file_actions_addopen");
-    let addr = REAL.get();
-    if addr == 0 {
-        return libc::ENOSYS;
-    }
     type AddOpen = unsafe extern "C" fn(
         *mut libc::posix_spawn_file_actions_t,
         c_int,
@@ -388,7 +376,9 @@ unsafe fn real_addopen(
         libc::mode_t,
     ) -> c_int;
     // SAFETY: libc's posix_spawn_file_actions_addopen, whose prototype this is.
-    let f: AddOpen = unsafe { std::mem::transmute(addr) };
+    let Some(f) = (unsafe { REAL.func::<AddOpen>() }) else {
+        return libc::ENOSYS;
+    };
     // SAFETY: the caller's arguments.
     unsafe { f(fa, fd, path, oflag, mode) }
 }
@@ -428,14 +418,12 @@ pub(crate) fn h_addchdir(
 unsafe fn real_addchdir(fa: *mut libc::posix_spawn_file_actions_t, path: *const c_char) -> c_int {
     static REAL: crate::hook::Real =
         crate::hook::Real::new(c"posix_spawn_file_actions_addchdir_np");
-    let addr = REAL.get();
-    if addr == 0 {
-        return libc::ENOSYS;
-    }
     type AddChdir =
         unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, *const c_char) -> c_int;
     // SAFETY: libc's posix_spawn_file_actions_addchdir_np, whose prototype this is.
-    let f: AddChdir = unsafe { std::mem::transmute(addr) };
+    let Some(f) = (unsafe { REAL.func::<AddChdir>() }) else {
+        return libc::ENOSYS;
+    };
     // SAFETY: the caller's arguments.
     unsafe { f(fa, path) }
 }
@@ -499,12 +487,8 @@ pub(crate) fn h_system(cmd: *const c_char) -> Act<c_int> {
     if cmd.is_null() || (state::cwd().is_none() && fds::all().is_empty()) {
         return None;
     }
-    let addr = REAL_SYSTEM.get();
-    if addr == 0 {
-        return None;
-    }
-    // SAFETY: libc's system(3).
-    let f: unsafe extern "C" fn(*const c_char) -> c_int = unsafe { std::mem::transmute(addr) };
+    // SAFETY: libc's system(3), whose prototype this is.
+    let f = unsafe { REAL_SYSTEM.func::<unsafe extern "C" fn(*const c_char) -> c_int>() }?;
     Some(Ok(with_state_in_environ(|| {
         // SAFETY: the caller's command string, passed on.
         crate::hook::outside(|| unsafe { f(cmd) })
@@ -516,13 +500,9 @@ pub(crate) fn h_popen(cmd: *const c_char, mode: *const c_char) -> Act<*mut libc:
     if state::cwd().is_none() && fds::all().is_empty() {
         return None;
     }
-    let addr = REAL_POPEN.get();
-    if addr == 0 {
-        return None;
-    }
-    // SAFETY: libc's popen(3).
-    let f: unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE =
-        unsafe { std::mem::transmute(addr) };
+    type Popen = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
+    // SAFETY: libc's popen(3), whose prototype this is.
+    let f = unsafe { REAL_POPEN.func::<Popen>() }?;
     Some(checked(with_state_in_environ(|| {
         // SAFETY: the caller's command and mode strings, passed on.
         crate::hook::outside(|| unsafe { f(cmd, mode) })

@@ -74,6 +74,18 @@ impl Real {
         }
     }
 
+    /// The real function as a function pointer of type `F`; None if there is none.
+    ///
+    /// # Safety
+    /// `F` must be the `unsafe extern "C" fn` type of this symbol's C prototype.
+    pub unsafe fn func<F: Copy>(&self) -> Option<F> {
+        const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<usize>()) };
+        let a = self.get();
+        // SAFETY: `a` is the symbol's address and `F` its function pointer type (the
+        // caller's promise), of the same size (checked above).
+        (a != 0).then(|| unsafe { std::mem::transmute_copy::<usize, F>(&a) })
+    }
+
     /// The address of the next definition after this library (0 if there is none).
     pub fn get(&self) -> usize {
         let a = self.addr.load(Ordering::Relaxed);
@@ -194,14 +206,11 @@ macro_rules! hooks {
                 || $body($($a),*),
                 $when,
                 || {
-                    let addr = REAL.get();
-                    if addr == 0 {
+                    // SAFETY: the type is the C prototype of the symbol `REAL` names.
+                    let Some(f) = (unsafe { REAL.func::<unsafe extern "C" fn($($t),*) -> $r>() }) else {
                         $crate::hook::set_errno(libc::ENOSYS);
                         return <$r as $crate::hook::Fail>::FAIL;
-                    }
-                    // SAFETY: `addr` is libc's definition of this very symbol, whose C
-                    // prototype the declaration above repeats.
-                    let f: unsafe extern "C" fn($($t),*) -> $r = unsafe { std::mem::transmute(addr) };
+                    };
                     // SAFETY: the caller's arguments, passed on unchanged.
                     unsafe { f($($a),*) }
                 },
@@ -220,14 +229,11 @@ macro_rules! hooks {
             static REAL: $crate::hook::Real =
                 $crate::hook::Real::new(match std::ffi::CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) { Ok(c) => c, Err(_) => panic!() });
             let real = |$($a: $t),*| -> $r {
-                let addr = REAL.get();
-                if addr == 0 {
+                // SAFETY: the type is the C prototype of the symbol `REAL` names.
+                let Some(f) = (unsafe { REAL.func::<unsafe extern "C" fn($($t),*) -> $r>() }) else {
                     $crate::hook::set_errno(libc::ENOSYS);
                     return <$r as $crate::hook::Fail>::FAIL;
-                }
-                // SAFETY: `addr` is libc's definition of this very symbol, whose C
-                // prototype the declaration above repeats.
-                let f: unsafe extern "C" fn($($t),*) -> $r = unsafe { std::mem::transmute(addr) };
+                };
                 // SAFETY: the arguments the wrapper passes on (the caller's, or the
                 // library's replacements of the same types).
                 unsafe { f($($a),*) }
@@ -261,13 +267,11 @@ macro_rules! hooks {
             $crate::hook::run(
                 || $body($($a,)* $v),
                 || {
-                    let addr = REAL.get();
-                    if addr == 0 {
+                    // SAFETY: the type is the C prototype of the symbol `REAL` names.
+                    let Some(f) = (unsafe { REAL.func::<unsafe extern "C" fn($($t,)* ...) -> $r>() }) else {
                         $crate::hook::set_errno(libc::ENOSYS);
                         return <$r as $crate::hook::Fail>::FAIL;
-                    }
-                    // SAFETY: `addr` is libc's definition of this C-variadic symbol.
-                    let f: unsafe extern "C" fn($($t,)* ...) -> $r = unsafe { std::mem::transmute(addr) };
+                    };
                     // SAFETY: the caller's arguments, passed on unchanged.
                     unsafe { f($($a,)* $v) }
                 },

@@ -197,13 +197,12 @@ fn glob_through(
         (*pglob).lstat = crate::table::lstat64;
         (*pglob).stat = crate::table::stat64;
     }
-    let addr = real.get();
-    if addr == 0 {
+    // SAFETY: the type is the C prototype of the symbol `real` names.
+    let Some(f) = (unsafe {
+        real.func::<unsafe extern "C" fn(*const c_char, c_int, GlobErr, *mut Glob) -> c_int>()
+    }) else {
         return Some(Err(Errno::ENOSYS));
-    }
-    // SAFETY: libc's glob, whose prototype this is.
-    let f: unsafe extern "C" fn(*const c_char, c_int, GlobErr, *mut Glob) -> c_int =
-        unsafe { std::mem::transmute(addr) };
+    };
     // SAFETY: the caller's arguments, GLOB_ALTDIRFUNC added; glob calls the program's
     // entry points (outside the library) as the program would.
     Some(Ok(outside(|| unsafe {

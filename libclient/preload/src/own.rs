@@ -131,14 +131,13 @@ pub fn pthread_create(
 /// gkfs files in it are unbound (unless only close-on-exec is asked for).
 fn close_range_skipping(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     static REAL: Real = Real::new(c"close_range");
-    let addr = REAL.get();
-    if addr == 0 {
+    // SAFETY: the type is the C prototype of the symbol `REAL` names.
+    let Some(real) =
+        (unsafe { REAL.func::<unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int>() })
+    else {
         crate::hook::set_errno(libc::ENOSYS);
         return -1;
-    }
-    // SAFETY: libc's close_range, whose prototype this is.
-    let real: unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int =
-        unsafe { std::mem::transmute(addr) };
+    };
     if first > last {
         // SAFETY: the kernel reports the invalid range.
         return unsafe { real(first, last, flags) };
