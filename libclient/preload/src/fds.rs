@@ -359,9 +359,17 @@ fn read_path(pg: &Page) -> Option<(u32, String)> {
 /// The descriptions of this process open on `path` (regular files and directories
 /// alike), each once.
 pub fn open_at(path: &str) -> Vec<Arc<OpenFile>> {
+    descriptions()
+        .into_iter()
+        .filter(|of| &*of.path() == path)
+        .collect()
+}
+
+/// Every open description of this process, once each (however many fds share it).
+pub fn descriptions() -> Vec<Arc<OpenFile>> {
     let mut found: Vec<Arc<OpenFile>> = Vec::new();
     for of in TABLE.read().iter().flatten() {
-        if &*of.path() == path && !found.iter().any(|f| Arc::ptr_eq(f, of)) {
+        if !found.iter().any(|f| Arc::ptr_eq(f, of)) {
             found.push(of.clone());
         }
     }
@@ -371,12 +379,7 @@ pub fn open_at(path: &str) -> Vec<Arc<OpenFile>> {
 /// After `from` was renamed to `to`: every description of this process at `from` or
 /// below it follows.
 pub fn renamed(from: &str, to: &str) {
-    let mut seen: Vec<Arc<OpenFile>> = Vec::new();
-    for of in TABLE.read().iter().flatten() {
-        if seen.iter().any(|f| Arc::ptr_eq(f, of)) {
-            continue;
-        }
-        seen.push(of.clone());
+    for of in descriptions() {
         let p = of.path();
         if let Some(rest) = p.strip_prefix(from) {
             if rest.is_empty() || rest.starts_with('/') {
@@ -460,7 +463,7 @@ pub fn unlock_after_fork() {
 }
 
 // The library's own descriptors: connections to the daemons (its sockets, libfabric's
-// sockets, epoll and event fds), lock files, the log. Programs pick low numbers
+// sockets, epoll and event fds), the log. Programs pick low numbers
 // themselves (`exec 3>`, `dup2(fd, 3)`, `close_range(3, ~0)` before exec), so these
 // live high (at or above `floor()`), are close-on-exec, and are invisible to the
 // program: closing one gives EBADF, `dup2` onto one gives EBADF, `close_range` and
@@ -468,20 +471,10 @@ pub fn unlock_after_fork() {
 
 /// Descriptors of the library.
 static LIBRARY: [AtomicU64; MAX_FD / 64] = [const { AtomicU64::new(0) }; MAX_FD / 64];
-/// Those of them a forked child keeps (the log; a lock file belongs to an open file
-/// description, which the child shares); the others (connections) are the parent's
-/// and are closed in the child.
-static INHERITED: [AtomicU64; MAX_FD / 64] = [const { AtomicU64::new(0) }; MAX_FD / 64];
+/// The one library descriptor a forked child keeps: the log (-1: none). The others are
+/// the parent's connections, closed in the child.
+static KEPT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 static FLOOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-/// What a library descriptor is to a forked child.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Own {
-    /// A connection of this process (closed in a forked child, which opens its own).
-    Process,
-    /// Shared with a forked child (the log, a lock file of a shared description).
-    Inherited,
-}
 
 /// The lowest number the library's descriptors take: 128 below the soft
 /// `RLIMIT_NOFILE` capped at 1024 (896 with the usual limits), far above what programs
@@ -511,7 +504,7 @@ pub fn floor() -> c_int {
 /// to [`floor`] or above, close-on-exec, and marked as the library's. Returns the new
 /// number (`fd` itself when it is negative, already high, or no high number is free;
 /// it is marked either way).
-pub fn own(fd: c_int, kind: Own) -> c_int {
+pub fn own(fd: c_int) -> c_int {
     let Some((w, b)) = bit(fd) else { return fd };
     let mut fd = fd;
     let floor = floor();
@@ -530,10 +523,14 @@ pub fn own(fd: c_int, kind: Own) -> c_int {
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     let (w, b) = bit(fd).unwrap_or((w, b));
-    if kind == Own::Inherited {
-        INHERITED[w].fetch_or(b, Ordering::Release);
-    }
     LIBRARY[w].fetch_or(b, Ordering::Release);
+    fd
+}
+
+/// [`own`], for the log: a forked child keeps it (and logs to it).
+pub fn own_log(fd: c_int) -> c_int {
+    let fd = own(fd);
+    KEPT.store(fd, Ordering::Relaxed);
     fd
 }
 
@@ -546,8 +543,8 @@ pub fn is_library(fd: c_int) -> bool {
 pub fn disown(fd: c_int) {
     if let Some((w, b)) = bit(fd) {
         LIBRARY[w].fetch_and(!b, Ordering::Release);
-        INHERITED[w].fetch_and(!b, Ordering::Release);
     }
+    let _ = KEPT.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed);
 }
 
 /// The library's descriptors in `lo..=hi`, ascending.
@@ -569,17 +566,15 @@ pub fn library_fds(lo: u32, hi: u32) -> Vec<c_int> {
 /// In a forked child: closes the parent's connections (the child opens its own), so
 /// that a daemon sees a connection end when the process that made it ends.
 pub fn close_parent_connections() {
-    for (w, word) in LIBRARY.iter().enumerate() {
-        let bits = word.load(Ordering::Acquire) & !INHERITED[w].load(Ordering::Acquire);
-        let mut left = bits;
-        while left != 0 {
-            let fd = (w * 64) as c_int + left.trailing_zeros() as c_int;
-            left &= left - 1;
-            // SAFETY: a descriptor of the parent's connection state, which the child
-            // never uses (that state is forgotten, not dropped); the system call, as
-            // the close hook refuses library descriptors.
-            unsafe { libc::syscall(libc::SYS_close, fd) };
-        }
-        word.fetch_and(!bits, Ordering::Release);
+    let kept = KEPT.load(Ordering::Relaxed);
+    for fd in library_fds(0, u32::MAX)
+        .into_iter()
+        .filter(|&fd| fd != kept)
+    {
+        // SAFETY: a descriptor of the parent's connection state, which the child never
+        // uses (that state is forgotten, not dropped); the system call, as the close
+        // hook refuses library descriptors.
+        unsafe { libc::syscall(libc::SYS_close, fd) };
+        disown(fd);
     }
 }

@@ -58,7 +58,7 @@ pub fn init() {
         };
         // The log descriptor is the library's, high and out of the program's way.
         let out = out.map(|fd| {
-            let fd: RawFd = crate::fds::own(fd, crate::fds::Own::Inherited);
+            let fd: RawFd = crate::fds::own_log(fd);
             // SAFETY: `fd` is a fresh descriptor owned by nobody else.
             unsafe { std::fs::File::from_raw_fd(fd) }
         });

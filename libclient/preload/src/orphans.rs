@@ -100,14 +100,8 @@ pub fn before_close(of: &OpenFile, last_here: impl Fn() -> bool) {
 extern "C" fn remove_at_exit() {
     crate::hook::callback(|| {
         let Ok(c) = state::client() else { return Ok(0) };
-        let mut done: Vec<Arc<OpenFile>> = Vec::new();
-        for fd in fds::all() {
-            if let Some(of) = fds::get(fd) {
-                if of.is_orphan() && !done.iter().any(|d| Arc::ptr_eq(d, &of)) {
-                    let _ = c.unlink(&of.path());
-                    done.push(of);
-                }
-            }
+        for of in fds::descriptions().into_iter().filter(|of| of.is_orphan()) {
+            let _ = c.unlink(&of.path());
         }
         Ok(0)
     });

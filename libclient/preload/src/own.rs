@@ -9,13 +9,13 @@
 
 use std::ffi::{c_int, c_uint, c_void};
 
-use crate::fds::{self, Own};
+use crate::fds;
 use crate::hook::{inside, Act, Inside, Real};
 
 /// A descriptor just returned by the real call: the library's own when made inside it.
 fn made(fd: c_int) -> c_int {
     if fd >= 0 && inside() {
-        fds::own(fd, Own::Process)
+        fds::own(fd)
     } else {
         fd
     }
@@ -26,7 +26,7 @@ fn made_pair(r: c_int, pair: *mut c_int) -> c_int {
     if r == 0 && inside() {
         for i in 0..2 {
             // SAFETY: the real call filled both slots of the caller's array.
-            unsafe { *pair.add(i) = fds::own(*pair.add(i), Own::Process) };
+            unsafe { *pair.add(i) = fds::own(*pair.add(i)) };
         }
     }
     r

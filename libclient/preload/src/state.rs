@@ -168,7 +168,8 @@ pub fn resolve(path: &str) -> Option<(&'static Fs, Resolved)> {
     Some((fs, r))
 }
 
-fn real_cwd() -> Option<String> {
+/// The kernel's working directory (cached until the next real chdir).
+pub fn real_cwd() -> Option<String> {
     if let Some(c) = REAL_CWD.read().clone() {
         return Some(c);
     }
@@ -331,10 +332,8 @@ fn register_atfork() {
         fds::unlock_after_fork();
         fds::close_parent_connections();
         crate::locks::forget_after_fork();
-        for fd in fds::all() {
-            if let Some(of) = fds::get(fd) {
-                of.clear_locked_here();
-            }
+        for of in fds::descriptions() {
+            of.clear_locked_here();
         }
         // The parent's connection belongs to the parent (its sockets and libfabric
         // state); the child opens its own on first use and never touches this one.
