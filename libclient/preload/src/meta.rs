@@ -981,9 +981,13 @@ pub(crate) fn h_linkat(
 /// A hard link between two gkfs paths (following a final symlink of `from` only if
 /// asked, as linkat's AT_SYMLINK_FOLLOW).
 fn link_gkfs(from: &str, to: &str, follow: bool) -> Result<c_int, Errno> {
-    let from = match lookup(from.to_string(), follow)? {
-        Followed::Gkfs(p, _) => p,
-        Followed::Real(_) => return Err(Errno::EXDEV),
+    // (Without AT_SYMLINK_FOLLOW the client's link looks `from` up itself.)
+    let from = match follow {
+        false => from.to_string(),
+        true => match lookup(from.to_string(), true)? {
+            Followed::Gkfs(p, _) => p,
+            Followed::Real(_) => return Err(Errno::EXDEV),
+        },
     };
     let c = state::client()?;
     match c.link(&from, to) {

@@ -373,8 +373,7 @@ pub fn into_gkfs(p: &str) -> Option<String> {
     let mut path = if p.starts_with('/') {
         p.to_string()
     } else {
-        let cwd = std::env::current_dir().ok()?;
-        format!("{}/{p}", cwd.to_str()?)
+        format!("{}/{p}", state::real_cwd()?)
     };
     for _ in 0..MAX_SYMLINKS {
         let mut cur = path.trim_end_matches('/').to_string();
