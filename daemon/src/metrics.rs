@@ -78,6 +78,14 @@ impl Metrics {
         }
     }
 
+    /// Requests served since start (all types).
+    pub fn requests(&self) -> u64 {
+        self.ops
+            .iter()
+            .map(|op| op.count.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// The counters as they are now (request types and errnos seen at least once).
     pub fn snapshot(&self) -> MetricsReply {
         let ops = self

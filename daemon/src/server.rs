@@ -82,7 +82,6 @@ pub fn handle(state: &State, req: &Request) -> Vec<u8> {
 
 /// Turns one request (header and body) into its reply bytes.
 pub fn handle_payload(state: &State, payload: &[u8], truncated: bool, from: Origin) -> Vec<u8> {
-    state.count_request();
     let (h, body) = match RequestHeader::split(payload) {
         Ok(x) => x,
         Err(e) => {

@@ -30,8 +30,6 @@ pub struct Membership {
 /// Counters reported by the stats RPC.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Requests served.
-    pub requests: AtomicU64,
     /// Bytes written by clients.
     pub bytes_written: AtomicU64,
     /// Bytes read by clients.
@@ -215,10 +213,5 @@ impl State {
         let n = ids.next;
         ids.next += 1;
         Ok((u64::from(m.index) << 48) | (n & ((1 << 48) - 1)))
-    }
-
-    /// Counts a request.
-    pub fn count_request(&self) {
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use gkfs_client::{Client, ClientConfig, MetricsReply, OpMetrics};
+use anyhow::Result;
+use gkfs_client::{Client, MetricsReply, OpMetrics};
 use gkfs_proto::msg::Opcode;
 use serde::Serialize;
 
@@ -33,7 +33,7 @@ pub struct OpRow {
 }
 
 /// One daemon, as reported.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct DaemonRow {
     /// Index in the hosts file.
     pub index: u32,
@@ -175,14 +175,6 @@ fn row(index: u32, hostname: &str, m: &MetricsReply) -> DaemonRow {
     }
 }
 
-fn client(hosts_file: &Path) -> Result<Client> {
-    Client::new(&ClientConfig {
-        timeout: Duration::from_secs(2),
-        ..ClientConfig::new(hosts_file)
-    })
-    .with_context(|| format!("cannot use {}", hosts_file.display()))
-}
-
 /// One sample of every daemon's counters (None: it did not answer, with why).
 fn sample(c: &Client) -> Vec<Result<MetricsReply, String>> {
     (0..c.daemons())
@@ -211,20 +203,8 @@ fn rows(
                 Err(e) => DaemonRow {
                     index: i as u32,
                     hostname: host.to_string(),
-                    up: false,
                     error: Some(e.clone()),
-                    seconds: 0.0,
-                    requests: 0,
-                    ops_per_s: 0.0,
-                    errors: 0,
-                    read_mb_s: 0.0,
-                    write_mb_s: 0.0,
-                    bytes_read: 0,
-                    bytes_written: 0,
-                    records: 0,
-                    chunk_bytes: 0,
-                    ops: Vec::new(),
-                    errnos: BTreeMap::new(),
+                    ..Default::default()
                 },
             }
         })
@@ -289,7 +269,7 @@ fn emit(text: &str) -> Result<bool> {
 
 /// Runs `gkfs-run stats`. Returns false if a daemon did not answer.
 pub fn run(hosts_file: &Path, json: bool, watch: Option<f64>, count: Option<u64>) -> Result<bool> {
-    let c = client(hosts_file)?;
+    let c = crate::status::client(hosts_file)?;
     let Some(every) = watch else {
         let r = rows(&c, &sample(&c), None);
         let text = if json {

@@ -48,13 +48,19 @@ pub fn format_address(raw: &[u8]) -> String {
     raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Asks every daemon listed in `hosts_file`.
-pub fn collect(hosts_file: &Path) -> Result<Vec<DaemonStatus>> {
-    let client = Client::new(&ClientConfig {
+/// A client for asking the daemons of `hosts_file` about themselves: a hung daemon
+/// costs 2 s, not the usual deadline.
+pub fn client(hosts_file: &Path) -> Result<Client> {
+    Client::new(&ClientConfig {
         timeout: Duration::from_secs(2),
         ..ClientConfig::new(hosts_file)
     })
-    .with_context(|| format!("cannot use {}", hosts_file.display()))?;
+    .with_context(|| format!("cannot use {}", hosts_file.display()))
+}
+
+/// Asks every daemon listed in `hosts_file`.
+pub fn collect(hosts_file: &Path) -> Result<Vec<DaemonStatus>> {
+    let client = client(hosts_file)?;
     let mut out = Vec::new();
     for (i, e) in client.hosts().entries.iter().enumerate() {
         let answer = client.daemon_stats(i as u32);

@@ -20,7 +20,7 @@ pub fn stats(st: &State) -> Result<StatsReply, RemoteError> {
         records: st.meta.count(),
         chunks: c.chunks,
         chunk_bytes: c.bytes,
-        requests: st.counters.requests.load(Ordering::Relaxed),
+        requests: st.metrics.requests(),
         bytes_written: st.counters.bytes_written.load(Ordering::Relaxed),
         bytes_read: st.counters.bytes_read.load(Ordering::Relaxed),
     })
