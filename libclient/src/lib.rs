@@ -29,3 +29,9 @@ pub use gkfs_proto::msg::{DirEntry, MetricsReply, OpMetrics, PingReply, StatfsRe
 pub use gkfs_proto::{Errno, Record};
 pub use locks::{new_lock_owner, LockSpec};
 pub use rpc::Transport;
+
+/// A random number, never 0: unique in a job for all practical purposes (lock owners,
+/// names of hidden files).
+pub fn unique_id() -> u64 {
+    rand::random::<u64>().max(1)
+}

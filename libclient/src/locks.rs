@@ -17,8 +17,7 @@ use crate::client::{check_path, Client, Inner};
 
 /// A fresh lock owner number (for an open file description).
 pub fn new_lock_owner() -> u64 {
-    // 0 is never an owner.
-    rand::random::<u64>().max(1)
+    crate::unique_id()
 }
 
 /// What to ask of a lock: see [`LockReq`] (the path and owner come separately).

@@ -36,7 +36,7 @@ fn hidden_name(c: &api::Client, id: u64) -> Result<String, Errno> {
     let pid = unsafe { libc::getpid() };
     Ok(format!(
         "{UNLINKED_DIR}/{id:x}.{pid}.{:x}",
-        api::new_lock_owner()
+        api::unique_id()
     ))
 }
 
@@ -81,7 +81,7 @@ pub fn tmpfile_path(c: &api::Client, dir: &str) -> Result<String, Errno> {
         Ok(_) => return Err(Errno::ENOTDIR),
         Err(e) => return Err(e),
     }
-    hidden_name(c, api::new_lock_owner())
+    hidden_name(c, api::unique_id())
 }
 
 /// Before the program closes a descriptor of `of`: a file unlinked while open goes with
