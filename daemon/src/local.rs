@@ -6,7 +6,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -294,8 +294,25 @@ impl Drop for CloseOnDrop {
     }
 }
 
+/// Counts a connection among the open ones while it lives.
+struct Counted<'a>(&'a AtomicU64);
+
+impl<'a> Counted<'a> {
+    fn new(n: &'a AtomicU64) -> Counted<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        Counted(n)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn serve(stream: UnixStream, state: &State) {
     let _close = CloseOnDrop(stream.try_clone().ok());
+    let _counted = Counted::new(&state.counters.local_connections);
     let max = gkfs_proto::local::max_frame(state.chunk_size.get());
     let window = match receive_window(&stream) {
         Ok(w) => w,

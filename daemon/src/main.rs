@@ -6,6 +6,7 @@ mod handlers;
 mod local;
 mod locks;
 mod metrics;
+mod prometheus;
 mod server;
 mod state;
 mod store;
@@ -105,6 +106,27 @@ struct Args {
     /// in a Slurm job: no shared file system needed).
     #[arg(long)]
     announce: bool,
+
+    /// Serve the counters in the Prometheus text format at http://ADDR:PORT/metrics
+    /// (ADDR: default the address this daemon listens on, i.e. the node's; PORT 0: any
+    /// free port, see `gkfs-run status --json`). Off unless given.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    metrics: Option<String>,
+}
+
+/// The address of `--metrics [ADDR:]PORT`; ADDR defaults to `listen`.
+fn metrics_address(spec: &str, listen: Option<&str>) -> Result<std::net::SocketAddr> {
+    let (addr, port) = match spec.rsplit_once(':') {
+        Some((a, p)) => (a.trim_matches(|c| c == '[' || c == ']'), p),
+        None => (listen.unwrap_or("127.0.0.1"), spec),
+    };
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("--metrics {spec}: {port} is not a port number"))?;
+    let ip: std::net::IpAddr = addr.parse().with_context(|| {
+        format!("--metrics {spec}: {addr} is not an IP address (give ADDR:PORT)")
+    })?;
+    Ok(std::net::SocketAddr::new(ip, port))
 }
 
 #[allow(unsafe_code)]
@@ -302,6 +324,16 @@ fn run(args: Args) -> Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("cannot read the file-id counter: {e}"))?,
     );
+    let metrics = match &args.metrics {
+        Some(spec) => {
+            let addr = metrics_address(spec, fcfg.node.as_deref())?;
+            let m = prometheus::MetricsServer::start(addr, state.clone())?;
+            log::info!("Prometheus metrics at http://{}/metrics", m.address);
+            let _ = state.metrics_address.set(m.address.to_string());
+            Some(m)
+        }
+        None => None,
+    };
     ep.serve(RECV_BUFFERS, MAX_REQUEST)
         .context("cannot post receive buffers")?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -378,6 +410,9 @@ fn run(args: Args) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     if let Some((l, _)) = local {
         l.stop();
+    }
+    if let Some(m) = metrics {
+        m.stop();
     }
     ep.shutdown();
     for w in workers {

@@ -6,12 +6,19 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gkfs_proto::msg::{ErrnoCount, MetricsReply, OpMetrics, LATENCY_BUCKETS};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use gkfs_proto::msg::{CallCount, ErrnoCount, MetricsReply, OpMetrics, LATENCY_BUCKETS};
 
 /// Opcodes counted (higher ones, unknown to this daemon, are not).
 const OPCODES: usize = 64;
 /// Errnos counted (Linux's are below 134).
 const ERRNOS: usize = 256;
+/// Names of unsupported calls kept (the preload library reports a handful), and their
+/// longest name: a client cannot make the daemon hold more.
+const UNSUPPORTED_NAMES: usize = 64;
+const UNSUPPORTED_NAME_LEN: usize = 32;
 
 struct Op {
     count: AtomicU64,
@@ -25,6 +32,9 @@ pub struct Metrics {
     start: Instant,
     ops: Vec<Op>,
     errnos: Vec<AtomicU64>,
+    /// Unsupported calls reported by preloaded processes at exit (off the request path:
+    /// one report per process that made such calls).
+    unsupported: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Default for Metrics {
@@ -40,6 +50,7 @@ impl Default for Metrics {
                 })
                 .collect(),
             errnos: (0..ERRNOS).map(|_| AtomicU64::new(0)).collect(),
+            unsupported: Mutex::default(),
         }
     }
 }
@@ -75,6 +86,19 @@ impl Metrics {
             {
                 e.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Adds a process's report of unsupported calls.
+    pub fn add_unsupported(&self, calls: &[CallCount]) {
+        let mut m = self.unsupported.lock().unwrap_or_else(|e| e.into_inner());
+        for c in calls {
+            let name: String = c.call.chars().take(UNSUPPORTED_NAME_LEN).collect();
+            if m.len() >= UNSUPPORTED_NAMES && !m.contains_key(&name) {
+                continue;
+            }
+            let n = m.entry(name).or_default();
+            *n = n.saturating_add(c.count);
         }
     }
 
@@ -115,10 +139,21 @@ impl Metrics {
                 count: c.load(Ordering::Relaxed),
             })
             .collect();
+        let unsupported = self
+            .unsupported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(call, &count)| CallCount {
+                call: call.clone(),
+                count,
+            })
+            .collect();
         MetricsReply {
             uptime_ns: self.start.elapsed().as_nanos() as u64,
             ops,
             errors,
+            unsupported,
             ..Default::default()
         }
     }
@@ -157,5 +192,38 @@ mod tests {
         assert_eq!(stat.total_ns, 45_000);
         let errs: Vec<(i32, u64)> = s.errors.iter().map(|e| (e.errno, e.count)).collect();
         assert_eq!(errs, vec![(2, 2), (5, 1), (17, 1)]);
+    }
+
+    #[test]
+    fn unsupported_reports_add_up_and_are_bounded() {
+        let m = Metrics::default();
+        let call = |name: &str, count| CallCount {
+            call: name.into(),
+            count,
+        };
+        m.add_unsupported(&[call("mknod", 2), call("xattr", 1)]);
+        m.add_unsupported(&[call("mknod", 3), call("fcntl", u64::MAX)]);
+        m.add_unsupported(&[call("fcntl", 1)]);
+        let got: Vec<(String, u64)> = m
+            .snapshot()
+            .unsupported
+            .into_iter()
+            .map(|c| (c.call, c.count))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("fcntl".into(), u64::MAX),
+                ("mknod".into(), 5),
+                ("xattr".into(), 1)
+            ]
+        );
+        let many: Vec<CallCount> = (0..200)
+            .map(|i| call(&format!("call{i}-{}", "y".repeat(40)), 1))
+            .collect();
+        m.add_unsupported(&many);
+        let s = m.snapshot().unsupported;
+        assert_eq!(s.len(), UNSUPPORTED_NAMES);
+        assert!(s.iter().all(|c| c.call.len() <= UNSUPPORTED_NAME_LEN));
     }
 }

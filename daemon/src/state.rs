@@ -34,6 +34,8 @@ pub struct Counters {
     pub bytes_written: AtomicU64,
     /// Bytes read by clients.
     pub bytes_read: AtomicU64,
+    /// Clients connected through the node-local socket now.
+    pub local_connections: AtomicU64,
 }
 
 struct IdAlloc {
@@ -73,6 +75,8 @@ pub struct State {
     pub locks: crate::locks::Locks,
     /// Request counters.
     pub metrics: crate::metrics::Metrics,
+    /// Where the Prometheus endpoint listens, if it was asked for.
+    pub metrics_address: std::sync::OnceLock<String>,
     /// Process start time, ns (times of the root directory).
     pub start_time: i64,
 }
@@ -117,6 +121,7 @@ impl State {
             counters: Counters::default(),
             locks: Default::default(),
             metrics: Default::default(),
+            metrics_address: Default::default(),
             start_time: now_ns(),
         })
     }

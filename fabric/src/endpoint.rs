@@ -436,6 +436,11 @@ impl Endpoint {
         &self.inner.provider
     }
 
+    /// Peers resolved so far (with `ofi_rxm`, one connection each).
+    pub fn peer_count(&self) -> usize {
+        lock(&self.inner.peers).len()
+    }
+
     /// Resolves a peer's address (as published by its [`Endpoint::address`]).
     pub fn peer(&self, addr: &[u8]) -> Result<Peer, FabricError> {
         if addr.is_empty() || addr.len() > 1024 {

@@ -208,7 +208,9 @@ arb_struct! {
     MetricsReq {};
     OpMetrics { opcode, count, errors, total_ns, buckets };
     ErrnoCount { errno, count };
-    MetricsReply { uptime_ns, ops, errors, bytes_read, bytes_written, records, chunks, chunk_bytes };
+    MetricsReply { uptime_ns, ops, errors, bytes_read, bytes_written, records, chunks, chunk_bytes, meta_bytes, local_connections, fabric_peers, unsupported, metrics_address };
+    CallCount { call, count };
+    ReportUnsupportedReq { calls };
 }
 
 impl Arb for RequestHeader {

@@ -384,6 +384,10 @@ macro_rules! with_rpc {
                 type $R = MetricsReq;
                 $body
             }
+            Some(Opcode::ReportUnsupported) => {
+                type $R = ReportUnsupportedReq;
+                $body
+            }
             None => $unknown,
         }
     };
@@ -471,6 +475,7 @@ checker_handler! {
     lock_lease(LockLeaseReq) -> LockLeaseReply;
     adjust_links(AdjustLinksReq) -> AdjustLinksReply;
     metrics(MetricsReq) -> MetricsReply;
+    report_unsupported(ReportUnsupportedReq) -> Empty;
 }
 
 /// Checks that an error detail that went through a reply is the original cut at a

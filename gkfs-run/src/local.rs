@@ -33,6 +33,24 @@ pub struct StartOptions {
     pub timeout: Duration,
     /// Worker threads per daemon.
     pub threads: usize,
+    /// `gkfsd --metrics [ADDR:]PORT` (with --local N, daemon i gets PORT + i).
+    pub metrics: Option<String>,
+}
+
+/// The `--metrics` of daemon `i` of a local start: PORT + i, so that the daemons of
+/// one machine do not collide (PORT 0, any free port, stays 0).
+pub(crate) fn metrics_for(spec: &str, i: usize) -> String {
+    let (addr, port) = match spec.rsplit_once(':') {
+        Some((a, p)) => (Some(a), p),
+        None => (None, spec),
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => {
+            let p = p.saturating_add(i as u16);
+            addr.map_or(p.to_string(), |a| format!("{a}:{p}"))
+        }
+        _ => spec.to_string(),
+    }
 }
 
 /// Finds a sibling program of this executable (same build or install dir), else PATH.
@@ -57,15 +75,19 @@ pub(crate) fn daemon_program() -> PathBuf {
 }
 
 /// The daemon arguments every launcher passes (data dir, mount dir, provider, chunk
-/// size, worker threads).
+/// size, worker threads, the Prometheus endpoint if asked for).
 pub(crate) fn daemon_args(
     rootdir: &Path,
     mountdir: &str,
     provider: &str,
     chunk_size: u64,
     threads: usize,
+    metrics: Option<String>,
 ) -> Vec<std::ffi::OsString> {
-    vec![
+    let metrics = metrics
+        .into_iter()
+        .flat_map(|m| ["--metrics".into(), m.into()]);
+    [
         "--rootdir".into(),
         rootdir.into(),
         "--mountdir".into(),
@@ -77,6 +99,9 @@ pub(crate) fn daemon_args(
         "--threads".into(),
         threads.to_string().into(),
     ]
+    .into_iter()
+    .chain(metrics)
+    .collect()
 }
 
 /// The last `n` lines of `text`, joined by `sep`.
@@ -196,6 +221,7 @@ fn spawn_all(
                 &opts.provider,
                 opts.chunk_size,
                 opts.threads,
+                opts.metrics.as_deref().map(|m| metrics_for(m, i)),
             ))
             .arg("--hosts-file")
             .arg(&hosts_file)
@@ -338,4 +364,20 @@ pub fn stop(inst: &Instance, keep: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metrics_for;
+
+    #[test]
+    fn local_daemons_get_consecutive_metrics_ports() {
+        assert_eq!(metrics_for("9100", 0), "9100");
+        assert_eq!(metrics_for("9100", 2), "9102");
+        assert_eq!(metrics_for("127.0.0.1:9100", 1), "127.0.0.1:9101");
+        assert_eq!(metrics_for("127.0.0.1:0", 3), "127.0.0.1:0");
+        assert_eq!(metrics_for("[::1]:9100", 1), "[::1]:9101");
+        // Not a port: left for gkfsd to refuse with its message.
+        assert_eq!(metrics_for("x:y", 1), "x:y");
+    }
 }

@@ -168,6 +168,12 @@ struct StartArgs {
     /// Worker threads per daemon.
     #[arg(long, default_value_t = 4)]
     threads: usize,
+    /// Serve each daemon's counters in the Prometheus text format at
+    /// http://ADDR:PORT/metrics (ADDR: default the daemon's listen address; with
+    /// --local N, daemon i gets PORT + i; PORT 0: any free port, shown by
+    /// `gkfs-run stats --json`). Off unless given.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    metrics: Option<String>,
 }
 
 pub(crate) fn hosts_file_arg(given: Option<PathBuf>) -> Result<PathBuf> {
@@ -294,6 +300,7 @@ fn start_instance(args: StartArgs) -> Result<instance::Instance> {
         instance_dir: args.instance_dir,
         timeout: Duration::from_secs(args.timeout),
         threads: args.threads,
+        metrics: args.metrics,
     };
     if args.local.is_none() {
         // One daemon per node of the allocation.

@@ -82,6 +82,10 @@ pub struct NodeArgs {
     /// Seconds the epilogs of the other nodes wait for the stage-out on the first node.
     #[arg(long, default_value_t = 3600)]
     stage_timeout: u64,
+    /// Serve each daemon's counters in the Prometheus text format on this port of its
+    /// node's address (http://NODE:PORT/metrics). Off unless given.
+    #[arg(long, value_name = "PORT")]
+    metrics_port: Option<u16>,
     /// The daemon program (default: $GKFS_DAEMON, else gkfsd next to gkfs-run).
     #[arg(long, value_name = "PATH")]
     gkfsd: Option<PathBuf>,
@@ -311,6 +315,7 @@ fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
             &a.provider,
             a.chunk_size,
             a.threads,
+            a.metrics_port.map(|p| p.to_string()),
         ))
         .arg("--hosts-file")
         .arg(&hosts_file)

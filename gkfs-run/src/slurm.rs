@@ -189,6 +189,7 @@ fn start_in(
             &opts.provider,
             opts.chunk_size,
             opts.threads,
+            opts.metrics.clone(),
         ))
         .env(TOKEN_ENV, token.trim())
         .stdin(Stdio::piped())

@@ -63,6 +63,16 @@ pub struct DaemonRow {
     pub records: u64,
     /// Chunk bytes stored now.
     pub chunk_bytes: u64,
+    /// Bytes of the metadata database (RocksDB) now.
+    pub meta_bytes: u64,
+    /// Clients connected through the node-local socket now.
+    pub local_connections: u64,
+    /// libfabric peers known (each one connection with ofi_rxm).
+    pub fabric_peers: u64,
+    /// Its Prometheus endpoint ("" if off).
+    pub metrics_address: String,
+    /// Unsupported calls reported by preloaded processes at their exit (name: count).
+    pub unsupported: BTreeMap<String, u64>,
     /// Per request type, busiest first.
     pub ops: Vec<OpRow>,
     /// Errnos answered (name: count).
@@ -166,6 +176,15 @@ fn row(index: u32, hostname: &str, m: &MetricsReply) -> DaemonRow {
         bytes_written: m.bytes_written,
         records: m.records,
         chunk_bytes: m.chunk_bytes,
+        meta_bytes: m.meta_bytes,
+        local_connections: m.local_connections,
+        fabric_peers: m.fabric_peers,
+        metrics_address: m.metrics_address.clone(),
+        unsupported: m
+            .unsupported
+            .iter()
+            .map(|c| (c.call.clone(), c.count))
+            .collect(),
         ops,
         errnos: m
             .errors
@@ -251,6 +270,14 @@ fn table(rows: &[DaemonRow], top: usize) -> String {
         if !r.errnos.is_empty() {
             let e: Vec<String> = r.errnos.iter().map(|(k, v)| format!("{k}: {v}")).collect();
             let _ = writeln!(t, "     errors answered: {}", e.join(", "));
+        }
+        if !r.unsupported.is_empty() {
+            let u: Vec<String> = r
+                .unsupported
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            let _ = writeln!(t, "     unsupported calls (since start): {}", u.join(", "));
         }
     }
     t

@@ -31,6 +31,16 @@ pub struct DaemonStatus {
     pub bytes: Option<u64>,
     /// Requests served.
     pub requests: Option<u64>,
+    /// Of them, answered with an error.
+    pub errors: Option<u64>,
+    /// Bytes read by clients.
+    pub bytes_read: Option<u64>,
+    /// Bytes written by clients.
+    pub bytes_written: Option<u64>,
+    /// Bytes of the metadata database (RocksDB).
+    pub metadata_bytes: Option<u64>,
+    /// Its Prometheus endpoint (`gkfsd --metrics`), if on.
+    pub metrics_address: Option<String>,
 }
 
 /// Formats a raw libfabric address: IPv4/IPv6 socket addresses as ip:port, else hex.
@@ -63,7 +73,7 @@ pub fn collect(hosts_file: &Path) -> Result<Vec<DaemonStatus>> {
     let client = client(hosts_file)?;
     let mut out = Vec::new();
     for (i, e) in client.hosts().entries.iter().enumerate() {
-        let answer = client.daemon_stats(i as u32);
+        let answer = client.daemon_metrics(i as u32);
         let error = answer.as_ref().err().map(|e| match *e {
             gkfs_client::Errno::ETIMEDOUT => format!("no answer within 2 s ({e})"),
             gkfs_client::Errno::EIO => format!("not reachable: dead or gone ({e})"),
@@ -80,7 +90,15 @@ pub fn collect(hosts_file: &Path) -> Result<Vec<DaemonStatus>> {
             files: stats.as_ref().map(|s| s.records),
             chunks: stats.as_ref().map(|s| s.chunks),
             bytes: stats.as_ref().map(|s| s.chunk_bytes),
-            requests: stats.as_ref().map(|s| s.requests),
+            requests: stats.as_ref().map(|s| s.ops.iter().map(|o| o.count).sum()),
+            errors: stats.as_ref().map(|s| s.ops.iter().map(|o| o.errors).sum()),
+            bytes_read: stats.as_ref().map(|s| s.bytes_read),
+            bytes_written: stats.as_ref().map(|s| s.bytes_written),
+            metadata_bytes: stats.as_ref().map(|s| s.meta_bytes),
+            metrics_address: stats
+                .as_ref()
+                .map(|s| s.metrics_address.clone())
+                .filter(|a| !a.is_empty()),
         });
     }
     Ok(out)

@@ -245,6 +245,31 @@ impl Client {
         self.rpc().call(d, &gkfs_proto::msg::MetricsReq {})
     }
 
+    /// Tells a daemon which unsupported calls this process made, by name; it adds them
+    /// to its counters (`gkfs-run stats`, the job summary). This node's daemon, else the
+    /// first if this process has loaded libfabric already (ENOTCONN otherwise: a report is
+    /// not worth loading it). Waits at most 1 s: it runs as a process exits.
+    pub fn report_unsupported(&self, calls: &[(&str, u64)]) -> Result<(), Errno> {
+        let rpc = self.rpc();
+        let d = (0..self.daemons())
+            .find(|&d| rpc.is_local(d))
+            .or(rpc.fabric_loaded().then_some(0))
+            .ok_or(Errno::ENOTCONN)?;
+        let calls = calls
+            .iter()
+            .map(|&(call, count)| gkfs_proto::msg::CallCount {
+                call: call.to_string(),
+                count,
+            })
+            .collect();
+        rpc.call_within(
+            d,
+            &gkfs_proto::msg::ReportUnsupportedReq { calls },
+            Duration::from_secs(1),
+        )?;
+        Ok(())
+    }
+
     /// The metadata record of `p`.
     pub fn stat(&self, p: &str) -> Result<Record, Errno> {
         let p = check_path(p)?;

@@ -405,6 +405,25 @@ impl Rpcs {
     pub fn call<R: Rpc>(&self, d: u32, req: &R) -> Result<R::Reply, Errno> {
         self.start(d, req, SMALL_REPLY)?.wait()
     }
+
+    /// [`Rpcs::call`] with a shorter deadline (at most the client's).
+    pub fn call_within<R: Rpc>(
+        &self,
+        d: u32,
+        req: &R,
+        timeout: Duration,
+    ) -> Result<R::Reply, Errno> {
+        if let Some(e) = self.down(d) {
+            return Err(e);
+        }
+        self.send(d, req, SMALL_REPLY, &[], timeout.min(self.timeout))?
+            .wait()
+    }
+
+    /// Has this process loaded libfabric (reached a daemon through it)?
+    pub fn fabric_loaded(&self) -> bool {
+        self.fabric.get().is_some_and(|f| f.is_ok())
+    }
 }
 
 /// Probes daemon `d` until it answers a ping (then it is up again) or the client is

@@ -56,6 +56,7 @@ errnos!(
     EMSGSIZE,
     EILSEQ,
     ENOLINK,
+    ENOTCONN,
     EINTR
 );
 

@@ -285,6 +285,7 @@ rpcs! {
     19 LockLease lock_lease(LockLeaseReq) -> LockLeaseReply;
     20 AdjustLinks adjust_links(AdjustLinksReq) -> AdjustLinksReply;
     21 Metrics metrics(MetricsReq) -> MetricsReply;
+    22 ReportUnsupported report_unsupported(ReportUnsupportedReq) -> Empty;
 }
 
 /// Latency buckets of [`OpMetrics::buckets`]: bucket 0 counts requests served in
@@ -801,6 +802,35 @@ wire_struct! {
         pub chunks: u64,
         /// Bytes in chunk files.
         pub chunk_bytes: u64,
+        /// Bytes the metadata store (RocksDB) takes: its files and memtables.
+        pub meta_bytes: u64,
+        /// Clients connected through the node-local socket now.
+        pub local_connections: u64,
+        /// libfabric peers this daemon has exchanged requests with (each one
+        /// connection with `ofi_rxm`).
+        pub fabric_peers: u64,
+        /// Unsupported calls the preload library saw in the processes that reported
+        /// here (at their exit), by name.
+        pub unsupported: Vec<CallCount>,
+        /// Where its Prometheus endpoint listens ("" unless `gkfsd --metrics`).
+        pub metrics_address: String,
+    }
+}
+wire_struct! {
+    /// How often a call of some kind was made.
+    pub struct CallCount {
+        /// The call's name (e.g. "mknod").
+        pub call: String,
+        /// How often.
+        pub count: u64,
+    }
+}
+wire_struct! {
+    /// A process's unsupported calls, sent by the preload library at its exit to its
+    /// node's daemon (or the first), which adds them to its [`MetricsReply`].
+    pub struct ReportUnsupportedReq {
+        /// By name.
+        pub calls: Vec<CallCount>,
     }
 }
 wire_struct! {
@@ -1120,9 +1150,26 @@ mod tests {
                     bytes_written: 6,
                     records: 7,
                     chunks: 8,
-                    chunk_bytes: 9
+                    chunk_bytes: 9,
+                    meta_bytes: 10,
+                    local_connections: 2,
+                    fabric_peers: 3,
+                    unsupported: vec![CallCount {
+                        call: s(rng),
+                        count: 4
+                    }],
+                    metrics_address: s(rng)
                 },
                 MetricsReply
+            ),
+            sample!(
+                ReportUnsupportedReq {
+                    calls: vec![CallCount {
+                        call: s(rng),
+                        count: 1
+                    }]
+                },
+                ReportUnsupportedReq
             ),
         ]
     }
@@ -1286,6 +1333,13 @@ mod tests {
                 Err(Errno::ENOSYS.into())
             }
             fn metrics(&self, _: &(), _: MetricsReq) -> Result<MetricsReply, RemoteError> {
+                Err(Errno::ENOSYS.into())
+            }
+            fn report_unsupported(
+                &self,
+                _: &(),
+                _: ReportUnsupportedReq,
+            ) -> Result<Empty, RemoteError> {
                 Err(Errno::ENOSYS.into())
             }
         }

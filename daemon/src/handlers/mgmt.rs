@@ -34,8 +34,17 @@ pub fn metrics(st: &State) -> Result<MetricsReply, RemoteError> {
         records: st.meta.count(),
         chunks: c.chunks,
         chunk_bytes: c.bytes,
+        meta_bytes: st.meta.size_bytes(),
+        local_connections: st.counters.local_connections.load(Ordering::Relaxed),
+        fabric_peers: st.ep.peer_count() as u64,
+        metrics_address: st.metrics_address.get().cloned().unwrap_or_default(),
         ..st.metrics.snapshot()
     })
+}
+
+pub fn report_unsupported(st: &State, r: ReportUnsupportedReq) -> Result<Empty, RemoteError> {
+    st.metrics.add_unsupported(&r.calls);
+    Ok(Empty {})
 }
 
 pub fn statfs(st: &State) -> Result<StatfsReply, RemoteError> {

@@ -3,7 +3,7 @@
 
 mod data;
 mod meta;
-mod mgmt;
+pub mod mgmt;
 
 use gkfs_proto::msg::*;
 
@@ -69,6 +69,13 @@ impl Handler for State {
     }
     fn metrics(&self, _: &Origin, _: MetricsReq) -> Result<MetricsReply, RemoteError> {
         mgmt::metrics(self)
+    }
+    fn report_unsupported(
+        &self,
+        _: &Origin,
+        r: ReportUnsupportedReq,
+    ) -> Result<Empty, RemoteError> {
+        mgmt::report_unsupported(self, r)
     }
     fn adjust_links(&self, _: &Origin, r: AdjustLinksReq) -> Result<AdjustLinksReply, RemoteError> {
         meta::adjust_links(self, r)

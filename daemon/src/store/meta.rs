@@ -316,6 +316,18 @@ impl MetaStore {
             .count() as u64
     }
 
+    /// Bytes the database takes: its table files and memtables (RocksDB's own figures;
+    /// 0 where it cannot tell).
+    pub fn size_bytes(&self) -> u64 {
+        [
+            "rocksdb.total-sst-files-size",
+            "rocksdb.cur-size-all-mem-tables",
+        ]
+        .iter()
+        .filter_map(|&p| self.db.property_int_value(p).ok().flatten())
+        .sum()
+    }
+
     /// Reads the persisted next file-id counter.
     pub fn next_id(&self) -> Result<u64, MetaError> {
         Ok(self

@@ -1,8 +1,9 @@
 //! Logging and the unsupported-call report. Silent unless asked: `LIBGKFS_LOG` sets the
 //! level (error, warn, info, debug), `LIBGKFS_LOG_OUTPUT` names a file (default: a
 //! private duplicate of stderr, taken at set-up, since programs close fd 2 at exit).
-//! With `LIBGKFS_REPORT=1` the library lists at exit which unsupported calls the program
-//! made. Messages go through the `log` facade (the client API logs there too).
+//! At exit, a process that made unsupported calls sends their counts to a daemon (they
+//! appear in `gkfs-run stats` and the job's summary); with `LIBGKFS_REPORT=1` the
+//! library also lists them on stderr. Messages go through the `log` facade (the client API logs there too).
 
 use std::fmt::Arguments;
 use std::io::Write;
@@ -138,25 +139,37 @@ pub fn unsupported(what: Unsupported, detail: Arguments) {
     COUNTS[what as usize].fetch_add(1, Ordering::Relaxed);
     init();
     log::warn!("unsupported: {detail}");
-    REPORT.call_once(|| {
-        if std::env::var("LIBGKFS_REPORT").as_deref() == Ok("1") {
-            extern "C" fn report() {
-                let mut text = String::new();
-                for (name, n) in NAMES.iter().zip(COUNTS.iter()) {
-                    let n = n.load(Ordering::Relaxed);
-                    if n > 0 {
-                        text.push_str(&format!(
-                            "gkfs[{}]: unsupported call {name}: {n} time(s)\n",
-                            std::process::id()
-                        ));
-                    }
-                }
-                write_report(&text);
-            }
-            // SAFETY: registers a plain extern "C" fn without arguments.
-            unsafe { libc::atexit(report) };
-        }
+    // SAFETY: registers a plain extern "C" fn without arguments.
+    REPORT.call_once(|| unsafe {
+        libc::atexit(report_at_exit);
     });
+}
+
+/// At exit, for a process that made unsupported calls: their counts go to a daemon
+/// (for the job's summary), and with `LIBGKFS_REPORT=1` to stderr or the log file.
+extern "C" fn report_at_exit() {
+    let counts: Vec<(&str, u64)> = NAMES
+        .iter()
+        .zip(COUNTS.iter())
+        .map(|(name, n)| (*name, u64::from(n.load(Ordering::Relaxed))))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    crate::hook::callback(|| {
+        if let Ok(c) = crate::state::client() {
+            let _ = c.report_unsupported(&counts);
+        }
+        Ok(0)
+    });
+    if std::env::var("LIBGKFS_REPORT").as_deref() == Ok("1") {
+        let mut text = String::new();
+        for (name, n) in &counts {
+            text.push_str(&format!(
+                "gkfs[{}]: unsupported call {name}: {n} time(s)\n",
+                std::process::id()
+            ));
+        }
+        write_report(&text);
+    }
 }
 
 fn write_report(text: &str) {
