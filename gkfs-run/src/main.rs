@@ -12,6 +12,7 @@ mod slurm;
 mod stage;
 mod stats;
 mod status;
+mod summary;
 mod supervise;
 
 use std::path::PathBuf;
@@ -80,6 +81,8 @@ enum Cmd {
     Run {
         #[command(flatten)]
         start: StartArgs,
+        #[command(flatten)]
+        summary: summary::SummaryArgs,
         /// The command and its arguments.
         #[arg(
             required = true,
@@ -134,6 +137,8 @@ enum Cmd {
         /// Keep the root dirs and the instance directory.
         #[arg(long)]
         keep: bool,
+        #[command(flatten)]
+        summary: summary::SummaryArgs,
     },
 }
 
@@ -246,7 +251,7 @@ fn exec(hosts_file: Option<PathBuf>, cmd: &[String]) -> Result<()> {
     bail!("cannot run {}: {err}", cmd[0])
 }
 
-fn run_once(args: StartArgs, cmd: &[String]) -> Result<i32> {
+fn run_once(args: StartArgs, summary: &summary::SummaryArgs, cmd: &[String]) -> Result<i32> {
     client_lib()?;
     let inst = start_instance(args)?;
     let hosts_file = inst.hosts_file();
@@ -254,6 +259,7 @@ fn run_once(args: StartArgs, cmd: &[String]) -> Result<i32> {
     let status = supervise::check_interrupted()
         .and_then(|()| preloaded(cmd, &hosts_file))
         .and_then(|c| run_passing_signals(c, &cmd[0], since));
+    summary::report_at_stop(&hosts_file, summary, false);
     let stopped = stop_instance(&inst, false);
     let code = exit_code(status?);
     stopped?;
@@ -376,16 +382,25 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::StageOut { src, dst, args } => {
             std::process::exit(stage::stage(gkfs_stage::Direction::Out, &src, &dst, args)?)
         }
-        Cmd::Run { start, cmd } => {
-            let code = run_once(start, &cmd)?;
+        Cmd::Run {
+            start,
+            summary,
+            cmd,
+        } => {
+            let code = run_once(start, &summary, &cmd)?;
             std::process::exit(code);
         }
         Cmd::DaemonTask { dir, gkfsd } => std::process::exit(slurm::daemon_task(&dir, &gkfsd)?),
         Cmd::Prolog(a) => node::prolog(&a),
         Cmd::Epilog(a) => node::epilog(&a),
-        Cmd::Stop { hosts_file, keep } => {
+        Cmd::Stop {
+            hosts_file,
+            keep,
+            summary,
+        } => {
             let hosts_file = hosts_file_arg(hosts_file)?;
             let inst = instance::Instance::load_for(&hosts_file)?;
+            summary::report_at_stop(&hosts_file, &summary, keep);
             stop_instance(&inst, keep)
         }
     }

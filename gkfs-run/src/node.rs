@@ -86,9 +86,25 @@ pub struct NodeArgs {
     /// node's address (http://NODE:PORT/metrics). Off unless given.
     #[arg(long, value_name = "PORT")]
     metrics_port: Option<u16>,
+    /// The job's I/O summary at the end: `yes` appends it to the job's output file and
+    /// writes it as JSON to `<workdir>/gkfs-<jobid>.summary.json`; `text` only the
+    /// former; `no` neither.
+    #[arg(long, value_enum, default_value_t = SummaryMode::Yes)]
+    summary: SummaryMode,
     /// The daemon program (default: $GKFS_DAEMON, else gkfsd next to gkfs-run).
     #[arg(long, value_name = "PATH")]
     gkfsd: Option<PathBuf>,
+}
+
+/// Where the epilog puts the job's I/O summary.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SummaryMode {
+    /// The job's output file and JSON in its work dir.
+    Yes,
+    /// The job's output file only.
+    Text,
+    /// None.
+    No,
 }
 
 /// The job, as Slurm describes it to a prolog.
@@ -456,16 +472,22 @@ pub fn epilog(a: &NodeArgs) -> Result<()> {
     }
     let hosts_file = dir.join(HOSTS_FILE_NAME);
     let failed_before = dir.join(FAILED_FILE).exists();
+    let summary = a.summary != SummaryMode::No && !failed_before;
+    let stage_out = a.stage_out.as_deref().filter(|_| !failed_before);
     let mut result = Ok(());
-    if let Some(specs) = a.stage_out.as_deref().filter(|_| !failed_before) {
-        if job.is_first() {
+    if job.is_first() {
+        if let Some(specs) = stage_out {
             result = stage(&job, &dir, "stage-out", specs, &hosts_file);
             if let Err(e) = &result {
                 report_stage_out_failure(&job, e);
             }
-        } else {
-            wait_first_gone(&hosts_file, Duration::from_secs(a.stage_timeout));
         }
+        if summary {
+            report_summary(&job, &dir, &hosts_file, a.summary);
+        }
+    } else if stage_out.is_some() || summary {
+        // The first node's stage-out and summary need every daemon.
+        wait_first_gone(&hosts_file, Duration::from_secs(a.stage_timeout));
     }
     stop_daemon(&dir, job.uid);
     fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
@@ -508,6 +530,40 @@ fn expand_output_pattern(pattern: &str, job: &Job, user: &str) -> Option<String>
     Some(out)
 }
 
+/// The job's output file (`first` of SLURM_JOB_STDERR / SLURM_JOB_STDOUT, else the
+/// other), expanded; None for jobs without one (an interactive srun) or with a
+/// pattern this cannot expand.
+fn job_output_file(job: &Job, first: &str, second: &str) -> Option<String> {
+    let user = env("SLURM_JOB_USER").unwrap_or_default();
+    env(first)
+        .or_else(|| env(second))
+        .filter(|t| t.starts_with('/'))
+        .and_then(|t| expand_output_pattern(&t, job, &user))
+}
+
+/// `<workdir>/gkfs-<jobid>.<suffix>`.
+fn work_dir_file(job: &Job, suffix: &str) -> String {
+    let work = env("SLURM_JOB_WORK_DIR").unwrap_or_else(|| "/tmp".into());
+    format!("{work}/gkfs-{}.{suffix}", job.id)
+}
+
+/// Writes `data` to `target` as the job's user (`>>` appends, `>` replaces): never
+/// as root into a path the user controls.
+fn write_as_user(job: &Job, target: &str, redirect: &str, data: &[u8]) {
+    let script = format!("cat {redirect} \"$1\"");
+    if let Ok(mut c) = job
+        .as_user(Path::new("sh"))
+        .args(["-c", &script, "sh", target])
+        .stdin(Stdio::piped())
+        .spawn()
+    {
+        if let Some(mut i) = c.stdin.take() {
+            let _ = i.write_all(data);
+        }
+        let _ = c.wait();
+    }
+}
+
 /// Tells the user: appends the message, as the user, to the job's stderr file (a batch
 /// job's, else `<workdir>/gkfs-<jobid>.stage-out-failed`), and to slurmd's log. The job
 /// itself has ended when the epilog runs: Slurm lets nothing change its exit code then.
@@ -517,26 +573,41 @@ fn report_stage_out_failure(job: &Job, e: &anyhow::Error) {
         job.id
     );
     eprint!("{msg}");
-    let user = env("SLURM_JOB_USER").unwrap_or_default();
-    let target = env("SLURM_JOB_STDERR")
-        .or_else(|| env("SLURM_JOB_STDOUT"))
-        .filter(|t| t.starts_with('/'))
-        .and_then(|t| expand_output_pattern(&t, job, &user))
-        .unwrap_or_else(|| {
-            let work = env("SLURM_JOB_WORK_DIR").unwrap_or_else(|| "/tmp".into());
-            format!("{work}/gkfs-{}.stage-out-failed", job.id)
-        });
-    // As the user: never write as root into a path the user controls.
-    if let Ok(mut c) = job
-        .as_user(Path::new("sh"))
-        .args(["-c", "cat >> \"$1\"", "sh", &target])
-        .stdin(Stdio::piped())
-        .spawn()
-    {
-        if let Some(mut i) = c.stdin.take() {
-            let _ = i.write_all(msg.as_bytes());
+    let target = job_output_file(job, "SLURM_JOB_STDERR", "SLURM_JOB_STDOUT")
+        .unwrap_or_else(|| work_dir_file(job, "stage-out-failed"));
+    write_as_user(job, &target, ">>", msg.as_bytes());
+}
+
+/// The job's I/O summary, from every daemon's counters while they all still run:
+/// appended to the job's output file (else written to `<workdir>/gkfs-<jobid>.summary`)
+/// and, with `mode` yes, as JSON to `<workdir>/gkfs-<jobid>.summary.json`.
+fn report_summary(job: &Job, dir: &Path, hosts_file: &Path, mode: SummaryMode) {
+    let client = match crate::status::client(hosts_file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gkfs: no I/O summary for job {}: {e:#}", job.id);
+            return;
         }
-        let _ = c.wait();
+    };
+    let s = crate::summary::collect(
+        &client,
+        crate::summary::stages_in(dir),
+        Some(job.id.to_string()),
+    );
+    let text = crate::summary::render(&s);
+    match job_output_file(job, "SLURM_JOB_STDOUT", "SLURM_JOB_STDERR") {
+        Some(out) => write_as_user(job, &out, ">>", text.as_bytes()),
+        None => write_as_user(job, &work_dir_file(job, "summary"), ">", text.as_bytes()),
+    }
+    if mode == SummaryMode::Yes {
+        if let Ok(json) = serde_json::to_string_pretty(&s) {
+            write_as_user(
+                job,
+                &work_dir_file(job, "summary.json"),
+                ">",
+                (json + "\n").as_bytes(),
+            );
+        }
     }
 }
 

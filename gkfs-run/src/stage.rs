@@ -113,6 +113,18 @@ pub fn stage(direction: Direction, src: &str, dst: &str, a: StageArgs) -> Result
         transfer: a.transfer.clamp(4096, 1 << 30),
     };
     let sum = gkfs_stage::run(&opts)?;
+    crate::summary::record_stage(
+        &hosts_file,
+        &crate::summary::StageFigures {
+            direction: name.into(),
+            src: opts.src.clone(),
+            dst: opts.dst.clone(),
+            files: sum.files,
+            bytes: sum.bytes,
+            seconds: sum.seconds,
+            failures: sum.failures.len() as u64,
+        },
+    );
     if a.json {
         println!("{}", serde_json::to_string_pretty(&sum)?);
     } else if !a.quiet {

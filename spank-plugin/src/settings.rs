@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// Keys the plugin itself uses; every other `key=value` goes to `gkfs-run prolog|epilog`
 /// as `--key=value` (`keyfile`, `port_base`, `port_range`, `provider`, `timeout`,
-/// `stage_timeout`, `chunk_size`, `threads`, `gkfsd`).
+/// `stage_timeout`, `chunk_size`, `threads`, `gkfsd`, `metrics_port`, `summary`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// `gkfs_run=`: the launcher run by the job prolog/epilog.
@@ -54,9 +54,8 @@ impl Settings {
                     }
                 }
                 "keyfile" | "port_base" | "port_range" | "provider" | "timeout"
-                | "stage_timeout" | "chunk_size" | "threads" | "gkfsd" => {
-                    s.passthrough.push(format!("--{}={v}", k.replace('_', "-")))
-                }
+                | "stage_timeout" | "chunk_size" | "threads" | "gkfsd" | "metrics_port"
+                | "summary" => s.passthrough.push(format!("--{}={v}", k.replace('_', "-"))),
                 _ => return Err(format!("plugstack.conf argument {a:?}: unknown key {k}")),
             }
         }

@@ -771,3 +771,253 @@ fn stats_report_what_the_daemons_served() {
         .sum();
     assert!(rate > 10.0, "{v:#}");
 }
+
+/// The hosts file named by `gkfs-run start`'s output.
+fn hosts_of(start_output: &str) -> String {
+    start_output
+        .lines()
+        .find_map(|l| l.strip_prefix("export LIBGKFS_HOSTS_FILE="))
+        .expect("no hosts file line")
+        .to_string()
+}
+
+#[test]
+fn the_summary_at_stop_adds_up_to_what_was_written() {
+    let base = tempfile::tempdir().unwrap();
+    let mount = format!("/tmp/gkfs-sum-{}", std::process::id());
+    let inst = base.path().join("inst");
+    let (code, out, err) = run(
+        &[
+            "start",
+            "--local",
+            "3",
+            "--mountdir",
+            &mount,
+            "--instance-dir",
+            inst.to_str().unwrap(),
+            "--chunk-size",
+            "65536",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let hosts = hosts_of(&out);
+    let env = [("LIBGKFS_HOSTS_FILE", hosts.as_str())];
+    // Staged in: two files, 3345 bytes.
+    let src = base.path().join("in");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a"), vec![1u8; 1000]).unwrap();
+    fs::write(src.join("b"), vec![2u8; 2345]).unwrap();
+    let manifest = base.path().join("m.json");
+    let (code, _, err) = run(
+        &[
+            "stage-in",
+            src.to_str().unwrap(),
+            &format!("{mount}/in"),
+            "--quiet",
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    // The job: 12 files of different sizes (one spans many chunks), one unsupported
+    // call (mkfifo), and a read of what it wrote.
+    let job = format!(
+        "set -e; for i in $(seq 0 11); do head -c $((i * 40013)) /dev/urandom > {mount}/f$i; done; \
+         mkfifo {mount}/fifo 2>/dev/null && exit 9; cat {mount}/f11 > /dev/null"
+    );
+    let (code, _, err) = run(&["exec", "--", "sh", "-c", &job], &env);
+    assert_eq!(code, 0, "{err}");
+    let written: u64 = (0..12).map(|i| i * 40013).sum::<u64>() + 3345;
+    let json = base.path().join("summary.json");
+    let (code, _, err) = run(&["stop", "--summary-json", json.to_str().unwrap()], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("I/O summary of"), "{err}");
+    let s: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    assert_eq!(n(&s["bytes_written"]), written, "{s:#}");
+    let nodes = s["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(
+        nodes.iter().map(|d| n(&d["bytes_written"])).sum::<u64>(),
+        written
+    );
+    assert_eq!(
+        nodes.iter().map(|d| n(&d["chunk_bytes"])).sum::<u64>(),
+        written,
+        "nothing was removed: every byte written is still held"
+    );
+    // 12 files, the fifo's failed attempt leaves nothing, 2 staged files, 1 dir.
+    assert_eq!(n(&s["files"]), 15, "{s:#}");
+    assert!(n(&s["bytes_read"]) >= 11 * 40013, "{s:#}");
+    let max = n(&s["balance"]["bytes_written"]["max"]);
+    assert!(nodes.iter().any(|d| n(&d["bytes_written"]) == max));
+    assert!(n(&s["unsupported"]["mknod"]) >= 1, "{s:#}");
+    let stage = &s["stages"][0];
+    assert_eq!(
+        (
+            stage["direction"].as_str(),
+            n(&stage["files"]),
+            n(&stage["bytes"])
+        ),
+        (Some("in"), 2, 3345),
+        "{s:#}"
+    );
+    let ops = s["top_requests"].as_array().unwrap();
+    let creates = ops.iter().find(|o| o["op"] == "Create").unwrap();
+    assert!(n(&creates["count"]) >= 15, "{s:#}");
+    assert!(n(&creates["p50_us"]) <= n(&creates["p99_us"]));
+    assert!(!inst.exists());
+    // The off switch.
+    let (code, _, err) = run(
+        &[
+            "run",
+            "--local",
+            "1",
+            "--mountdir",
+            &mount,
+            "--no-summary",
+            "--",
+            "true",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("I/O summary"), "{err}");
+}
+
+/// The TCP ports `pid` listens on (its sockets in state LISTEN).
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().to_string();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                let port = f[1].rsplit(':').next().unwrap();
+                ports.push(u16::from_str_radix(port, 16).unwrap());
+            }
+        }
+    }
+    ports
+}
+
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+#[test]
+fn the_metrics_port_answers_prometheus_text_and_is_closed_unless_asked_for() {
+    let mount = format!("/tmp/gkfs-prom-{}", std::process::id());
+    let (code, out, err) = run(
+        &[
+            "start",
+            "--local",
+            "2",
+            "--mountdir",
+            &mount,
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let hosts = hosts_of(&out);
+    let env = [("LIBGKFS_HOSTS_FILE", hosts.as_str())];
+    let c = Client::new(&ClientConfig::new(&hosts)).unwrap();
+    for i in 0..40 {
+        c.create(&format!("/f{i}"), 0o644).unwrap();
+    }
+    c.write_at("/f0", &vec![5u8; 1_000_003], 0).unwrap();
+    let (code, out, err) = run(&["status", "--json"], &env);
+    assert_eq!(code, 0, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut creates = 0.0;
+    let mut written = 0.0;
+    for r in rows.as_array().unwrap() {
+        let addr = r["metrics_address"].as_str().expect("a metrics address");
+        let (head, body) = http_get(addr, "/metrics");
+        assert!(head.contains(" 200 "), "{head}");
+        assert!(
+            head.to_lowercase()
+                .contains("content-type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+        let scrape =
+            prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+        let value = |name: &str, label: Option<(&str, &str)>| -> Option<f64> {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+                .map(|s| match &s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => *v,
+                    other => panic!("{name} is {other:?}"),
+                })
+        };
+        creates += value("gkfs_requests_total", Some(("op", "Create"))).unwrap_or(0.0);
+        written += value("gkfs_written_bytes_total", None).expect("bytes written");
+        assert!(value("gkfs_uptime_seconds", None).unwrap() > 0.0);
+        assert!(value("gkfs_metadata_bytes", None).is_some(), "{body}");
+        assert!(value("gkfs_connections", Some(("carrier", "fabric"))).is_some());
+        let hist = scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "gkfs_request_duration_seconds" && s.labels.get("op") == Some("Metrics")
+            })
+            .expect("a latency histogram");
+        let prometheus_parse::Value::Histogram(buckets) = &hist.value else {
+            panic!("{hist:?}")
+        };
+        assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count));
+        assert!(buckets.last().unwrap().less_than.is_infinite());
+        let (head, _) = http_get(addr, "/other");
+        assert!(head.contains(" 404 "), "{head}");
+    }
+    assert_eq!(creates, 40.0);
+    assert_eq!(written, 1_000_003.0);
+    let (code, _, err) = run(&["stop", "--no-summary"], &env);
+    assert_eq!(code, 0, "{err}");
+    // Without --metrics a daemon listens on its libfabric port only.
+    let (code, out, err) = run(&["start", "--local", "1", "--mountdir", &mount], &[]);
+    assert_eq!(code, 0, "{err}");
+    let hosts = hosts_of(&out);
+    let env = [("LIBGKFS_HOSTS_FILE", hosts.as_str())];
+    let (_, out, _) = run(&["status", "--json"], &env);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let pid = rows[0]["pid"].as_u64().unwrap() as u32;
+    let fabric_port: u16 = rows[0]["address"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rows[0]["metrics_address"].is_null(), "{rows}");
+    assert_eq!(listening_ports(pid), vec![fabric_port]);
+    let (code, _, err) = run(&["stop", "--no-summary"], &env);
+    assert_eq!(code, 0, "{err}");
+}

@@ -220,7 +220,7 @@ pub fn read_chunks(
                         .map_err(|e| io_err("read chunk", e))? as u64,
                 );
             }
-            st.counters.bytes_read.fetch_add(total, Ordering::Relaxed);
+            count_read(st, &lens);
             Ok(ReadChunksReply {
                 lens,
                 inline: Bytes(out),
@@ -242,7 +242,7 @@ pub fn read_chunks(
                             .map_err(|e| io_err("fill the client's window", e))?;
                         lens.push(n as u64);
                     }
-                    st.counters.bytes_read.fetch_add(total, Ordering::Relaxed);
+                    count_read(st, &lens);
                     return Ok(ReadChunksReply {
                         lens,
                         inline: Bytes::default(),
@@ -286,13 +286,21 @@ pub fn read_chunks(
                 op.wait(deadline)
                     .map_err(|e| fabric_err("push data to client", e))?;
             }
-            st.counters.bytes_read.fetch_add(total, Ordering::Relaxed);
+            count_read(st, &lens);
             Ok(ReadChunksReply {
                 lens,
                 inline: Bytes::default(),
             })
         }
     }
+}
+
+/// Counts what a read returned: the bytes found in chunks (not holes, not what lies
+/// past the end of the data, which the client zero-fills or cuts).
+fn count_read(st: &State, lens: &[u64]) {
+    st.counters
+        .bytes_read
+        .fetch_add(lens.iter().sum::<u64>(), Ordering::Relaxed);
 }
 
 pub fn truncate_chunks(st: &State, req: TruncateChunksReq) -> Result<Empty, RemoteError> {
