@@ -4,6 +4,7 @@
 // child between fork and exec (pre_exec).
 #![deny(unsafe_code)]
 
+mod bb;
 mod ceiling;
 mod instance;
 mod local;
@@ -119,6 +120,10 @@ enum Cmd {
     /// Run by Slurm as root on every node of a `--gkfs` job after it ends: stage out on
     /// the first node, stop this node's daemon, remove its data.
     Epilog(node::NodeArgs),
+    /// The gkfs side of share/slurm/burst_buffer.lua (burst_buffer/lua on the Slurm
+    /// controller): checks a job's `#BB_LUA gkfs` directives, waits for its stage-out.
+    #[command(subcommand)]
+    BurstBuffer(BurstBufferCmd),
     /// One task of the daemons' step of `start` in a Slurm job (internal).
     #[command(hide = true)]
     DaemonTask {
@@ -139,6 +144,31 @@ enum Cmd {
         keep: bool,
         #[command(flatten)]
         summary: summary::SummaryArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BurstBufferCmd {
+    /// Checks the `#BB_LUA gkfs` directives of a job script (slurm_bb_job_process):
+    /// exit 1 with the reason if one is wrong; for a gkfs job, prints `mountdir=DIR`.
+    Check {
+        /// The job script.
+        script: PathBuf,
+        /// The site's mount dir, for directives that name none.
+        #[arg(long, value_name = "DIR", default_value = "/tmp/gkfs")]
+        mountdir: String,
+    },
+    /// Waits until the first node's epilog has recorded the job's stage-out outcome
+    /// (slurm_bb_data_out); exit 1 with the reason if the stage-out failed.
+    WaitStageOut {
+        /// The job.
+        job_id: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 86400)]
+        timeout: u64,
+        /// The site's mount dir, for directives that name none.
+        #[arg(long, value_name = "DIR", default_value = "/tmp/gkfs")]
+        mountdir: String,
     },
 }
 
@@ -390,6 +420,14 @@ fn run(cli: Cli) -> Result<()> {
             let code = run_once(start, &summary, &cmd)?;
             std::process::exit(code);
         }
+        Cmd::BurstBuffer(BurstBufferCmd::Check { script, mountdir }) => {
+            bb::check(&script, &mountdir)
+        }
+        Cmd::BurstBuffer(BurstBufferCmd::WaitStageOut {
+            job_id,
+            timeout,
+            mountdir,
+        }) => bb::wait_stage_out(job_id, Duration::from_secs(timeout), &mountdir),
         Cmd::DaemonTask { dir, gkfsd } => std::process::exit(slurm::daemon_task(&dir, &gkfsd)?),
         Cmd::Prolog(a) => node::prolog(&a),
         Cmd::Epilog(a) => node::epilog(&a),

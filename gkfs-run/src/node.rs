@@ -91,6 +91,11 @@ pub struct NodeArgs {
     /// former; `no` neither.
     #[arg(long, value_enum, default_value_t = SummaryMode::Yes)]
     summary: SummaryMode,
+    /// Also serve jobs that ask for gkfs with `#BB_LUA gkfs` directives
+    /// (share/slurm/burst_buffer.lua): a job without --gkfs is looked up in slurmctld
+    /// (`scontrol show job`); its directives give the mount dir and stage lists.
+    #[arg(long)]
+    burst_buffer: bool,
     /// The daemon program (default: $GKFS_DAEMON, else gkfsd next to gkfs-run).
     #[arg(long, value_name = "PATH")]
     gkfsd: Option<PathBuf>,
@@ -237,6 +242,9 @@ fn write_owned(path: &Path, data: &[u8], job: &Job) -> Result<fs::File> {
 /// waits for all daemons and stages in. A failure is also left in the job dir.
 pub fn prolog(a: &NodeArgs) -> Result<()> {
     let job = Job::from_env()?;
+    let Some(a) = &for_job(a, &job)? else {
+        return Ok(());
+    };
     let dir = job.dir(a);
     let r = prolog_in(a, &job, &dir);
     if let Err(e) = &r {
@@ -366,6 +374,39 @@ fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Does this job come through the burst-buffer path (no --gkfs, `--burst-buffer` on)?
+fn is_burst_buffer_job(a: &NodeArgs) -> bool {
+    a.burst_buffer && env("SPANK_GKFS").is_none()
+}
+
+/// The settings of this job: `a` for a --gkfs job; for a burst-buffer job, `a` with
+/// its directives' mount dir and stage lists (PFS sides relative to the job's work
+/// dir); None if the job asked for no gkfs at all.
+fn for_job(a: &NodeArgs, job: &Job) -> Result<Option<NodeArgs>> {
+    if !is_burst_buffer_job(a) {
+        return Ok(Some(a.clone()));
+    }
+    let Some(d) = crate::bb::of_job(job.id, &a.mountdir)? else {
+        return Ok(None);
+    };
+    let mountdir = d.mountdir_or(&a.mountdir).to_string();
+    let work = env("SLURM_JOB_WORK_DIR").unwrap_or_else(|| "/".into());
+    let absolute = |list: Option<String>, way, opt| -> Result<Option<String>> {
+        list.map(|l| {
+            gkfs_proto::stage_list::check_stage_list(&l, way, &mountdir, Path::new(&work), opt)
+                .map_err(|e| anyhow::anyhow!(e))
+        })
+        .transpose()
+    };
+    use gkfs_proto::stage_list::Way;
+    Ok(Some(NodeArgs {
+        stage_in: absolute(d.stage_in_list(), Way::In, "stage_in")?,
+        stage_out: absolute(d.stage_out_list(), Way::Out, "stage_out")?,
+        mountdir,
+        ..a.clone()
+    }))
+}
+
 /// Waits until the daemons `which` answer a ping.
 fn wait_answering(
     hosts_file: &Path,
@@ -470,6 +511,10 @@ pub fn epilog(a: &NodeArgs) -> Result<()> {
     if !dir.is_dir() {
         return Ok(());
     }
+    let from_bb = is_burst_buffer_job(a);
+    let Some(a) = &for_job(a, &job)? else {
+        return Ok(());
+    };
     let hosts_file = dir.join(HOSTS_FILE_NAME);
     let failed_before = dir.join(FAILED_FILE).exists();
     let summary = a.summary != SummaryMode::No && !failed_before;
@@ -480,6 +525,12 @@ pub fn epilog(a: &NodeArgs) -> Result<()> {
             result = stage(&job, &dir, "stage-out", specs, &hosts_file);
             if let Err(e) = &result {
                 report_stage_out_failure(&job, e);
+            }
+            if from_bb {
+                let work = env("SLURM_JOB_WORK_DIR").unwrap_or_else(|| "/tmp".into());
+                let file = crate::bb::outcome_file(&work, job.id);
+                let text = crate::bb::outcome_text(&result);
+                write_as_user(&job, &file.display().to_string(), ">", text.as_bytes());
             }
         }
         if summary {

@@ -21,6 +21,7 @@ pub mod msg;
 pub mod path;
 pub mod place;
 pub mod record;
+pub mod stage_list;
 pub mod wire;
 
 pub use errno::Errno;

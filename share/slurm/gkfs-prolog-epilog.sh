@@ -16,9 +16,13 @@ GKFS_SLURM_CONF=/etc/gkfs/slurm.conf
 GKFS_RUN=/usr/bin/gkfs-run
 GKFS_ARGS=()                          # e.g. (--rootdir=/local --port-base=47000)
 GKFS_LOG=/var/log/gkfs-slurm.log
+GKFS_BURST_BUFFER=no                  # yes: also jobs asking with #BB_LUA gkfs (burst_buffer.lua)
 # shellcheck source=/dev/null
 [ -r "$GKFS_SLURM_CONF" ] && . "$GKFS_SLURM_CONF"
-[ -n "${SPANK_GKFS:-}" ] || exit 0
+if [ -z "${SPANK_GKFS:-}" ]; then
+  [ "$GKFS_BURST_BUFFER" = yes ] || exit 0
+  GKFS_ARGS+=(--burst-buffer)         # gkfs-run asks slurmctld for the job's directives
+fi
 case ${SLURM_SCRIPT_CONTEXT:-} in
   prolog_slurmd) what=prolog ;;
   epilog_slurmd) what=epilog ;;

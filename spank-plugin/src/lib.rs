@@ -18,13 +18,17 @@
 
 mod ffi;
 pub mod settings;
+/// The stage-list checks gkfs-run uses too (one source, no dependency).
+#[path = "../../proto/src/stage_list.rs"]
+pub mod stage_list;
 
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::process::Command;
 use std::sync::Mutex;
 
 use ffi::*;
-use settings::{check_stage_list, Settings, Way};
+use settings::Settings;
+use stage_list::{check_stage_list, Way};
 
 /// `SPANK_PLUGIN(gkfs, 1)`: what the loader looks up (the names are char arrays).
 #[no_mangle]
@@ -227,13 +231,13 @@ pub unsafe extern "C" fn slurm_spank_init_post_opt(
         if let Some(l) = &asked.stage_in {
             vars.push((
                 "GKFS_STAGE_IN",
-                check_stage_list(l, Way::In, &mountdir, &cwd)?,
+                check_stage_list(l, Way::In, &mountdir, &cwd, "--gkfs-stage-in")?,
             ));
         }
         if let Some(l) = &asked.stage_out {
             vars.push((
                 "GKFS_STAGE_OUT",
-                check_stage_list(l, Way::Out, &mountdir, &cwd)?,
+                check_stage_list(l, Way::Out, &mountdir, &cwd, "--gkfs-stage-out")?,
             ));
         }
         for (k, v) in vars {
@@ -256,18 +260,24 @@ fn job_id(sp: spank_t) -> Result<u32, String> {
 /// job prolog/epilog drains the node, so errors only go to slurmd's log (and, by
 /// gkfs-run, to the job dir and the job's output).
 fn job_script(sp: spank_t, ac: c_int, av: *mut *mut c_char, what: &str) -> c_int {
-    if context() != S_CTX_JOB_SCRIPT || std::env::var_os("SPANK_GKFS").is_none() {
+    if context() != S_CTX_JOB_SCRIPT {
         return 0;
     }
+    let asked = std::env::var_os("SPANK_GKFS").is_some();
     let _ = guarded(what, || {
         let s = settings(ac, av)?;
-        if !s.job_scripts {
+        if !s.job_scripts || !(asked || s.burst_buffer) {
             return Ok(());
         }
         let id = job_id(sp).unwrap_or(0);
-        let out = Command::new(&s.gkfs_run)
-            .arg(what)
-            .args(&s.passthrough)
+        let mut cmd = Command::new(&s.gkfs_run);
+        cmd.arg(what).args(&s.passthrough);
+        if !asked {
+            // Maybe a `#BB_LUA gkfs` job: gkfs-run asks slurmctld.
+            cmd.arg("--burst-buffer")
+                .arg(format!("--mountdir={}", s.mountdir));
+        }
+        let out = cmd
             .output()
             .map_err(|e| format!("job {id}: cannot run {}: {e}", s.gkfs_run.display()))?;
         if !out.status.success() {

@@ -1,7 +1,7 @@
-//! Site settings (the arguments after the plugin's path in plugstack.conf) and the
-//! checks of the users' `--gkfs-stage-in/out` lists. Pure code, unit-tested.
+//! Site settings (the arguments after the plugin's path in plugstack.conf). Pure code,
+//! unit-tested.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Keys the plugin itself uses; every other `key=value` goes to `gkfs-run prolog|epilog`
 /// as `--key=value` (`keyfile`, `port_base`, `port_range`, `provider`, `timeout`,
@@ -19,8 +19,19 @@ pub struct Settings {
     /// `job_scripts=no`: the site's Prolog/Epilog scripts run `gkfs-run prolog|epilog`
     /// (share/slurm), not the plugin's job prolog/epilog.
     pub job_scripts: bool,
+    /// `burst_buffer=yes`: jobs without --gkfs may ask for it with `#BB_LUA gkfs`
+    /// directives (share/slurm/burst_buffer.lua); their job prolog asks slurmctld.
+    pub burst_buffer: bool,
     /// Everything else, as `--key=value` arguments of gkfs-run.
     pub passthrough: Vec<String>,
+}
+
+fn yes_no(arg: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(format!("plugstack.conf {arg}: expected yes or no")),
+    }
 }
 
 impl Settings {
@@ -32,6 +43,7 @@ impl Settings {
             rootdir: PathBuf::from("/tmp"),
             mountdir: "/tmp/gkfs".into(),
             job_scripts: true,
+            burst_buffer: false,
             passthrough: Vec::new(),
         };
         for a in args {
@@ -46,13 +58,8 @@ impl Settings {
                     s.passthrough.push(format!("--rootdir={v}"));
                 }
                 "mountdir" => s.mountdir = v.trim_end_matches('/').to_string(),
-                "job_scripts" => {
-                    s.job_scripts = match v {
-                        "yes" => true,
-                        "no" => false,
-                        _ => return Err(format!("plugstack.conf {a}: expected yes or no")),
-                    }
-                }
+                "job_scripts" => s.job_scripts = yes_no(&a, v)?,
+                "burst_buffer" => s.burst_buffer = yes_no(&a, v)?,
                 "keyfile" | "port_base" | "port_range" | "provider" | "timeout"
                 | "stage_timeout" | "chunk_size" | "threads" | "gkfsd" | "metrics_port"
                 | "summary" => s.passthrough.push(format!("--{}={v}", k.replace('_', "-"))),
@@ -72,65 +79,6 @@ impl Settings {
     pub fn job_dir(&self, id: u32) -> PathBuf {
         self.rootdir.join(format!("gkfs-{id}"))
     }
-}
-
-/// Which way a stage list goes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Way {
-    /// PFS → gkfs: DST under the mount dir.
-    In,
-    /// gkfs → PFS: SRC under the mount dir.
-    Out,
-}
-
-fn under(path: &str, mountdir: &str) -> bool {
-    path == mountdir
-        || path
-            .strip_prefix(mountdir)
-            .is_some_and(|r| r.starts_with('/'))
-}
-
-/// Checks `SRC:DST[,SRC:DST...]` and makes the parallel-file-system side absolute
-/// against `cwd` (the prolog/epilog run elsewhere).
-pub fn check_stage_list(
-    list: &str,
-    way: Way,
-    mountdir: &str,
-    cwd: &Path,
-) -> Result<String, String> {
-    let opt = match way {
-        Way::In => "--gkfs-stage-in",
-        Way::Out => "--gkfs-stage-out",
-    };
-    let mut out = Vec::new();
-    for spec in list.split(',') {
-        let (src, dst) = spec
-            .split_once(':')
-            .filter(|(s, d)| !s.is_empty() && !d.is_empty())
-            .ok_or_else(|| format!("{opt}={list}: {spec:?} is not SRC:DST"))?;
-        let (inside, outside) = match way {
-            Way::In => (dst, src),
-            Way::Out => (src, dst),
-        };
-        if !under(inside.trim_end_matches('/'), mountdir) {
-            return Err(format!(
-                "{opt}={list}: {inside} is not under the gkfs mount dir {mountdir}"
-            ));
-        }
-        let outside = if outside.starts_with('/') {
-            outside.to_string()
-        } else {
-            cwd.join(outside).display().to_string()
-        };
-        if outside.contains([',', ':']) {
-            return Err(format!("{opt}: {outside} contains ',' or ':'"));
-        }
-        out.push(match way {
-            Way::In => format!("{outside}:{inside}"),
-            Way::Out => format!("{inside}:{outside}"),
-        });
-    }
-    Ok(out.join(","))
 }
 
 #[cfg(test)]
@@ -169,33 +117,16 @@ mod tests {
                 .job_scripts
         );
         assert!(Settings::parse(args(&["job_scripts=0"])).is_err());
+        assert!(!s.burst_buffer);
+        assert!(
+            Settings::parse(args(&["burst_buffer=yes"]))
+                .unwrap()
+                .burst_buffer
+        );
         assert!(Settings::parse(args(&["bogus=1"]))
             .unwrap_err()
             .contains("unknown key bogus"));
         assert!(Settings::parse(args(&["rootdir"])).is_err());
         assert!(Settings::parse(args(&["mountdir=rel"])).is_err());
-    }
-
-    #[test]
-    fn stage_lists() {
-        let cwd = Path::new("/home/u/run");
-        assert_eq!(
-            check_stage_list(
-                "in:/tmp/gkfs/in,/data/x:/tmp/gkfs",
-                Way::In,
-                "/tmp/gkfs",
-                cwd
-            )
-            .unwrap(),
-            "/home/u/run/in:/tmp/gkfs/in,/data/x:/tmp/gkfs"
-        );
-        assert_eq!(
-            check_stage_list("/tmp/gkfs/out:results", Way::Out, "/tmp/gkfs", cwd).unwrap(),
-            "/tmp/gkfs/out:/home/u/run/results"
-        );
-        assert!(check_stage_list("in:/tmp/gkfsx/in", Way::In, "/tmp/gkfs", cwd).is_err());
-        assert!(check_stage_list("/tmp/gkfs/o:/x", Way::In, "/tmp/gkfs", cwd).is_err());
-        assert!(check_stage_list("nocolon", Way::Out, "/tmp/gkfs", cwd).is_err());
-        assert!(check_stage_list(":/tmp/gkfs/a", Way::In, "/tmp/gkfs", cwd).is_err());
     }
 }

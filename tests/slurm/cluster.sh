@@ -4,6 +4,7 @@
 #   tests/slurm/cluster.sh down DIR   # stops everything it started, removes namespaces
 #   PLUGSTACK='required /path/plugin.so k=v' cluster.sh up DIR   # with a SPANK plugin
 #   PROLOG=/path/gkfs-prolog-epilog.sh EPILOG=/path/gkfs-prolog-epilog.sh cluster.sh up DIR   # with job scripts
+#   BURST_BUFFER=/path/burst_buffer.lua cluster.sh up DIR   # with burst_buffer/lua
 # Each node is a network namespace (own IP on bridge gkfsbr0, 10.79.0.0/24) plus a UTS
 # namespace (hostname nodeI) and a private /tmp; slurmctld and munged run in the root
 # namespace. Needs root and Debian's slurmctld, slurmd, slurm-client and munge.
@@ -101,6 +102,12 @@ CONF
   # PROLOG, EPILOG: Prolog/Epilog scripts (run as root on every node of a job)
   [ -n "${PROLOG:-}" ] && echo "Prolog=$PROLOG" >> "$D/etc/slurm.conf"
   [ -n "${EPILOG:-}" ] && echo "Epilog=$EPILOG" >> "$D/etc/slurm.conf"
+  # BURST_BUFFER: a burst_buffer.lua (BurstBufferType=burst_buffer/lua, on slurmctld)
+  if [ -n "${BURST_BUFFER:-}" ]; then
+    cp "$BURST_BUFFER" "$D/etc/burst_buffer.lua"
+    printf 'Flags=TeardownFailure\nStageOutTimeout=600\n' > "$D/etc/burst_buffer.conf"
+    echo "BurstBufferType=burst_buffer/lua" >> "$D/etc/slurm.conf"
+  fi
   echo "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES" >> "$D/etc/slurm.conf"
   # PLUGSTACK: plugstack.conf lines (SPANK plugins), read by slurmd at start-up
   printf '%s\n' "${PLUGSTACK:-}" > "$D/etc/plugstack.conf"

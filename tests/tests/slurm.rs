@@ -24,6 +24,12 @@ impl SlurmCluster {
     /// `job_scripts`: gkfs-run runs from share/slurm's Prolog/Epilog scripts instead of
     /// the plugin's job prolog/epilog.
     fn up_with(job_scripts: bool) -> Option<SlurmCluster> {
+        SlurmCluster::up_full(job_scripts, "", false)
+    }
+
+    /// `settings`: more plugstack.conf arguments (`key=value ...`); `burst_buffer`:
+    /// share/slurm/burst_buffer.lua as the controller's burst_buffer/lua script.
+    fn up_full(job_scripts: bool, settings: &str, burst_buffer: bool) -> Option<SlurmCluster> {
         if !nix::unistd::geteuid().is_root() {
             gkfs_tests::skip(
                 "slurm",
@@ -48,6 +54,9 @@ impl SlurmCluster {
             dir.display(),
             t = t.display()
         );
+        if !settings.is_empty() {
+            plugstack = format!("{plugstack} {settings}");
+        }
         let mut up = Command::new(&script);
         up.arg("up").arg(&dir);
         if job_scripts {
@@ -78,6 +87,21 @@ impl SlurmCluster {
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
                 .unwrap();
             up.env("PROLOG", &path).env("EPILOG", &path);
+        }
+        if burst_buffer {
+            plugstack.push_str(" burst_buffer=yes");
+            let share = Path::new(env!("CARGO_MANIFEST_DIR")).join("../share/slurm");
+            let text = std::fs::read_to_string(share.join("burst_buffer.lua")).unwrap();
+            let setting = "local GKFS_RUN = \"/usr/bin/gkfs-run\"\n";
+            assert!(text.contains(setting));
+            let text = text.replace(
+                setting,
+                &format!("local GKFS_RUN = \"{}/gkfs-run\"\n", t.display()),
+            );
+            let src = dir.join("burst_buffer.lua");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&src, text).unwrap();
+            up.env("BURST_BUFFER", &src);
         }
         let out = up.env("PLUGSTACK", plugstack).output().unwrap();
         let c = SlurmCluster {
@@ -603,5 +627,219 @@ idle
             "{t}"
         );
         assert!(out.contains(&format!("{kind} counter: 400\n")), "{t}");
+    }
+}
+
+#[test]
+fn a_jobs_summary_adds_up_and_its_daemons_report_live_and_to_prometheus() {
+    let Some(c) = SlurmCluster::up_full(false, "metrics_port=47900", false) else {
+        return;
+    };
+    let work = c.work_for_nobody("work-summary");
+    let o = c.sh(
+        &work,
+        &format!(
+            r#"{HELPERS}
+set -e
+cat > job.sh <<'JOB'
+#!/bin/bash
+#SBATCH -N3
+#SBATCH -o job-%j.out
+set -e
+# every node writes three files; a fourth process creates files while stats watch
+srun -N3 bash -c 'for i in 1 2 3; do head -c $(( (SLURM_NODEID + 1) * 100000 + i )) /dev/zero > /tmp/gkfs/n$SLURM_NODEID-$i; done'
+srun -N1 -w node2 bash -c 'for i in $(seq 1500); do echo x > /tmp/gkfs/live-$i; done' &
+$T/gkfs-run stats --json --watch 0.2 --count 8 > stats.jsonl
+wait
+exec 3<>/dev/tcp/node2/47900
+printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+cat <&3 > prom-node2.txt
+echo "JOB BYTES $(cat /tmp/gkfs/* | wc -c)"
+JOB
+chmod 755 job.sh
+id=$(as_nobody sbatch --parsable --gkfs job.sh)
+wait_job $id
+echo "id=$id"
+cat job-$id.out
+echo "--- json owner: $(stat -c %U gkfs-$id.summary.json)"
+"#
+        ),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("id="))
+        .expect("job id");
+    let job_bytes: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("JOB BYTES "))
+        .expect("the job's byte count")
+        .parse()
+        .unwrap();
+    // The job's own files: 1 800 018 bytes, and the live creates' 2 bytes each.
+    assert_eq!(job_bytes, 1_800_018 + 1500 * 2, "{t}");
+    assert!(
+        out.contains(&format!(
+            "=== gkfs, job {id}: I/O summary of /tmp/gkfs over 3 daemon(s)"
+        )),
+        "the summary is in the job's output file:\n{t}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("written ") && l.contains(&format!("({job_bytes} B), read"))),
+        "the summary's total is what the job wrote:\n{t}"
+    );
+    assert!(out.contains("--- json owner: nobody"), "{t}");
+    let s: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(work.join(format!("gkfs-{id}.summary.json"))).unwrap(),
+    )
+    .unwrap();
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    assert_eq!(n(&s["bytes_written"]), job_bytes, "{s:#}");
+    let nodes = s["nodes"].as_array().unwrap();
+    let names: Vec<&str> = nodes
+        .iter()
+        .map(|d| d["hostname"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["node1", "node2", "node3"], "{s:#}");
+    assert!(nodes.iter().all(|d| d["up"] == true), "{s:#}");
+    assert_eq!(
+        nodes.iter().map(|d| n(&d["bytes_written"])).sum::<u64>(),
+        job_bytes
+    );
+    // 9 + 1500 files, spread by path hash: every node holds some.
+    assert_eq!(nodes.iter().map(|d| n(&d["files"])).sum::<u64>(), 1509);
+    assert!(nodes.iter().all(|d| n(&d["files"]) > 300), "{s:#}");
+    assert_eq!(s["job"], id);
+    // Live: some interval saw creates at a non-zero rate.
+    let stats = std::fs::read_to_string(work.join("stats.jsonl")).unwrap();
+    let create_rate = stats
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .flat_map(|v| v.as_array().unwrap().clone())
+        .flat_map(|d| d["ops"].as_array().unwrap().clone())
+        .filter(|o| o["op"] == "Create")
+        .map(|o| o["per_s"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(create_rate > 0.0, "no interval saw creates:\n{stats}");
+    // node2's daemon answered Prometheus text on its node's address.
+    let prom = std::fs::read_to_string(work.join("prom-node2.txt")).unwrap();
+    let (head, body) = prom.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.contains(" 200 "), "{prom}");
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "gkfs_requests_total" && s.labels.get("op") == Some("Create")),
+        "{body}"
+    );
+}
+
+#[test]
+fn bb_lua_jobs_stage_in_run_stage_out_and_bad_directives_are_refused_at_submit() {
+    let Some(c) = SlurmCluster::up_full(false, "", true) else {
+        return;
+    };
+    let work = c.work_for_nobody("work-bb");
+    let o = c.sh(
+        &work,
+        &format!(
+            r#"{HELPERS}
+set -e
+as_nobody bash -c 'mkdir -p in/sub ro && seq 50000 > in/a && head -c 300000 /dev/urandom > in/sub/b && chmod 555 ro'
+cat > job.sh <<'JOB'
+#!/bin/bash
+#SBATCH -N3
+#SBATCH -o job-%j.out
+#BB_LUA gkfs pool=gkfs capacity=2G
+#BB_LUA gkfs stage_in=in:/tmp/gkfs/in
+#BB_LUA gkfs stage_out=/tmp/gkfs/out:OUTDIR
+set -e
+echo "GKFS_MOUNTDIR=$GKFS_MOUNTDIR"
+echo "first task sees: $(cd /tmp/gkfs/in && find . | sort | tr '\n' ' ')"
+srun -N3 -l bash -c 'md5sum < /tmp/gkfs/in/sub/b' | sort
+srun -N1 -w node3 bash -c 'mkdir /tmp/gkfs/out && cp -a /tmp/gkfs/in /tmp/gkfs/out/copy && echo computed > /tmp/gkfs/out/result'
+scontrol show burstbuffer | grep -o 'Name=lua\|gkfs' | sort -u | tr '\n' ' '; echo
+JOB
+sed 's|OUTDIR|results|' job.sh > good.sh
+sed 's|OUTDIR|ro/results|' job.sh > badout.sh
+sed 's|stage_in=in:/tmp/gkfs/in|stagein=in:/tmp/gkfs/in|' job.sh > baddir.sh
+chmod 755 good.sh badout.sh baddir.sh
+echo "--- bad directive:"; as_nobody sbatch --parsable baddir.sh 2>&1 && echo "SUBMITTED ANYWAY" || true
+good=$(as_nobody sbatch --parsable good.sh)
+wait_job $good
+bad=$(as_nobody sbatch --parsable badout.sh)
+wait_job $bad
+for i in $(seq 100); do scontrol -o show job $bad | grep -q 'stage-out' && break; sleep 0.1; done
+echo "good=$good bad=$bad"
+echo "--- src $(md5sum < in/sub/b)"
+echo "--- job $good"; cat job-$good.out
+echo "--- job $bad"; cat job-$bad.out
+echo "--- bad job: $(scontrol -o show job $bad | grep -o 'Reason=[^ ]*')"
+echo "--- bbstat: $(scontrol show bbstat)"
+sinfo -h -N -o '%N %T'
+leftovers
+"#
+        ),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains("SUBMITTED ANYWAY"), "{t}");
+    assert!(
+        out.contains("unknown key \"stagein\"") && out.contains("#BB_LUA gkfs stagein="),
+        "the refusal names the bad directive:\n{t}"
+    );
+    assert!(
+        out.contains("GKFS_MOUNTDIR=/tmp/gkfs"),
+        "slurm_bb_paths:\n{t}"
+    );
+    assert!(
+        out.contains("first task sees: . ./a ./sub ./sub/b"),
+        "stage-in before the first task:\n{t}"
+    );
+    let src = out
+        .lines()
+        .find_map(|l| l.strip_prefix("--- src "))
+        .expect("the source's checksum");
+    for rank in 0..3 {
+        assert!(
+            out.contains(&format!("{rank}: {src}\n")),
+            "node {rank} read the staged file:\n{t}"
+        );
+    }
+    for f in ["a", "sub/b"] {
+        assert_eq!(
+            std::fs::read(work.join("in").join(f)).unwrap(),
+            std::fs::read(work.join("results/copy").join(f)).unwrap(),
+            "{f} after the round trip:\n{t}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(work.join("results/result")).unwrap(),
+        "computed\n"
+    );
+    assert!(out.contains("Name=lua gkfs"), "the pool is listed:\n{t}");
+    assert!(
+        out.contains("--- bad job: Reason=") && out.contains("gkfs_stage-out_of_job"),
+        "a failed stage-out is the job's reason:\n{t}"
+    );
+    assert!(
+        out.contains("stage-out of job") && out.contains("FAILED"),
+        "and is in its output:\n{t}"
+    );
+    assert!(
+        out.contains("--- bbstat: gkfs burst buffer (burst_buffer/lua): pool gkfs"),
+        "{t}"
+    );
+    for n in ["node1", "node2", "node3"] {
+        assert!(out.contains(&format!("{n} idle\n")), "{n}:\n{t}");
+        assert!(
+            out.contains(&format!("{n} tmp=0 gkfsd=0 ports=0")),
+            "leftovers on {n}:\n{t}"
+        );
     }
 }
