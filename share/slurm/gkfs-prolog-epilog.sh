@@ -4,7 +4,8 @@
 # `job_scripts=no`; the plugin still provides --gkfs and the tasks' environment).
 #   slurm.conf: Prolog=<this file>  Epilog=<this file>  PrologFlags=Alloc
 # Slurm runs it as root on every node of every job; it acts only for jobs that asked for
-# gkfs (the plugin passes SPANK_GKFS) and tells prolog from epilog by
+# gkfs (the plugin passes SPANK_GKFS; with GKFS_BURST_BUFFER=yes also #BB_LUA gkfs
+# jobs, whose directives gkfs-run asks slurmctld for) and tells prolog from epilog by
 # SLURM_SCRIPT_CONTEXT. Prolog: start this node's daemon as the job's user, stage in on
 # the first node. Epilog: stage out on the first node while every daemon still runs,
 # stop this node's daemon, remove its data.
