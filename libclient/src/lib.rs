@@ -33,5 +33,16 @@ pub use rpc::Transport;
 /// A random number, never 0: unique in a job for all practical purposes (lock owners,
 /// names of hidden files).
 pub fn unique_id() -> u64 {
-    rand::random::<u64>().max(1)
+    // From the OS, not rand's thread-local generator: a forked child at exit (its
+    // thread-locals already destroyed) may open its first connection, which takes one.
+    use rand::TryRngCore;
+    rand::rngs::OsRng
+        .try_next_u64()
+        .unwrap_or_else(|_| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            t ^ (u64::from(std::process::id()) << 40)
+        })
+        .max(1)
 }

@@ -145,6 +145,14 @@ pub fn unsupported(what: Unsupported, detail: Arguments) {
     });
 }
 
+/// A forked child starts its own count: its parent reports what it did before the fork
+/// (the exit handler stays registered; with nothing counted it sends nothing).
+pub fn forget_unsupported_after_fork() {
+    for n in &COUNTS {
+        n.store(0, Ordering::Relaxed);
+    }
+}
+
 /// At exit, for a process that made unsupported calls: their counts go to a daemon
 /// (for the job's summary), and with `LIBGKFS_REPORT=1` to stderr or the log file.
 extern "C" fn report_at_exit() {
@@ -154,9 +162,17 @@ extern "C" fn report_at_exit() {
         .map(|(name, n)| (*name, u64::from(n.load(Ordering::Relaxed))))
         .filter(|(_, n)| *n > 0)
         .collect();
+    if counts.is_empty() {
+        return;
+    }
     crate::hook::callback(|| {
-        if let Ok(c) = crate::state::client() {
-            let _ = c.report_unsupported(&counts);
+        match crate::state::client() {
+            Ok(c) => {
+                if let Err(e) = c.report_unsupported(&counts) {
+                    log::debug!("cannot report the unsupported calls: {e}");
+                }
+            }
+            Err(e) => log::debug!("cannot report the unsupported calls: {e}"),
         }
         Ok(0)
     });

@@ -332,6 +332,7 @@ fn register_atfork() {
         fds::unlock_after_fork();
         fds::close_parent_connections();
         crate::locks::forget_after_fork();
+        crate::log::forget_unsupported_after_fork();
         for of in fds::descriptions() {
             of.clear_locked_here();
         }
