@@ -781,6 +781,17 @@ fn hosts_of(start_output: &str) -> String {
         .to_string()
 }
 
+/// Stops the instance of a hosts file when dropped (a failing test leaves no daemon).
+struct StopOnDrop(String);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if Path::new(&self.0).exists() {
+            let _ = run(&["stop", "--no-summary", "--hosts-file", &self.0], &[]);
+        }
+    }
+}
+
 #[test]
 fn the_summary_at_stop_adds_up_to_what_was_written() {
     let base = tempfile::tempdir().unwrap();
@@ -802,6 +813,7 @@ fn the_summary_at_stop_adds_up_to_what_was_written() {
     );
     assert_eq!(code, 0, "{err}");
     let hosts = hosts_of(&out);
+    let _stop = StopOnDrop(hosts.clone());
     let env = [("LIBGKFS_HOSTS_FILE", hosts.as_str())];
     // Staged in: two files, 3345 bytes.
     let src = base.path().join("in");
@@ -945,6 +957,7 @@ fn the_metrics_port_answers_prometheus_text_and_is_closed_unless_asked_for() {
     );
     assert_eq!(code, 0, "{err}");
     let hosts = hosts_of(&out);
+    let _stop = StopOnDrop(hosts.clone());
     let env = [("LIBGKFS_HOSTS_FILE", hosts.as_str())];
     let c = Client::new(&ClientConfig::new(&hosts)).unwrap();
     for i in 0..40 {
@@ -1007,6 +1020,7 @@ fn the_metrics_port_answers_prometheus_text_and_is_closed_unless_asked_for() {
     let (code, out, err) = run(&["start", "--local", "1", "--mountdir", &mount], &[]);
     assert_eq!(code, 0, "{err}");
     let hosts = hosts_of(&out);
+    let _stop = StopOnDrop(hosts.clone());
     let env = [("LIBGKFS_HOSTS_FILE", hosts.as_str())];
     let (_, out, _) = run(&["status", "--json"], &env);
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();

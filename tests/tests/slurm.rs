@@ -779,6 +779,7 @@ echo "--- src $(md5sum < in/sub/b)"
 echo "--- job $good"; cat job-$good.out
 echo "--- job $bad"; cat job-$bad.out
 echo "--- bad job: $(scontrol -o show job $bad | grep -o 'Reason=[^ ]*')"
+echo "--- good job: $(scontrol -o show job $good | grep -o 'BurstBufferState=[a-z-]*')"
 echo "--- bbstat: $(scontrol show bbstat)"
 sinfo -h -N -o '%N %T'
 leftovers
@@ -823,6 +824,10 @@ leftovers
         "computed\n"
     );
     assert!(out.contains("Name=lua gkfs"), "the pool is listed:\n{t}");
+    assert!(
+        out.contains("--- good job: BurstBufferState=complete"),
+        "torn down:\n{t}"
+    );
     assert!(
         out.contains("--- bad job: Reason=") && out.contains("gkfs_stage-out_of_job"),
         "a failed stage-out is the job's reason:\n{t}"
