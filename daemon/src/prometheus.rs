@@ -112,6 +112,21 @@ fn bucket_bound(i: usize) -> f64 {
     }
 }
 
+/// A counter family with one label: `name{key="value"} count` for each item.
+fn counter_family(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    key: &str,
+    items: impl Iterator<Item = (String, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, count) in items {
+        ConstCounter::new(count).encode(family.encode_family(&[(key, value.as_str())])?)?;
+    }
+    Ok(())
+}
+
 impl Collector for Sample {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let m = &self.0;
@@ -140,30 +155,20 @@ impl Collector for Sample {
             Some(&Unit::Seconds),
             m.uptime_ns as f64 / 1e9,
         )?;
-        {
-            let mut family = enc.encode_descriptor(
-                "gkfs_requests",
-                "Requests served, by type.",
-                None,
-                MetricType::Counter,
-            )?;
-            for o in &m.ops {
-                let labels = [("op", op_name(o.opcode))];
-                ConstCounter::new(o.count).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        {
-            let mut family = enc.encode_descriptor(
-                "gkfs_request_errors",
-                "Requests answered with an error, by type.",
-                None,
-                MetricType::Counter,
-            )?;
-            for o in &m.ops {
-                let labels = [("op", op_name(o.opcode))];
-                ConstCounter::new(o.errors).encode(family.encode_family(&labels)?)?;
-            }
-        }
+        counter_family(
+            &mut enc,
+            "gkfs_requests",
+            "Requests served, by type.",
+            "op",
+            m.ops.iter().map(|o| (op_name(o.opcode), o.count)),
+        )?;
+        counter_family(
+            &mut enc,
+            "gkfs_request_errors",
+            "Requests answered with an error, by type.",
+            "op",
+            m.ops.iter().map(|o| (op_name(o.opcode), o.errors)),
+        )?;
         {
             let mut family = enc.encode_descriptor(
                 "gkfs_request_duration",
@@ -190,18 +195,13 @@ impl Collector for Sample {
                     )?;
             }
         }
-        {
-            let mut family = enc.encode_descriptor(
-                "gkfs_errors",
-                "Replies with an error, by errno.",
-                None,
-                MetricType::Counter,
-            )?;
-            for e in &m.errors {
-                let labels = [("errno", errno_name(e.errno))];
-                ConstCounter::new(e.count).encode(family.encode_family(&labels)?)?;
-            }
-        }
+        counter_family(
+            &mut enc,
+            "gkfs_errors",
+            "Replies with an error, by errno.",
+            "errno",
+            m.errors.iter().map(|e| (errno_name(e.errno), e.count)),
+        )?;
         counter(
             &mut enc,
             "gkfs_read",
@@ -255,18 +255,13 @@ impl Collector for Sample {
                 ConstGauge::new(n as f64).encode(family.encode_family(&[("carrier", carrier)])?)?;
             }
         }
-        {
-            let mut family = enc.encode_descriptor(
-                "gkfs_unsupported_calls",
-                "Unsupported calls the preload library saw, as reported at process exit.",
-                None,
-                MetricType::Counter,
-            )?;
-            for c in &m.unsupported {
-                ConstCounter::new(c.count)
-                    .encode(family.encode_family(&[("call", c.call.as_str())])?)?;
-            }
-        }
+        counter_family(
+            &mut enc,
+            "gkfs_unsupported_calls",
+            "Unsupported calls the preload library saw, as reported at process exit.",
+            "call",
+            m.unsupported.iter().map(|c| (c.call.clone(), c.count)),
+        )?;
         Ok(())
     }
 }
