@@ -141,6 +141,12 @@ impl State {
         self.stripe(path).write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The address of daemon `index` of the membership (for relayed calls).
+    pub fn member_address(&self, index: u32) -> Option<Vec<u8>> {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.get(index as usize).cloned()
+    }
+
     /// The current membership, if known.
     pub fn membership(&self) -> Option<Membership> {
         *self.membership.read().unwrap_or_else(|p| p.into_inner())

@@ -211,6 +211,8 @@ arb_struct! {
     MetricsReply { uptime_ns, ops, errors, bytes_read, bytes_written, records, chunks, chunk_bytes, meta_bytes, local_connections, fabric_peers, unsupported, metrics_address };
     CallCount { call, count };
     ReportUnsupportedReq { calls };
+    RelayReq { target, request, max_reply, timeout_ms };
+    RelayReply { reply };
 }
 
 impl Arb for RequestHeader {

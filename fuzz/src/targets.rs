@@ -388,6 +388,10 @@ macro_rules! with_rpc {
                 type $R = ReportUnsupportedReq;
                 $body
             }
+            Some(Opcode::Relay) => {
+                type $R = RelayReq;
+                $body
+            }
             None => $unknown,
         }
     };
@@ -476,6 +480,7 @@ checker_handler! {
     adjust_links(AdjustLinksReq) -> AdjustLinksReply;
     metrics(MetricsReq) -> MetricsReply;
     report_unsupported(ReportUnsupportedReq) -> Empty;
+    relay(RelayReq) -> RelayReply;
 }
 
 /// Checks that an error detail that went through a reply is the original cut at a

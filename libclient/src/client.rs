@@ -15,7 +15,7 @@ use gkfs_proto::record::mode;
 use gkfs_proto::{Errno, Record};
 
 use crate::error::ClientError;
-use crate::rpc::{wait_all, Rpcs, Transport, SMALL_REPLY};
+use crate::rpc::{wait_all, FabricUse, Rpcs, Transport, SMALL_REPLY};
 
 /// Reply buffer for directory pages (daemons cap a page at 48 KiB).
 const PAGE_REPLY: usize = 64 * 1024;
@@ -34,6 +34,9 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// How to reach daemons on this host (`LIBGKFS_TRANSPORT`: `auto` or `fabric`).
     pub transport: Transport,
+    /// When to load libfabric for other nodes' daemons (`LIBGKFS_FABRIC`: `auto` or
+    /// `direct`).
+    pub fabric: FabricUse,
 }
 
 impl ClientConfig {
@@ -49,11 +52,16 @@ impl ClientConfig {
             Ok("fabric") => Transport::Fabric,
             _ => Transport::Auto,
         };
+        let fabric = match std::env::var("LIBGKFS_FABRIC").as_deref() {
+            Ok("direct") => FabricUse::Direct,
+            _ => FabricUse::Auto,
+        };
         Ok(ClientConfig {
             hosts_file: hosts_file.into(),
             token_file: std::env::var_os(config::ENV_TOKEN_FILE).map(Into::into),
             timeout: Duration::from_millis(timeout),
             transport,
+            fabric,
         })
     }
 
@@ -64,6 +72,7 @@ impl ClientConfig {
             token_file: None,
             timeout: Duration::from_millis(config::DEFAULT_TIMEOUT_MS),
             transport: Transport::Auto,
+            fabric: FabricUse::Auto,
         }
     }
 }
@@ -151,7 +160,7 @@ impl Client {
         );
         Ok(Client {
             inner: Arc::new(Inner {
-                rpc: Rpcs::new(hosts.clone(), cfg.transport, token, cfg.timeout),
+                rpc: Rpcs::new(hosts.clone(), cfg.transport, cfg.fabric, token, cfg.timeout),
                 hosts,
                 chunk_size,
                 uid,

@@ -286,6 +286,7 @@ rpcs! {
     20 AdjustLinks adjust_links(AdjustLinksReq) -> AdjustLinksReply;
     21 Metrics metrics(MetricsReq) -> MetricsReply;
     22 ReportUnsupported report_unsupported(ReportUnsupportedReq) -> Empty;
+    23 Relay relay(RelayReq) -> RelayReply;
 }
 
 /// Latency buckets of [`OpMetrics::buckets`]: bucket 0 counts requests served in
@@ -834,6 +835,30 @@ wire_struct! {
     }
 }
 wire_struct! {
+    /// A request for another daemon, sent to this node's daemon over the node-local
+    /// socket by a process that has not loaded libfabric: the daemon forwards
+    /// `request` (a whole encoded request, header and token included) to daemon
+    /// `target` over its own endpoint and answers with that daemon's reply. Refused
+    /// from libfabric peers.
+    pub struct RelayReq {
+        /// Index of the daemon in the hosts file.
+        pub target: u32,
+        /// The encoded request.
+        pub request: Bytes,
+        /// Largest reply accepted, bytes.
+        pub max_reply: u32,
+        /// Deadline for the forwarded call, ms.
+        pub timeout_ms: u32,
+    }
+}
+wire_struct! {
+    /// Answer to [`RelayReq`]: the target daemon's encoded reply.
+    pub struct RelayReply {
+        /// The reply, as the target sent it.
+        pub reply: Bytes,
+    }
+}
+wire_struct! {
     /// Answer to [`LockLeaseReq`].
     pub struct LockLeaseReply {
         /// Locks these owners still hold here.
@@ -1171,6 +1196,21 @@ mod tests {
                 },
                 ReportUnsupportedReq
             ),
+            sample!(
+                RelayReq {
+                    target: 2,
+                    request: Bytes(vec![1, 2, 3]),
+                    max_reply: 8192,
+                    timeout_ms: 500
+                },
+                RelayReq
+            ),
+            sample!(
+                RelayReply {
+                    reply: Bytes(vec![4; 9])
+                },
+                RelayReply
+            ),
         ]
     }
 
@@ -1340,6 +1380,9 @@ mod tests {
                 _: &(),
                 _: ReportUnsupportedReq,
             ) -> Result<Empty, RemoteError> {
+                Err(Errno::ENOSYS.into())
+            }
+            fn relay(&self, _: &(), _: RelayReq) -> Result<RelayReply, RemoteError> {
                 Err(Errno::ENOSYS.into())
             }
         }

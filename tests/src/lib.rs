@@ -88,6 +88,19 @@ impl Cluster {
     /// Starts `n` daemons whose root dirs are made under `roots` (e.g. a
     /// [`SmallDisk`]); None: the cluster's own temporary dir.
     pub fn start_in(n: usize, chunk_size: u64, provider: &str, roots: Option<&Path>) -> Cluster {
+        Cluster::start_custom(n, chunk_size, provider, roots, &|_| Vec::new())
+    }
+
+    /// Like [`Cluster::start_in`]; daemon `i` (in start order) also gets `extra(i)` as
+    /// arguments (e.g. `--socket none`: clients reach it through libfabric only, as a
+    /// daemon on another node).
+    pub fn start_custom(
+        n: usize,
+        chunk_size: u64,
+        provider: &str,
+        roots: Option<&Path>,
+        extra: &dyn Fn(usize) -> Vec<String>,
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("gkfs-test-")
             .tempdir()
@@ -136,6 +149,7 @@ impl Cluster {
                 .arg(provider)
                 .arg("--log-level")
                 .arg("info")
+                .args(extra(i))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)

@@ -49,8 +49,11 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::on(Cluster::start(2))
+    }
+
+    fn on(cluster: Cluster) -> Setup {
         let lib = lib();
-        let cluster = Cluster::start(2);
         let work = tempfile::tempdir().unwrap();
         fixture(&work.path().join("S"));
         Setup {
@@ -1205,4 +1208,79 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
+}
+
+/// Runs python `code` through the preload library on `s`'s cluster with `env`; returns
+/// its stdout (it must succeed).
+fn python_on(s: &Setup, code: &str, env: &[(&str, &str)]) -> String {
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(code)
+        .env("LD_PRELOAD", &s.lib)
+        .env("LIBGKFS_HOSTS_FILE", &s.cluster.hosts_file)
+        .env("M", &s.cluster.mountdir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        s.cluster.logs()
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn other_nodes_daemons_are_reached_through_this_nodes_until_libfabric_pays() {
+    // Daemon 1 (in start order) has no node-local socket: to clients it is a daemon on
+    // another node, reached through libfabric, or relayed by daemon 0.
+    let provider = std::env::var("GKFS_TEST_PROVIDER").unwrap_or_else(|_| "tcp;ofi_rxm".into());
+    let cluster = Cluster::start_custom(2, 512 * 1024, &provider, None, &|i| {
+        if i == 1 {
+            vec!["--socket".into(), "none".into()]
+        } else {
+            Vec::new()
+        }
+    });
+    let s = Setup::on(cluster);
+    // Everyday work, the same as on a local directory (the 3 MiB file moves by RMA,
+    // which loads libfabric in that process: both ways are in this run).
+    s.same(
+        "relay",
+        &prelude(
+            r#"for i in $(seq 30); do echo "file $i" > f$i; done
+mkdir sub && mv f1 f2 sub/ && ln -s f3 link && cat link
+ls . sub; stat -c '%n %s %A' f3 f30 sub/f1 link
+cat f* | md5sum; rm f4 f5; ls | wc -l
+cp "$S/big.bin" . && md5sum big.bin < /dev/null
+cp -r "$S/dir1" . && find dir1 | sort"#,
+        ),
+    );
+    let maps = "sum('libfabric' in l for l in open('/proc/self/maps')) > 0";
+    let touch_all = "import os\nM = os.environ['M']\nos.mkdir(M + '/p')\nfor i in range(40):\n    with open(f'{M}/p/f{i}', 'w') as f: f.write('x' * 100)\nfor i in range(40):\n    assert os.stat(f'{M}/p/f{i}').st_size == 100\n    assert open(f'{M}/p/f{i}').read() == 'x' * 100\nprint(sorted(os.listdir(M + '/p')) == sorted(f'f{i}' for i in range(40)))\n";
+    // 40 files over 2 daemons, metadata and small data: no libfabric in the process.
+    let out = python_on(&s, &format!("{touch_all}print({maps})"), &[]);
+    assert_eq!(out, "True\nFalse\n", "small remote work loaded libfabric");
+    // The relayed requests were served by daemon 0, for the process.
+    let c = s.cluster.client();
+    let relayed: u64 = (0..2)
+        .filter_map(|d| c.daemon_metrics(d).ok())
+        .flat_map(|m| m.ops)
+        .filter(|o| o.opcode == gkfs_proto::msg::Opcode::Relay as u16)
+        .map(|o| o.count)
+        .sum();
+    assert!(relayed >= 40, "{relayed} relayed requests");
+    // A large transfer to the remote daemon is worth libfabric: loaded, and right.
+    let big = "import os, hashlib\nM = os.environ['M']\nd = os.urandom(3 << 20)\nopen(M + '/big', 'wb').write(d)\nprint(open(M + '/big', 'rb').read() == d)\n";
+    let out = python_on(&s, &format!("{big}print({maps})"), &[]);
+    assert_eq!(out, "True\nTrue\n");
+    // LIBGKFS_FABRIC=direct: the first remote request loads it.
+    let one = "import os\nM = os.environ['M']\n[os.stat(f'{M}/p/f{i}') for i in range(40)]\n";
+    let out = python_on(
+        &s,
+        &format!("{one}print({maps})"),
+        &[("LIBGKFS_FABRIC", "direct")],
+    );
+    assert_eq!(out, "True\n");
 }

@@ -42,6 +42,42 @@ pub fn metrics(st: &State) -> Result<MetricsReply, RemoteError> {
     })
 }
 
+/// Longest a relayed call may wait.
+const RELAY_MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// Largest reply a relayed call may ask for (the local socket's frames take more).
+const RELAY_MAX_REPLY: usize = 4 << 20;
+
+pub fn relay(st: &State, r: RelayReq) -> Result<RelayReply, RemoteError> {
+    let addr = st.member_address(r.target).ok_or_else(|| {
+        RemoteError::new(
+            Errno::EINVAL,
+            format!("no daemon {} in the hosts file", r.target),
+        )
+    })?;
+    let peer = st
+        .ep
+        .peer(&addr)
+        .map_err(|e| RemoteError::new(Errno::EHOSTUNREACH, format!("daemon {}: {e}", r.target)))?;
+    let timeout = std::time::Duration::from_millis(u64::from(r.timeout_ms)).min(RELAY_MAX_TIMEOUT);
+    let max_reply = (r.max_reply as usize).min(RELAY_MAX_REPLY);
+    let reply = st
+        .ep
+        .call(peer, &r.request.0, max_reply, timeout)
+        .map_err(|e| {
+            let errno = if matches!(e, gkfs_fabric::FabricError::Timeout) {
+                Errno::ETIMEDOUT
+            } else if e.is_peer_failure() {
+                Errno::EHOSTUNREACH
+            } else {
+                Errno::EIO
+            };
+            RemoteError::new(errno, format!("relay to daemon {}: {e}", r.target))
+        })?;
+    Ok(RelayReply {
+        reply: gkfs_proto::wire::Bytes(reply),
+    })
+}
+
 pub fn report_unsupported(st: &State, r: ReportUnsupportedReq) -> Result<Empty, RemoteError> {
     st.metrics.add_unsupported(&r.calls);
     Ok(Empty {})

@@ -77,6 +77,16 @@ impl Handler for State {
     ) -> Result<Empty, RemoteError> {
         mgmt::report_unsupported(self, r)
     }
+    fn relay(&self, from: &Origin, r: RelayReq) -> Result<RelayReply, RemoteError> {
+        match from {
+            Origin::Local { .. } => mgmt::relay(self, r),
+            // Only for processes on this node: never a hop for another node's traffic.
+            Origin::Fabric(_) => Err(RemoteError::new(
+                gkfs_proto::Errno::EPERM,
+                "relays only serve the node-local socket",
+            )),
+        }
+    }
     fn adjust_links(&self, _: &Origin, r: AdjustLinksReq) -> Result<AdjustLinksReply, RemoteError> {
         meta::adjust_links(self, r)
     }
