@@ -27,8 +27,6 @@ use nix::sys::signal::{SigSet, Signal};
 
 /// Receive buffers kept posted for incoming requests.
 const RECV_BUFFERS: usize = 64;
-/// Largest request accepted (inline writes are far below this).
-const MAX_REQUEST: usize = 256 * 1024;
 
 /// gkfsd: the gkfs storage daemon. Serves one node's share of a job-scoped file
 /// system: metadata in RocksDB, data as chunk files under the root dir.
@@ -334,7 +332,7 @@ fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    ep.serve(RECV_BUFFERS, MAX_REQUEST)
+    ep.serve(RECV_BUFFERS, gkfs_proto::limits::MAX_REQUEST)
         .context("cannot post receive buffers")?;
     let stop = Arc::new(AtomicBool::new(false));
     let workers = server::start(state.clone(), args.threads, stop.clone());

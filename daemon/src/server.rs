@@ -117,11 +117,7 @@ pub fn handle_payload(state: &State, payload: &[u8], truncated: bool, from: Orig
             )),
         );
     }
-    let mgmt = matches!(
-        Opcode::from_u16(h.opcode),
-        Some(Opcode::Ping | Opcode::Stats | Opcode::Statfs | Opcode::Metrics)
-    );
-    if !mgmt {
+    if Opcode::from_u16(h.opcode).is_none_or(Opcode::checks_membership) {
         if let Err(detail) = state.check_membership(h.membership) {
             return encode_reply::<()>(h.request_id, &Err(RemoteError::new(Errno::ESTALE, detail)));
         }

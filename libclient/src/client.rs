@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use gkfs_proto::chunk::ChunkSize;
 use gkfs_proto::config;
 use gkfs_proto::hosts::Hosts;
+use gkfs_proto::limits::{PAGE_REPLY, SCAN_PAGE, SCAN_REPLY};
 use gkfs_proto::msg::*;
 use gkfs_proto::path;
 use gkfs_proto::place::{place, place_chunk};
@@ -16,12 +17,6 @@ use gkfs_proto::{Errno, Record};
 
 use crate::error::ClientError;
 use crate::rpc::{wait_all, FabricUse, Rpcs, Transport, SMALL_REPLY};
-
-/// Reply buffer for directory pages (daemons cap a page at 48 KiB).
-const PAGE_REPLY: usize = 64 * 1024;
-/// Records per prefix-scan page, and its reply buffer.
-const SCAN_PAGE: u32 = 64;
-const SCAN_REPLY: usize = 64 * (path::MAX_PATH + 128) + 1024;
 
 /// How to reach a file system.
 #[derive(Debug, Clone)]

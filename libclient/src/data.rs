@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use gkfs_proto::limits::{INLINE_READ_MAX, INLINE_WRITE_MAX};
 use gkfs_proto::msg::*;
 use gkfs_proto::place::{place, place_chunk};
 use gkfs_proto::record::mode;
@@ -13,11 +14,6 @@ use gkfs_proto::{Errno, Record};
 use crate::client::{check_path, now_ns, Client};
 use crate::error::fabric_errno;
 use crate::rpc::{settled, wait_all, SMALL_REPLY};
-
-/// Largest per-daemon write sent inline in the request.
-pub const INLINE_WRITE_MAX: u64 = 32 * 1024;
-/// Largest per-daemon read answered inline (the daemon's limit).
-pub const INLINE_READ_MAX: u64 = 64 * 1024;
 
 /// How to open a file (the `open(2)` flags that matter to the file system).
 #[derive(Debug, Clone, Copy, Default)]

@@ -22,8 +22,9 @@ pub mod mountpath;
 mod rpc;
 
 pub use client::{Client, ClientConfig};
-pub use data::{File, OpenOptions, INLINE_READ_MAX, INLINE_WRITE_MAX};
+pub use data::{File, OpenOptions};
 pub use error::ClientError;
+pub use gkfs_proto::limits::{INLINE_READ_MAX, INLINE_WRITE_MAX};
 pub use gkfs_proto::msg::lock;
 pub use gkfs_proto::msg::{DirEntry, MetricsReply, OpMetrics, PingReply, StatfsReply, StatsReply};
 pub use gkfs_proto::{Errno, Record};

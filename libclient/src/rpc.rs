@@ -29,8 +29,7 @@ use gkfs_proto::Errno;
 
 use crate::error::fabric_errno;
 
-/// Reply buffer for metadata calls.
-pub const SMALL_REPLY: usize = 8 * 1024;
+pub use gkfs_proto::limits::SMALL_REPLY;
 
 /// Idle connections kept per local daemon.
 const IDLE_CONNS: usize = 16;

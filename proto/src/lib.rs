@@ -16,6 +16,7 @@ pub mod chunk;
 pub mod config;
 pub mod errno;
 pub mod hosts;
+pub mod limits;
 pub mod local;
 pub mod msg;
 pub mod path;

@@ -289,6 +289,18 @@ rpcs! {
     23 Relay relay(RelayReq) -> RelayReply;
 }
 
+impl Opcode {
+    /// Does a daemon check this request's membership hash (refusing a caller whose
+    /// hosts file differs)? Not for the management requests, which launchers and
+    /// monitoring send before, or without, knowing the membership.
+    pub fn checks_membership(self) -> bool {
+        !matches!(
+            self,
+            Opcode::Ping | Opcode::Stats | Opcode::Statfs | Opcode::Metrics
+        )
+    }
+}
+
 /// Latency buckets of [`OpMetrics::buckets`]: bucket 0 counts requests served in
 /// under 1 µs, bucket i (1..) those that took [2^(i-1), 2^i) µs; the last one all
 /// slower ones (about 4 s and more).

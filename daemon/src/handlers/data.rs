@@ -19,10 +19,6 @@ use crate::state::State;
 const RMA_TIMEOUT: Duration = Duration::from_secs(30);
 /// Transfers in flight per request while the disk works on earlier pieces.
 const PIPELINE_DEPTH: usize = 2;
-/// Largest inline read reply over the fabric, in bytes (the client sends a bulk buffer
-/// above this). On the node-local socket all data is inline, up to
-/// `gkfs_proto::local::max_data`.
-pub const INLINE_READ_MAX: u64 = 64 * 1024;
 
 /// Where a request's bulk data is: RMA with a fabric peer, or a local shared window.
 enum BulkAt<'a> {
@@ -198,7 +194,7 @@ pub fn read_chunks(
     match &req.bulk {
         None => {
             let limit = match from {
-                Origin::Fabric(_) => INLINE_READ_MAX,
+                Origin::Fabric(_) => gkfs_proto::limits::INLINE_READ_MAX,
                 Origin::Local { .. } => gkfs_proto::local::max_data(st.chunk_size.get()),
             };
             if total > limit {

@@ -7,9 +7,6 @@ use gkfs_proto::{Errno, Record};
 
 use crate::state::{now_ns, State};
 
-/// Cap on the encoded size of a listing page (the client's reply buffer is 64 KiB).
-const PAGE_BYTES: usize = 48 * 1024;
-
 fn valid(p: &str) -> Result<(), RemoteError> {
     validate(p).map_err(|e| RemoteError::new(e, format!("invalid path `{}`", p.escape_debug())))
 }
@@ -200,7 +197,12 @@ pub fn read_dir(st: &State, req: ReadDirReq) -> Result<ReadDirReply, RemoteError
     let max = (req.max as usize).clamp(1, 4096);
     let (entries, more) = st
         .meta
-        .children(&req.dir, &req.start_after, max, PAGE_BYTES)
+        .children(
+            &req.dir,
+            &req.start_after,
+            max,
+            gkfs_proto::limits::PAGE_BYTES,
+        )
         .map_err(Errno::from)?;
     Ok(ReadDirReply { entries, more })
 }

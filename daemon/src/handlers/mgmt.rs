@@ -44,8 +44,6 @@ pub fn metrics(st: &State) -> Result<MetricsReply, RemoteError> {
 
 /// Longest a relayed call may wait.
 const RELAY_MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
-/// Largest reply a relayed call may ask for (the local socket's frames take more).
-const RELAY_MAX_REPLY: usize = 4 << 20;
 
 pub fn relay(st: &State, r: RelayReq) -> Result<RelayReply, RemoteError> {
     let addr = st.member_address(r.target).ok_or_else(|| {
@@ -59,7 +57,7 @@ pub fn relay(st: &State, r: RelayReq) -> Result<RelayReply, RemoteError> {
         .peer(&addr)
         .map_err(|e| RemoteError::new(Errno::EHOSTUNREACH, format!("daemon {}: {e}", r.target)))?;
     let timeout = std::time::Duration::from_millis(u64::from(r.timeout_ms)).min(RELAY_MAX_TIMEOUT);
-    let max_reply = (r.max_reply as usize).min(RELAY_MAX_REPLY);
+    let max_reply = (r.max_reply as usize).min(gkfs_proto::limits::RELAY_MAX_REPLY);
     let reply = st
         .ep
         .call(peer, &r.request.0, max_reply, timeout)
