@@ -326,7 +326,7 @@ fn serve(stream: UnixStream, state: &State) {
         .ok()
         .map(|c| c.pid());
     let Ok(w) = stream.try_clone() else { return };
-    let mut spinner = gkfs_proto::local::Spinner::new();
+    let mut spinner = gkfs_fabric::spin::Spinner::new();
     let peek = stream.try_clone().ok();
     let mut reader = BufReader::new(stream);
     let mut writer = BufWriter::new(w);

@@ -12,6 +12,7 @@
 //! This crate never links the daemon; it depends only on `gkfs-proto` and
 //! `gkfs-fabric`.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod client;
 mod data;

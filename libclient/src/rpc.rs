@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use gkfs_fabric::window::Window;
 use gkfs_fabric::{Config as FabricConfig, Endpoint, Peer, PendingCall};
 use gkfs_proto::hosts::Hosts;
 use gkfs_proto::msg::{decode_reply, encode_request, RelayReq, RequestHeader, Rpc};
@@ -36,65 +37,12 @@ const IDLE_CONNS: usize = 16;
 /// Requests relayed through this node's daemon before the process loads libfabric.
 pub const RELAY_LIMIT: u64 = 20_000;
 
-/// A memory window shared with a local daemon (a mapped memfd).
-pub(crate) struct Window {
-    ptr: std::ptr::NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is owned by the Window; one call at a time uses it.
-unsafe impl Send for Window {}
-
-impl Window {
-    /// Creates the memfd, maps it, and returns it with the fd to hand to the daemon.
-    fn create(len: usize) -> std::io::Result<(Window, std::os::fd::OwnedFd)> {
-        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
-        let fd = nix::sys::memfd::memfd_create(
-            c"gkfs-window",
-            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
-        )?;
-        nix::unistd::ftruncate(&fd, len as i64)?;
-        let size = std::num::NonZeroUsize::new(len).ok_or(std::io::ErrorKind::InvalidInput)?;
-        // SAFETY: a fresh shared mapping of our own memfd, owned by the Window from here.
-        let p = unsafe {
-            mmap(
-                None,
-                size,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                &fd,
-                0,
-            )?
-        };
-        Ok((Window { ptr: p.cast(), len }, fd))
-    }
-
-    /// The window's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: our mapping of `len` bytes; the daemon does not touch it between
-        // calls (it only works on it while serving this connection's one request).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `bytes`, and `&mut self` is the only user.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for Window {
-    fn drop(&mut self) {
-        // SAFETY: unmaps the mapping made in `create`, which nothing else refers to.
-        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 /// A connection to a local daemon and its shared window.
 pub(crate) struct LocalConn {
     stream: UnixStream,
     window: Window,
     /// Polls for the reply before blocking, while that pays.
-    spinner: gkfs_proto::local::Spinner,
+    spinner: gkfs_fabric::spin::Spinner,
 }
 
 /// A daemon's node-local socket and the idle connections to it.
@@ -120,7 +68,7 @@ impl LocalRoute {
         stream.set_read_timeout(Some(self.timeout))?;
         stream.set_write_timeout(Some(self.timeout))?;
         let (window, fd) = Window::create(gkfs_proto::local::WINDOW_SIZE)?;
-        let hs = gkfs_proto::local::handshake(window.len as u32);
+        let hs = gkfs_proto::local::handshake(window.bytes().len() as u32);
         let fds = [std::os::fd::AsRawFd::as_raw_fd(&fd)];
         nix::sys::socket::sendmsg::<()>(
             std::os::fd::AsRawFd::as_raw_fd(&stream),
@@ -132,7 +80,7 @@ impl LocalRoute {
         Ok(LocalConn {
             stream,
             window,
-            spinner: gkfs_proto::local::Spinner::new(),
+            spinner: gkfs_fabric::spin::Spinner::new(),
         })
     }
 

@@ -2,7 +2,9 @@
 //! metadata record, chunk arithmetic, the placement functions, the hosts file and the
 //! shared configuration names.
 //!
-//! This crate is pure: no I/O, no transport, no dependency on any other gkfs crate.
+//! This crate is pure: no system calls (the node-local framing in [`local`] works on any
+//! `Read`/`Write`), no environment, no transport, no dependency on any other gkfs
+//! crate. Protocol sizes live in [`limits`].
 //! Every decoder takes `&[u8]` and returns a `Result`; none panics on any input.
 //!
 //! A `pwrite` enters here twice: the client splits it with [`chunk::ChunkSize::split`],
