@@ -142,6 +142,8 @@ pub(crate) struct Rpcs {
     relay: Option<Arc<LocalRoute>>,
     /// Requests relayed so far.
     relayed: std::sync::atomic::AtomicU64,
+    /// Set once this node's daemon failed to take a relayed request.
+    relay_down: AtomicBool,
     pub token: u128,
     pub membership: u64,
     pub timeout: std::time::Duration,
@@ -203,6 +205,7 @@ impl Rpcs {
             fabric: OnceLock::new(),
             relay,
             relayed: std::sync::atomic::AtomicU64::new(0),
+            relay_down: AtomicBool::new(false),
             token,
             timeout,
             next_id: std::sync::atomic::AtomicU64::new(1),
@@ -281,11 +284,22 @@ impl Rpcs {
             return None;
         }
         let relay = self.relay.as_ref()?;
+        if self.relay_down.load(Ordering::Relaxed) {
+            return None;
+        }
         match self.fabric.get() {
             Some(Ok(_)) => None,
             // libfabric cannot be loaded here: this node's daemon still can reach them.
             Some(Err(_)) => Some(relay),
             None => (self.relayed.fetch_add(1, Ordering::Relaxed) < RELAY_LIMIT).then_some(relay),
+        }
+    }
+
+    /// This node's daemon cannot relay (it is gone, or its socket is): requests for other
+    /// nodes' daemons go through libfabric from now on.
+    fn relay_broken(&self, e: &dyn std::fmt::Display) {
+        if !self.relay_down.swap(true, Ordering::Relaxed) {
+            log::warn!("this node's daemon cannot relay requests ({e}); other nodes' daemons are reached through libfabric");
         }
     }
 
@@ -342,30 +356,40 @@ impl Rpcs {
             req,
         );
         let deadline = Instant::now() + timeout;
-        let relayed;
-        let (route, msg) = match self.relay_for(d) {
-            Some(l) if put.is_empty() => {
-                relayed = Route::Local(l.clone());
-                let outer = encode_request(
-                    RequestHeader {
-                        opcode: 0,
-                        request_id,
-                        token: self.token,
-                        membership: self.membership,
-                    },
-                    &RelayReq {
-                        target: d,
-                        request: gkfs_proto::wire::Bytes(msg),
-                        max_reply: max_reply as u32,
-                        timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
-                    },
-                );
-                (&relayed, outer)
+        if let Some(l) = self.relay_for(d).filter(|_| put.is_empty()) {
+            let outer = encode_request(
+                RequestHeader {
+                    opcode: 0,
+                    request_id,
+                    token: self.token,
+                    membership: self.membership,
+                },
+                &RelayReq {
+                    target: d,
+                    request: gkfs_proto::wire::Bytes(msg.clone()),
+                    max_reply: max_reply as u32,
+                    timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
+                },
+            );
+            let sent = l.conn().and_then(|mut c| {
+                gkfs_proto::local::write_frame(&mut c.stream, &outer)?;
+                c.stream.flush()?;
+                Ok(c)
+            });
+            match sent {
+                Ok(c) => {
+                    return Ok(Pending {
+                        call: Call::Relay(l.clone(), c),
+                        daemon: d,
+                        deadline,
+                        rpcs: self.me.clone(),
+                        _r: PhantomData,
+                    })
+                }
+                // Nothing reached a daemon: the request goes through libfabric instead.
+                Err(e) => self.relay_broken(&e),
             }
-            _ => (route, msg),
-        };
-        let is_relay = !matches!(self.routes.get(d as usize), Some(Route::Local(_)))
-            && matches!(route, Route::Local(_));
+        }
         let call = match route {
             Route::Local(l) => {
                 let sent = l.conn().and_then(|mut c| {
@@ -382,7 +406,6 @@ impl Rpcs {
                     Ok(c)
                 });
                 match sent {
-                    Ok(c) if is_relay => Call::Relay(l.clone(), c),
                     Ok(c) => Call::Local(l.clone(), c),
                     Err(e) => {
                         log::warn!("{:?} to daemon {d} ({}): {e}", R::OPCODE, l.path.display());
@@ -561,10 +584,22 @@ impl<R: Rpc> Pending<R> {
                             "{:?} to daemon {d}: the daemon closed the connection",
                             R::OPCODE
                         );
+                        if relayed {
+                            if let Some(r) = self.rpcs.upgrade() {
+                                r.relay_broken(&"it closed the connection");
+                            }
+                        }
                         return Err(Errno::EIO);
                     }
                     Err(e) => {
                         log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);
+                        if relayed {
+                            // This node's daemon failed, not necessarily daemon `d`.
+                            if let Some(r) = self.rpcs.upgrade() {
+                                r.relay_broken(&e);
+                            }
+                            return Err(io_errno(&e));
+                        }
                         let e = io_errno(&e);
                         return Err(if e == Errno::ETIMEDOUT {
                             unreachable(e)

@@ -1243,7 +1243,7 @@ fn other_nodes_daemons_are_reached_through_this_nodes_until_libfabric_pays() {
             Vec::new()
         }
     });
-    let s = Setup::on(cluster);
+    let mut s = Setup::on(cluster);
     // Everyday work, the same as on a local directory (the 3 MiB file moves by RMA,
     // which loads libfabric in that process: both ways are in this run).
     s.same(
@@ -1283,4 +1283,31 @@ cp -r "$S/dir1" . && find dir1 | sort"#,
         &[("LIBGKFS_FABRIC", "direct")],
     );
     assert_eq!(out, "True\n");
+    // This node's daemon dies: the other node's files are still reached (through
+    // libfabric now), those it held fail.
+    let hosts = gkfs_proto::hosts::Hosts::parse(
+        "hosts",
+        &fs::read_to_string(&s.cluster.hosts_file).unwrap(),
+    )
+    .unwrap();
+    let here = hosts
+        .entries
+        .iter()
+        .position(|e| e.socket.is_some())
+        .unwrap() as u32;
+    // Readable: the record and the one chunk both on the other daemon.
+    let reachable = (0..40)
+        .filter(|i| {
+            let p = format!("/p/f{i}");
+            let id = c.stat(&p).unwrap().file_id;
+            gkfs_proto::place::place(&p, 2) != here
+                && gkfs_proto::place::place_chunk(id, 0, 2) != here
+        })
+        .count();
+    s.cluster
+        .signal(here as usize, nix::sys::signal::Signal::SIGKILL);
+    assert!(reachable > 0 && reachable < 40);
+    let count = "import os\nM = os.environ['M']\nn = 0\nfor i in range(40):\n    try:\n        n += open(f'{M}/p/f{i}').read() == 'x' * 100\n    except OSError:\n        pass\nprint(n)\n";
+    let out = python_on(&s, count, &[("LIBGKFS_TIMEOUT_MS", "3000")]);
+    assert_eq!(out, format!("{reachable}\n"));
 }
