@@ -848,3 +848,52 @@ leftovers
         );
     }
 }
+
+#[test]
+fn fresh_processes_reach_other_nodes_files_without_loading_libfabric() {
+    let Some(c) = SlurmCluster::up() else { return };
+    let work = c.work_for_nobody("work-relay");
+    let o = c.sh(
+        &work,
+        &format!(
+            r#"{HELPERS}
+set -e
+cat > job.sh <<'JOB'
+#!/bin/bash
+#SBATCH -N3
+set -e
+# node2 writes 30 files (spread over the three daemons by path hash)
+srun -N1 -w node2 bash -c 'for i in $(seq 30); do echo "file $i" > /tmp/gkfs/f$i; done'
+# on node1, fresh processes read them all: relayed, no libfabric in them
+srun -N1 -w node1 python3 -c '
+import os
+ok = all(open(f"/tmp/gkfs/f{{i}}").read() == f"file {{i}}\n" for i in range(1, 31))
+print("read all:", ok, "libfabric loaded:", any("libfabric" in l for l in open("/proc/self/maps")))
+'
+srun -N1 -w node1 bash -c 'cat /tmp/gkfs/f7; ls /tmp/gkfs | wc -l'
+LIBGKFS_FABRIC=direct srun -N1 -w node1 python3 -c '
+import os
+os.stat("/tmp/gkfs/f1"); [os.stat(f"/tmp/gkfs/f{{i}}") for i in range(1, 31)]
+print("direct: libfabric loaded:", any("libfabric" in l for l in open("/proc/self/maps")))
+'
+JOB
+chmod 755 job.sh
+id=$(as_nobody sbatch --parsable -N3 --gkfs -o relay-%j.out job.sh)
+wait_job $id
+cat relay-$id.out
+"#
+        ),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("read all: True libfabric loaded: False"),
+        "fresh processes on node1 read every file without libfabric:\n{t}"
+    );
+    assert!(out.contains("file 7\n30\n"), "{t}");
+    assert!(
+        out.contains("direct: libfabric loaded: True"),
+        "LIBGKFS_FABRIC=direct loads it:\n{t}"
+    );
+}
