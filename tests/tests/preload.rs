@@ -1275,6 +1275,16 @@ cp -r "$S/dir1" . && find dir1 | sort"#,
     let big = "import os, hashlib\nM = os.environ['M']\nd = os.urandom(3 << 20)\nopen(M + '/big', 'wb').write(d)\nprint(open(M + '/big', 'rb').read() == d)\n";
     let out = python_on(&s, &format!("{big}print({maps})"), &[]);
     assert_eq!(out, "True\nTrue\n");
+    // Enough remote traffic pays for it too: after RELAY_LIMIT relayed requests.
+    let many = format!(
+        "import os\nM = os.environ['M']\nfor n in range({}):\n    os.stat(f'{{M}}/p/f{{n % 40}}')\n",
+        3 * gkfs_client::RELAY_LIMIT
+    );
+    let out = python_on(&s, &format!("{many}print({maps})"), &[]);
+    assert_eq!(
+        out, "True\n",
+        "libfabric is loaded once relaying stops paying"
+    );
     // LIBGKFS_FABRIC=direct: the first remote request loads it.
     let one = "import os\nM = os.environ['M']\n[os.stat(f'{M}/p/f{i}') for i in range(40)]\n";
     let out = python_on(
