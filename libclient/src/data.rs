@@ -199,6 +199,25 @@ impl Client {
         gkfs_proto::local::WINDOW_SIZE as u64
     }
 
+    /// Must a transfer of `len` bytes at `off` be cut into spans: does any local
+    /// daemon's share exceed its connection's window? (Other daemons' shares move by
+    /// RMA, all at once, whatever their size.)
+    fn needs_spans(&self, id: u64, off: u64, len: u64) -> bool {
+        let rpc = self.rpc();
+        if len <= self.span() || !rpc.any_local() {
+            return false;
+        }
+        let n = self.daemons();
+        let mut local: BTreeMap<u32, u64> = BTreeMap::new();
+        for piece in self.inner.chunk_size.split(off, len) {
+            let d = place_chunk(id, piece.chunk, n);
+            if rpc.is_local(d) {
+                *local.entry(d).or_default() += piece.len;
+            }
+        }
+        local.values().any(|&b| b > self.span())
+    }
+
     fn write_data(
         &self,
         path: &str,
@@ -208,7 +227,7 @@ impl Client {
         update_size: bool,
     ) -> Result<(), Errno> {
         let span = self.span() as usize;
-        if data.len() <= span || !self.rpc().any_local() {
+        if !self.needs_spans(id, off, data.len() as u64) {
             return self.write_span(path, id, data, off, update_size);
         }
         for (i, part) in data.chunks(span).enumerate() {
@@ -329,7 +348,7 @@ impl Client {
 
     fn read_data(&self, path: &str, id: u64, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
         let span = self.span() as usize;
-        if buf.len() <= span || !self.rpc().any_local() {
+        if !self.needs_spans(id, off, buf.len() as u64) {
             return self.read_span(path, id, buf, off);
         }
         let mut done = 0;

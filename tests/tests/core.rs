@@ -330,3 +330,44 @@ fn errnos(n: usize, t: Transport) {
     assert_eq!(client.stat("/d").unwrap_err(), Errno::ENOENT);
 }
 per_daemon_count!(errnos);
+
+/// One daemon here, two "on other nodes" (no node-local socket): transfers far larger
+/// than the local window, whose local share fits it (one span, the remote shares by RMA
+/// all at once) or does not (cut into spans), at random offsets, match a local file.
+#[test]
+fn large_transfers_over_both_carriers_match_a_local_file() {
+    let provider = std::env::var("GKFS_TEST_PROVIDER").unwrap_or_else(|_| "tcp;ofi_rxm".into());
+    let c = Cluster::start_custom(3, CHUNK, &provider, None, &|i| {
+        if i > 0 {
+            vec!["--socket".into(), "none".into()]
+        } else {
+            Vec::new()
+        }
+    });
+    let client = c.client();
+    let f = client.open("/big.bin", &wopts()).unwrap();
+    let local = tempfile::tempfile().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let max = 40 * 1024 * 1024;
+    for len in [20 << 20, 30 << 20, 5 << 20, 1, 0, 27 << 20] {
+        let off = rng.random_range(0..max as u64);
+        let mut data = vec![0u8; len];
+        rng.fill_bytes(&mut data);
+        assert_eq!(f.pwrite(&data, off).unwrap(), len);
+        local.write_all_at(&data, off).unwrap();
+        let roff = rng.random_range(0..max as u64);
+        let rlen = rng.random_range(0..32 << 20);
+        let mut got = vec![0xAAu8; rlen];
+        let mut want = vec![0u8; rlen];
+        let gn = f.pread(&mut got, roff).unwrap();
+        let wn = read_full(&local, &mut want, roff);
+        assert_eq!(gn, wn, "read length at {roff}+{rlen}");
+        assert!(got[..gn] == want[..wn], "data differs at {roff}+{rlen}");
+    }
+    let size = local.metadata().unwrap().len();
+    let mut got = vec![0u8; size as usize];
+    let mut want = vec![0u8; size as usize];
+    assert_eq!(f.pread(&mut got, 0).unwrap(), size as usize);
+    read_full(&local, &mut want, 0);
+    assert!(got == want, "the whole file differs");
+}

@@ -195,6 +195,26 @@ impl Drop for SlurmCluster {
     }
 }
 
+/// Every node is idle in `out` (the output of `sinfo -h -N -o '%N %T'`).
+fn assert_nodes_idle(out: &str, t: &str) {
+    for n in ["node1", "node2", "node3"] {
+        assert!(
+            out.contains(&format!("{n} idle\n")),
+            "{n} is not idle:\n{t}"
+        );
+    }
+}
+
+/// No node has anything left in `out` (the output of the `leftovers` helper).
+fn assert_no_leftovers(out: &str, t: &str) {
+    for n in ["node1", "node2", "node3"] {
+        assert!(
+            out.contains(&format!("{n} tmp=0 gkfsd=0 ports=0")),
+            "leftovers on {n}:\n{t}"
+        );
+    }
+}
+
 fn text(o: &Output) -> String {
     gkfs_tests::output_text(o)
 }
@@ -357,12 +377,7 @@ leftovers
             "{c} --help lists the options:\n{t}"
         );
     }
-    for n in ["node1", "node2", "node3"] {
-        assert!(
-            out.contains(&format!("{n} tmp=0 gkfsd=0 ports=0")),
-            "leftovers on {n}:\n{t}"
-        );
-    }
+    assert_no_leftovers(&out, &t);
 }
 
 #[test]
@@ -447,16 +462,8 @@ leftovers
         "the failure reaches the job's output:\n{t}"
     );
     assert!(!work.join("ro/results").exists());
-    for n in ["node1", "node2", "node3"] {
-        assert!(
-            out.contains(&format!("{n} idle\n")),
-            "{n} is not idle:\n{t}"
-        );
-        assert!(
-            out.contains(&format!("{n} tmp=0 gkfsd=0 ports=0")),
-            "leftovers on {n}:\n{t}"
-        );
-    }
+    assert_nodes_idle(&out, &t);
+    assert_no_leftovers(&out, &t);
 }
 
 #[test]
@@ -543,12 +550,7 @@ echo "prologs=$(grep -c 'prolog job' {log}) epilogs=$(grep -c 'epilog job' {log}
     }
     assert!(out.contains("staged back"), "{t}");
     assert!(out.contains("prologs=3 epilogs=3 failures=0"), "{t}");
-    for n in ["node1", "node2", "node3"] {
-        assert!(
-            out.contains(&format!("{n} tmp=0 gkfsd=0 ports=0")),
-            "leftovers on {n}:\n{t}"
-        );
-    }
+    assert_no_leftovers(&out, &t);
 }
 
 /// Locks were once node-local lock files: a process on node2 got the exclusive lock a
@@ -840,13 +842,8 @@ leftovers
         out.contains("--- bbstat: gkfs burst buffer (burst_buffer/lua): pool gkfs"),
         "{t}"
     );
-    for n in ["node1", "node2", "node3"] {
-        assert!(out.contains(&format!("{n} idle\n")), "{n}:\n{t}");
-        assert!(
-            out.contains(&format!("{n} tmp=0 gkfsd=0 ports=0")),
-            "leftovers on {n}:\n{t}"
-        );
-    }
+    assert_nodes_idle(&out, &t);
+    assert_no_leftovers(&out, &t);
 }
 
 #[test]
