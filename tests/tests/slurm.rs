@@ -68,9 +68,10 @@ impl SlurmCluster {
             std::fs::write(
                 &conf,
                 format!(
-                    "GKFS_RUN={t}/gkfs-run\nGKFS_ARGS=(--keyfile={d}/munge/munge.key --timeout=20)\nGKFS_LOG={d}/log/gkfs-slurm.log\n",
+                    "GKFS_RUN={t}/gkfs-run\nGKFS_ARGS=(--keyfile={d}/munge/munge.key --timeout=20)\nGKFS_LOG={d}/log/gkfs-slurm.log\nGKFS_BURST_BUFFER={bb}\n",
                     t = t.display(),
-                    d = dir.display()
+                    d = dir.display(),
+                    bb = if burst_buffer { "yes" } else { "no" }
                 ),
             )
             .unwrap();
@@ -893,4 +894,58 @@ cat relay-$id.out
         out.contains("direct: libfabric loaded: True"),
         "LIBGKFS_FABRIC=direct loads it:\n{t}"
     );
+}
+
+#[test]
+fn bb_lua_jobs_through_the_share_slurm_prolog_and_epilog_scripts() {
+    let Some(c) = SlurmCluster::up_full(true, "", true) else {
+        return;
+    };
+    let work = c.work_for_nobody("work-bb-scripts");
+    let o = c.sh(
+        &work,
+        &format!(
+            r#"{HELPERS}
+set -e
+as_nobody bash -c 'mkdir -p in && seq 30000 > in/a'
+cat > job.sh <<'JOB'
+#!/bin/bash
+#SBATCH -N3
+#SBATCH -o job-%j.out
+#BB_LUA gkfs stage_in=in:/tmp/gkfs/in
+#BB_LUA gkfs stage_out=/tmp/gkfs/out:results
+set -e
+srun -N3 -l bash -c 'md5sum < /tmp/gkfs/in/a' | sort
+mkdir /tmp/gkfs/out && wc -l < /tmp/gkfs/in/a > /tmp/gkfs/out/lines
+JOB
+chmod 755 job.sh
+id=$(as_nobody sbatch --parsable job.sh)
+wait_job $id
+echo "--- src $(md5sum < in/a)"
+cat job-$id.out
+echo "--- state: $(scontrol -o show job $id | grep -o 'BurstBufferState=[a-z-]*')"
+sinfo -h -N -o '%N %T'
+leftovers
+"#
+        ),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let src = out
+        .lines()
+        .find_map(|l| l.strip_prefix("--- src "))
+        .expect("the source's checksum");
+    for rank in 0..3 {
+        assert!(out.contains(&format!("{rank}: {src}\n")), "{t}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(work.join("results/lines")).unwrap(),
+        "30000\n",
+        "staged out:\n{t}"
+    );
+    assert!(out.contains("I/O summary"), "{t}");
+    assert!(out.contains("--- state: BurstBufferState=complete"), "{t}");
+    assert_nodes_idle(&out, &t);
+    assert_no_leftovers(&out, &t);
 }
