@@ -71,7 +71,8 @@ pub struct DaemonRow {
     pub fabric_peers: u64,
     /// Its Prometheus endpoint ("" if off).
     pub metrics_address: String,
-    /// Unsupported calls reported by preloaded processes at their exit (name: count).
+    /// Unsupported calls reported by preloaded processes at their exit (name: count; in
+    /// the interval, with --watch).
     pub unsupported: BTreeMap<String, u64>,
     /// Per request type, busiest first.
     pub ops: Vec<OpRow>,
@@ -138,6 +139,19 @@ fn minus(now: &MetricsReply, before: Option<&MetricsReply>) -> MetricsReply {
         errors,
         bytes_read: now.bytes_read - b.bytes_read,
         bytes_written: now.bytes_written - b.bytes_written,
+        unsupported: now
+            .unsupported
+            .iter()
+            .map(|c| gkfs_proto::msg::CallCount {
+                call: c.call.clone(),
+                count: c.count
+                    - b.unsupported
+                        .iter()
+                        .find(|p| p.call == c.call)
+                        .map_or(0, |p| p.count),
+            })
+            .filter(|c| c.count > 0)
+            .collect(),
         ..now.clone()
     }
 }
@@ -277,7 +291,7 @@ fn table(rows: &[DaemonRow], top: usize) -> String {
                 .iter()
                 .map(|(k, v)| format!("{k}: {v}"))
                 .collect();
-            let _ = writeln!(t, "     unsupported calls (since start): {}", u.join(", "));
+            let _ = writeln!(t, "     unsupported calls: {}", u.join(", "));
         }
     }
     t
@@ -359,19 +373,31 @@ mod tests {
             total_ns: ns,
             buckets: vec![count, 0, 0],
         };
+        let call = |name: &str, count| gkfs_proto::msg::CallCount {
+            call: name.into(),
+            count,
+        };
         let a = MetricsReply {
             uptime_ns: 1_000_000_000,
             ops: vec![op(10, 10_000)],
             bytes_written: 1_000_000,
+            unsupported: vec![call("mknod", 2), call("xattr", 1)],
             ..Default::default()
         };
         let b = MetricsReply {
             uptime_ns: 3_000_000_000,
             ops: vec![op(30, 50_000)],
             bytes_written: 5_000_000,
+            unsupported: vec![call("fcntl", 1), call("mknod", 5), call("xattr", 1)],
             ..Default::default()
         };
         let r = row(0, "n", &minus(&b, Some(&a)));
+        let unsupported: Vec<(&str, u64)> = r
+            .unsupported
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(unsupported, vec![("fcntl", 1), ("mknod", 3)]);
         assert_eq!((r.requests, r.seconds), (20, 2.0));
         assert_eq!((r.ops_per_s, r.write_mb_s), (10.0, 2.0));
         assert_eq!(r.ops[0].op, "Create");
