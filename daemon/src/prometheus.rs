@@ -90,10 +90,6 @@ fn serve(server: &tiny_http::Server, state: &State) {
 #[derive(Debug)]
 struct Sample(MetricsReply);
 
-fn op_name(opcode: u16) -> String {
-    Opcode::from_u16(opcode).map_or(format!("opcode{opcode}"), |o| format!("{o:?}"))
-}
-
 /// `ENOENT` for 2 (the number for errnos nix does not name).
 fn errno_name(e: i32) -> String {
     match nix::errno::Errno::from_raw(e) {
@@ -127,47 +123,40 @@ fn counter_family(
     Ok(())
 }
 
+/// A metric without labels.
+fn single(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(enc.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
 impl Collector for Sample {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let m = &self.0;
-        let counter = |enc: &mut DescriptorEncoder,
-                       name: &str,
-                       help: &str,
-                       unit: Option<&Unit>,
-                       v: u64|
-         -> Result<(), std::fmt::Error> {
-            let c = ConstCounter::new(v);
-            c.encode(enc.encode_descriptor(name, help, unit, c.metric_type())?)
-        };
-        let gauge = |enc: &mut DescriptorEncoder,
-                     name: &str,
-                     help: &str,
-                     unit: Option<&Unit>,
-                     v: f64|
-         -> Result<(), std::fmt::Error> {
-            let g = ConstGauge::new(v);
-            g.encode(enc.encode_descriptor(name, help, unit, g.metric_type())?)
-        };
-        gauge(
+        single(
             &mut enc,
             "gkfs_uptime",
             "Time since the daemon started.",
             Some(&Unit::Seconds),
-            m.uptime_ns as f64 / 1e9,
+            ConstGauge::new(m.uptime_ns as f64 / 1e9),
         )?;
         counter_family(
             &mut enc,
             "gkfs_requests",
             "Requests served, by type.",
             "op",
-            m.ops.iter().map(|o| (op_name(o.opcode), o.count)),
+            m.ops.iter().map(|o| (Opcode::name_of(o.opcode), o.count)),
         )?;
         counter_family(
             &mut enc,
             "gkfs_request_errors",
             "Requests answered with an error, by type.",
             "op",
-            m.ops.iter().map(|o| (op_name(o.opcode), o.errors)),
+            m.ops.iter().map(|o| (Opcode::name_of(o.opcode), o.errors)),
         )?;
         {
             let mut family = enc.encode_descriptor(
@@ -177,7 +166,7 @@ impl Collector for Sample {
                 MetricType::Histogram,
             )?;
             for o in &m.ops {
-                let labels = [("op", op_name(o.opcode))];
+                let labels = [("op", Opcode::name_of(o.opcode))];
                 // Per-bucket counts: the encoder writes them cumulative.
                 let buckets: Vec<(f64, u64)> = o
                     .buckets
@@ -202,47 +191,47 @@ impl Collector for Sample {
             "errno",
             m.errors.iter().map(|e| (errno_name(e.errno), e.count)),
         )?;
-        counter(
+        single(
             &mut enc,
             "gkfs_read",
             "Data read by clients.",
             Some(&Unit::Bytes),
-            m.bytes_read,
+            ConstCounter::new(m.bytes_read),
         )?;
-        counter(
+        single(
             &mut enc,
             "gkfs_written",
             "Data written by clients.",
             Some(&Unit::Bytes),
-            m.bytes_written,
+            ConstCounter::new(m.bytes_written),
         )?;
-        gauge(
+        single(
             &mut enc,
             "gkfs_records",
             "Metadata records stored.",
             None,
-            m.records as f64,
+            ConstGauge::new(m.records as f64),
         )?;
-        gauge(
+        single(
             &mut enc,
             "gkfs_chunks",
             "Chunk files stored.",
             None,
-            m.chunks as f64,
+            ConstGauge::new(m.chunks as f64),
         )?;
-        gauge(
+        single(
             &mut enc,
             "gkfs_chunk",
             "Data in chunk files.",
             Some(&Unit::Bytes),
-            m.chunk_bytes as f64,
+            ConstGauge::new(m.chunk_bytes as f64),
         )?;
-        gauge(
+        single(
             &mut enc,
             "gkfs_metadata",
             "Size of the metadata database (RocksDB files and memtables).",
             Some(&Unit::Bytes),
-            m.meta_bytes as f64,
+            ConstGauge::new(m.meta_bytes as f64),
         )?;
         {
             let mut family = enc.encode_descriptor(

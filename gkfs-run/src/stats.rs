@@ -120,40 +120,48 @@ fn minus(now: &MetricsReply, before: Option<&MetricsReply>) -> MetricsReply {
         })
         .filter(|o| o.count > 0)
         .collect();
-    let errors = now
-        .errors
-        .iter()
-        .map(|e| gkfs_proto::msg::ErrnoCount {
-            errno: e.errno,
-            count: e.count
-                - b.errors
-                    .iter()
-                    .find(|p| p.errno == e.errno)
-                    .map_or(0, |p| p.count),
-        })
-        .filter(|e| e.count > 0)
-        .collect();
     MetricsReply {
         uptime_ns: now.uptime_ns - b.uptime_ns,
         ops,
-        errors,
+        errors: counts_since(
+            &now.errors,
+            &b.errors,
+            |e| e.errno,
+            |e| e.count,
+            |e, count| gkfs_proto::msg::ErrnoCount { count, ..*e },
+        ),
         bytes_read: now.bytes_read - b.bytes_read,
         bytes_written: now.bytes_written - b.bytes_written,
-        unsupported: now
-            .unsupported
-            .iter()
-            .map(|c| gkfs_proto::msg::CallCount {
+        unsupported: counts_since(
+            &now.unsupported,
+            &b.unsupported,
+            |c| c.call.as_str(),
+            |c| c.count,
+            |c, count| gkfs_proto::msg::CallCount {
                 call: c.call.clone(),
-                count: c.count
-                    - b.unsupported
-                        .iter()
-                        .find(|p| p.call == c.call)
-                        .map_or(0, |p| p.count),
-            })
-            .filter(|c| c.count > 0)
-            .collect(),
+                count,
+            },
+        ),
         ..now.clone()
     }
+}
+
+/// `now` less `before` for a list of counts by key (`with` makes an entry with another
+/// count); keys left at 0 are dropped.
+fn counts_since<'a, T, K: PartialEq + 'a>(
+    now: &'a [T],
+    before: &'a [T],
+    key: impl Fn(&'a T) -> K,
+    count: impl Fn(&T) -> u64,
+    with: impl Fn(&T, u64) -> T,
+) -> Vec<T> {
+    now.iter()
+        .filter_map(|n| {
+            let earlier = before.iter().find(|p| key(p) == key(n)).map_or(0, &count);
+            let d = count(n).saturating_sub(earlier);
+            (d > 0).then(|| with(n, d))
+        })
+        .collect()
 }
 
 /// A daemon's row from counters `m` covering `m.uptime_ns`.
@@ -163,8 +171,7 @@ fn row(index: u32, hostname: &str, m: &MetricsReply) -> DaemonRow {
         .ops
         .iter()
         .map(|o| OpRow {
-            op: Opcode::from_u16(o.opcode)
-                .map_or(format!("opcode {}", o.opcode), |op| format!("{op:?}")),
+            op: Opcode::name_of(o.opcode),
             count: o.count,
             errors: o.errors,
             per_s: o.count as f64 / secs,

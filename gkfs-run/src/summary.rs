@@ -233,8 +233,7 @@ pub fn from_metrics(
         .into_iter()
         .map(
             |(opcode, (count, errors, total_ns, buckets))| RequestFigures {
-                op: Opcode::from_u16(opcode)
-                    .map_or(format!("opcode {opcode}"), |o| format!("{o:?}")),
+                op: Opcode::name_of(opcode),
                 count,
                 errors,
                 mean_us: total_ns as f64 / count.max(1) as f64 / 1e3,

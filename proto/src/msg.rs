@@ -290,6 +290,12 @@ rpcs! {
 }
 
 impl Opcode {
+    /// The name of request type `opcode` as reports show it (`"Create"`; `"opcode 99"`
+    /// for one this build does not know).
+    pub fn name_of(opcode: u16) -> String {
+        Opcode::from_u16(opcode).map_or(format!("opcode {opcode}"), |o| format!("{o:?}"))
+    }
+
     /// Does a daemon check this request's membership hash (refusing a caller whose
     /// hosts file differs)? Not for the management requests, which launchers and
     /// monitoring send before, or without, knowing the membership.

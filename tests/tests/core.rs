@@ -64,19 +64,10 @@ fn random_io_matches_local_file(n: usize, t: Transport) {
         } else {
             rng.random_range(0..3 * 1024 * 1024)
         };
-        let mut data = vec![0u8; len];
-        rng.fill_bytes(&mut data);
-        assert_eq!(f.pwrite(&data, off).unwrap(), len);
-        local.write_all_at(&data, off).unwrap();
         // Read back a random range, and the same range locally.
         let roff = rng.random_range(0..max as u64 + 1024 * 1024);
         let rlen = rng.random_range(0..4 * 1024 * 1024);
-        let mut got = vec![0xAAu8; rlen];
-        let mut want = vec![0u8; rlen];
-        let gn = f.pread(&mut got, roff).unwrap();
-        let wn = read_full(&local, &mut want, roff);
-        assert_eq!(gn, wn, "read length at {roff}+{rlen}");
-        assert!(got[..gn] == want[..wn], "data differs at {roff}+{rlen}");
+        write_and_read_back(&f, &local, &mut rng, (off, len), (roff, rlen));
     }
     let size = local.metadata().unwrap().len();
     assert_eq!(f.size().unwrap(), size);
@@ -89,6 +80,27 @@ fn random_io_matches_local_file(n: usize, t: Transport) {
     assert!(got == want);
 }
 per_daemon_count!(random_io_matches_local_file);
+
+/// Writes `len` random bytes at `off` to the gkfs file and the local one, then reads
+/// `rlen` bytes at `roff` from both: the same bytes must come back.
+fn write_and_read_back(
+    f: &gkfs_client::File,
+    local: &fs::File,
+    rng: &mut impl RngCore,
+    (off, len): (u64, usize),
+    (roff, rlen): (u64, usize),
+) {
+    let mut data = vec![0u8; len];
+    rng.fill_bytes(&mut data);
+    assert_eq!(f.pwrite(&data, off).unwrap(), len);
+    local.write_all_at(&data, off).unwrap();
+    let mut got = vec![0xAAu8; rlen];
+    let mut want = vec![0u8; rlen];
+    let gn = f.pread(&mut got, roff).unwrap();
+    let wn = read_full(local, &mut want, roff);
+    assert_eq!(gn, wn, "read length at {roff}+{rlen}");
+    assert!(got[..gn] == want[..wn], "data differs at {roff}+{rlen}");
+}
 
 fn read_full(f: &fs::File, buf: &mut [u8], off: u64) -> usize {
     let mut done = 0;
@@ -351,18 +363,9 @@ fn large_transfers_over_both_carriers_match_a_local_file() {
     let max = 40 * 1024 * 1024;
     for len in [20 << 20, 30 << 20, 5 << 20, 1, 0, 27 << 20] {
         let off = rng.random_range(0..max as u64);
-        let mut data = vec![0u8; len];
-        rng.fill_bytes(&mut data);
-        assert_eq!(f.pwrite(&data, off).unwrap(), len);
-        local.write_all_at(&data, off).unwrap();
         let roff = rng.random_range(0..max as u64);
         let rlen = rng.random_range(0..32 << 20);
-        let mut got = vec![0xAAu8; rlen];
-        let mut want = vec![0u8; rlen];
-        let gn = f.pread(&mut got, roff).unwrap();
-        let wn = read_full(&local, &mut want, roff);
-        assert_eq!(gn, wn, "read length at {roff}+{rlen}");
-        assert!(got[..gn] == want[..wn], "data differs at {roff}+{rlen}");
+        write_and_read_back(&f, &local, &mut rng, (off, len), (roff, rlen));
     }
     let size = local.metadata().unwrap().len();
     let mut got = vec![0u8; size as usize];

@@ -538,11 +538,7 @@ pub(crate) fn h_readlink_chk(
     len: usize,
     buflen: usize,
 ) -> Act<isize> {
-    if len > buflen {
-        return None;
-    }
-    // SAFETY: the program's own readlink with its buffer.
-    Some(Ok(outside(|| unsafe { libc::readlink(path, buf, len) })))
+    h_readlinkat_chk(libc::AT_FDCWD, path, buf, len, buflen)
 }
 
 /// __readlinkat_chk.

@@ -299,13 +299,11 @@ pub fn ends_in_dot(path: &str) -> bool {
 /// final symlink leads to when `follow`), or the error the kernel gives.
 fn must_be_dir(path: String, follow: bool) -> Target {
     match lookup(path.clone(), follow) {
-        Err(Errno::ENOENT | Errno::ENOTDIR) if through_links(&path).is_some() => {
-            match through_links(&path) {
-                Some(Target::Gkfs(q)) => must_be_dir(q, follow),
-                Some(t) => t,
-                None => Target::Fail(Errno::ENOENT),
-            }
-        }
+        Err(e @ (Errno::ENOENT | Errno::ENOTDIR)) => match through_links(&path) {
+            Some(Target::Gkfs(q)) => must_be_dir(q, follow),
+            Some(t) => t,
+            None => Target::Fail(e),
+        },
         Ok(Followed::Gkfs(q, r)) if r.is_dir() => Target::Gkfs(q),
         Ok(Followed::Gkfs(..)) => Target::Fail(Errno::ENOTDIR),
         Ok(Followed::Real(real)) => match CString::new(real + "/") {
