@@ -390,7 +390,7 @@ fn for_job(a: &NodeArgs, job: &Job) -> Result<Option<NodeArgs>> {
         return Ok(None);
     };
     let mountdir = d.mountdir_or(&a.mountdir).to_string();
-    let work = env("SLURM_JOB_WORK_DIR").unwrap_or_else(|| "/".into());
+    let work = work_dir();
     let absolute = |list: Option<String>, way, opt| -> Result<Option<String>> {
         list.map(|l| {
             gkfs_proto::stage_list::check_stage_list(&l, way, &mountdir, Path::new(&work), opt)
@@ -512,26 +512,42 @@ pub fn epilog(a: &NodeArgs) -> Result<()> {
         return Ok(());
     }
     let from_bb = is_burst_buffer_job(a);
-    let Some(a) = &for_job(a, &job)? else {
-        return Ok(());
+    // The job dir exists: whatever slurmctld says now, this node's daemon stops and its
+    // data goes (without the directives, nothing is staged out).
+    let settings = for_job(a, &job);
+    let a = match &settings {
+        Ok(Some(a)) => a,
+        Ok(None) | Err(_) => a,
     };
+    let unknown = !matches!(settings, Ok(Some(_)));
+    let failed_before = dir.join(FAILED_FILE).exists() || unknown;
+    // Does slurm_bb_data_out wait for an outcome from this node?
+    let outcome_awaited = from_bb && job.is_first() && (a.stage_out.is_some() || unknown);
     let hosts_file = dir.join(HOSTS_FILE_NAME);
-    let failed_before = dir.join(FAILED_FILE).exists();
     let summary = a.summary != SummaryMode::No && !failed_before;
     let stage_out = a.stage_out.as_deref().filter(|_| !failed_before);
-    let mut result = Ok(());
+    let mut result = match &settings {
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot read the job's #BB_LUA directives: nothing staged out: {e:#}"
+        )),
+        Ok(_) => Ok(()),
+    };
     if job.is_first() {
         if let Some(specs) = stage_out {
             result = stage(&job, &dir, "stage-out", specs, &hosts_file);
             if let Err(e) = &result {
                 report_stage_out_failure(&job, e);
             }
-            if from_bb {
-                let work = env("SLURM_JOB_WORK_DIR").unwrap_or_else(|| "/tmp".into());
-                let file = crate::bb::outcome_file(&work, job.id);
-                let text = crate::bb::outcome_text(&result);
-                write_as_user(&job, &file.display().to_string(), ">", text.as_bytes());
-            }
+        } else if from_bb && failed_before && result.is_ok() {
+            result = Err(anyhow::anyhow!(
+                "gkfs did not start for this job (see its output): nothing staged out"
+            ));
+        }
+        if outcome_awaited {
+            // What slurm_bb_data_out waits for, whatever happened here.
+            let file = crate::bb::outcome_file(&work_dir(), job.id);
+            let text = crate::bb::outcome_text(&result);
+            write_as_user(&job, &file.display().to_string(), ">", text.as_bytes());
         }
         if summary {
             report_summary(&job, &dir, &hosts_file, a.summary);
@@ -592,10 +608,14 @@ fn job_output_file(job: &Job, first: &str, second: &str) -> Option<String> {
         .and_then(|t| expand_output_pattern(&t, job, &user))
 }
 
+/// The job's work dir (files for the user go there).
+fn work_dir() -> String {
+    env("SLURM_JOB_WORK_DIR").unwrap_or_else(|| "/tmp".into())
+}
+
 /// `<workdir>/gkfs-<jobid>.<suffix>`.
 fn work_dir_file(job: &Job, suffix: &str) -> String {
-    let work = env("SLURM_JOB_WORK_DIR").unwrap_or_else(|| "/tmp".into());
-    format!("{work}/gkfs-{}.{suffix}", job.id)
+    format!("{}/gkfs-{}.{suffix}", work_dir(), job.id)
 }
 
 /// Writes `data` to `target` as the job's user (`>>` appends, `>` replaces): never

@@ -27,8 +27,8 @@ What each hook does:
   slurm_bb_pre_run      nothing (the node prolog runs after it)
   slurm_bb_post_run     nothing
   slurm_bb_data_out     waits for the first node's epilog to report the stage-out (it
-                        records the outcome in the job's AdminComment); a failure fails
-                        this hook, which Slurm shows as the job's reason
+                        writes the outcome to <workdir>/gkfs-<jobid>.stage-out); a
+                        failure fails this hook, which Slurm shows as the job's reason
   slurm_bb_job_teardown nothing: the epilogs removed the data
   slurm_bb_get_status   `scontrol show bbstat`: the pool and these settings
 
