@@ -8,6 +8,7 @@ mod bb;
 mod ceiling;
 mod instance;
 mod local;
+mod mount;
 mod node;
 mod slurm;
 mod stage;
@@ -92,6 +93,26 @@ enum Cmd {
             value_name = "CMD"
         )]
         cmd: Vec<String>,
+    },
+    /// Mount the file system through FUSE (gkfs-fuse, in the background; pid and log
+    /// in the instance dir), for programs the preload library cannot see: static and
+    /// Go binaries. Preloaded processes keep going straight to the daemons.
+    Mount {
+        /// Hosts file of the instance (default: $LIBGKFS_HOSTS_FILE).
+        #[arg(long, value_name = "FILE")]
+        hosts_file: Option<PathBuf>,
+        #[command(flatten)]
+        args: mount::MountArgs,
+        /// Stay in the foreground until unmounted (SIGINT/SIGTERM unmount).
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// End the FUSE mount (`stop` does it too); a mount left by a killed gkfs-fuse is
+    /// detached.
+    Umount {
+        /// Hosts file of the instance (default: $LIBGKFS_HOSTS_FILE).
+        #[arg(long, value_name = "FILE")]
+        hosts_file: Option<PathBuf>,
     },
     /// Copy a file or tree from the parallel file system into gkfs (DST under the
     /// mount dir), in parallel, with a manifest; a rerun resumes.
@@ -209,6 +230,10 @@ struct StartArgs {
     /// `gkfs-run stats --json`). Off unless given.
     #[arg(long, value_name = "[ADDR:]PORT")]
     metrics: Option<String>,
+    /// Also mount the file system through FUSE at the mount dir once it is up (as
+    /// `gkfs-run mount`); `stop` unmounts it.
+    #[arg(long)]
+    fuse: bool,
 }
 
 pub(crate) fn hosts_file_arg(given: Option<PathBuf>) -> Result<PathBuf> {
@@ -314,15 +339,44 @@ fn run_passing_signals(
         .with_context(|| format!("cannot wait for {name}"))
 }
 
+/// Stops an instance: its FUSE mount first (never left behind), then the daemons.
 fn stop_instance(inst: &instance::Instance, keep: bool) -> Result<()> {
+    let unmounted = mount::unmount(&inst.dir, &inst.hosts_file());
     if inst.slurm.is_some() {
-        slurm::stop(inst, keep)
+        slurm::stop(inst, keep)?;
     } else {
-        local::stop(inst, keep)
+        local::stop(inst, keep)?;
     }
+    unmounted.map(|_| ())
 }
 
+/// Starts the daemons (and, with --fuse, the mount); a start that fails leaves
+/// nothing behind.
 fn start_instance(args: StartArgs) -> Result<instance::Instance> {
+    let fuse = args.fuse;
+    let local = args.local.is_some();
+    let inst = start_daemons(args)?;
+    if fuse {
+        if !local {
+            let _ = stop_instance(&inst, false);
+            bail!("--fuse mounts on this machine only: use it with --local N (in a Slurm job, mount on every node with srun --gkfs-mode=fuse)");
+        }
+        let hosts_file = inst.hosts_file();
+        if let Err(e) = mount::mount(
+            &inst.dir,
+            &hosts_file,
+            &inst.mountdir,
+            &mount::MountArgs::default(),
+            false,
+        ) {
+            let _ = stop_instance(&inst, false);
+            return Err(e);
+        }
+    }
+    Ok(inst)
+}
+
+fn start_daemons(args: StartArgs) -> Result<instance::Instance> {
     let in_slurm = std::env::var("SLURM_JOB_ID").is_ok_and(|v| !v.is_empty());
     let Some(n) = args.local.or(in_slurm.then_some(0)) else {
         bail!("outside a Slurm allocation, say how many daemons to start here: --local N");
@@ -406,6 +460,32 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Exec { hosts_file, cmd } => exec(hosts_file, &cmd),
+        Cmd::Mount {
+            hosts_file,
+            args,
+            foreground,
+        } => {
+            let hosts_file = hosts_file_arg(hosts_file)?;
+            let inst = instance::Instance::load_for(&hosts_file)?;
+            if foreground {
+                supervise::catch_signals(supervise::START_SIGNALS)?;
+            }
+            mount::mount(
+                &inst.dir,
+                &inst.hosts_file(),
+                &inst.mountdir,
+                &args,
+                foreground,
+            )
+        }
+        Cmd::Umount { hosts_file } => {
+            let hosts_file = hosts_file_arg(hosts_file)?;
+            let inst = instance::Instance::load_for(&hosts_file)?;
+            if !mount::unmount(&inst.dir, &inst.hosts_file())? {
+                bail!("{} has no FUSE mount", hosts_file.display());
+            }
+            Ok(())
+        }
         Cmd::StageIn { src, dst, args } => {
             std::process::exit(stage::stage(gkfs_stage::Direction::In, &src, &dst, args)?)
         }

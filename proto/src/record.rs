@@ -72,6 +72,16 @@ impl Record {
         self.mode & mode::S_IFMT == mode::S_IFREG
     }
 
+    /// The inode number programs see (`st_ino`): the file id, which hard links share
+    /// and renames keep; for a directory (file id 0) [`path_ino`] of its path.
+    pub fn ino(&self, path: &str) -> u64 {
+        if self.file_id != 0 {
+            self.file_id
+        } else {
+            path_ino(path)
+        }
+    }
+
     /// Encodes the record with its version byte.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::ENCODED_LEN);
@@ -83,6 +93,13 @@ impl Record {
     pub fn from_bytes(buf: &[u8]) -> Result<Record, DecodeError> {
         crate::wire::decode(buf)
     }
+}
+
+/// The inode number of a name known only by its path (directory entries,
+/// directories): its placement hash, odd so that it is never 0. Stable while the path
+/// is; a rename changes it.
+pub fn path_ino(path: &str) -> u64 {
+    crate::place::path_hash(path) | 1
 }
 
 impl Wire for Record {

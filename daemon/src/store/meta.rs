@@ -328,13 +328,15 @@ impl MetaStore {
         .sum()
     }
 
-    /// Reads the persisted next file-id counter.
+    /// Reads the persisted next file-id counter (a new store starts at 2: id 0 means
+    /// "no data" (directories), and daemon 0's first id would otherwise be 1, which is
+    /// the root directory's inode number under FUSE).
     pub fn next_id(&self) -> Result<u64, MetaError> {
         Ok(self
             .db
             .get(NEXT_ID_KEY)?
             .and_then(|v| v.try_into().ok().map(u64::from_le_bytes))
-            .unwrap_or(1))
+            .unwrap_or(2))
     }
 
     /// Persists the next file-id counter.

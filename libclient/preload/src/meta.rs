@@ -21,10 +21,7 @@ pub const DEV: u64 = 0x676b;
 /// `f_type` of statfs.
 pub const FS_MAGIC: i64 = 0x676b_6673;
 
-/// The inode number of a path (stable while the path is; rename changes it).
-pub fn ino(path: &str) -> u64 {
-    gkfs_proto::place::path_hash(path) | 1
-}
+pub use gkfs_proto::record::path_ino as ino;
 
 fn ts(ns: i64) -> (i64, i64) {
     (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
@@ -35,7 +32,7 @@ pub fn fill_stat(path: &str, r: &Record, blksize: u64, st: *mut libc::stat) {
     // SAFETY: all-zero is a valid struct stat.
     let mut s: libc::stat = unsafe { std::mem::zeroed() };
     s.st_dev = DEV;
-    s.st_ino = file_ino(path, r);
+    s.st_ino = r.ino(path);
     s.st_mode = r.mode;
     s.st_nlink = r.nlink.max(1) as _;
     s.st_uid = r.uid;
@@ -50,16 +47,6 @@ pub fn fill_stat(path: &str, r: &Record, blksize: u64, st: *mut libc::stat) {
     unsafe { st.write(s) };
 }
 
-/// The inode number: a file's id (the same for all its hard links, and kept by
-/// renames), a directory's path hash.
-fn file_ino(path: &str, r: &Record) -> u64 {
-    if r.file_id != 0 {
-        r.file_id
-    } else {
-        ino(path)
-    }
-}
-
 /// Fills a `struct statx`.
 pub fn fill_statx(path: &str, r: &Record, blksize: u64, stx: *mut libc::statx) {
     // SAFETY: all-zero is a valid struct statx.
@@ -70,7 +57,7 @@ pub fn fill_statx(path: &str, r: &Record, blksize: u64, stx: *mut libc::statx) {
     s.stx_uid = r.uid;
     s.stx_gid = r.gid;
     s.stx_mode = r.mode as u16;
-    s.stx_ino = file_ino(path, r);
+    s.stx_ino = r.ino(path);
     s.stx_size = r.size;
     s.stx_blocks = r.size.div_ceil(512);
     let t = |ns: i64| {
