@@ -465,23 +465,15 @@ fn run(cli: Cli) -> Result<()> {
             args,
             foreground,
         } => {
-            let hosts_file = hosts_file_arg(hosts_file)?;
-            let inst = instance::Instance::load_for(&hosts_file)?;
+            let (dir, hosts_file, mountdir) = mount::instance_of(&hosts_file_arg(hosts_file)?)?;
             if foreground {
                 supervise::catch_signals(supervise::START_SIGNALS)?;
             }
-            mount::mount(
-                &inst.dir,
-                &inst.hosts_file(),
-                &inst.mountdir,
-                &args,
-                foreground,
-            )
+            mount::mount(&dir, &hosts_file, &mountdir, &args, foreground)
         }
         Cmd::Umount { hosts_file } => {
-            let hosts_file = hosts_file_arg(hosts_file)?;
-            let inst = instance::Instance::load_for(&hosts_file)?;
-            if !mount::unmount(&inst.dir, &inst.hosts_file())? {
+            let (dir, hosts_file, _) = mount::instance_of(&hosts_file_arg(hosts_file)?)?;
+            if !mount::unmount(&dir, &hosts_file)? {
                 bail!("{} has no FUSE mount", hosts_file.display());
             }
             Ok(())

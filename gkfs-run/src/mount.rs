@@ -43,6 +43,29 @@ pub struct MountArgs {
     pub allow_other: bool,
 }
 
+/// Dirs `mount` made for the mount point (outermost first), removed again by `unmount`.
+pub const CREATED_FILE: &str = "fuse.created";
+
+/// The instance a hosts file belongs to (any: `gkfs-run start`'s, or a Slurm job's
+/// node-local dir): its dir, the hosts file (absolute) and its mount dir.
+pub fn instance_of(hosts_file: &Path) -> Result<(PathBuf, PathBuf, String)> {
+    let hosts_file = hosts_file
+        .canonicalize()
+        .with_context(|| format!("hosts file {}", hosts_file.display()))?;
+    let text = fs::read_to_string(&hosts_file)
+        .with_context(|| format!("cannot read {}", hosts_file.display()))?;
+    let mountdir = gkfs_proto::hosts::Hosts::scan_mountdir(&text)
+        .with_context(|| {
+            format!(
+                "{} names no mount dir: no daemon has registered",
+                hosts_file.display()
+            )
+        })?
+        .to_string();
+    let dir = hosts_file.parent().unwrap_or(Path::new("/")).to_path_buf();
+    Ok((dir, hosts_file, mountdir))
+}
+
 /// gkfs-fuse's threads unless told.
 const DEFAULT_THREADS: u16 = 4;
 
@@ -116,7 +139,8 @@ fn mounted_in(table: &str, dir: &Path) -> Option<Mount> {
     let dir = dir.to_string_lossy();
     table
         .lines()
-        .filter_map(|l| {
+        .rev()
+        .find_map(|l| {
             let (left, right) = l.split_once(" - ")?;
             let point = unescape(left.split(' ').nth(4)?);
             let mut r = right.split(' ');
@@ -124,7 +148,6 @@ fn mounted_in(table: &str, dir: &Path) -> Option<Mount> {
             let source = unescape(r.next()?);
             (point == *dir).then_some(Mount { fstype, source })
         })
-        .last()
 }
 
 /// Is a gkfs-fuse mount at `dir`?
@@ -162,6 +185,18 @@ pub fn mount(
             "{} already has a file system mounted ({t}); unmount it or choose another --mountdir",
             dir.display()
         );
+    }
+    if !dir.exists() {
+        let mut made = Vec::new();
+        let mut d = dir.as_path();
+        while !d.exists() {
+            made.push(d.display().to_string());
+            d = d.parent().unwrap_or(Path::new("/"));
+        }
+        fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the mount dir {}", dir.display()))?;
+        made.reverse();
+        crate::instance::write_private(&inst_dir.join(CREATED_FILE), made.join("\n").as_bytes())?;
     }
     let program = fuse_program();
     let mut c = supervise::command(&program);
@@ -290,8 +325,15 @@ pub fn unmount(inst_dir: &Path, hosts_file: &Path) -> Result<bool> {
         }
     }
     supervise::terminate(&mut procs, Grace::new(Duration::ZERO))?;
-    let _ = fs::remove_file(inst_dir.join(PID_FILE));
-    let _ = fs::remove_file(inst_dir.join(MOUNTDIR_FILE));
+    // The mount points `mount` made, if empty (innermost first).
+    if let Ok(made) = fs::read_to_string(inst_dir.join(CREATED_FILE)) {
+        for d in made.lines().rev() {
+            let _ = fs::remove_dir(d);
+        }
+    }
+    for f in [PID_FILE, MOUNTDIR_FILE, CREATED_FILE] {
+        let _ = fs::remove_file(inst_dir.join(f));
+    }
     Ok(true)
 }
 

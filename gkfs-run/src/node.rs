@@ -99,7 +99,39 @@ pub struct NodeArgs {
     /// The daemon program (default: $GKFS_DAEMON, else gkfsd next to gkfs-run).
     #[arg(long, value_name = "PATH")]
     gkfsd: Option<PathBuf>,
+    /// How the job's programs reach gkfs, as the job asked (`--gkfs-mode`; the plugin
+    /// passes it as SPANK_GKFS_MODE).
+    #[arg(long, value_enum, env = "SPANK_GKFS_MODE")]
+    mode: Option<Mode>,
+    /// The site's choice for jobs that do not say (plugstack.conf `mode=`).
+    #[arg(long, value_enum, default_value_t = Mode::Preload)]
+    default_mode: Mode,
 }
+
+/// How a job's programs reach gkfs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The preload library in every task (LD_PRELOAD).
+    Preload,
+    /// A FUSE mount on every node, and no preload library.
+    Fuse,
+    /// Both: preloaded programs go straight to the daemons, others (static, Go)
+    /// through the mount.
+    Both,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Preload => "preload",
+            Mode::Fuse => "fuse",
+            Mode::Both => "both",
+        }
+    }
+}
+
+/// The job's mode, in its job dir: the plugin leaves LD_PRELOAD out for `fuse`.
+pub const MODE_FILE: &str = "mode";
 
 /// Where the epilog puts the job's I/O summary.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,13 +395,39 @@ fn prolog_in(a: &NodeArgs, job: &Job, dir: &Path) -> Result<()> {
     pid_file.write_all(child.id().to_string().as_bytes())?;
     let me = job.nodes.iter().position(|n| *n == job.node).unwrap_or(0) as u32;
     wait_answering(&hosts_file, &[me], &deadline, &log_path, child.id())?;
+    let all: Vec<u32> = (0..job.nodes.len() as u32).collect();
     if job.is_first() {
         if let Some(specs) = &a.stage_in {
-            let all: Vec<u32> = (0..job.nodes.len() as u32).collect();
             wait_answering(&hosts_file, &all, &deadline, &log_path, child.id())
                 .context("stage-in needs every node's daemon")?;
             stage(job, dir, "stage-in", specs, &hosts_file)?;
         }
+    }
+    let mode = a.mode.unwrap_or(a.default_mode);
+    write_owned(&dir.join(MODE_FILE), mode.name().as_bytes(), job)?;
+    if mode != Mode::Preload {
+        wait_answering(&hosts_file, &all, &deadline, &log_path, child.id())
+            .context("the FUSE mount needs every node's daemon")?;
+        mount_as_user(job, &hosts_file)?;
+    }
+    Ok(())
+}
+
+/// `gkfs-run mount` as the job's user (gkfs-fuse through fusermount3).
+fn mount_as_user(job: &Job, hosts_file: &Path) -> Result<()> {
+    let me = std::env::current_exe().context("cannot find gkfs-run itself")?;
+    let out = job
+        .as_user(&me)
+        .arg("mount")
+        .arg("--hosts-file")
+        .arg(hosts_file)
+        .output()
+        .with_context(|| format!("cannot run {}", me.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the FUSE mount failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -555,6 +613,9 @@ pub fn epilog(a: &NodeArgs) -> Result<()> {
     } else if stage_out.is_some() || summary {
         // The first node's stage-out and summary need every daemon.
         wait_first_gone(&hosts_file, Duration::from_secs(a.stage_timeout));
+    }
+    if let Err(e) = crate::mount::unmount(&dir, &hosts_file) {
+        log::error!("job {}: {e:#}", job.id);
     }
     stop_daemon(&dir, job.uid);
     fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;

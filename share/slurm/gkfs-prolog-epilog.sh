@@ -15,7 +15,7 @@
 # stage-out is written to the job's output file.
 GKFS_SLURM_CONF=/etc/gkfs/slurm.conf
 GKFS_RUN=/usr/bin/gkfs-run
-GKFS_ARGS=()                          # e.g. (--rootdir=/local --port-base=47000)
+GKFS_ARGS=()                          # e.g. (--rootdir=/local --port-base=47000 --default-mode=both)
 GKFS_LOG=/var/log/gkfs-slurm.log
 GKFS_BURST_BUFFER=no                  # yes: also jobs asking with #BB_LUA gkfs (burst_buffer.lua)
 # shellcheck source=/dev/null

@@ -1,10 +1,11 @@
-//! gkfs's SPANK plugin: `--gkfs[=MOUNTDIR]`, `--gkfs-stage-in=SRC:DST[,...]` and
-//! `--gkfs-stage-out=SRC:DST[,...]` for srun, sbatch and salloc.
+//! gkfs's SPANK plugin: `--gkfs[=MOUNTDIR]`, `--gkfs-stage-in=SRC:DST[,...]`,
+//! `--gkfs-stage-out=SRC:DST[,...]` and `--gkfs-mode=preload|fuse|both` for srun,
+//! sbatch and salloc.
 //!
 //! * srun/sbatch/salloc (local and allocator context): the options are registered with
 //!   `spank_option_register` (a static table is not seen by sbatch/salloc), checked, and
 //!   handed to the job's prolog and epilog through the job control environment
-//!   (`SPANK_GKFS`, `SPANK_GKFS_STAGE_IN`, `SPANK_GKFS_STAGE_OUT`).
+//!   (`SPANK_GKFS`, `SPANK_GKFS_STAGE_IN`, `SPANK_GKFS_STAGE_OUT`, `SPANK_GKFS_MODE`).
 //! * job prolog/epilog (slurmd, as root, on every node; needs `PrologFlags=Alloc`): run
 //!   `gkfs-run prolog|epilog`, which start this node's daemon as the job's user, stage
 //!   in on the first node, stage out, stop the daemon and remove its data. Their failures
@@ -61,17 +62,24 @@ struct Asked {
     gkfs: Option<Option<String>>,
     stage_in: Option<String>,
     stage_out: Option<String>,
+    /// `--gkfs-mode`.
+    mode: Option<String>,
 }
 
 static ASKED: Mutex<Asked> = Mutex::new(Asked {
     gkfs: None,
     stage_in: None,
     stage_out: None,
+    mode: None,
 });
+
+/// The values of `--gkfs-mode` (and of plugstack.conf's `mode=`).
+pub const MODES: [&str; 3] = ["preload", "fuse", "both"];
 
 const OPT_GKFS: c_int = 1;
 const OPT_STAGE_IN: c_int = 2;
 const OPT_STAGE_OUT: c_int = 3;
+const OPT_MODE: c_int = 4;
 
 unsafe extern "C" fn option_cb(val: c_int, optarg: *const c_char, _remote: c_int) -> c_int {
     let arg = if optarg.is_null() {
@@ -87,13 +95,14 @@ unsafe extern "C" fn option_cb(val: c_int, optarg: *const c_char, _remote: c_int
             OPT_GKFS => asked.gkfs = Some(arg),
             OPT_STAGE_IN => asked.stage_in = arg,
             OPT_STAGE_OUT => asked.stage_out = arg,
+            OPT_MODE => asked.mode = arg,
             _ => return Err(format!("unknown option value {val}")),
         }
         Ok(())
     })
 }
 
-fn options() -> [spank_option; 3] {
+fn options() -> [spank_option; 4] {
     [
         spank_option {
             name: c"gkfs".as_ptr(),
@@ -117,6 +126,14 @@ fn options() -> [spank_option; 3] {
             usage: c"Copy SRC (under the mount dir) out of gkfs to DST after the job ends; implies --gkfs".as_ptr(),
             has_arg: 1,
             val: OPT_STAGE_OUT,
+            cb: Some(option_cb),
+        },
+        spank_option {
+            name: c"gkfs-mode".as_ptr(),
+            arginfo: c"preload|fuse|both".as_ptr(),
+            usage: c"How the job's programs reach gkfs: the preload library (default), a FUSE mount on every node (static and Go binaries too), or both; implies --gkfs".as_ptr(),
+            has_arg: 1,
+            val: OPT_MODE,
             cb: Some(option_cb),
         },
     ]
@@ -209,7 +226,11 @@ pub unsafe extern "C" fn slurm_spank_init_post_opt(
             return Ok(());
         }
         let asked = ASKED.lock().unwrap_or_else(|p| p.into_inner());
-        if asked.gkfs.is_none() && asked.stage_in.is_none() && asked.stage_out.is_none() {
+        if asked.gkfs.is_none()
+            && asked.stage_in.is_none()
+            && asked.stage_out.is_none()
+            && asked.mode.is_none()
+        {
             return Ok(());
         }
         if context() == S_CTX_LOCAL && std::env::var_os("SLURM_JOB_ID").is_some() {
@@ -239,6 +260,15 @@ pub unsafe extern "C" fn slurm_spank_init_post_opt(
                 "GKFS_STAGE_OUT",
                 check_stage_list(l, Way::Out, &mountdir, &cwd, "--gkfs-stage-out")?,
             ));
+        }
+        if let Some(m) = &asked.mode {
+            if !MODES.contains(&m.as_str()) {
+                return Err(format!(
+                    "--gkfs-mode={m}: expected one of {}",
+                    MODES.join(", ")
+                ));
+            }
+            vars.push(("GKFS_MODE", m.clone()));
         }
         for (k, v) in vars {
             let (k, v) = (cstring(k)?, cstring(&v)?);
@@ -425,12 +455,16 @@ pub unsafe extern "C" fn slurm_spank_user_init(
             return Ok(());
         };
         let lib = s.client_lib.display().to_string();
-        let preload = match getenv(sp, "LD_PRELOAD") {
-            Some(old) if !old.split([':', ' ']).any(|p| p == lib) => format!("{lib}:{old}"),
-            Some(old) => old,
-            None => lib.clone(),
-        };
-        setenv(sp, "LD_PRELOAD", &preload)?;
+        // `--gkfs-mode=fuse`: the tasks go through the mount, without the library.
+        let fuse_only = std::fs::read_to_string(dir.join("mode")).is_ok_and(|m| m.trim() == "fuse");
+        if !fuse_only {
+            let preload = match getenv(sp, "LD_PRELOAD") {
+                Some(old) if !old.split([':', ' ']).any(|p| p == lib) => format!("{lib}:{old}"),
+                Some(old) => old,
+                None => lib.clone(),
+            };
+            setenv(sp, "LD_PRELOAD", &preload)?;
+        }
         setenv(sp, "LIBGKFS_HOSTS_FILE", &hosts_file.display().to_string())?;
         setenv(sp, "GKFS_CLIENT_LIB", &lib)?;
         if let Some(m) = hosts_mountdir(&hosts) {

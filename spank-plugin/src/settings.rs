@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 /// Keys the plugin itself uses; every other `key=value` goes to `gkfs-run prolog|epilog`
 /// as `--key=value` (`keyfile`, `port_base`, `port_range`, `provider`, `timeout`,
-/// `stage_timeout`, `chunk_size`, `threads`, `gkfsd`, `metrics_port`, `summary`).
+/// `stage_timeout`, `chunk_size`, `threads`, `gkfsd`, `metrics_port`, `summary`;
+/// `mode=` becomes `--default-mode=`: how jobs without `--gkfs-mode` reach gkfs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// `gkfs_run=`: the launcher run by the job prolog/epilog.
@@ -60,6 +61,15 @@ impl Settings {
                 "mountdir" => s.mountdir = v.trim_end_matches('/').to_string(),
                 "job_scripts" => s.job_scripts = yes_no(&a, v)?,
                 "burst_buffer" => s.burst_buffer = yes_no(&a, v)?,
+                "mode" if crate::MODES.contains(&v) => {
+                    s.passthrough.push(format!("--default-mode={v}"))
+                }
+                "mode" => {
+                    return Err(format!(
+                        "plugstack.conf {a}: expected one of {}",
+                        crate::MODES.join(", ")
+                    ))
+                }
                 "keyfile" | "port_base" | "port_range" | "provider" | "timeout"
                 | "stage_timeout" | "chunk_size" | "threads" | "gkfsd" | "metrics_port"
                 | "summary" => s.passthrough.push(format!("--{}={v}", k.replace('_', "-"))),

@@ -373,7 +373,7 @@ leftovers
     for c in ["srun", "sbatch", "salloc"] {
         assert!(
             out.contains(&format!(
-                "{c} --help: --gkfs --gkfs-stage-in --gkfs-stage-out\n"
+                "{c} --help: --gkfs --gkfs-mode --gkfs-stage-in --gkfs-stage-out\n"
             )),
             "{c} --help lists the options:\n{t}"
         );
@@ -947,5 +947,78 @@ leftovers
     assert!(out.contains("I/O summary"), "{t}");
     assert!(out.contains("--- state: BurstBufferState=complete"), "{t}");
     assert_nodes_idle(&out, &t);
+    assert_no_leftovers(&out, &t);
+}
+
+/// `--gkfs-mode=both`: every node gets the FUSE mount (as the job's user) besides the
+/// preload library; a static busybox on node1 and node3 (which no preload library can
+/// see) and a preloaded bash on node2 hand files to each other across the nodes. With
+/// `--gkfs-mode=fuse` the tasks get no LD_PRELOAD and still see the files; a wrong mode
+/// is refused at submission. After the jobs: no mount, no daemon, nothing in /tmp.
+#[test]
+fn gkfs_mode_both_static_and_preloaded_tools_share_files_across_nodes() {
+    if !Path::new("/usr/bin/busybox").exists() || !Path::new("/dev/fuse").exists() {
+        gkfs_tests::skip(
+            "gkfs_mode_both",
+            "needs /dev/fuse and a static busybox (Debian: fuse3, busybox-static)",
+        );
+        return;
+    }
+    let Some(c) = SlurmCluster::up() else { return };
+    let work = c.work_for_nobody("work-mode");
+    let o = c.sh(
+        &work,
+        &format!(
+            r#"{HELPERS}
+as_nobody srun -N1 --gkfs-mode=bogus true 2>&1 && echo "SUBMITTED ANYWAY" || echo "bad mode refused"
+set -e
+echo "want-static $(seq 30000 | md5sum)"
+echo "want-preload $(seq 40000 | md5sum)"
+as_nobody salloc -N3 --gkfs-mode=both bash -c '
+set -e
+srun -N1 -w node1 /usr/bin/busybox sh -c "busybox seq 30000 > /tmp/gkfs/from-static"
+srun -N1 -w node2 bash -c "echo \"node2 preloaded=\${{LD_PRELOAD:+yes}} \$(md5sum < /tmp/gkfs/from-static)\"; seq 40000 > /tmp/gkfs/from-preload"
+srun -N1 -w node3 /usr/bin/busybox sh -c "echo \"node3 static \$(busybox md5sum < /tmp/gkfs/from-preload)\"; echo \"node3 static \$(busybox md5sum < /tmp/gkfs/from-static)\""
+srun -N3 bash -c "echo \"\$(hostname) mounts=\$(grep -c \" /tmp/gkfs \" /proc/self/mountinfo)\"" | sort
+'
+idle
+as_nobody srun -N3 --gkfs-mode=fuse bash -c 'if [ $SLURM_PROCID = 0 ]; then seq 5 > /tmp/gkfs/f; fi; sleep 1; echo "$(hostname) preload=${{LD_PRELOAD:-none}} $(cat /tmp/gkfs/f | wc -l)"' | sort
+idle
+srun -N3 bash -c 'echo "$(hostname) fuse-mounts=$(grep -c fuse /proc/self/mountinfo)"' | sort
+leftovers
+"#
+        ),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("bad mode refused"), "{t}");
+    let want = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("{t}"))
+            .to_string()
+    };
+    let (stat, pre) = (want("want-static "), want("want-preload "));
+    assert!(
+        out.contains(&format!("node2 preloaded=yes {stat}\n")),
+        "{t}"
+    );
+    assert!(out.contains(&format!("node3 static {pre}\n")), "{t}");
+    assert!(out.contains(&format!("node3 static {stat}\n")), "{t}");
+    for n in ["node1", "node2", "node3"] {
+        assert!(
+            out.contains(&format!("{n} mounts=1\n")),
+            "{n} has the mount:\n{t}"
+        );
+        assert!(
+            out.contains(&format!("{n} preload=none 5\n")),
+            "{n}, fuse mode:\n{t}"
+        );
+        assert!(
+            out.contains(&format!("{n} fuse-mounts=0\n")),
+            "{n} left a mount:\n{t}"
+        );
+    }
     assert_no_leftovers(&out, &t);
 }
