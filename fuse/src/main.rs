@@ -2,10 +2,12 @@
 //! the preload library cannot see (statically linked tools, Go binaries, anything
 //! making system calls itself) reach the same files. Started by `gkfs-run mount`; see
 //! fuse/README.md.
-#![forbid(unsafe_code)]
+// One exception, where it is documented: the /dev/fuse descriptor fusermount3 sends.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod fs;
+mod fusermount;
 mod handles;
 mod nodes;
 
@@ -79,7 +81,7 @@ fn run(args: Args) -> Result<()> {
     }
 
     let mut config = Config::default();
-    config.mount_options = vec![
+    let mut opts = vec![
         MountOption::FSName("gkfs".into()),
         MountOption::Subtype("gkfs".into()),
         MountOption::DefaultPermissions,
@@ -92,17 +94,36 @@ fn run(args: Args) -> Result<()> {
     }
     config.n_threads = Some(usize::from(args.threads));
     config.clone_fd = true;
-    let mut session = fuser::Session::new(fs::GkfsFs::new(client), &mountdir, &config)
-        .with_context(|| format!("cannot mount {}", mountdir.display()))?;
-    let mut unmounter = session.unmount_callable();
+    let fs = fs::GkfsFs::new(client);
+    let dir = mountdir.clone();
+    let (session, unmount): (_, Box<dyn FnMut() -> Result<()> + Send>) = if nix::unistd::geteuid()
+        .is_root()
+    {
+        config.mount_options = std::mem::take(&mut opts);
+        let mut s = fuser::Session::new(fs, &mountdir, &config)
+            .with_context(|| format!("cannot mount {}", mountdir.display()))?;
+        let mut u = s.unmount_callable();
+        (s, Box::new(move || Ok(u.unmount()?)))
+    } else {
+        // As a user, through the setuid helper (as libfuse does).
+        let mut o = "fsname=gkfs,subtype=gkfs,default_permissions,nodev,nosuid,rw".to_string();
+        if args.allow_other {
+            o.push_str(",allow_other");
+        }
+        let fd = fusermount::mount(&mountdir, &o)?;
+        let s = fuser::Session::from_fd(fs, fd, config.acl, config)
+            .with_context(|| format!("cannot start the FUSE session on {}", mountdir.display()))?;
+        (s, Box::new(move || fusermount::unmount(&dir, false)))
+    };
+    let mut unmount = unmount;
     let dir = mountdir.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             if let Ok(sig) = signals.wait() {
                 log::warn!("{sig}: unmounting {}", dir.display());
-                if let Err(e) = unmounter.unmount() {
-                    log::error!("cannot unmount {}: {e}", dir.display());
+                if let Err(e) = unmount() {
+                    log::error!("cannot unmount {}: {e:#}", dir.display());
                 }
             }
         })

@@ -137,17 +137,14 @@ pub fn mounted_at(dir: &Path) -> Option<Mount> {
 
 fn mounted_in(table: &str, dir: &Path) -> Option<Mount> {
     let dir = dir.to_string_lossy();
-    table
-        .lines()
-        .rev()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let point = unescape(left.split(' ').nth(4)?);
-            let mut r = right.split(' ');
-            let fstype = r.next()?.to_string();
-            let source = unescape(r.next()?);
-            (point == *dir).then_some(Mount { fstype, source })
-        })
+    table.lines().rev().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let point = unescape(left.split(' ').nth(4)?);
+        let mut r = right.split(' ');
+        let fstype = r.next()?.to_string();
+        let source = unescape(r.next()?);
+        (point == *dir).then_some(Mount { fstype, source })
+    })
 }
 
 /// Is a gkfs-fuse mount at `dir`?

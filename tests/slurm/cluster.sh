@@ -6,7 +6,8 @@
 #   PROLOG=/path/gkfs-prolog-epilog.sh EPILOG=/path/gkfs-prolog-epilog.sh cluster.sh up DIR   # with job scripts
 #   BURST_BUFFER=/path/burst_buffer.lua cluster.sh up DIR   # with burst_buffer/lua
 # Each node is a network namespace (own IP on bridge gkfsbr0, 10.79.0.0/24) plus a UTS
-# namespace (hostname nodeI) and a private /tmp; slurmctld and munged run in the root
+# namespace (hostname nodeI), a private /tmp and a /dev/fuse users may open; slurmctld
+# and munged run in the root
 # namespace. Needs root and Debian's slurmctld, slurmd, slurm-client and munge.
 # Facts this relies on (../shared/ref/slurm-lab.md): slurmd must be started with
 # nsenter --net (ip netns exec hides the cgroup mounts), the munge socket dir needs o+x,
@@ -113,9 +114,18 @@ CONF
   printf '%s\n' "${PLUGSTACK:-}" > "$D/etc/plugstack.conf"
   export SLURM_CONF=$D/etc/slurm.conf
   slurmctld -f "$SLURM_CONF"
+  # Jobs mount FUSE as their user (--gkfs-mode): fusermount3 opens /dev/fuse with the
+  # user's rights, and Debian's udev makes it 0666. Where it is 0600 (a machine without
+  # udev), the nodes get a 0666 copy of the device over theirs, in their namespace only.
+  fuse_dev=
+  if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+    fuse_dev=$D/dev-fuse
+    rm -f "$fuse_dev"
+    mknod -m 0666 "$fuse_dev" c "$((16#$(stat -c %t /dev/fuse)))" "$((16#$(stat -c %T /dev/fuse)))"
+  fi
   for i in $(seq $N); do
     nsenter --net="/run/netns/gkfs-node$i" unshare --uts --mount --propagation private \
-      sh -c "hostname node$i && mount -t tmpfs -o size=1g tmpfs /tmp && exec slurmd -f $SLURM_CONF"
+      sh -c "hostname node$i && mount -t tmpfs -o size=1g tmpfs /tmp && { [ -z '$fuse_dev' ] || mount --bind '$fuse_dev' /dev/fuse; } && exec slurmd -f $SLURM_CONF"
   done
   for _ in $(seq 300); do
     [ "$(sinfo -h -N -t idle -o %N 2>/dev/null | wc -l)" = $N ] && { echo "cluster up: SLURM_CONF=$SLURM_CONF"; return 0; }

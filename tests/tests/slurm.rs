@@ -984,7 +984,7 @@ srun -N3 bash -c "echo \"\$(hostname) mounts=\$(grep -c \" /tmp/gkfs \" /proc/se
 idle
 as_nobody srun -N3 --gkfs-mode=fuse bash -c 'if [ $SLURM_PROCID = 0 ]; then seq 5 > /tmp/gkfs/f; fi; sleep 1; echo "$(hostname) preload=${{LD_PRELOAD:-none}} $(cat /tmp/gkfs/f | wc -l)"' | sort
 idle
-srun -N3 bash -c 'echo "$(hostname) fuse-mounts=$(grep -c fuse /proc/self/mountinfo)"' | sort
+srun -N3 bash -c 'echo "$(hostname) fuse-mounts=$(grep -cE " - fuse(\.gkfs)? gkfs " /proc/self/mountinfo)"' | sort
 leftovers
 "#
         ),
