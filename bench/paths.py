@@ -4,8 +4,8 @@ preload library and through the FUSE mount (gkfs-fuse), next to raw /dev/shm, in
 run, alternating, repeated. Prints a table (medians, min-max, preload/FUSE) and saves
 bench/results/paths.{json,md}.
 
-    bench/run-paths.sh            # 1 daemon, 3 repeats, fio 1 KiB..1 MiB x1 and x4 jobs
-    bench/run-paths.sh --quick    # smaller files, 2 repeats
+    bench/run.sh paths            # 1 daemon, 3 repeats, fio 1 KiB..1 MiB x1 and x4 jobs
+    bench/run.sh paths --quick    # smaller files, 2 repeats
 """
 import argparse
 import json

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The benchmark harness in one command: installs fio and matplotlib (Debian, as root),
-# builds gkfs in release mode, and runs bench/harness.py (options pass through, e.g.
-# --quick). Results: bench/results/{results.json,results.md,sweep.png}.
+# The benchmark harness in one command: installs fio, matplotlib and fuse3 (Debian, as
+# root), builds gkfs in release mode, and runs bench/harness.py (options pass through,
+# e.g. --quick). Results: bench/results/{results.json,results.md,sweep.png}.
+#   bench/run.sh paths [--quick]   # the preload-vs-FUSE table instead (bench/paths.py):
+#                                  # bench/results/paths.{json,md}
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v fio >/dev/null || need+=(fio)
 /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
+command -v fusermount3 >/dev/null || need+=(fuse3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${need[@]}"
@@ -16,4 +19,9 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 cargo build --release --workspace
-exec /usr/bin/python3 bench/harness.py --bin "${CARGO_TARGET_DIR:-target}/release" "$@"
+script=bench/harness.py
+if [ "${1:-}" = paths ]; then
+  script=bench/paths.py
+  shift
+fi
+exec /usr/bin/python3 "$script" --bin "${CARGO_TARGET_DIR:-target}/release" "$@"

@@ -78,6 +78,35 @@ fn name_str(name: &OsStr) -> Res<&str> {
     Ok(n)
 }
 
+/// The client's open options for the kernel's open flags (`create`: O_CREAT with these
+/// permission bits).
+fn open_options(flags: i32, create: Option<u32>) -> OpenOptions {
+    OpenOptions {
+        create: create.is_some(),
+        exclusive: create.is_some() && flags & libc::O_EXCL != 0,
+        truncate: flags & libc::O_TRUNC != 0,
+        append: flags & libc::O_APPEND != 0,
+        write: flags & libc::O_ACCMODE != libc::O_RDONLY,
+        mode: create.unwrap_or(0),
+    }
+}
+
+/// Answers a request that makes or finds a name.
+fn reply_entry(reply: ReplyEntry, r: Res<FileAttr>) {
+    match r {
+        Ok(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// Answers a request that returns nothing.
+fn reply_empty(reply: ReplyEmpty, r: Res<()>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 impl GkfsFs {
     /// Serves the file system `client` reaches.
     pub fn new(client: Client) -> GkfsFs {
@@ -212,14 +241,8 @@ impl GkfsFs {
         Ok(self.attr(ino.0, &rec))
     }
 
-    fn open_of(&self, path: &str, ino: u64, flags: i32, opts: OpenOptions) -> Res<u64> {
-        let acc = flags & libc::O_ACCMODE;
-        let opts = OpenOptions {
-            write: acc != libc::O_RDONLY,
-            append: flags & libc::O_APPEND != 0,
-            truncate: flags & libc::O_TRUNC != 0,
-            ..opts
-        };
+    fn open_of(&self, path: &str, ino: u64, flags: i32) -> Res<u64> {
+        let opts = open_options(flags, None);
         let file = self.client.open(path, &opts)?;
         Ok(self.handles.open_file(ino, file, opts.append))
     }
@@ -232,28 +255,12 @@ impl GkfsFs {
         flags: i32,
     ) -> Res<(FileAttr, u64)> {
         let path = self.child(parent, name)?;
-        let opts = OpenOptions {
-            create: true,
-            exclusive: flags & libc::O_EXCL != 0,
-            mode: perm,
-            ..Default::default()
-        };
-        let acc = flags & libc::O_ACCMODE;
-        let file = self.client.open(
-            &path,
-            &OpenOptions {
-                write: acc != libc::O_RDONLY,
-                append: flags & libc::O_APPEND != 0,
-                truncate: flags & libc::O_TRUNC != 0,
-                ..opts
-            },
-        )?;
+        let opts = open_options(flags, Some(perm));
+        let file = self.client.open(&path, &opts)?;
         let rec = *file.record();
         let ino = Self::ino(&path, &rec);
         self.nodes().remember(ino, &path);
-        let fh = self
-            .handles
-            .open_file(ino, file, flags & libc::O_APPEND != 0);
+        let fh = self.handles.open_file(ino, file, opts.append);
         Ok((self.attr(ino, &rec), fh))
     }
 
@@ -427,10 +434,7 @@ impl Filesystem for GkfsFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.child(parent, name).and_then(|p| self.entry(&p)) {
-            Ok(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_entry(reply, self.child(parent, name).and_then(|p| self.entry(&p)));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -494,10 +498,7 @@ impl Filesystem for GkfsFs {
                 self.entry(&p)
             })
         };
-        match r {
-            Ok(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_entry(reply, r);
     }
 
     fn mkdir(
@@ -513,24 +514,18 @@ impl Filesystem for GkfsFs {
             self.client.mkdir(&p, m & !umask & 0o7777)?;
             self.entry(&p)
         });
-        match r {
-            Ok(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_entry(reply, r);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.unlink_of(parent, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.unlink_of(parent, name));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.child(parent, name).and_then(|p| self.client.rmdir(&p)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(
+            reply,
+            self.child(parent, name).and_then(|p| self.client.rmdir(&p)),
+        );
     }
 
     fn symlink(
@@ -546,10 +541,7 @@ impl Filesystem for GkfsFs {
             self.client.symlink(target, &p)?;
             self.entry(&p)
         });
-        match r {
-            Ok(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_entry(reply, r);
     }
 
     fn rename(
@@ -562,10 +554,10 @@ impl Filesystem for GkfsFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.rename_of((parent, name), (newparent, newname), flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(
+            reply,
+            self.rename_of((parent, name), (newparent, newname), flags),
+        );
     }
 
     fn link(
@@ -581,16 +573,13 @@ impl Filesystem for GkfsFs {
             self.client.link(&from, &to)?;
             self.entry(&to)
         });
-        match r {
-            Ok(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_entry(reply, r);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let r = self
             .path(ino)
-            .and_then(|p| self.open_of(&p, ino.0, flags.0, OpenOptions::default()));
+            .and_then(|p| self.open_of(&p, ino.0, flags.0));
         match r {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
             Err(e) => reply.error(errno(e)),
@@ -654,10 +643,7 @@ impl Filesystem for GkfsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.release_of(fh) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.release_of(fh));
     }
 
     fn fsync(
@@ -882,10 +868,7 @@ impl Filesystem for GkfsFs {
     ) {
         let r = Self::lock_spec(start, end, typ, pid)
             .and_then(|spec| self.setlk_of(ino, fh, lock_owner, spec, sleep));
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, r);
     }
 
     fn fallocate(
@@ -898,9 +881,6 @@ impl Filesystem for GkfsFs {
         m: i32,
         reply: ReplyEmpty,
     ) {
-        match self.fallocate_of(fh, offset, length, m) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.fallocate_of(fh, offset, length, m));
     }
 }

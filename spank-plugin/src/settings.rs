@@ -139,4 +139,12 @@ mod tests {
         assert!(Settings::parse(args(&["rootdir"])).is_err());
         assert!(Settings::parse(args(&["mountdir=rel"])).is_err());
     }
+
+    #[test]
+    fn mode_is_checked_and_passed_as_the_default() {
+        let s = Settings::parse(args(&["mode=both"])).unwrap();
+        assert_eq!(s.passthrough, args(&["--default-mode=both"]));
+        let e = Settings::parse(args(&["mode=kernel"])).unwrap_err();
+        assert!(e.contains("preload, fuse, both"), "{e}");
+    }
 }

@@ -432,3 +432,22 @@ pub fn output_text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// A source tree like real inputs, for the tests that run programs on it: nested dirs,
+/// an empty file and dir, a name with a space, text, a word list, and a random file of
+/// `big` bytes (`big.bin`).
+pub fn source_tree(dir: &Path, big: usize) {
+    fs::create_dir_all(dir.join("dir1/dir2")).unwrap();
+    fs::create_dir_all(dir.join("empty_dir")).unwrap();
+    fs::write(dir.join("top.txt"), "top level\nsecond line\n").unwrap();
+    fs::write(dir.join("empty"), "").unwrap();
+    fs::write(dir.join("name with space.txt"), "spaced\n").unwrap();
+    fs::write(dir.join("dir1/x.txt"), "x\n".repeat(1000)).unwrap();
+    fs::write(dir.join("dir1/dir2/deep.txt"), "deep\n").unwrap();
+    let words: Vec<String> = (0..5000)
+        .map(|i| format!("w{}", (i * 7919) % 1237))
+        .collect();
+    fs::write(dir.join("words"), words.join("\n") + "\n").unwrap();
+    let big: Vec<u8> = (0..big).map(|_| rand::random::<u8>()).collect();
+    fs::write(dir.join("big.bin"), big).unwrap();
+}

@@ -144,7 +144,8 @@ fn same(
 ) -> String {
     let src = m.base.path().join("S");
     if !src.exists() {
-        fixture(&src);
+        // 300 KiB: chunks on both daemons (64 KiB chunks).
+        gkfs_tests::source_tree(&src, 300 * 1024 + 77);
     }
     let run = |d: &Path| {
         let mut c = Command::new(shell[0]);
@@ -185,20 +186,6 @@ fn same(
         local.2
     );
     local.1
-}
-
-/// Nested dirs, an empty file and dir, a name with a space, text, and a 300 KiB random
-/// file that spans chunks and both daemons.
-fn fixture(dir: &Path) {
-    fs::create_dir_all(dir.join("dir1/dir2")).unwrap();
-    fs::create_dir_all(dir.join("empty_dir")).unwrap();
-    fs::write(dir.join("top.txt"), "top level\nsecond line\n").unwrap();
-    fs::write(dir.join("empty"), "").unwrap();
-    fs::write(dir.join("name with space.txt"), "spaced\n").unwrap();
-    fs::write(dir.join("dir1/x.txt"), "x\n".repeat(1000)).unwrap();
-    fs::write(dir.join("dir1/dir2/deep.txt"), "deep\n").unwrap();
-    let big: Vec<u8> = (0..300 * 1024 + 77).map(|_| rand::random::<u8>()).collect();
-    fs::write(dir.join("big.bin"), big).unwrap();
 }
 
 /// What every tool set runs: copies, archives, listings, links, redirections,
@@ -287,6 +274,7 @@ with open("r2", "w") as c:
 os.rename("r2", "r1")
 print(b.read(), open("r1").read())
 '
+cp /bin/echo ./stored-echo && ./stored-echo "a program stored here runs"
 mv s/dir1 s/dir9 && ls s && cat s/dir9/dir2/deep.txt
 ln -s dir9 s/dl && ls s/dl/ && cat s/dl/x.txt | wc -l
 rm -rf s t
@@ -365,19 +353,25 @@ fn a_killed_fuse_process_fails_calls_and_stop_leaves_no_mount() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    // Gone (or a zombie): its /dev/fuse descriptors are closed, the connection aborted.
-    // (A call in flight while it died would get ECONNABORTED instead.)
+    // Calls in flight while it dies (its threads close /dev/fuse one by one) get
+    // ECONNABORTED; once the connection is gone, every call gets ENOTCONN.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|st| st.rsplit(") ").next().is_some_and(|r| !r.starts_with('Z')))
-    {
+    loop {
+        match fs::metadata(m.mountdir.join("f")) {
+            Err(e) if e.raw_os_error() == Some(libc_enotconn()) => break,
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ECONNABORTED as i32) => {}
+            Ok(_) => {}
+            Err(e) => panic!("after SIGKILL of gkfs-fuse: {e}"),
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "gkfs-fuse survived SIGKILL"
+            "the mount does not say ENOTCONN 10 s after its process was killed (pid {pid})"
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let err = fs::metadata(m.mountdir.join("f")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc_enotconn()), "{err}");
+    let err = fs::File::open(m.mountdir.join("f")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc_enotconn()), "{err}");
     let err = fs::read_dir(&m.mountdir).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc_enotconn()), "{err}");

@@ -19,24 +19,10 @@ fn lib() -> PathBuf {
     l
 }
 
-/// A source tree like real inputs: nested dirs, an empty file and dir, a name with a
-/// space, text, and a 3 MiB random file that spans chunks and daemons.
+/// A source tree like real inputs, with a 3 MiB random file that spans chunks and
+/// daemons.
 fn fixture(dir: &Path) {
-    fs::create_dir_all(dir.join("dir1/dir2")).unwrap();
-    fs::create_dir_all(dir.join("empty_dir")).unwrap();
-    fs::write(dir.join("top.txt"), "top level\nsecond line\n").unwrap();
-    fs::write(dir.join("empty"), "").unwrap();
-    fs::write(dir.join("name with space.txt"), "spaced\n").unwrap();
-    fs::write(dir.join("dir1/x.txt"), "x\n".repeat(1000)).unwrap();
-    fs::write(dir.join("dir1/dir2/deep.txt"), "deep\n").unwrap();
-    let words: Vec<String> = (0..5000)
-        .map(|i| format!("w{}", (i * 7919) % 1237))
-        .collect();
-    fs::write(dir.join("words"), words.join("\n") + "\n").unwrap();
-    let big: Vec<u8> = (0..3 * 1024 * 1024 + 123)
-        .map(|_| rand::random::<u8>())
-        .collect();
-    fs::write(dir.join("big.bin"), big).unwrap();
+    gkfs_tests::source_tree(dir, 3 * 1024 * 1024 + 123);
 }
 
 struct Setup {
