@@ -34,11 +34,13 @@ pub fn mount(dir: &Path, opts: &str) -> Result<OwnedFd> {
     let _ = nix::unistd::close(theirs);
     let out = out.context("cannot run fusermount3 (Debian package fuse3)")?;
     if !out.status.success() {
-        bail!(
-            "fusermount3 cannot mount {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let hint = if why.contains("/dev/fuse") {
+            " (users may not open /dev/fuse here: an administrator can make it mode 0666, as Debian's udev rule does)"
+        } else {
+            ""
+        };
+        bail!("fusermount3 cannot mount {}: {why}{hint}", dir.display());
     }
     let mut byte = [0u8; 1];
     let mut iov = [IoSliceMut::new(&mut byte)];
