@@ -334,6 +334,28 @@ fn preloaded_and_static_programs_share_files() {
             String::from_utf8_lossy(&seq.stdout)
         )
     );
+    // A preloaded shell starting static programs: descriptors it opens for them
+    // (redirections) are handed over through the mount; one it shares with them
+    // itself stays the library's (EBADF in the static program, never a lost write).
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            r#"cd {d}/x
+busybox sort -n -r < from-static > sorted; echo "sort: $?"
+busybox head -2 sorted
+echo one >> log; busybox echo two >> log; echo three >> log; busybox cat log
+{{ echo a; busybox echo b; echo c; }} > shared 2>/dev/null; echo "shared: $?"; cat shared"#
+        ))
+        .env("LD_PRELOAD", &lib)
+        .env("LIBGKFS_HOSTS_FILE", &m.hosts)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "sort: 0\n7777\n7776\none\ntwo\nthree\nshared: 0\na\nc\n",
+        "{}",
+        text(&o)
+    );
     // And through the client API: the daemons hold it, not a disk below the mount.
     let client = gkfs_client::Client::new(&gkfs_client::ClientConfig::new(&m.hosts)).unwrap();
     let seq_len: usize = (1..=7777).map(|i: u32| i.to_string().len() + 1).sum();

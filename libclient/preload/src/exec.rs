@@ -27,8 +27,19 @@ extern "C" {
 
 /// The environment for a new program: `envp` without stale gkfs state, plus ours.
 struct Env {
-    _strings: Vec<CString>,
+    strings: Vec<CString>,
     ptrs: Vec<*const c_char>,
+}
+
+impl Env {
+    /// Does it load this library into the new program (LD_PRELOAD names it)?
+    fn preloads(&self) -> bool {
+        self.strings.iter().any(|s| {
+            s.to_bytes()
+                .strip_prefix(b"LD_PRELOAD=")
+                .is_some_and(|v| v.windows(14).any(|w| w == b"libgkfs_client"))
+        })
+    }
 }
 
 fn build_env(envp: *const *const c_char, scan_all: bool, cwd: Option<String>) -> Env {
@@ -64,10 +75,7 @@ fn build_env(envp: *const *const c_char, scan_all: bool, cwd: Option<String>) ->
     }
     let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
     ptrs.push(std::ptr::null());
-    Env {
-        _strings: strings,
-        ptrs,
-    }
+    Env { strings, ptrs }
 }
 
 type ExecveFn =
@@ -86,10 +94,19 @@ fn real_exec(
 ) -> Result<c_int, Errno> {
     // SAFETY: libc's execve/execvpe, whose prototype ExecveFn repeats.
     let f = unsafe { sym.func::<ExecveFn>() }.ok_or(Errno::ENOSYS)?;
+    // A path (execvpe's bare names are searched by glibc: left as they are).
+    // SAFETY: `a` is a NUL-terminated string from the caller.
+    let path = unsafe { CStr::from_ptr(a) };
+    let handover = (path.to_bytes().contains(&b'/'))
+        .then(|| crate::handover::before_exec(path, env.preloads()));
     // SAFETY: NUL-terminated path, the caller's argv, our NULL-terminated env.
-    checked(crate::hook::outside(|| unsafe {
+    let r = checked(crate::hook::outside(|| unsafe {
         f(a, argv, env.ptrs.as_ptr())
-    }))
+    }));
+    if let Some(h) = handover {
+        h.undo();
+    }
+    r
 }
 
 /// Executes a gkfs file: its content goes into a memfd the kernel executes.
@@ -449,7 +466,7 @@ pub(crate) fn h_fa_destroy(fa: *mut libc::posix_spawn_file_actions_t) -> Act<c_i
 fn with_state_in_environ<R>(f: impl FnOnce() -> R) -> R {
     let env = build_env(std::ptr::null(), false, None);
     let ours: Vec<&CString> = env
-        ._strings
+        .strings
         .iter()
         .filter(|s| {
             let b = s.to_bytes();

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use gkfs_proto::{Errno, Record};
 use parking_lot::{Mutex, RwLock};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"GKFSDSC2");
+const MAGIC: u64 = u64::from_le_bytes(*b"GKFSDSC3");
 const PAGE: usize = 8192;
 const MAX_PATH: usize = 4096;
 /// Highest fd number the table tracks (higher ones are never ours).
@@ -33,6 +33,9 @@ struct Page {
     orphan: AtomicU32,
     /// The owner number of the description's OFD and flock locks (0: none yet).
     lock_owner: AtomicU64,
+    /// The process that made the description, and how often it had forked then.
+    creator: AtomicU32,
+    creator_forks: AtomicU64,
     record: [u8; 128],
     path: [u8; MAX_PATH],
 }
@@ -203,6 +206,14 @@ impl OpenFile {
         a == libc::O_WRONLY || a == libc::O_RDWR
     }
 
+    /// Did process `pid` (this one) make the description, and has it not forked since?
+    /// Then no other process can hold it.
+    pub fn made_here_since_fork(&self, pid: u32) -> bool {
+        let p = self.page();
+        p.creator.load(Ordering::Relaxed) == pid
+            && p.creator_forks.load(Ordering::Relaxed) == FORKS.load(Ordering::Relaxed)
+    }
+
     /// Writes go to the end?
     pub fn append(&self) -> bool {
         self.flags() & libc::O_APPEND != 0
@@ -236,6 +247,9 @@ impl OpenFile {
             pg.flags = AtomicU32::new(flags as u32);
             pg.offset = AtomicU64::new(0);
             pg.lock_owner = AtomicU64::new(0);
+            // SAFETY: getpid has no preconditions.
+            pg.creator = AtomicU32::new(unsafe { libc::getpid() } as u32);
+            pg.creator_forks = AtomicU64::new(FORKS.load(Ordering::Relaxed));
             let rec = record.to_bytes();
             pg.record[..rec.len()].copy_from_slice(&rec);
             pg.path[..path.len()].copy_from_slice(path.as_bytes());
@@ -316,6 +330,8 @@ impl OpenFile {
             unsafe { libc::munmap(page.as_ptr().cast(), PAGE) };
             return None;
         };
+        // Held by more than one program from now on: never handed to the kernel.
+        pg.creator.store(0, Ordering::Relaxed);
         Some(Arc::new(OpenFile {
             page,
             path: RwLock::new((gen, Arc::from(path))),
@@ -454,6 +470,14 @@ pub fn all() -> Vec<c_int> {
 /// Holds the table lock across fork (atfork prepare).
 pub fn lock_for_fork() {
     std::mem::forget(TABLE.write());
+}
+
+/// How often this process has forked (its children hold its descriptions since).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a fork (atfork parent).
+pub fn forked() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Releases the lock taken by [`lock_for_fork`] (atfork parent and child).

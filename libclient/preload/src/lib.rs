@@ -15,6 +15,7 @@ mod dir;
 mod exec;
 mod fds;
 mod file;
+mod handover;
 mod hook;
 mod internal;
 mod locks;

@@ -324,6 +324,7 @@ fn register_atfork() {
         // SAFETY: `prepare` locked CLIENT in this thread and forgot the guard.
         unsafe { CLIENT.force_unlock() };
         fds::unlock_after_fork();
+        fds::forked();
     }
     extern "C" fn child() {
         // SAFETY: as in `parent`; the child is single-threaded here.
