@@ -530,6 +530,9 @@ echo "src $(md5sum < in/x)"
 as_nobody srun -N3 --gkfs-stage-in=in:/tmp/gkfs/in --gkfs-stage-out=/tmp/gkfs/in:back -l bash -c 'echo "$(hostname) $(md5sum < /tmp/gkfs/in/x)"' | sort
 idle
 cmp in/x back/x && echo "staged back"
+# --gkfs-mode reaches the scripts too: the mount on every node, gone after the job
+as_nobody srun -N3 --gkfs-mode=both bash -c 'echo "$(hostname) fuse-mount=$(grep -c " /tmp/gkfs " /proc/self/mountinfo)"' | sort
+idle
 leftovers
 echo "prologs=$(grep -c 'prolog job' {log}) epilogs=$(grep -c 'epilog job' {log}) failures=$(grep -c failed {log} || true)"
 "#,
@@ -550,7 +553,10 @@ echo "prologs=$(grep -c 'prolog job' {log}) epilogs=$(grep -c 'epilog job' {log}
         );
     }
     assert!(out.contains("staged back"), "{t}");
-    assert!(out.contains("prologs=3 epilogs=3 failures=0"), "{t}");
+    for n in ["node1", "node2", "node3"] {
+        assert!(out.contains(&format!("{n} fuse-mount=1\n")), "{n}: {t}");
+    }
+    assert!(out.contains("prologs=6 epilogs=6 failures=0"), "{t}");
     assert_no_leftovers(&out, &t);
 }
 
