@@ -55,6 +55,13 @@ fn worker(state: &State, stop: &AtomicBool) {
             .next_request(Instant::now() + Duration::from_millis(500))
         {
             Ok(Some(req)) => {
+                let long = RequestHeader::split(req.payload())
+                    .ok()
+                    .and_then(|(h, _)| Opcode::from_u16(h.opcode))
+                    .is_none_or(Opcode::takes_long);
+                if long {
+                    state.ep.hand_over();
+                }
                 let reply = handle(state, &req);
                 if let Err(e) = state.ep.reply(&req, reply) {
                     log::warn!("cannot send a reply: {e}");

@@ -23,9 +23,13 @@ const REQUEST_TAG: u64 = 1 << 62;
 /// Longest time a leader blocks in the CQ before re-checking deadlines and shutdown.
 const MAX_SLICE: Duration = Duration::from_millis(200);
 /// How long a waiting leader polls the CQ before blocking in `fi_cq_sread`
-/// (`GKFS_SPIN_US`, default 20 µs). Measured on 2 cores with tcp;ofi_rxm: a round
-/// trip takes ~120 µs blocking at once and ~47 µs after a 20 µs spin; the spin is
-/// bounded so a waiting thread never starves its peer for long.
+/// (`GKFS_SPIN_US`, default 100 µs), while polling pays ([`crate::spin::Score`]), a
+/// poll slot is free ([`crate::spin::SpinSlot`]: at most half the cores of the process
+/// poll) and no request taken from this endpoint is still being handled (its handler
+/// needs the core). A blocked wait costs a wake-up on each side of a round trip: on 2
+/// cores with tcp;ofi_rxm ~120 µs a round trip blocking at once, where polling sides
+/// need ~35 µs (fi_pingpong); a poller that takes the core a handler needs makes the
+/// round trip as long as the poll (measured: 5 ms polls, 4 ms round trips).
 fn spin_time() -> Duration {
     static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *SPIN.get_or_init(|| {
@@ -33,10 +37,14 @@ fn spin_time() -> Duration {
             std::env::var("GKFS_SPIN_US")
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(20),
+                .unwrap_or(100),
         )
     })
 }
+
+/// How long a thread asking for requests leaves the lead to a leader that went to serve
+/// one (see `State::lead_away`).
+const TAKEOVER: Duration = Duration::from_micros(200);
 
 /// Completions read per `fi_cq_sread`.
 const CQ_BATCH: usize = 16;
@@ -184,6 +192,13 @@ impl Drop for LocalMr {
 #[derive(Default)]
 struct State {
     leader: bool,
+    /// The leader took a request and went to serve it, leaving nobody polling: its
+    /// thread takes the lead again when it asks for the next request, which for a
+    /// short request is before a waiting thread could have been woken to take over.
+    /// Another thread asking for requests waits [`TAKEOVER`] for that (a wait for a
+    /// reply or an RMA never does); a request that will take long gives the lead
+    /// away at once ([`Endpoint::hand_over`]).
+    lead_away: Option<Instant>,
     waiters: usize,
     incoming: VecDeque<Request>,
     shutdown: bool,
@@ -205,6 +220,10 @@ struct Inner {
     next_tag: AtomicU64,
     next_key: AtomicU64,
     peers: Mutex<HashMap<Vec<u8>, u64>>,
+    /// Requests handed out by `next_request` and not yet replied to.
+    handling: AtomicU64,
+    /// Whether polling the CQ before blocking pays.
+    score: crate::spin::Score,
 }
 
 // SAFETY: all libfabric objects are opened with FI_THREAD_SAFE, so they may be used
@@ -285,6 +304,8 @@ impl Endpoint {
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
             next_tag: AtomicU64::new(1),
+            handling: AtomicU64::new(0),
+            score: crate::spin::Score::default(),
             next_key: AtomicU64::new(1),
             peers: Mutex::new(HashMap::new()),
         };
@@ -536,7 +557,19 @@ impl Endpoint {
     /// before blocking (for waits on a reply that is probably about to arrive).
     fn poll(&self, timeout_ms: i32, spin: bool) -> usize {
         let mut entries = [sys::fi_cq_tagged_entry::default(); CQ_BATCH];
-        let spin_until = Instant::now() + if spin { spin_time() } else { Duration::ZERO };
+        let slot = (spin
+            && timeout_ms > 0
+            && !spin_time().is_zero()
+            && self.inner.handling.load(Ordering::Relaxed) == 0
+            && self.inner.score.worth_polling())
+        .then(crate::spin::SpinSlot::take)
+        .flatten();
+        let spin_until = Instant::now()
+            + if slot.is_some() {
+                spin_time()
+            } else {
+                Duration::ZERO
+            };
         // SAFETY: cq is open and entries has room for CQ_BATCH tagged entries.
         let n = unsafe {
             let mut n = -(sys::FI_EAGAIN as isize);
@@ -560,6 +593,12 @@ impl Endpoint {
                 )
             }
         };
+        if slot.is_some() {
+            self.inner
+                .score
+                .record(n != -(sys::FI_EAGAIN as isize) && Instant::now() <= spin_until);
+        }
+        drop(slot);
         let mut delivered = 0;
         if n > 0 {
             for e in &entries[..n as usize] {
@@ -718,7 +757,7 @@ impl Endpoint {
     fn drive<T>(
         &self,
         deadline: Instant,
-        spin: bool,
+        serving: bool,
         mut check: impl FnMut(&mut State) -> Option<T>,
     ) -> Result<T, FabricError> {
         let inner = &self.inner;
@@ -734,12 +773,17 @@ impl Endpoint {
             if st.shutdown && st.incoming.is_empty() {
                 return Err(FabricError::Canceled);
             }
-            if !st.leader {
+            let reserved = serving
+                && st.lead_away.is_some_and(|t| {
+                    inner.handling.load(Ordering::Relaxed) > 0 && now < t + TAKEOVER
+                });
+            if !st.leader && !reserved {
                 st.leader = true;
+                st.lead_away = None;
                 loop {
                     drop(st);
                     let slice = (deadline - Instant::now()).min(MAX_SLICE);
-                    let got = self.poll((slice.as_millis() as i32).max(1), spin);
+                    let got = self.poll((slice.as_millis() as i32).max(1), true);
                     st = lock(&inner.state);
                     let done = check(&mut st);
                     // Wake the others only when something may be theirs; when the
@@ -751,7 +795,10 @@ impl Endpoint {
                     }
                     if done.is_some() || Instant::now() >= deadline || st.shutdown {
                         st.leader = false;
-                        if st.waiters > 0 && !for_others {
+                        if serving && done.is_some() && !for_others {
+                            // Off to serve a request: back for the next one soon.
+                            st.lead_away = Some(Instant::now());
+                        } else if st.waiters > 0 && !for_others {
                             inner.cv.notify_one();
                         }
                         match done {
@@ -762,14 +809,26 @@ impl Endpoint {
                 }
             } else {
                 st.waiters += 1;
-                let wait = (deadline - now).min(MAX_SLICE);
+                let mut wait = (deadline - now).min(MAX_SLICE);
+                if let (true, Some(t)) = (reserved, st.lead_away) {
+                    wait = wait.min((t + TAKEOVER).saturating_duration_since(now));
+                }
                 st = inner
                     .cv
-                    .wait_timeout(st, wait)
+                    .wait_timeout(st, wait.max(Duration::from_micros(1)))
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
                 st.waiters -= 1;
             }
+        }
+    }
+
+    /// The request just taken will take long (disk, bulk data, scans): another thread
+    /// takes the lead now instead of after [`TAKEOVER`].
+    pub fn hand_over(&self) {
+        let mut st = lock(&self.inner.state);
+        if st.lead_away.take().is_some() && st.waiters > 0 && !st.leader {
+            self.inner.cv.notify_one();
         }
     }
 
@@ -778,7 +837,7 @@ impl Endpoint {
         slot: &Arc<Slot>,
         deadline: Instant,
     ) -> Result<(Vec<u8>, usize), FabricError> {
-        let r = self.drive(deadline, true, |_| slot.take());
+        let r = self.drive(deadline, false, |_| slot.take());
         match r {
             Ok(r) => r,
             Err(e) => Err(e),
@@ -866,7 +925,10 @@ impl Endpoint {
     /// Waits for the next request; `Ok(None)` when the endpoint is shut down.
     pub fn next_request(&self, deadline: Instant) -> Result<Option<Request>, FabricError> {
         match self.drive(deadline, true, |st| st.incoming.pop_front()) {
-            Ok(r) => Ok(Some(r)),
+            Ok(r) => {
+                self.inner.handling.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(r))
+            }
             Err(FabricError::Canceled) => Ok(None),
             Err(e) => Err(e),
         }
@@ -875,6 +937,10 @@ impl Endpoint {
     /// Sends the reply to a request (fire and forget: the buffer is kept until the
     /// send completes).
     pub fn reply(&self, req: &Request, payload: Vec<u8>) -> Result<(), FabricError> {
+        let _ = self
+            .inner
+            .handling
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| h.checked_sub(1));
         let (ptr, len) = (payload.as_ptr(), payload.len());
         let ep = self.inner.ep;
         let (to, tag) = (req.from.0, req.reply_tag);

@@ -19,8 +19,78 @@ pub fn spin_time() -> std::time::Duration {
 /// Default of `GKFS_LOCAL_SPIN_US`.
 const DEFAULT_SPIN_US: u64 = 30;
 
-/// Threads of this process polling right now, and how many may.
+/// Threads of this process polling right now (local sockets and libfabric queues), and
+/// how many may.
 static SPINNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Leave to poll: held while a thread polls, at most half the cores of the process at
+/// once (a poller must not take the core the other side, or a handler of this
+/// process, needs to answer).
+pub struct SpinSlot(());
+
+impl SpinSlot {
+    /// A slot, if one is free.
+    pub fn take() -> Option<SpinSlot> {
+        use std::sync::atomic::Ordering;
+        if SPINNING.fetch_add(1, Ordering::AcqRel) >= max_spinning() {
+            SPINNING.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(SpinSlot(()))
+    }
+}
+
+impl Drop for SpinSlot {
+    fn drop(&mut self) {
+        SPINNING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Whether polling pays, learnt from the last waits: a score rises by 1 when the event
+/// came during the poll and falls by 2 when not; at 0 the waiter blocks at once and
+/// tries polling again every 64 waits. Lock-free: shared by the threads of one queue.
+#[derive(Debug)]
+pub struct Score {
+    score: std::sync::atomic::AtomicU32,
+    waits: std::sync::atomic::AtomicU32,
+}
+
+impl Default for Score {
+    fn default() -> Self {
+        Score {
+            score: std::sync::atomic::AtomicU32::new(u32::from(SCORE_PROBE)),
+            waits: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+}
+
+impl Score {
+    /// Should this wait poll first?
+    pub fn worth_polling(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let w = self.waits.fetch_add(1, Ordering::Relaxed);
+        if self.score.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        if w.is_multiple_of(64) {
+            self.score.store(u32::from(SCORE_PROBE), Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// The poll caught the event (`hit`) or ran out.
+    pub fn record(&self, hit: bool) {
+        use std::sync::atomic::Ordering;
+        let s = self.score.load(Ordering::Relaxed);
+        let next = if hit {
+            (s + 1).min(u32::from(SCORE_MAX))
+        } else {
+            s.saturating_sub(2)
+        };
+        self.score.store(next, Ordering::Relaxed);
+    }
+}
 
 fn max_spinning() -> usize {
     static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
@@ -64,7 +134,6 @@ impl Spinner {
 
     /// Polls `s` (while that pays) until it is readable; the caller then reads.
     pub fn wait(&mut self, s: &std::os::unix::net::UnixStream) {
-        use std::sync::atomic::Ordering;
         let max = spin_time();
         if max.is_zero() {
             return;
@@ -76,12 +145,11 @@ impl Spinner {
             }
             self.score = SCORE_PROBE;
         }
-        if SPINNING.fetch_add(1, Ordering::AcqRel) >= max_spinning() {
-            SPINNING.fetch_sub(1, Ordering::AcqRel);
+        let Some(slot) = SpinSlot::take() else {
             return;
-        }
+        };
         let hit = spin_until_readable(s, max);
-        SPINNING.fetch_sub(1, Ordering::AcqRel);
+        drop(slot);
         self.score = if hit {
             (self.score + 1).min(SCORE_MAX)
         } else {

@@ -305,6 +305,24 @@ impl Opcode {
             Opcode::Ping | Opcode::Stats | Opcode::Statfs | Opcode::Metrics
         )
     }
+
+    /// May serving it take long (disk I/O, bulk data, scans of many records, another
+    /// daemon's answer)? A daemon thread serving such a request leaves the endpoint to
+    /// another thread at once; one serving a short request keeps it.
+    pub fn takes_long(self) -> bool {
+        matches!(
+            self,
+            Opcode::ReadDir
+                | Opcode::ScanPrefix
+                | Opcode::WriteChunks
+                | Opcode::ReadChunks
+                | Opcode::TruncateChunks
+                | Opcode::RemoveChunks
+                | Opcode::Stats
+                | Opcode::Metrics
+                | Opcode::Relay
+        )
+    }
 }
 
 /// Latency buckets of [`OpMetrics::buckets`]: bucket 0 counts requests served in

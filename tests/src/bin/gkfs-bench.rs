@@ -6,6 +6,8 @@
 //! with 1 and 2 daemons, then the daemon's RSS after many creates.
 //!
 //! Usage: gkfs-bench [--quick] [--rss-creates N] [--json FILE]
+//!        gkfs-bench --remote [--quick] [--provider P]   # the remote path against
+//!        libfabric's own floor (fi_pingpong), side by side in one run
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,14 @@ struct Opts {
     /// Runs per measurement (default 5; 3 with --quick).
     #[arg(long)]
     repeats: Option<usize>,
+    /// Measure the remote path instead: one daemon without its node-local socket, so
+    /// the client reaches it through libfabric as it does another node's daemon; each
+    /// run alternates with `fi_pingpong` (Debian libfabric-bin) on the same provider.
+    #[arg(long)]
+    remote: bool,
+    /// libfabric provider of --remote.
+    #[arg(long, default_value = "tcp;ofi_rxm")]
+    provider: String,
 }
 
 fn parse_args() -> Opts {
@@ -158,8 +168,140 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// `fi_pingpong` between two processes on this machine: (half round trip in µs, MB/s)
+/// for messages of `size` bytes, from its last line (`usec/xfer` is half a round trip).
+fn fi_pingpong(provider: &str, size: usize, iters: usize) -> (f64, f64) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let args = |c: &mut std::process::Command| {
+        c.args(["-p", provider, "-e", "rdm", "-I"])
+            .arg(iters.to_string())
+            .arg("-S")
+            .arg(size.to_string());
+    };
+    let mut server = std::process::Command::new("fi_pingpong");
+    args(&mut server);
+    let mut server = server
+        .arg("-B")
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("fi_pingpong (Debian: libfabric-bin)");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut client = std::process::Command::new("fi_pingpong");
+    args(&mut client);
+    let out = client
+        .arg("-P")
+        .arg(port.to_string())
+        .arg("127.0.0.1")
+        .output()
+        .expect("fi_pingpong client");
+    let _ = server.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last: Vec<&str> = text
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let num = |i: usize| last.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (num(6), num(5)) {
+        (Some(us), Some(mbs)) => (us, mbs),
+        _ => panic!("cannot read fi_pingpong's output:\n{text}"),
+    }
+}
+
+/// Median of `n` timed calls of `op`, in µs.
+fn median_us(n: usize, mut op: impl FnMut()) -> f64 {
+    median(
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                op();
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect(),
+    )
+}
+
+/// The remote path next to libfabric's floor: one daemon reached through libfabric.
+fn remote(o: &Opts) {
+    let reps = o.repeats.unwrap_or(5);
+    let cluster = Cluster::start_custom(1, 512 * 1024, &o.provider, None, &|_| {
+        let mut a = vec!["--socket".into(), "none".into()];
+        if let Ok(t) = std::env::var("GKFS_BENCH_DAEMON_THREADS") {
+            a.extend(["--threads".into(), t]);
+        }
+        a
+    });
+    let mut cfg = gkfs_client::ClientConfig::new(&cluster.hosts_file);
+    cfg.fabric = gkfs_client::FabricUse::Direct;
+    let client = Client::new(&cfg).expect("client");
+    client.create("/probe", 0o644).expect("create");
+    let n = if o.quick { 500 } else { 2000 };
+    ping_us(&client, 200); // warm-up: the connection
+    let mut runs: Vec<[f64; 9]> = Vec::new();
+    for r in 0..reps {
+        let (pp_half, _) = fi_pingpong(&o.provider, 64, 3000);
+        let ping = median_us(n, || {
+            client.ping(0).expect("ping");
+        });
+        let stat = median_us(n, || {
+            client.stat("/probe").expect("stat");
+        });
+        let per = if o.quick { 1000 } else { 2000 };
+        let c1 = metadata(&client, 1, per, r).0;
+        let c4 = metadata(&client, 4, per / 4, 100 + r).0;
+        let total = if o.quick { 32 << 20 } else { 128 << 20 };
+        let (w, rd) = seq_io(&client, 1, 1 << 20, total, r);
+        let (_, pp_mbs) = fi_pingpong(&o.provider, 1 << 20, if o.quick { 100 } else { 300 });
+        runs.push([2.0 * pp_half, ping, stat, c1, c4, w, rd, pp_mbs, 0.0]);
+        eprintln!("remote run {} of {reps} done", r + 1);
+    }
+    let m = |i: usize| median(runs.iter().map(|x| x[i]).collect());
+    let (rtt, pp_mbs) = (m(0), m(7));
+    println!(
+        "Remote path, provider {}: 1 daemon reached through libfabric (no local socket), medians of {reps}",
+        o.provider
+    );
+    println!("| measurement | gkfs | libfabric floor | gkfs/floor |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| round trip, client API ping (µs) | {:.1} | {rtt:.1} (fi_pingpong 64 B) | {:.2}x |",
+        m(1),
+        m(1) / rtt
+    );
+    println!(
+        "| round trip, client API stat (µs) | {:.1} | {rtt:.1} | {:.2}x |",
+        m(2),
+        m(2) / rtt
+    );
+    println!("| creates, 1 thread (ops/s) | {:.0} | | |", m(3));
+    println!(
+        "| creates, 4 threads (ops/s) | {:.0} | | {:.2}x of 1 thread |",
+        m(4),
+        m(4) / m(3)
+    );
+    println!(
+        "| 1 MiB write (MB/s) | {:.0} | {pp_mbs:.0} (fi_pingpong 1 MiB) | {:.0}% |",
+        m(5),
+        100.0 * m(5) / pp_mbs
+    );
+    println!(
+        "| 1 MiB read (MB/s) | {:.0} | {pp_mbs:.0} | {:.0}% |",
+        m(6),
+        100.0 * m(6) / pp_mbs
+    );
+}
+
 fn main() {
     let o = parse_args();
+    if o.remote {
+        return remote(&o);
+    }
     let mut rows = Vec::new();
     let reps = o.repeats.unwrap_or(5);
     for daemons in [1usize, 2] {
