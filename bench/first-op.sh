@@ -12,15 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FILES=${1:-30}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/gkfs/target}"
-cargo build --release --workspace -q
-T=$CARGO_TARGET_DIR/release
 D=/var/tmp/gkfs-first-op-bench
-CLUSTER=$PWD/tests/slurm/cluster.sh
-trap '"$CLUSTER" down $D >/dev/null 2>&1; rm -rf $D' EXIT
-PLUGSTACK="required $T/libgkfs_spank.so gkfs_run=$T/gkfs-run client_lib=$T/libgkfs_client.so keyfile=$D/munge/munge.key" \
-  "$CLUSTER" up $D >/dev/null
-export SLURM_CONF=$D/etc/slurm.conf
+. bench/test-cluster.sh
 mkdir -p $D/work && cd $D/work
 cat > job.sh <<'JOB'
 #!/bin/bash

@@ -7,15 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-10}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/gkfs/target}"
-cargo build --release --workspace -q
-T=$CARGO_TARGET_DIR/release
 D=/var/tmp/gkfs-slurm-bench
-CLUSTER=$PWD/tests/slurm/cluster.sh
-trap '"$CLUSTER" down $D >/dev/null 2>&1; rm -rf $D' EXIT
-PLUGSTACK="required $T/libgkfs_spank.so gkfs_run=$T/gkfs-run client_lib=$T/libgkfs_client.so keyfile=$D/munge/munge.key" \
-  "$CLUSTER" up $D >/dev/null
-export SLURM_CONF=$D/etc/slurm.conf
+. bench/test-cluster.sh
 mkdir -p $D/work/in && cd $D/work
 for i in $(seq 64); do head -c 4M /dev/urandom > in/f$i; done
 

@@ -58,7 +58,7 @@ fn worker(state: &State, stop: &AtomicBool) {
                 let long = RequestHeader::split(req.payload())
                     .ok()
                     .and_then(|(h, _)| Opcode::from_u16(h.opcode))
-                    .is_none_or(Opcode::takes_long);
+                    .is_some_and(Opcode::takes_long);
                 if long {
                     state.ep.hand_over();
                 }

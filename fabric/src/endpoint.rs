@@ -198,8 +198,11 @@ struct State {
     /// Another thread asking for requests waits [`TAKEOVER`] for that (a wait for a
     /// reply or an RMA never does); a request that will take long gives the lead
     /// away at once ([`Endpoint::hand_over`]).
-    lead_away: Option<Instant>,
+    lead_away: Option<(Instant, std::thread::ThreadId)>,
     waiters: usize,
+    /// Waiters waiting for a reply or an RMA (not for a request): a leader off to
+    /// serve a request wakes them, since it may be a while before it polls again.
+    call_waiters: usize,
     incoming: VecDeque<Request>,
     shutdown: bool,
     recv_size: usize,
@@ -548,17 +551,16 @@ impl Endpoint {
                 }
                 return Err(check(what, ret as i64).unwrap_err());
             }
-            self.poll(0, false);
+            self.poll(0);
         }
     }
 
     /// Reads completions for up to `timeout_ms` and hands each to its owner.
     /// Returns how many completions were handed out. `spin`: poll for a short while
     /// before blocking (for waits on a reply that is probably about to arrive).
-    fn poll(&self, timeout_ms: i32, spin: bool) -> usize {
+    fn poll(&self, timeout_ms: i32) -> usize {
         let mut entries = [sys::fi_cq_tagged_entry::default(); CQ_BATCH];
-        let slot = (spin
-            && timeout_ms > 0
+        let slot = (timeout_ms > 0
             && !spin_time().is_zero()
             && self.inner.handling.load(Ordering::Relaxed) == 0
             && self.inner.score.worth_polling())
@@ -773,9 +775,10 @@ impl Endpoint {
             if st.shutdown && st.incoming.is_empty() {
                 return Err(FabricError::Canceled);
             }
+            let me = std::thread::current().id();
             let reserved = serving
-                && st.lead_away.is_some_and(|t| {
-                    inner.handling.load(Ordering::Relaxed) > 0 && now < t + TAKEOVER
+                && st.lead_away.is_some_and(|(t, by)| {
+                    by != me && inner.handling.load(Ordering::Relaxed) > 0 && now < t + TAKEOVER
                 });
             if !st.leader && !reserved {
                 st.leader = true;
@@ -783,7 +786,7 @@ impl Endpoint {
                 loop {
                     drop(st);
                     let slice = (deadline - Instant::now()).min(MAX_SLICE);
-                    let got = self.poll((slice.as_millis() as i32).max(1), true);
+                    let got = self.poll((slice.as_millis() as i32).max(1));
                     st = lock(&inner.state);
                     let done = check(&mut st);
                     // Wake the others only when something may be theirs; when the
@@ -797,7 +800,10 @@ impl Endpoint {
                         st.leader = false;
                         if serving && done.is_some() && !for_others {
                             // Off to serve a request: back for the next one soon.
-                            st.lead_away = Some(Instant::now());
+                            st.lead_away = Some((Instant::now(), me));
+                            if st.call_waiters > 0 {
+                                inner.cv.notify_all();
+                            }
                         } else if st.waiters > 0 && !for_others {
                             inner.cv.notify_one();
                         }
@@ -809,8 +815,9 @@ impl Endpoint {
                 }
             } else {
                 st.waiters += 1;
+                st.call_waiters += usize::from(!serving);
                 let mut wait = (deadline - now).min(MAX_SLICE);
-                if let (true, Some(t)) = (reserved, st.lead_away) {
+                if let (true, Some((t, _))) = (reserved, st.lead_away) {
                     wait = wait.min((t + TAKEOVER).saturating_duration_since(now));
                 }
                 st = inner
@@ -819,6 +826,7 @@ impl Endpoint {
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
                 st.waiters -= 1;
+                st.call_waiters -= usize::from(!serving);
             }
         }
     }

@@ -46,6 +46,10 @@ impl Drop for SpinSlot {
     }
 }
 
+/// Highest score of a [`Score`], and the score a probe starts with.
+const SCORE_MAX: u8 = 16;
+const SCORE_PROBE: u8 = 4;
+
 /// Whether polling pays, learnt from the last waits: a score rises by 1 when the event
 /// came during the poll and falls by 2 when not; at 0 the waiter blocks at once and
 /// tries polling again every 64 waits. Lock-free: shared by the threads of one queue.
@@ -107,54 +111,29 @@ fn max_spinning() -> usize {
 /// score rises by 1 when the data came during the poll and falls by 2 when not; at 0
 /// the connection blocks at once and tries again every 64 waits), and let at most half
 /// the cores of this process poll at once.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Spinner {
-    score: u8,
-    waits: u32,
+    score: Score,
 }
-
-impl Default for Spinner {
-    fn default() -> Self {
-        Spinner::new()
-    }
-}
-
-/// Highest score of a [`Spinner`], and the score a probe starts with.
-const SCORE_MAX: u8 = 16;
-const SCORE_PROBE: u8 = 4;
 
 impl Spinner {
     /// A spinner that polls until it stops paying.
     pub fn new() -> Spinner {
-        Spinner {
-            score: SCORE_PROBE,
-            waits: 0,
-        }
+        Spinner::default()
     }
 
     /// Polls `s` (while that pays) until it is readable; the caller then reads.
     pub fn wait(&mut self, s: &std::os::unix::net::UnixStream) {
         let max = spin_time();
-        if max.is_zero() {
+        if max.is_zero() || !self.score.worth_polling() {
             return;
-        }
-        self.waits = self.waits.wrapping_add(1);
-        if self.score == 0 {
-            if !self.waits.is_multiple_of(64) {
-                return;
-            }
-            self.score = SCORE_PROBE;
         }
         let Some(slot) = SpinSlot::take() else {
             return;
         };
         let hit = spin_until_readable(s, max);
         drop(slot);
-        self.score = if hit {
-            (self.score + 1).min(SCORE_MAX)
-        } else {
-            self.score.saturating_sub(2)
-        };
+        self.score.record(hit);
     }
 }
 

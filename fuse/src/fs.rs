@@ -6,6 +6,7 @@
 //! any node did before it (gkfs's consistency rule: no client cache). `mmap` still
 //! works (`FUSE_DIRECT_IO_ALLOW_MMAP`), through the page cache of this node.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -38,6 +39,8 @@ pub struct GkfsFs {
     handles: Handles,
     /// Mixed into the kernel's lock owners: they are unique on this node only.
     lock_salt: u64,
+    /// Nodes that were ever locked through this mount (their closes drop locks).
+    locked: Mutex<HashSet<u64>>,
 }
 
 type Res<T> = Result<T, Errno>;
@@ -115,6 +118,7 @@ impl GkfsFs {
             nodes: Mutex::new(Nodes::default()),
             handles: Handles::default(),
             lock_salt: gkfs_client::unique_id(),
+            locked: Mutex::new(HashSet::new()),
         }
     }
 
@@ -264,19 +268,16 @@ impl GkfsFs {
         Ok((self.attr(ino, &rec), fh))
     }
 
-    /// Before `path` loses its name (unlink, or replaced by a rename): a file open here
-    /// with no other name moves aside for its handles.
-    fn keep_if_open(&self, path: &str) -> Res<()> {
-        let rec = match self.client.stat(path) {
-            Ok(r) => r,
-            Err(Errno::ENOENT) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let ino = Self::ino(path, &rec);
+    /// `path` (record `rec`) is about to lose its name (unlink, or replaced by a
+    /// rename): a file open here with no other name moves aside for its handles.
+    /// Returns whether it did.
+    fn hide_if_open(&self, path: &str, rec: &Record) -> Res<bool> {
+        let ino = Self::ino(path, rec);
         if rec.is_dir() || rec.nlink > 1 || !self.handles.is_open(ino) {
-            return Ok(());
+            return Ok(false);
         }
-        self.handles.hide(&self.client, ino, path)
+        self.handles.hide(&self.client, ino, path)?;
+        Ok(true)
     }
 
     fn unlink_of(&self, parent: INodeNo, name: &OsStr) -> Res<()> {
@@ -285,9 +286,8 @@ impl GkfsFs {
         if rec.is_dir() {
             return Err(Errno::EISDIR);
         }
-        let ino = Self::ino(&path, &rec);
-        if rec.nlink <= 1 && self.handles.is_open(ino) {
-            return self.handles.hide(&self.client, ino, &path);
+        if self.hide_if_open(&path, &rec)? {
+            return Ok(());
         }
         self.client.unlink(&path)
     }
@@ -306,11 +306,24 @@ impl GkfsFs {
         if !(flags - RenameFlags::RENAME_NOREPLACE).is_empty() {
             return Err(Errno::EINVAL);
         }
-        if flags.contains(RenameFlags::RENAME_NOREPLACE) && self.client.stat(&b).is_ok() {
-            return Err(Errno::EEXIST);
-        }
-        if a != b {
-            self.keep_if_open(&b)?;
+        let target = match self.client.stat(&b) {
+            Ok(r) => Some(r),
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(e),
+        };
+        if let (Some(t), false) = (target, a == b) {
+            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                return Err(Errno::EEXIST);
+            }
+            // The target moves aside only once the rename cannot fail for the kinds
+            // involved (a hidden target would otherwise be lost with the error).
+            let src = self.client.stat(&a)?;
+            match (src.is_dir(), t.is_dir()) {
+                (true, false) => return Err(Errno::ENOTDIR),
+                (false, true) => return Err(Errno::EISDIR),
+                _ => {}
+            }
+            self.hide_if_open(&b, &t)?;
         }
         self.client.rename(&a, &b)?;
         self.nodes().renamed(&a, &b);
@@ -339,6 +352,20 @@ impl GkfsFs {
             }
         }
         Ok(())
+    }
+
+    fn locked(&self) -> MutexGuard<'_, HashSet<u64>> {
+        self.locked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// At a close by `owner`: its locks on the file go (one RPC, only for files that
+    /// were ever locked through this mount).
+    fn unlock_at_close(&self, ino: INodeNo, fh: FileHandle, owner: LockOwner) -> Res<()> {
+        if !self.locked().contains(&ino.0) {
+            return Ok(());
+        }
+        let path = self.lock_path(ino, fh)?;
+        self.client.unlock_all(&path, &[owner.0 ^ self.lock_salt])
     }
 
     fn fallocate_of(&self, fh: FileHandle, offset: u64, length: u64, m: i32) -> Res<()> {
@@ -400,6 +427,9 @@ impl GkfsFs {
         let mut pause = Duration::from_millis(1);
         loop {
             if self.client.lock(&path, owner, spec, false)?.granted {
+                if spec.kind != lock::UNLOCK {
+                    self.locked().insert(ino.0);
+                }
                 return Ok(());
             }
             if !sleep {
@@ -428,6 +458,7 @@ impl Filesystem for GkfsFs {
     }
 
     fn destroy(&mut self) {
+        self.client.release_all_locks();
         for hidden in self.handles.hidden_names() {
             let _ = self.client.unlink(&hidden);
         }
@@ -624,13 +655,15 @@ impl Filesystem for GkfsFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing is buffered here: every write already reached its daemons.
-        reply.ok();
+        // Nothing is buffered here: every write already reached its daemons. A close
+        // drops the POSIX locks its process holds on the file (the kernel leaves that
+        // to the file system when it passes locks on).
+        reply_empty(reply, self.unlock_at_close(ino, fh, lock_owner));
     }
 
     fn release(

@@ -22,8 +22,12 @@ pub fn mount(dir: &Path, opts: &str) -> Result<OwnedFd> {
         SockFlag::SOCK_CLOEXEC,
     )
     .context("socketpair")?;
-    // fusermount3 must inherit its end: a copy without close-on-exec.
-    let theirs = nix::unistd::dup(theirs.as_raw_fd()).context("dup")?;
+    // fusermount3 must inherit its end: a copy without close-on-exec. Ours of its end
+    // goes at once, so that a fusermount3 that exits without sending makes our receive
+    // see the end of the stream instead of waiting for ever.
+    let inherited = nix::unistd::dup(theirs.as_raw_fd()).context("dup")?;
+    drop(theirs);
+    let theirs = inherited;
     let out = Command::new("fusermount3")
         .arg("-o")
         .arg(opts)
@@ -49,7 +53,7 @@ pub fn mount(dir: &Path, opts: &str) -> Result<OwnedFd> {
         ours.as_raw_fd(),
         &mut iov,
         Some(&mut cmsg),
-        MsgFlags::empty(),
+        MsgFlags::MSG_CMSG_CLOEXEC,
     )
     .context("no descriptor from fusermount3")?;
     for c in msg.cmsgs().context("no descriptor from fusermount3")? {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use gkfs_client::{Client, DirEntry, File};
-use gkfs_proto::path::{is_within, UNLINKED_DIR};
+use gkfs_proto::path::{moved, UNLINKED_DIR};
 use gkfs_proto::Errno;
 
 /// One open file.
@@ -107,9 +107,8 @@ impl Handles {
     /// `from` became `to`: the open files at or below it follow.
     pub fn renamed(&self, client: &Client, from: &str, to: &str) {
         for of in locked(&self.files).values() {
-            let path = of.file().path().to_string();
-            if is_within(&path, from) {
-                of.move_to(client, &format!("{to}{}", &path[from.len()..]));
+            if let Some(new) = moved(of.file().path(), from, to) {
+                of.move_to(client, &new);
             }
         }
     }

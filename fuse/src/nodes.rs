@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use gkfs_proto::path::is_within;
+use gkfs_proto::path::moved;
 
 /// The root's number (FUSE_ROOT_ID).
 pub const ROOT: u64 = 1;
@@ -71,8 +71,8 @@ impl Nodes {
     /// `from` became `to`: every node at or below `from` moves with it.
     pub fn renamed(&mut self, from: &str, to: &str) {
         for n in self.by_ino.values_mut() {
-            if is_within(&n.path, from) {
-                n.path = format!("{to}{}", &n.path[from.len()..]);
+            if let Some(new) = moved(&n.path, from, to) {
+                n.path = new;
             }
         }
     }

@@ -177,12 +177,6 @@ pub fn mount(
         .clone()
         .unwrap_or_else(|| PathBuf::from(default_dir));
     let dir = std::path::absolute(&dir).unwrap_or(dir);
-    if let Some(t) = mounted_at(&dir) {
-        bail!(
-            "{} already has a file system mounted ({t}); unmount it or choose another --mountdir",
-            dir.display()
-        );
-    }
     if !dir.exists() {
         let mut made = Vec::new();
         let mut d = dir.as_path();
@@ -194,6 +188,16 @@ pub fn mount(
             .with_context(|| format!("cannot create the mount dir {}", dir.display()))?;
         made.reverse();
         crate::instance::write_private(&inst_dir.join(CREATED_FILE), made.join("\n").as_bytes())?;
+    }
+    // The kernel's mount table names it canonically (no `..`, trailing `/` or links).
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("mount dir {}", dir.display()))?;
+    if let Some(t) = mounted_at(&dir) {
+        bail!(
+            "{} already has a file system mounted ({t}); unmount it or choose another --mountdir",
+            dir.display()
+        );
     }
     let program = fuse_program();
     let mut c = supervise::command(&program);
@@ -249,8 +253,7 @@ pub fn mount(
     let deadline = Deadline::new(MOUNT_TIMEOUT);
     loop {
         if gkfs_mounted(&dir) {
-            // Reaped by nobody from here on: it lives on after gkfs-run exits.
-            std::mem::forget(proc);
+            // Dropping our handle neither waits for nor stops it: it lives on.
             return Ok(());
         }
         if proc.exited() || deadline.expired() {
@@ -296,6 +299,10 @@ pub fn unmount(inst_dir: &Path, hosts_file: &Path) -> Result<bool> {
     let Some(dir) = recorded_mountdir(inst_dir) else {
         return Ok(false);
     };
+    // gkfs-fuse was given the canonical path (its command line is how it is known).
+    let hosts_file = &hosts_file
+        .canonicalize()
+        .unwrap_or_else(|_| hosts_file.to_path_buf());
     let mut procs: Vec<Proc> = gkfs_fuse(inst_dir, hosts_file).into_iter().collect();
     for p in &mut procs {
         p.signal(Signal::SIGTERM)?;

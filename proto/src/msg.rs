@@ -306,8 +306,7 @@ impl Opcode {
         )
     }
 
-    /// May serving it take long (disk I/O, bulk data, scans of many records, another
-    /// daemon's answer)? A daemon thread serving such a request leaves the endpoint to
+    /// May serving it take long (disk I/O, bulk data, scans of many records)? A daemon thread serving such a request leaves the endpoint to
     /// another thread at once; one serving a short request keeps it.
     pub fn takes_long(self) -> bool {
         matches!(
@@ -320,7 +319,6 @@ impl Opcode {
                 | Opcode::RemoveChunks
                 | Opcode::Stats
                 | Opcode::Metrics
-                | Opcode::Relay
         )
     }
 }

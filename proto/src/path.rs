@@ -77,6 +77,11 @@ pub fn is_within(path: &str, dir: &str) -> bool {
         || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
+/// Where `path` is after a rename of `from` to `to`: None unless it is `from` or below.
+pub fn moved(path: &str, from: &str, to: &str) -> Option<String> {
+    (from != "/" && is_within(path, from)).then(|| format!("{to}{}", &path[from.len()..]))
+}
+
 /// Normalises `path` (absolute) lexically: drops empty and "." components and
 /// resolves ".." (never above the root). Errors on over-long results.
 pub fn normalize(path: &str) -> Result<String, Errno> {
@@ -135,5 +140,13 @@ mod tests {
         assert!(is_within("/a/b", "/a") && !is_within("/ab", "/a") && is_within("/a", "/a"));
         assert_eq!(normalize("//a/./b/../c/").unwrap(), "/a/c");
         assert_eq!(normalize("/..").unwrap(), "/");
+    }
+
+    #[test]
+    fn moved_follows_a_rename_of_the_path_or_a_parent() {
+        assert_eq!(moved("/a/b", "/a", "/x/y").as_deref(), Some("/x/y/b"));
+        assert_eq!(moved("/a", "/a", "/x").as_deref(), Some("/x"));
+        assert_eq!(moved("/ab", "/a", "/x"), None);
+        assert_eq!(moved("/a", "/", "/x"), None);
     }
 }

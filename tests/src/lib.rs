@@ -451,3 +451,35 @@ pub fn source_tree(dir: &Path, big: usize) {
     let big: Vec<u8> = (0..big).map(|_| rand::random::<u8>()).collect();
     fs::write(dir.join("big.bin"), big).unwrap();
 }
+
+/// What a program run reports: exit status, stdout and stderr (directory names already
+/// replaced by placeholders), for comparing the same scenario in two places.
+pub type Outcome = (Option<i32>, String, String);
+
+/// `script` run in a fresh directory `$D` it makes first (`set -e`).
+pub fn in_fresh_dir(script: &str) -> String {
+    format!("set -e\nmkdir \"$D\"\ncd \"$D\"\n{script}")
+}
+
+/// Asserts that scenario `name` did the same on a local directory and on gkfs (`where_`
+/// names the way in), and that it succeeded; returns its stdout. `context` is shown on
+/// failure (daemon logs...).
+pub fn assert_same_outcome(
+    name: &str,
+    where_: &str,
+    local: &Outcome,
+    gkfs: &Outcome,
+    context: &str,
+) -> String {
+    assert_eq!(
+        local, gkfs,
+        "scenario `{name}` differs (left: local dir, right: {where_}){context}"
+    );
+    assert_eq!(
+        local.0,
+        Some(0),
+        "scenario `{name}` failed even locally: {}",
+        local.2
+    );
+    local.1.clone()
+}

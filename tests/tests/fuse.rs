@@ -99,6 +99,17 @@ impl Mounted {
         gkfs_run(&["stop", "--no-summary", "--hosts-file", &self.hosts])
     }
 
+    /// Runs `script` in a bash with the preload library, on this file system.
+    fn preloaded_bash(&self, script: &str) -> Output {
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .env("LD_PRELOAD", bin_dir().join("libgkfs_client.so"))
+            .env("LIBGKFS_HOSTS_FILE", &self.hosts)
+            .output()
+            .unwrap()
+    }
+
     fn fuse_pid(&self) -> i32 {
         fs::read_to_string(self.inst().join("fuse.pid"))
             .unwrap()
@@ -150,7 +161,7 @@ fn same(
     let run = |d: &Path| {
         let mut c = Command::new(shell[0]);
         c.args(&shell[1..])
-            .arg(format!("set -e\nmkdir \"$D\"\ncd \"$D\"\n{script}"))
+            .arg(gkfs_tests::in_fresh_dir(script))
             .env("D", d)
             .env("S", &src)
             .env("LC_ALL", "C")
@@ -175,17 +186,7 @@ fn same(
     fs::create_dir_all(&local_dir).unwrap();
     let local = run(&local_dir.join(name));
     let fuse = run(&m.mountdir.join(name));
-    assert_eq!(
-        local, fuse,
-        "scenario `{name}` differs (left: local dir, right: FUSE mount)"
-    );
-    assert_eq!(
-        local.0,
-        Some(0),
-        "scenario `{name}` failed even locally: {}",
-        local.2
-    );
-    local.1
+    gkfs_tests::assert_same_outcome(name, "FUSE mount", &local, &fuse, "")
 }
 
 /// What every tool set runs: copies, archives, listings, links, redirections,
@@ -274,6 +275,15 @@ with open("r2", "w") as c:
 os.rename("r2", "r1")
 print(b.read(), open("r1").read())
 '
+python3 -c '
+import fcntl, os, subprocess, sys
+fd = os.open("lk", os.O_CREAT | os.O_RDWR, 0o644)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+probe = "import fcntl, os; fcntl.lockf(os.open(\"lk\", os.O_RDWR), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+print("while held:", subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode != 0)
+os.close(fd)
+print("after close:", subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode)
+'
 cp /bin/echo ./stored-echo && ./stored-echo "a program stored here runs"
 mv s/dir1 s/dir9 && ls s && cat s/dir9/dir2/deep.txt
 ln -s dir9 s/dl && ls s/dl/ && cat s/dl/x.txt | wc -l
@@ -287,18 +297,11 @@ fn preloaded_and_static_programs_share_files() {
     let Some(m) = Mounted::start("preloaded_and_static_programs_share_files") else {
         return;
     };
-    let lib = bin_dir().join("libgkfs_client.so");
     let d = m.mountdir.display().to_string();
     // A preloaded process writes; it reaches the daemons directly, not the mount.
-    let o = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "set -e; mkdir {d}/x; seq 1 20000 > {d}/x/from-preload; md5sum < {d}/x/from-preload"
-        ))
-        .env("LD_PRELOAD", &lib)
-        .env("LIBGKFS_HOSTS_FILE", &m.hosts)
-        .output()
-        .unwrap();
+    let o = m.preloaded_bash(&format!(
+        "set -e; mkdir {d}/x; seq 1 20000 > {d}/x/from-preload; md5sum < {d}/x/from-preload"
+    ));
     assert!(o.status.success(), "{}", text(&o));
     let want = String::from_utf8_lossy(&o.stdout).to_string();
     // Static busybox reads it through the kernel, and writes its own.
@@ -312,15 +315,9 @@ fn preloaded_and_static_programs_share_files() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), want);
     // The preloaded side sees what the static one wrote.
-    let o = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "set -e; md5sum < {d}/x/from-static; md5sum < {d}/x/copy; ls {d}/x"
-        ))
-        .env("LD_PRELOAD", &lib)
-        .env("LIBGKFS_HOSTS_FILE", &m.hosts)
-        .output()
-        .unwrap();
+    let o = m.preloaded_bash(&format!(
+        "set -e; md5sum < {d}/x/from-static; md5sum < {d}/x/copy; ls {d}/x"
+    ));
     assert!(o.status.success(), "{}", text(&o));
     let seq = Command::new("bash")
         .arg("-c")
@@ -337,19 +334,13 @@ fn preloaded_and_static_programs_share_files() {
     // A preloaded shell starting static programs: descriptors it opens for them
     // (redirections) are handed over through the mount; one it shares with them
     // itself stays the library's (EBADF in the static program, never a lost write).
-    let o = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            r#"cd {d}/x
+    let o = m.preloaded_bash(&format!(
+        r#"cd {d}/x
 busybox sort -n -r < from-static > sorted; echo "sort: $?"
 busybox head -2 sorted
 echo one >> log; busybox echo two >> log; echo three >> log; busybox cat log
 {{ echo a; busybox echo b; echo c; }} > shared 2>/dev/null; echo "shared: $?"; cat shared"#
-        ))
-        .env("LD_PRELOAD", &lib)
-        .env("LIBGKFS_HOSTS_FILE", &m.hosts)
-        .output()
-        .unwrap();
+    ));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         "sort: 0\n7777\n7776\none\ntwo\nthree\nshared: 0\na\nc\n",

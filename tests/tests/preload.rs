@@ -98,24 +98,13 @@ impl Setup {
         };
         let local = norm(self.run(name, script, false));
         let gkfs = norm(self.run(name, script, true));
-        assert_eq!(
-            local,
-            gkfs,
-            "scenario `{name}` differs (left: local dir, right: gkfs)\nlogs:\n{}",
-            self.cluster.logs()
-        );
-        assert_eq!(
-            local.0,
-            Some(0),
-            "scenario `{name}` failed even locally: {}",
-            local.2
-        );
-        local.1
+        let logs = format!("\nlogs:\n{}", self.cluster.logs());
+        gkfs_tests::assert_same_outcome(name, "gkfs", &local, &gkfs, &logs)
     }
 }
 
 fn prelude(s: &str) -> String {
-    format!("set -e\nmkdir \"$D\"\ncd \"$D\"\n{s}")
+    gkfs_tests::in_fresh_dir(s)
 }
 
 #[test]

@@ -25,6 +25,9 @@ extern "C" {
     static mut environ: *const *const c_char;
 }
 
+/// The name LD_PRELOAD gives this library by.
+const LIB_NAME: &[u8] = b"libgkfs_client";
+
 /// The environment for a new program: `envp` without stale gkfs state, plus ours.
 struct Env {
     strings: Vec<CString>,
@@ -37,7 +40,7 @@ impl Env {
         self.strings.iter().any(|s| {
             s.to_bytes()
                 .strip_prefix(b"LD_PRELOAD=")
-                .is_some_and(|v| v.windows(14).any(|w| w == b"libgkfs_client"))
+                .is_some_and(|v| v.windows(LIB_NAME.len()).any(|w| w == LIB_NAME))
         })
     }
 }
@@ -307,6 +310,8 @@ fn spawn(
         .find(|(f, _)| *f == fa as usize)
         .map(|(_, d)| d.clone());
     let env = build_env(envp.cast(), !fa.is_null(), cwd);
+    // The child holds this process's descriptions from now on (no atfork handler runs).
+    fds::forked();
     // posix_spawn returns an error number rather than setting errno.
     // SAFETY: the caller's arguments with our environment.
     Some(Ok(unsafe {

@@ -247,8 +247,8 @@ impl OpenFile {
             pg.flags = AtomicU32::new(flags as u32);
             pg.offset = AtomicU64::new(0);
             pg.lock_owner = AtomicU64::new(0);
-            // SAFETY: getpid has no preconditions.
-            pg.creator = AtomicU32::new(unsafe { libc::getpid() } as u32);
+            // Every open passes here: the pid without a system call.
+            pg.creator = AtomicU32::new(crate::state::owner_pid());
             pg.creator_forks = AtomicU64::new(FORKS.load(Ordering::Relaxed));
             let rec = record.to_bytes();
             pg.record[..rec.len()].copy_from_slice(&rec);
@@ -396,11 +396,8 @@ pub fn descriptions() -> Vec<Arc<OpenFile>> {
 /// below it follows.
 pub fn renamed(from: &str, to: &str) {
     for of in descriptions() {
-        let p = of.path();
-        if let Some(rest) = p.strip_prefix(from) {
-            if rest.is_empty() || rest.starts_with('/') {
-                let _ = of.set_path(&format!("{to}{rest}"));
-            }
+        if let Some(new) = gkfs_proto::path::moved(&of.path(), from, to) {
+            let _ = of.set_path(&new);
         }
     }
 }
@@ -475,7 +472,7 @@ pub fn lock_for_fork() {
 /// How often this process has forked (its children hold its descriptions since).
 static FORKS: AtomicU64 = AtomicU64::new(0);
 
-/// Counts a fork (atfork parent).
+/// Counts a fork (atfork parent; posix_spawn, which runs no atfork handler).
 pub fn forked() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }

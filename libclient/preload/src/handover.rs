@@ -1,5 +1,5 @@
-//! A program the library will not be loaded into (statically linked, a setuid helper,
-//! or started without LD_PRELOAD) cannot use the library's descriptors: kernel I/O on
+//! A program the library will not be loaded into (statically linked, or started
+//! without LD_PRELOAD) cannot use the library's descriptors: kernel I/O on
 //! them fails with EBADF. When the file system is also mounted through FUSE at the
 //! mount dir (`--gkfs-mode=both`, `gkfs-run mount`), exec hands such a program the same
 //! files through the kernel instead: each inherited gkfs descriptor is reopened under
@@ -122,6 +122,26 @@ fn fuse_mounted(dir: &str) -> bool {
     unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == FUSE_SUPER_MAGIC }
 }
 
+/// The file of description `of` opened through the mount, with its access mode, status
+/// flags and offset (close-on-exec: [`put_at`] places it).
+fn reopen(fs: &state::Fs, of: &fds::OpenFile) -> Option<c_int> {
+    let full = std::ffi::CString::new(fs.mount.outside(&of.path())).ok()?;
+    let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK | libc::O_SYNC | libc::O_DSYNC;
+    // SAFETY: NUL-terminated path under the mount; checked.
+    let k = unsafe { libc::open(full.as_ptr(), (of.flags() & keep) | libc::O_CLOEXEC) };
+    if k < 0 {
+        return None;
+    }
+    let off = of.offset().load(std::sync::atomic::Ordering::Acquire);
+    // SAFETY: our new fd.
+    if !of.append() && unsafe { libc::lseek(k, off as i64, libc::SEEK_SET) } < 0 {
+        // SAFETY: our fd.
+        unsafe { libc::close(k) };
+        return None;
+    }
+    Some(k)
+}
+
 /// Puts kernel fd `k` on number `fd` (inherited across exec), keeping what was there
 /// (the library's descriptor) in a close-on-exec copy among the library's numbers.
 fn put_at(k: c_int, fd: c_int) -> Option<c_int> {
@@ -150,13 +170,14 @@ pub fn before_exec(path: &CStr, env_preloads: bool) -> Handover {
         .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } & libc::FD_CLOEXEC == 0)
         .collect();
     let cwd = state::cwd_for_exec();
-    if (inherited.is_empty() && cwd.is_none()) || !without_library(path, env_preloads) {
+    if inherited.is_empty() && cwd.is_none() {
         return h;
     }
+    // Cheapest first: the mount (one statfs), then the program (reading its head).
     let Some(fs) = state::fs() else {
         return h;
     };
-    if !fuse_mounted(fs.mount.as_str()) {
+    if !fuse_mounted(fs.mount.as_str()) || !without_library(path, env_preloads) {
         return h;
     }
     // A working directory in gkfs: the program starts in it, through the mount.
@@ -178,30 +199,31 @@ pub fn before_exec(path: &CStr, env_preloads: bool) -> Handover {
     }
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() } as u32;
+    // One kernel open per description: numbers that share one (`>out 2>&1`) share
+    // the kernel's too, offset included.
+    let mut opened: Vec<(*const fds::OpenFile, c_int)> = Vec::new();
     for fd in inherited {
         let Some(of) = fds::get(fd) else { continue };
         if of.is_dir() || of.is_orphan() || !of.made_here_since_fork(me) {
             continue;
         }
-        let Ok(full) = std::ffi::CString::new(fs.mount.outside(&of.path())) else {
-            continue;
+        let key = std::sync::Arc::as_ptr(&of);
+        let k = match opened.iter().find(|(d, _)| *d == key) {
+            Some(&(_, k)) => k,
+            None => match reopen(fs, &of) {
+                Some(k) => {
+                    opened.push((key, k));
+                    k
+                }
+                None => continue,
+            },
         };
-        let keep =
-            libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK | libc::O_SYNC | libc::O_DSYNC;
-        // SAFETY: NUL-terminated path under the mount; checked.
-        let k = unsafe { libc::open(full.as_ptr(), (of.flags() & keep) | libc::O_CLOEXEC) };
-        if k < 0 {
-            continue;
+        if let Some(saved) = put_at(k, fd) {
+            h.saved.push((fd, saved));
         }
-        let off = of.offset().load(std::sync::atomic::Ordering::Acquire);
-        // SAFETY: our new fd.
-        let placed = of.append() || unsafe { libc::lseek(k, off as i64, libc::SEEK_SET) } >= 0;
-        if placed {
-            if let Some(saved) = put_at(k, fd) {
-                h.saved.push((fd, saved));
-            }
-        }
-        // SAFETY: our fd (also at `fd` now, if handed over).
+    }
+    for (_, k) in opened {
+        // SAFETY: our fds (also at the numbers handed over).
         unsafe { libc::close(k) };
     }
     h

@@ -258,6 +258,12 @@ pub fn set_owner() {
     OWNER.store(unsafe { libc::getpid() }, Ordering::Relaxed);
 }
 
+/// The process that owns the state (this one, unless in a vfork child), without a
+/// system call.
+pub fn owner_pid() -> u32 {
+    OWNER.load(Ordering::Relaxed) as u32
+}
+
 /// Is this a vfork child (sharing its parent's memory)? Such a child must not change
 /// the fd table or the working directory: they are the parent's.
 pub fn in_vfork_child() -> bool {
