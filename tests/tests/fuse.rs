@@ -339,11 +339,12 @@ fn preloaded_and_static_programs_share_files() {
 busybox sort -n -r < from-static > sorted; echo "sort: $?"
 busybox head -2 sorted
 echo one >> log; busybox echo two >> log; echo three >> log; busybox cat log
-{{ echo a; busybox echo b; echo c; }} > shared 2>/dev/null; echo "shared: $?"; cat shared"#
+{{ echo a; busybox echo b; echo c; }} > shared 2>/dev/null; echo "shared: $?"; cat shared
+busybox sh -c 'echo out; echo err >&2' > both 2>&1; cat both"#
     ));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "sort: 0\n7777\n7776\none\ntwo\nthree\nshared: 0\na\nc\n",
+        "sort: 0\n7777\n7776\none\ntwo\nthree\nshared: 0\na\nc\nout\nerr\n",
         "{}",
         text(&o)
     );
