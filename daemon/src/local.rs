@@ -1,8 +1,9 @@
 //! The node-local socket: clients on this host send requests here instead of through
-//! libfabric (see `gkfs_proto::local`). One thread per connection; a connection serves
-//! one request at a time, so a client keeps one connection per call in flight.
+//! libfabric, over a `gkfs_fabric::shm::Channel` each (shared slots and a data window,
+//! the socket for wake-ups and large messages). One thread per connection; a connection
+//! serves one request at a time, so a client keeps one connection per call in flight.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
+use gkfs_fabric::shm::Channel;
 
 use crate::server::{handle_payload, Origin};
 use crate::state::State;
@@ -169,119 +171,6 @@ fn lock_socket(socket: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     Ok(locked)
 }
 
-/// A client's shared window (its memfd), for the life of its connection. The daemon
-/// reads and writes it with pread/pwrite; it does not map it.
-#[derive(Debug)]
-pub struct Window {
-    file: std::fs::File,
-    len: u64,
-}
-
-impl Window {
-    /// Checks that `len` bytes at `offset` are inside the window.
-    pub fn check(&self, offset: u64, len: u64) -> bool {
-        offset.checked_add(len).is_some_and(|e| e <= self.len)
-    }
-
-    /// Copies `buf.len()` bytes at `offset` of the window into `buf`.
-    pub fn read(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
-    }
-
-    /// Copies `data` into the window at `offset`.
-    pub fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        std::os::unix::fs::FileExt::write_all_at(&self.file, data, offset)
-    }
-}
-
-/// Reads the window handshake (8 bytes, maybe with a memfd in SCM_RIGHTS).
-fn receive_window(stream: &UnixStream) -> std::io::Result<Option<Window>> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    use std::os::fd::AsRawFd;
-    let mut hs = [0u8; 8];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let mut file: Option<std::fs::File> = None;
-    let n = {
-        let mut iov = [std::io::IoSliceMut::new(&mut hs)];
-        let msg = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )?;
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                for f in fds {
-                    let f = adopt_fd(f);
-                    file.get_or_insert(f);
-                }
-            }
-        }
-        msg.bytes
-    };
-    if n != hs.len() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "short window handshake",
-        ));
-    }
-    let size = gkfs_proto::local::parse_handshake(&hs)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not a gkfs client"))?
-        as u64;
-    let (Some(file), true) = (file, size > 0) else {
-        return Ok(None);
-    };
-    if file.metadata()?.len() < size {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "window smaller than announced",
-        ));
-    }
-    Ok(Some(Window { file, len: size }))
-}
-
-/// Takes ownership of a descriptor received in SCM_RIGHTS.
-#[allow(unsafe_code)]
-fn adopt_fd(fd: std::os::fd::RawFd) -> std::fs::File {
-    use std::os::fd::FromRawFd;
-    // SAFETY: the kernel just installed this descriptor for us (recvmsg SCM_RIGHTS);
-    // nothing else owns it.
-    unsafe { std::fs::File::from_raw_fd(fd) }
-}
-
-/// Reads one request frame. Idle time between requests is unbounded (clients keep
-/// connections), but a frame whose body is not all here yet must keep coming: after
-/// [`gkfs_proto::local::FRAME_STALL`] without a byte the connection is dropped, and
-/// with it the partial frame.
-fn read_request(
-    reader: &mut BufReader<UnixStream>,
-    stream: Option<&UnixStream>,
-    max: usize,
-) -> std::io::Result<Option<Vec<u8>>> {
-    use gkfs_proto::local::{read_frame_body, read_frame_len, FRAME_STALL};
-    let Some(len) = read_frame_len(reader, max)? else {
-        return Ok(None);
-    };
-    let stream = stream.filter(|_| reader.buffer().len() < len);
-    if let Some(s) = stream {
-        s.set_read_timeout(Some(FRAME_STALL))?;
-    }
-    let body = read_frame_body(reader, len).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("a {len}-byte frame stalled for {FRAME_STALL:?}"),
-            )
-        } else {
-            e
-        }
-    })?;
-    if let Some(s) = stream {
-        s.set_read_timeout(None)?;
-    }
-    Ok(Some(body))
-}
-
 /// Shuts a connection down when its thread ends: the acceptor keeps a handle of
 /// every connection (to stop it), so dropping ours would not close it.
 struct CloseOnDrop(Option<UnixStream>);
@@ -314,28 +203,19 @@ fn serve(stream: UnixStream, state: &State) {
     let _close = CloseOnDrop(stream.try_clone().ok());
     let _counted = Counted::new(&state.counters.local_connections);
     let max = gkfs_proto::local::max_frame(state.chunk_size.get());
-    let window = match receive_window(&stream) {
-        Ok(w) => w,
+    let mut ch = match Channel::accept(stream, max, gkfs_proto::local::FRAME_STALL) {
+        Ok(c) => c,
         Err(e) => {
             log::warn!("local client: {e}; closing its connection");
             return;
         }
     };
-    let window = window.map(std::sync::Arc::new);
-    let pid = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+    let window = ch.shared_window();
+    let pid = nix::sys::socket::getsockopt(ch.stream(), nix::sys::socket::sockopt::PeerCredentials)
         .ok()
         .map(|c| c.pid());
-    let Ok(w) = stream.try_clone() else { return };
-    let mut spinner = gkfs_fabric::spin::Spinner::new();
-    let peek = stream.try_clone().ok();
-    let mut reader = BufReader::new(stream);
-    let mut writer = BufWriter::new(w);
     loop {
-        // A client in a loop sends its next request right after our reply.
-        if let (Some(p), true) = (&peek, reader.buffer().is_empty()) {
-            spinner.wait(p);
-        }
-        let payload = match read_request(&mut reader, peek.as_ref(), max) {
+        let payload = match ch.recv() {
             Ok(Some(p)) => p,
             Ok(None) => return,
             Err(e) => {
@@ -352,10 +232,8 @@ fn serve(stream: UnixStream, state: &State) {
                 pid,
             },
         );
-        if gkfs_proto::local::write_frame(&mut writer, &reply)
-            .and_then(|_| writer.flush())
-            .is_err()
-        {
+        if let Err(e) = ch.send(&reply) {
+            log::debug!("local client: cannot send a reply ({e}); closing its connection");
             return;
         }
     }

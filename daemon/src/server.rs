@@ -24,7 +24,7 @@ pub enum Origin {
     /// A client on this node, through the unix socket.
     Local {
         /// The memory window it shared, if any.
-        window: Option<std::sync::Arc<crate::local::Window>>,
+        window: Option<gkfs_fabric::shm::SharedWindow>,
         /// Its process (SO_PEERCRED at connect).
         pid: Option<i32>,
     },

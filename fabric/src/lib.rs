@@ -14,18 +14,18 @@
 //! Waiting never spins: one waiting thread blocks in `fi_cq_sread`, the others on a
 //! condition variable. Every wait has a deadline.
 //!
-//! It also holds the node-local channel's unsafe and system-specific parts: the
-//! client's shared [`window::Window`] (a mapped memfd) and the polling wait
-//! ([`spin::Spinner`]) both ends use; the channel's format is `gkfs_proto::local`.
+//! It also holds the node-local channel ([`shm::Channel`]: a unix socket and a shared
+//! memory region with a request slot, a reply slot and a data window, polled while
+//! that pays) and the polling rules both carriers share ([`spin`]).
 //!
 //! This crate knows nothing of file systems (it depends on no other gkfs crate).
 #![deny(missing_docs)]
 
 mod endpoint;
 mod error;
+pub mod shm;
 pub mod spin;
 mod sys;
-pub mod window;
 
 pub use endpoint::{
     Config, Endpoint, MemoryRegion, Peer, PendingCall, PendingRma, RemoteBuf, Request,

@@ -1,9 +1,12 @@
-//! Waiting for a node-local socket to become readable: poll briefly, then block, for
-//! as long as polling pays on that connection. Used by both ends of the node-local
-//! channel (`gkfs_proto::local` is its format).
+//! When a waiting thread polls before it blocks: for a short time, while polling pays
+//! ([`Score`]), and while a poll slot is free ([`SpinSlot`]). Shared by the libfabric
+//! endpoint (its completion queues) and the node-local channel ([`crate::shm`]).
+//! A blocked wait costs two wake-ups per round trip (the kernel's wake-up path tops the
+//! profile of small I/O); polling saves them when the other side answers within
+//! microseconds, and wastes a core when it does not.
 
-/// Longest poll of a waiting side before it blocks in `read` (`GKFS_LOCAL_SPIN_US`,
-/// default 30; 0 = always block at once).
+/// Longest poll of a node-local channel's waiting side before it blocks
+/// (`GKFS_LOCAL_SPIN_US`, default 30; 0 = always block at once).
 pub fn spin_time() -> std::time::Duration {
     static SPIN: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
     *SPIN.get_or_init(|| {
@@ -102,64 +105,4 @@ fn max_spinning() -> usize {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cpus / 2).max(1)
     })
-}
-
-/// Adaptive polling before a blocking read, one per connection. A blocking read costs
-/// two wake-ups per round trip (the kernel's wake-up path tops the profile of small
-/// I/O); polling saves them when the other side answers within microseconds, and wastes
-/// a core when it does not. So: poll for up to [`spin_time`] while that keeps paying (a
-/// score rises by 1 when the data came during the poll and falls by 2 when not; at 0
-/// the connection blocks at once and tries again every 64 waits), and let at most half
-/// the cores of this process poll at once.
-#[derive(Debug, Default)]
-pub struct Spinner {
-    score: Score,
-}
-
-impl Spinner {
-    /// A spinner that polls until it stops paying.
-    pub fn new() -> Spinner {
-        Spinner::default()
-    }
-
-    /// Polls `s` (while that pays) until it is readable; the caller then reads.
-    pub fn wait(&mut self, s: &std::os::unix::net::UnixStream) {
-        let max = spin_time();
-        if max.is_zero() || !self.score.worth_polling() {
-            return;
-        }
-        let Some(slot) = SpinSlot::take() else {
-            return;
-        };
-        let hit = spin_until_readable(s, max);
-        drop(slot);
-        self.score.record(hit);
-    }
-}
-
-/// Polls `s` without blocking for up to `spin` until it has data, an error or the end
-/// of the stream pending; true if that happened within `spin`.
-pub fn spin_until_readable(s: &std::os::unix::net::UnixStream, spin: std::time::Duration) -> bool {
-    use nix::sys::socket::{recv, MsgFlags};
-    use std::os::fd::AsRawFd;
-    if spin.is_zero() {
-        return false;
-    }
-    let end = std::time::Instant::now() + spin;
-    let mut b = [0u8; 1];
-    loop {
-        match recv(
-            s.as_raw_fd(),
-            &mut b,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-        ) {
-            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {
-                if std::time::Instant::now() >= end {
-                    return false;
-                }
-                std::hint::spin_loop();
-            }
-            _ => return true,
-        }
-    }
 }

@@ -1,5 +1,5 @@
 //! Fuzzers for every decoder of gkfs that a peer can reach: request and reply messages
-//! (every message type of the `rpcs!` table), node-local frames, the window handshake,
+//! (every message type of the `rpcs!` table), node-local frames, the channel handshake,
 //! the hosts file, the metadata record and the stage manifest.
 //!
 //! Two engines drive the same targets ([`targets`]): the structured mutation loop of

@@ -9,6 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt::Debug;
 
+use gkfs_fabric::shm;
 use gkfs_proto::hosts::{HostEntry, Hosts};
 use gkfs_proto::local;
 use gkfs_proto::msg::*;
@@ -113,7 +114,7 @@ static TARGETS: &[Target] = &[
     },
     Target {
         name: "handshake",
-        about: "the node-local window handshake: 8 bytes (the daemon rejects other \
+        about: "the node-local channel handshake: 8 bytes (the daemon rejects other \
                 lengths), parse_handshake",
         run: handshake,
         valid: valid_handshake,
@@ -680,12 +681,12 @@ pub fn frame(data: &[u8], c: &mut Counters) {
     let mut rest = data;
     loop {
         let before = rest;
-        match local::read_frame(&mut rest, max) {
+        match shm::read_frame(&mut rest, max) {
             Ok(Some(p)) => {
                 assert!(p.len() <= max, "a frame over the limit was read");
                 let used = before.len() - rest.len();
                 let mut again = Vec::new();
-                local::write_frame(&mut again, &p).expect("a frame does not re-encode");
+                shm::write_frame(&mut again, &p).expect("a frame does not re-encode");
                 assert_eq!(again[..], before[..used], "a frame re-encodes differently");
                 request(&p, c);
             }
@@ -725,19 +726,19 @@ fn valid_frames(r: &mut Rng, c: &mut Counters) -> Vec<u8> {
         .collect();
     let mut stream = Vec::new();
     for p in &payloads {
-        local::write_frame(&mut stream, p).expect("write_frame");
+        shm::write_frame(&mut stream, p).expect("write_frame");
     }
     let mut rest = &stream[..];
     let max = local::max_frame(4096);
     for p in &payloads {
-        let got = local::read_frame(&mut rest, max).expect("a valid frame does not read");
+        let got = shm::read_frame(&mut rest, max).expect("a valid frame does not read");
         assert_eq!(
             got.as_ref(),
             Some(p),
             "a valid frame reads back differently"
         );
     }
-    assert!(local::read_frame(&mut rest, max).expect("end").is_none());
+    assert!(shm::read_frame(&mut rest, max).expect("end").is_none());
     frame(&stream, c);
     stream
 }
@@ -747,10 +748,10 @@ pub fn handshake(data: &[u8], c: &mut Counters) {
     let Ok(hs) = <[u8; 8]>::try_from(data) else {
         return;
     };
-    match local::parse_handshake(&hs) {
+    match shm::parse_handshake(&hs) {
         Some(size) => {
             assert_eq!(
-                local::handshake(size),
+                shm::handshake(size),
                 hs,
                 "a handshake re-encodes differently"
             );
@@ -758,7 +759,7 @@ pub fn handshake(data: &[u8], c: &mut Counters) {
         }
         None => assert_ne!(
             hs[..4],
-            local::WINDOW_MAGIC.to_le_bytes(),
+            shm::MAGIC.to_le_bytes(),
             "a handshake with the magic refused"
         ),
     }
@@ -766,8 +767,8 @@ pub fn handshake(data: &[u8], c: &mut Counters) {
 
 fn valid_handshake(r: &mut Rng, c: &mut Counters) -> Vec<u8> {
     let size = u32::arb(r);
-    let hs = local::handshake(size);
-    assert_eq!(local::parse_handshake(&hs), Some(size));
+    let hs = shm::handshake(size);
+    assert_eq!(shm::parse_handshake(&hs), Some(size));
     handshake(&hs, c);
     hs.to_vec()
 }

@@ -2,8 +2,9 @@
 //! to errno (and log the details).
 //!
 //! Each daemon is reached one of three ways. A daemon on this host that advertises a
-//! node-local socket (`socket=` in the hosts file) gets the request over that socket:
-//! no libfabric, data inline (`gkfs_proto::local`). Every other daemon is reached
+//! node-local socket (`socket=` in the hosts file) gets the request over a
+//! `gkfs_fabric::shm::Channel` to it: no libfabric, requests and replies in shared
+//! slots, data in a shared window. Every other daemon is reached
 //! through libfabric, whose endpoint opens on first use, so a process that only talks
 //! to local daemons never loads it. Until a process has loaded libfabric, its requests
 //! for other nodes' daemons go through this node's daemon instead ([`RelayReq`]): loading
@@ -15,15 +16,13 @@
 //! 2 000 relayed requests cost what loading libfabric does. `LIBGKFS_FABRIC=direct`
 //! loads it at the first remote request, as before.
 
-use std::io::Write;
 use std::marker::PhantomData;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use gkfs_fabric::window::Window;
+use gkfs_fabric::shm::Channel;
 use gkfs_fabric::{Config as FabricConfig, Endpoint, Peer, PendingCall};
 use gkfs_proto::hosts::Hosts;
 use gkfs_proto::msg::{decode_reply, encode_request, RelayReq, RequestHeader, Rpc};
@@ -38,12 +37,9 @@ const IDLE_CONNS: usize = 16;
 /// Requests relayed through this node's daemon before the process loads libfabric.
 pub const RELAY_LIMIT: u64 = 2_000;
 
-/// A connection to a local daemon and its shared window.
+/// A connection to a local daemon: its channel (slots and a shared data window).
 pub(crate) struct LocalConn {
-    stream: UnixStream,
-    window: Window,
-    /// Polls for the reply before blocking, while that pays.
-    spinner: gkfs_fabric::spin::Spinner,
+    channel: Channel,
 }
 
 /// A daemon's node-local socket and the idle connections to it.
@@ -59,30 +55,14 @@ impl LocalRoute {
         if let Some(c) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(c);
         }
-        let stream = UnixStream::connect(&self.path)?;
-        // Our own descriptor: not inherited by programs the process executes.
-        nix::fcntl::fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(&stream),
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )?;
         // One deadline per call, set once: a stuck daemon turns into ETIMEDOUT.
-        stream.set_read_timeout(Some(self.timeout))?;
-        stream.set_write_timeout(Some(self.timeout))?;
-        let (window, fd) = Window::create(gkfs_proto::local::WINDOW_SIZE)?;
-        let hs = gkfs_proto::local::handshake(window.bytes().len() as u32);
-        let fds = [std::os::fd::AsRawFd::as_raw_fd(&fd)];
-        nix::sys::socket::sendmsg::<()>(
-            std::os::fd::AsRawFd::as_raw_fd(&stream),
-            &[std::io::IoSlice::new(&hs)],
-            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
-            nix::sys::socket::MsgFlags::empty(),
-            None,
+        let channel = Channel::connect(
+            &self.path,
+            gkfs_proto::local::WINDOW_SIZE,
+            self.max_frame,
+            self.timeout,
         )?;
-        Ok(LocalConn {
-            stream,
-            window,
-            spinner: gkfs_fabric::spin::Spinner::new(),
-        })
+        Ok(LocalConn { channel })
     }
 
     fn give_back(&self, c: LocalConn) {
@@ -373,8 +353,7 @@ impl Rpcs {
                 },
             );
             let sent = l.conn().and_then(|mut c| {
-                gkfs_proto::local::write_frame(&mut c.stream, &outer)?;
-                c.stream.flush()?;
+                c.channel.send(&outer)?;
                 Ok(c)
             });
             match sent {
@@ -395,15 +374,14 @@ impl Rpcs {
             Route::Local(l) => {
                 let sent = l.conn().and_then(|mut c| {
                     let mut at = 0;
-                    let win = c.window.bytes_mut();
+                    let win = c.channel.window_mut();
                     for p in put {
                         win.get_mut(at..at + p.len())
                             .ok_or(std::io::ErrorKind::InvalidInput)?
                             .copy_from_slice(p);
                         at += p.len();
                     }
-                    gkfs_proto::local::write_frame(&mut c.stream, &msg)?;
-                    c.stream.flush()?;
+                    c.channel.send(&msg)?;
                     Ok(c)
                 });
                 match sent {
@@ -517,7 +495,7 @@ pub(crate) struct WindowGuard {
 impl WindowGuard {
     /// The window's bytes (what the daemon put there for this call).
     pub fn bytes(&self) -> &[u8] {
-        self.conn.as_ref().map_or(&[], |(_, c)| c.window.bytes())
+        self.conn.as_ref().map_or(&[], |(_, c)| c.channel.window())
     }
 }
 
@@ -573,9 +551,7 @@ impl<R: Rpc> Pending<R> {
                 errno
             })?,
             Call::Local(route, mut c) | Call::Relay(route, mut c) => {
-                c.spinner.wait(&c.stream);
-                let got = gkfs_proto::local::read_frame(&mut c.stream, route.max_frame);
-                match got {
+                match c.channel.recv() {
                     Ok(Some(b)) => {
                         guard.conn = Some((route, c));
                         b

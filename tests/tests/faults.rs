@@ -441,7 +441,7 @@ fn half_sent_frames_cost_what_was_sent_and_are_given_back() {
     let mut conns = Vec::new();
     for _ in 0..20 {
         let mut s = UnixStream::connect(&socket).unwrap();
-        s.write_all(&gkfs_proto::local::handshake(0)).unwrap();
+        s.write_all(&gkfs_fabric::shm::handshake(0)).unwrap();
         s.write_all(&(max as u32).to_le_bytes()).unwrap();
         s.write_all(&sent).unwrap();
         conns.push(s);

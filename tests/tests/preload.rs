@@ -469,6 +469,56 @@ fn dead_daemons_give_errors_not_hangs_or_crashes() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
 
+/// Seconds each stress run lasts (`GKFS_STRESS_SECONDS`, default 60).
+fn stress_seconds() -> u64 {
+    std::env::var("GKFS_STRESS_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60)
+}
+
+/// Runs 2 processes x 8 threads of tests/c/stress.c (mixed I/O, every byte checked,
+/// forks while requests are in flight) on `s` for `secs` seconds.
+fn stress(s: &Setup, name: &str, secs: u64) {
+    let probe = c_probe(s, "stress");
+    let script = format!(
+        r#"mkdir "$D" || exit 9
+P={p}
+$P "$D" 8 {secs} 4 & a=$!
+$P "$D" 8 {secs} 4 & b=$!
+wait $a; ea=$?; wait $b; eb=$?
+echo "exit $ea $eb"; echo "left $(ls "$D" | wc -l)""#,
+        p = probe.display()
+    );
+    let (out, _, _) = s.run(name, &script, true);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("exit 0 0")
+            && text.contains("left 0")
+            && text.matches("ok ops=").count() == 2,
+        "{text}\n{err}\nlogs:\n{}",
+        s.cluster.logs()
+    );
+}
+
+/// The node-local channel under load: 8 threads x 2 processes doing mixed I/O against
+/// 2 daemons for 60 s (`GKFS_STRESS_SECONDS`), every byte checked, each process forking
+/// 4 children (which do I/O of their own) while its threads have requests in flight.
+#[test]
+fn stress_threads_processes_and_forks_every_byte_checked() {
+    let s = Setup::new();
+    stress(&s, "stress", stress_seconds());
+}
+
+/// The same load over libfabric (a sixth of the time).
+#[test]
+fn stress_over_libfabric_too() {
+    let mut s = Setup::new();
+    s.env.push(("LIBGKFS_TRANSPORT", "fabric"));
+    stress(&s, "stress-fabric", stress_seconds().div_ceil(6));
+}
+
 #[test]
 fn libfabric_transport_too() {
     // Every daemon here also has a node-local socket; force libfabric (tcp, RMA for

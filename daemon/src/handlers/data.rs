@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use gkfs_fabric::{FabricError, Peer, RemoteBuf};
 
-use crate::local::Window;
 use crate::server::Origin;
+use gkfs_fabric::shm::WindowLease;
 use gkfs_proto::msg::*;
 use gkfs_proto::wire::Bytes;
 use gkfs_proto::Errno;
@@ -23,7 +23,8 @@ const PIPELINE_DEPTH: usize = 2;
 /// Where a request's bulk data is: RMA with a fabric peer, or a local shared window.
 enum BulkAt<'a> {
     Rma(Peer),
-    Window(&'a Window),
+    /// The window, lent to this request; the range was checked.
+    Window(WindowLease<'a>),
 }
 
 fn bulk_at<'a>(from: &'a Origin, b: &Bulk) -> Result<BulkAt<'a>, RemoteError> {
@@ -31,18 +32,31 @@ fn bulk_at<'a>(from: &'a Origin, b: &Bulk) -> Result<BulkAt<'a>, RemoteError> {
         Origin::Fabric(p) => Ok(BulkAt::Rma(*p)),
         Origin::Local {
             window: Some(w), ..
-        } if w.check(b.addr, b.len) => Ok(BulkAt::Window(w)),
-        Origin::Local {
-            window: Some(_), ..
-        } => Err(RemoteError::new(
-            Errno::EINVAL,
-            "bulk range outside the shared window",
-        )),
+        } => {
+            let lease = w.lease().ok_or_else(|| {
+                RemoteError::new(
+                    Errno::EBUSY,
+                    "the shared window is in use by another request",
+                )
+            })?;
+            if lease.get(b.addr, b.len).is_none() {
+                return Err(RemoteError::new(
+                    Errno::EINVAL,
+                    "bulk range outside the shared window",
+                ));
+            }
+            Ok(BulkAt::Window(lease))
+        }
         Origin::Local { window: None, .. } => Err(RemoteError::new(
             Errno::EINVAL,
             "bulk transfer over the node-local socket without a shared window",
         )),
     }
+}
+
+/// A piece outside the shared window (its bulk range was checked, the pieces against it).
+fn window_range() -> RemoteError {
+    RemoteError::new(Errno::EINVAL, "piece outside the shared window")
 }
 
 fn io_err(what: &str, e: std::io::Error) -> RemoteError {
@@ -130,13 +144,13 @@ fn write_data(
             let from = match bulk_at(from, bulk)? {
                 BulkAt::Rma(p) => p,
                 BulkAt::Window(win) => {
-                    let mut data = Vec::new();
                     for p in &req.pieces {
-                        data.resize(p.len as usize, 0);
-                        win.read(bulk.addr + p.buf_offset, &mut data)
-                            .map_err(|e| io_err("read the client's window", e))?;
+                        // Straight from the client's memory into the chunk file.
+                        let data = win
+                            .get(bulk.addr + p.buf_offset, p.len)
+                            .ok_or_else(window_range)?;
                         st.chunks
-                            .write(id, p.chunk, p.offset, &data)
+                            .write(id, p.chunk, p.offset, data)
                             .map_err(|e| io_err("write chunk", e))?;
                         written += p.len;
                     }
@@ -226,16 +240,16 @@ pub fn read_chunks(
             check_pieces(st, &req.pieces, bulk.len)?;
             let from = match bulk_at(from, bulk)? {
                 BulkAt::Rma(p) => p,
-                BulkAt::Window(win) => {
-                    let mut buf = Vec::new();
+                BulkAt::Window(mut win) => {
                     for p in &req.pieces {
-                        buf.resize(p.len as usize, 0);
+                        // Straight from the chunk file into the client's memory.
+                        let buf = win
+                            .get_mut(bulk.addr + p.buf_offset, p.len)
+                            .ok_or_else(window_range)?;
                         let n = st
                             .chunks
-                            .read(id, p.chunk, p.offset, &mut buf)
+                            .read(id, p.chunk, p.offset, buf)
                             .map_err(|e| io_err("read chunk", e))?;
-                        win.write(bulk.addr + p.buf_offset, &buf[..n])
-                            .map_err(|e| io_err("fill the client's window", e))?;
                         lens.push(n as u64);
                     }
                     count_read(st, &lens);

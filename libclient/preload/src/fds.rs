@@ -384,7 +384,7 @@ pub fn open_at(path: &str) -> Vec<Arc<OpenFile>> {
 /// Every open description of this process, once each (however many fds share it).
 pub fn descriptions() -> Vec<Arc<OpenFile>> {
     let mut found: Vec<Arc<OpenFile>> = Vec::new();
-    for of in TABLE.read().iter().flatten() {
+    for of in read_table().iter().flatten() {
         if !found.iter().any(|f| Arc::ptr_eq(f, of)) {
             found.push(of.clone());
         }
@@ -404,15 +404,29 @@ pub fn renamed(from: &str, to: &str) {
 
 /// Is `fd` the last descriptor of this process on `of`'s description?
 pub fn last_here(fd: c_int, of: &Arc<OpenFile>) -> bool {
-    !TABLE
-        .read()
+    !read_table()
         .iter()
         .enumerate()
         .any(|(i, e)| i as c_int != fd && e.as_ref().is_some_and(|o| Arc::ptr_eq(o, of)))
 }
 
 static BITS: [AtomicU64; MAX_FD / 64] = [const { AtomicU64::new(0) }; MAX_FD / 64];
-static TABLE: RwLock<Vec<Option<Arc<OpenFile>>>> = RwLock::new(Vec::new());
+/// A std lock, not parking_lot's: it is held across fork (see `afterfork`).
+static TABLE: std::sync::RwLock<Vec<Option<Arc<OpenFile>>>> = std::sync::RwLock::new(Vec::new());
+
+type Table = Vec<Option<Arc<OpenFile>>>;
+
+fn read_table() -> std::sync::RwLockReadGuard<'static, Table> {
+    TABLE
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_table() -> std::sync::RwLockWriteGuard<'static, Table> {
+    TABLE
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn bit(fd: c_int) -> Option<(usize, u64)> {
     let fd = usize::try_from(fd).ok().filter(|&f| f < MAX_FD)?;
@@ -429,13 +443,13 @@ pub fn get(fd: c_int) -> Option<Arc<OpenFile>> {
     if !is_ours(fd) {
         return None;
     }
-    TABLE.read().get(fd as usize).cloned().flatten()
+    read_table().get(fd as usize).cloned().flatten()
 }
 
 /// Binds `fd` to `of` (replacing what was there).
 pub fn insert(fd: c_int, of: Arc<OpenFile>) {
     let Some((w, b)) = bit(fd) else { return };
-    let mut t = TABLE.write();
+    let mut t = write_table();
     if t.len() <= fd as usize {
         t.resize(fd as usize + 1, None);
     }
@@ -449,24 +463,23 @@ pub fn remove(fd: c_int) -> Option<Arc<OpenFile>> {
     if BITS[w].load(Ordering::Acquire) & b == 0 {
         return None;
     }
-    let mut t = TABLE.write();
+    let mut t = write_table();
     BITS[w].fetch_and(!b, Ordering::Release);
     t.get_mut(fd as usize).and_then(Option::take)
 }
 
 /// Every fd that is ours.
 pub fn all() -> Vec<c_int> {
-    TABLE
-        .read()
+    read_table()
         .iter()
         .enumerate()
         .filter_map(|(i, e)| e.as_ref().map(|_| i as c_int))
         .collect()
 }
 
-/// Holds the table lock across fork (atfork prepare).
+/// Holds the table lock across fork (atfork prepare; `afterfork::release` frees it).
 pub fn lock_for_fork() {
-    std::mem::forget(TABLE.write());
+    crate::afterfork::hold(write_table());
 }
 
 /// How often this process has forked (its children hold its descriptions since).
@@ -475,12 +488,6 @@ static FORKS: AtomicU64 = AtomicU64::new(0);
 /// Counts a fork (atfork parent; posix_spawn, which runs no atfork handler).
 pub fn forked() {
     FORKS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Releases the lock taken by [`lock_for_fork`] (atfork parent and child).
-pub fn unlock_after_fork() {
-    // SAFETY: lock_for_fork took the write lock in this thread and forgot the guard.
-    unsafe { TABLE.force_unlock_write() };
 }
 
 // The library's own descriptors: connections to the daemons (its sockets, libfabric's

@@ -11,6 +11,7 @@
 
 #![recursion_limit = "512"]
 
+mod afterfork;
 mod dir;
 mod exec;
 mod fds;

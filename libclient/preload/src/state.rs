@@ -28,7 +28,14 @@ pub struct Fs {
 }
 
 static FS: OnceLock<Option<Fs>> = OnceLock::new();
-static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
+/// A std lock, not parking_lot's: it is held across fork (see `afterfork`).
+static CLIENT: std::sync::Mutex<Option<Client>> = std::sync::Mutex::new(None);
+
+fn client_slot() -> std::sync::MutexGuard<'static, Option<Client>> {
+    CLIENT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 /// The working directory when it is inside the mount dir (as programs see it, e.g.
 /// "/tmp/gkfs/run"); None when the kernel's working directory is the real one.
 static CWD: RwLock<Option<String>> = RwLock::new(None);
@@ -124,7 +131,7 @@ pub fn client() -> Result<Client, Errno> {
             return Err(Errno::EIO);
         }
     };
-    let mut slot = CLIENT.lock();
+    let mut slot = client_slot();
     if let Some(c) = slot.as_ref() {
         return Ok(c.clone());
     }
@@ -324,19 +331,16 @@ pub fn note_umask(m: u32) {
 fn register_atfork() {
     extern "C" fn prepare() {
         fds::lock_for_fork();
-        std::mem::forget(CLIENT.lock());
+        crate::afterfork::hold(client_slot());
     }
     extern "C" fn parent() {
-        // SAFETY: `prepare` locked CLIENT in this thread and forgot the guard.
-        unsafe { CLIENT.force_unlock() };
-        fds::unlock_after_fork();
+        crate::afterfork::release();
         fds::forked();
     }
     extern "C" fn child() {
-        // SAFETY: as in `parent`; the child is single-threaded here.
-        unsafe { CLIENT.force_unlock() };
+        // The child is single-threaded here; the locks are free again.
+        crate::afterfork::release();
         set_owner();
-        fds::unlock_after_fork();
         fds::close_parent_connections();
         crate::locks::forget_after_fork();
         crate::log::forget_unsupported_after_fork();
@@ -345,7 +349,7 @@ fn register_atfork() {
         }
         // The parent's connection belongs to the parent (its sockets and libfabric
         // state); the child opens its own on first use and never touches this one.
-        if let Some(old) = CLIENT.lock().take() {
+        if let Some(old) = client_slot().take() {
             std::mem::forget(old);
         }
     }
