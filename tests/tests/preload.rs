@@ -478,14 +478,14 @@ fn stress_seconds() -> u64 {
 }
 
 /// Runs 2 processes x 8 threads of tests/c/stress.c (mixed I/O, every byte checked,
-/// forks while requests are in flight) on `s` for `secs` seconds.
-fn stress(s: &Setup, name: &str, secs: u64) {
+/// `forks` forks per process while requests are in flight) on `s` for `secs` seconds.
+fn stress(s: &Setup, name: &str, secs: u64, forks: u32) {
     let probe = c_probe(s, "stress");
     let script = format!(
         r#"mkdir "$D" || exit 9
 P={p}
-$P "$D" 8 {secs} 4 & a=$!
-$P "$D" 8 {secs} 4 & b=$!
+$P "$D" 8 {secs} {forks} & a=$!
+$P "$D" 8 {secs} {forks} & b=$!
 wait $a; ea=$?; wait $b; eb=$?
 echo "exit $ea $eb"; echo "left $(ls "$D" | wc -l)""#,
         p = probe.display()
@@ -508,15 +508,17 @@ echo "exit $ea $eb"; echo "left $(ls "$D" | wc -l)""#,
 #[test]
 fn stress_threads_processes_and_forks_every_byte_checked() {
     let s = Setup::new();
-    stress(&s, "stress", stress_seconds());
+    stress(&s, "stress", stress_seconds(), 4);
 }
 
-/// The same load over libfabric (a sixth of the time).
+/// The same load over libfabric (a sixth of the time), without forks: a child forked
+/// while its parent's threads are inside libfabric can hang in libfabric's own locks
+/// (README, "Known limitations").
 #[test]
 fn stress_over_libfabric_too() {
     let mut s = Setup::new();
     s.env.push(("LIBGKFS_TRANSPORT", "fabric"));
-    stress(&s, "stress-fabric", stress_seconds().div_ceil(6));
+    stress(&s, "stress-fabric", stress_seconds().div_ceil(6), 0);
 }
 
 #[test]
