@@ -254,11 +254,17 @@ impl Region {
         self.len - WINDOW_AT
     }
 
+    /// The window's first byte.
+    fn window_start(&self) -> *mut u8 {
+        // SAFETY: `adopt` and `create` make every region at least WINDOW_AT long.
+        unsafe { self.ptr.as_ptr().add(WINDOW_AT) }
+    }
+
     /// The window's `len` bytes at `offset`, as a raw pointer (checked bounds).
     fn window_ptr(&self, offset: usize, len: usize) -> Option<*mut u8> {
         let end = offset.checked_add(len)?;
-        // SAFETY: the window lies inside the mapping and `offset..end` inside it.
-        (end <= self.window_len()).then(|| unsafe { self.ptr.as_ptr().add(WINDOW_AT + offset) })
+        // SAFETY: `offset..end` lies inside the window, which lies inside the mapping.
+        (end <= self.window_len()).then(|| unsafe { self.window_start().add(offset) })
     }
 }
 
@@ -340,6 +346,8 @@ impl Channel {
     /// connection.
     pub fn accept(stream: UnixStream, max_frame: usize, stall: Duration) -> io::Result<Channel> {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        // Also bounds the handshake: a client that connects and says nothing is dropped.
+        stream.set_read_timeout(Some(stall))?;
         let mut hs = [0u8; 8];
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
         let mut fd: Option<OwnedFd> = None;
@@ -483,29 +491,39 @@ impl Channel {
         s.flush()
     }
 
-    /// Reads a frame; on the daemon side the idle wait before it is unbounded, but a
-    /// frame must keep coming once it started.
+    /// Reads a frame. The socket's read timeout is the client's call deadline, or on
+    /// the daemon side the stall limit (set once at accept): there the wait for the
+    /// next frame is unbounded (a timeout before its first byte just waits on), but a
+    /// frame that started must keep coming.
     fn read_frame(&self) -> io::Result<Option<Vec<u8>>> {
         let mut s = &self.stream;
-        let Some(len) = read_frame_len(&mut s, self.max_frame)? else {
-            return Ok(None);
-        };
-        let Some(stall) = self.stall else {
-            return read_frame_body(&mut s, len).map(Some);
-        };
-        self.stream.set_read_timeout(Some(stall))?;
-        let body = read_frame_body(&mut s, len).map_err(|e| {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("a {len}-byte frame stalled for {stall:?}"),
-                )
-            } else {
-                e
+        let mut head = [0u8; 4];
+        let mut got = 0;
+        while got < head.len() {
+            match s.read(&mut head[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if got == 0 && self.stall.is_some() && timed_out(&e) => {}
+                Err(e) => return Err(self.stalled(e, head.len())),
             }
-        })?;
-        self.stream.set_read_timeout(None)?;
-        Ok(Some(body))
+        }
+        let len = read_frame_len(&mut &head[..], self.max_frame)?.unwrap_or_default();
+        read_frame_body(&mut s, len)
+            .map(Some)
+            .map_err(|e| self.stalled(e, len))
+    }
+
+    /// A read that timed out on the daemon side: the frame stalled.
+    fn stalled(&self, e: io::Error, len: usize) -> io::Error {
+        match self.stall {
+            Some(stall) if timed_out(&e) => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("a {len}-byte frame stalled for {stall:?}"),
+            ),
+            _ => e,
+        }
     }
 
     /// The client's data window (empty without a region). The daemon reads and writes
@@ -513,11 +531,10 @@ impl Channel {
     pub fn window(&self) -> &[u8] {
         match &self.region {
             Some(r) if self.side == Side::Client => {
-                let n = r.window_len();
-                let p = r.window_ptr(0, n).expect("the whole window is inside it");
-                // SAFETY: our window; the daemon touches it only during a call, and the
-                // client reads it only after the reply.
-                unsafe { std::slice::from_raw_parts(p, n) }
+                // SAFETY: our window (inside the mapping by construction); the daemon
+                // touches it only during a call, and the client reads it only after
+                // the reply.
+                unsafe { std::slice::from_raw_parts(r.window_start(), r.window_len()) }
             }
             _ => &[],
         }
@@ -527,10 +544,8 @@ impl Channel {
     pub fn window_mut(&mut self) -> &mut [u8] {
         match &self.region {
             Some(r) if self.side == Side::Client => {
-                let n = r.window_len();
-                let p = r.window_ptr(0, n).expect("the whole window is inside it");
                 // SAFETY: as in `window`, and `&mut self` is the only user here.
-                unsafe { std::slice::from_raw_parts_mut(p, n) }
+                unsafe { std::slice::from_raw_parts_mut(r.window_start(), r.window_len()) }
             }
             _ => &mut [],
         }
@@ -597,6 +612,14 @@ impl Drop for WindowLease<'_> {
     fn drop(&mut self) {
         self.0.lent.store(false, Ordering::Release);
     }
+}
+
+/// Did a read end at the socket's read timeout?
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Takes ownership of a descriptor received in SCM_RIGHTS.

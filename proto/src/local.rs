@@ -22,8 +22,8 @@ pub fn max_frame(chunk_size: u64) -> usize {
     (max_data(chunk_size) + (2 << 20)) as usize
 }
 
-/// How long a frame's sender may stall half way before the receiver gives up on the
-/// connection (and frees what it received).
+/// How long a frame's sender may stall half way (or a new connection wait with its
+/// handshake) before the daemon gives up on the connection and frees what it received.
 pub const FRAME_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[cfg(test)]

@@ -104,7 +104,7 @@ static void *work(void *arg) {
             break;
         }
         case 11: case 12: { /* fstat */
-            struct stat st;
+            struct stat st = {0};
             if (fstat(fd, &st) != 0 || st.st_size != size) fail("fstat size", path, st.st_size, size);
             break;
         }
@@ -116,7 +116,7 @@ static void *work(void *arg) {
             break;
         }
         case 14: { /* stat by path */
-            struct stat st;
+            struct stat st = {0};
             if (stat(path, &st) != 0 || st.st_size != size) fail("stat size", path, st.st_size, size);
             break;
         }

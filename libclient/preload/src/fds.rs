@@ -411,10 +411,11 @@ pub fn last_here(fd: c_int, of: &Arc<OpenFile>) -> bool {
 }
 
 static BITS: [AtomicU64; MAX_FD / 64] = [const { AtomicU64::new(0) }; MAX_FD / 64];
-/// A std lock, not parking_lot's: it is held across fork (see `afterfork`).
-static TABLE: std::sync::RwLock<Vec<Option<Arc<OpenFile>>>> = std::sync::RwLock::new(Vec::new());
-
+/// The description behind each fd number of ours.
 type Table = Vec<Option<Arc<OpenFile>>>;
+
+/// A std lock, not parking_lot's: it is held across fork (see `afterfork`).
+static TABLE: std::sync::RwLock<Table> = std::sync::RwLock::new(Vec::new());
 
 fn read_table() -> std::sync::RwLockReadGuard<'static, Table> {
     TABLE
