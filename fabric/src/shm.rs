@@ -311,6 +311,7 @@ impl Channel {
         max_frame: usize,
         timeout: Duration,
     ) -> io::Result<Channel> {
+        crate::spin::init();
         let stream = UnixStream::connect(path)?;
         // Our own descriptor: not inherited by programs the process executes.
         nix::fcntl::fcntl(

@@ -99,6 +99,13 @@ impl Score {
     }
 }
 
+/// Reads the settings now (the core count costs a dozen system calls, the cgroup's CPU
+/// quota included): at connection set-up, not in the middle of some later wait.
+pub fn init() {
+    spin_time();
+    max_spinning();
+}
+
 fn max_spinning() -> usize {
     static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *MAX.get_or_init(|| {

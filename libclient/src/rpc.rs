@@ -450,6 +450,18 @@ impl Rpcs {
 
 /// Probes daemon `d` until it answers a ping (then it is up again) or the client is
 /// gone.
+/// Work the embedding program does while a call waits for its reply (the preload
+/// library makes its description pages there).
+static WHILE_WAITING: OnceLock<fn()> = OnceLock::new();
+
+/// Sets the work to do while a call waits for its reply (once per process; later calls
+/// are ignored). `f` runs in the waiting thread after the request went out: it must be
+/// short, must not make calls of this API, and must not wait for locks a caller of
+/// this API may hold.
+pub fn set_while_waiting(f: fn()) {
+    let _ = WHILE_WAITING.set(f);
+}
+
 fn probe(rpcs: Weak<Rpcs>, d: u32) {
     let mut pause = PROBE_FIRST;
     loop {
@@ -541,6 +553,9 @@ impl<R: Rpc> Pending<R> {
         };
         let mut guard = WindowGuard { conn: None };
         let relayed = matches!(self.call, Call::Relay(..));
+        if let Some(f) = WHILE_WAITING.get() {
+            f();
+        }
         let bytes = match self.call {
             Call::Fabric(call) => call.wait(self.deadline).map_err(|e| {
                 log::warn!("{:?} to daemon {d}: {e}", R::OPCODE);

@@ -128,5 +128,25 @@ int main(int argc, char **argv) {
     int st = 0;
     waitpid(pid, &st, 0);
     roundtrip("parent after the child", "j", "tenth");
+
+    /* A vfork child that rearranges descriptors before it execs (as Python's
+     * subprocess does): its close and dup2 are of its own descriptor table; the
+     * parent's file stays open, at its offset. */
+    int v = open(path("vforked"), O_CREAT | O_RDWR | O_TRUNC, 0644);
+    write(v, "before", 6);
+    pid = vfork();
+    if (pid == 0) {
+        dup2(v, 9);
+        close(v);
+        execl("/bin/sh", "sh", "-c", "echo ' from the child' >&9", (char *)NULL);
+        _exit(127);
+    }
+    waitpid(pid, &st, 0);
+    ssize_t vw = write(v, " after", 6);
+    char vb[64] = {0};
+    ssize_t vr = pread(v, vb, sizeof vb - 1, 0);
+    printf("after a vfork child closed it: write %zd, pread %zd '%s', child %d\n", vw, vr, vb,
+           WEXITSTATUS(st));
+    close(v);
     return 0;
 }

@@ -571,7 +571,7 @@ fn exports_the_entry_points_programs_use() {
         posix_fallocate posix_fallocate64 copy_file_range sendfile sendfile64 symlink symlinkat \
         readlink readlinkat link linkat chmod fchmod fchmodat chown lchown fchown fchownat fopen \
         fopen64 fdopen freopen freopen64 mmap mmap64 munmap msync execve execv execvp execvpe \
-        execl execlp execle fexecve posix_spawn posix_spawnp system popen ioctl umask";
+        execl execlp execle fexecve posix_spawn posix_spawnp system popen ioctl umask vfork";
     let missing: Vec<&str> = required
         .split_whitespace()
         .filter(|s| !exported.contains(s))
@@ -689,6 +689,139 @@ print(repr(r.stdout), r.returncode)
         &format!("fd-numbers-python-{carrier}"),
         &format!("python3 - <<'EOF'\n{py}\nEOF"),
     );
+}
+
+/// An open of a gkfs file costs one system call of its own (the `O_PATH` open of a
+/// description page made before its request went out) and a close only the kernel's
+/// close. In a trace of every system call of the program (strace), each open must be:
+/// the request to the daemon, then only work of the library's own (the reply on the
+/// channel, pages made, memfds closed and pages unmapped for earlier files: what the
+/// library does while it waits), then that `O_PATH` open as the last call.
+#[test]
+fn an_open_costs_one_system_call_and_a_close_only_the_kernels() {
+    let s = Setup::new();
+    let probe = c_probe(&s, "open_cost");
+    let trace = s.work.path().join("trace");
+    let dir = format!("{}/cost", s.cluster.mountdir);
+    const FILES: usize = 40;
+    let out = Command::new("strace")
+        .args(["-qq", "-o"])
+        .arg(&trace)
+        .arg("-E")
+        .arg(format!("LD_PRELOAD={}", s.lib.display()))
+        .arg("-E")
+        .arg(format!(
+            "LIBGKFS_HOSTS_FILE={}",
+            s.cluster.hosts_file.display()
+        ))
+        .arg(&probe)
+        .arg(&dir)
+        .arg(FILES.to_string())
+        .output()
+        .expect("strace is needed for this test");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = fs::read_to_string(&trace).unwrap();
+    let calls: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("---") && !l.starts_with("+++") && !l.starts_with("futex("))
+        .collect();
+    // "name(fd, ..." -> fd; "... = N" -> N.
+    fn fd_arg(l: &str) -> Option<i64> {
+        let (_, r) = l.split_once('(')?;
+        r.split([',', ')']).next()?.parse().ok()
+    }
+    fn ret(l: &str) -> Option<i64> {
+        l.rsplit_once("= ")?.1.split(' ').next()?.parse().ok()
+    }
+    // The connections to the daemons (one each).
+    let channels: Vec<i64> = calls
+        .iter()
+        .filter(|l| l.starts_with("connect(") && l.contains("AF_UNIX"))
+        .filter_map(|l| fd_arg(l))
+        .collect();
+    assert!(
+        !channels.is_empty(),
+        "no connection to a daemon in the trace:\n{text}"
+    );
+    // The library's descriptors are the first connection's and higher.
+    let library_fd = |l: &str| fd_arg(l).is_some_and(|fd| fd >= channels[0]);
+    let on_channel = |l: &str| fd_arg(l).is_some_and(|fd| channels.contains(&fd));
+    // The library's own work while it waits for a reply.
+    let own_work = |l: &str| {
+        on_channel(l)
+            || l.starts_with("memfd_create(\"gkfs\"")
+            || (l.starts_with("fcntl(") && l.contains("F_DUPFD_CLOEXEC"))
+            || (l.starts_with("close(") && (library_fd(l) || fd_arg(l) == Some(3)))
+            || l.starts_with("ftruncate(") && library_fd(l)
+            || (l.starts_with("mmap(NULL, 8192,") && l.contains("MAP_SHARED"))
+            || l.starts_with("munmap(")
+    };
+    let markers: Vec<usize> = (0..calls.len())
+        .filter(|&i| calls[i].starts_with("getppid("))
+        .collect();
+    assert_eq!(
+        markers.len(),
+        2 * FILES * 3,
+        "markers in the trace:\n{text}"
+    );
+    // Where each memfd number was last made (index into `calls`).
+    let mut made = std::collections::HashMap::new();
+    let mut scanned = 0;
+    // The first opens set up the connection and find no page made ahead yet.
+    const WARM: usize = 5;
+    for pass in 0..2 {
+        for i in 0..FILES {
+            let seg = (pass * FILES + i) * 3;
+            let (start, end) = (markers[seg] + 1, markers[seg + 1]);
+            for j in scanned..end {
+                if calls[j].starts_with("fcntl(")
+                    && calls[j].contains("F_DUPFD_CLOEXEC")
+                    && j > 0
+                    && calls[j - 1].starts_with("memfd_create(\"gkfs\"")
+                {
+                    made.insert(ret(calls[j]).unwrap_or(-1).to_string(), j);
+                }
+            }
+            scanned = end;
+            if i < WARM {
+                continue;
+            }
+            let open = &calls[start..end];
+            let what = format!("open {i} of pass {pass}: {open:#?}");
+            let last = open.last().unwrap_or(&"");
+            let page = last
+                .strip_prefix("openat(")
+                .filter(|_| last.contains("O_PATH"))
+                .and_then(|r| r.split('"').nth(1))
+                .unwrap_or_else(|| panic!("{what}: the last call is not the O_PATH open"));
+            assert!(
+                made.get(page).is_some_and(|&j| j < start),
+                "{what}: page {page} was made during the open"
+            );
+            assert!(
+                open.first().is_some_and(|l| on_channel(l)),
+                "{what}: the request is not the first call"
+            );
+            let rest: Vec<_> = open[..open.len() - 1]
+                .iter()
+                .filter(|l| !own_work(l))
+                .collect();
+            assert!(
+                rest.is_empty(),
+                "{what}: calls of the open's own: {rest:#?}"
+            );
+            let close = &calls[markers[seg + 1] + 1..markers[seg + 2]];
+            assert!(
+                close.len() == 1 && close[0].starts_with("close(") && !library_fd(close[0]),
+                "close {i} of pass {pass}: {close:#?}"
+            );
+        }
+    }
 }
 
 /// Compiles one of the C probes in `tests/c` into the scenario's work dir.

@@ -1,6 +1,6 @@
 //! The file descriptor table. Every gkfs open reserves a real kernel fd, so numbers
-//! never collide with the kernel's: an `O_PATH` descriptor of a small memfd. The memfd
-//! page holds the open file description (status flags, offset, path, record), so
+//! never collide with the kernel's: an `O_PATH` descriptor of a small memfd (made
+//! ahead, see `pages`). The memfd page holds the open file description (status flags, offset, path, record), so
 //! everything that shares the kernel description shares ours: dup'ed fds, a forked
 //! child, a program exec'ed with the fd open. Kernel I/O on the reserved fd (a libc
 //! internal call the library cannot see) fails with EBADF instead of landing anywhere.
@@ -14,7 +14,7 @@ use gkfs_proto::{Errno, Record};
 use parking_lot::{Mutex, RwLock};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"GKFSDSC3");
-const PAGE: usize = 8192;
+const PAGE: usize = crate::pages::LEN;
 const MAX_PATH: usize = 4096;
 /// Highest fd number the table tracks (higher ones are never ours).
 pub const MAX_FD: usize = 1 << 20;
@@ -63,35 +63,8 @@ unsafe impl Sync for OpenFile {}
 
 impl Drop for OpenFile {
     fn drop(&mut self) {
-        // SAFETY: the mapping was made in `map` with this length and is ours alone.
-        unsafe { libc::munmap(self.page.as_ptr().cast(), PAGE) };
+        crate::pages::unmap_later(self.page.cast());
     }
-}
-
-fn os_err() -> Errno {
-    Errno(
-        std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO),
-    )
-}
-
-fn map(fd: c_int) -> Result<NonNull<Page>, Errno> {
-    // SAFETY: maps PAGE bytes of a file we hold open; the result is checked.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(os_err());
-    }
-    NonNull::new(p.cast()).ok_or(Errno::ENOMEM)
 }
 
 impl OpenFile {
@@ -220,7 +193,7 @@ impl OpenFile {
     }
 
     /// Creates a description and reserves a kernel fd for it (close-on-exec if
-    /// `cloexec`).
+    /// `cloexec`): one system call, the `O_PATH` open of a ready page's memfd.
     pub fn create(
         path: &str,
         record: Record,
@@ -230,66 +203,39 @@ impl OpenFile {
         if path.len() > MAX_PATH {
             return Err(Errno::ENAMETOOLONG);
         }
-        // SAFETY: memfd_create with a static name; the result is checked.
-        let mfd = unsafe { libc::memfd_create(c"gkfs".as_ptr(), libc::MFD_CLOEXEC) };
-        if mfd < 0 {
-            return Err(os_err());
-        }
-        let done = (|| {
-            // SAFETY: sizing our own new memfd.
-            if unsafe { libc::ftruncate(mfd, PAGE as i64) } != 0 {
-                return Err(os_err());
+        let fresh = crate::pages::take()?;
+        let page = fresh.page.cast::<Page>();
+        // SAFETY: a fresh zeroed mapping of PAGE bytes, ours alone until published.
+        let pg = unsafe { &mut *page.as_ptr() };
+        pg.magic = MAGIC;
+        pg.flags = AtomicU32::new(flags as u32);
+        // Every open passes here: the pid without a system call.
+        pg.creator = AtomicU32::new(crate::state::owner_pid());
+        pg.creator_forks = AtomicU64::new(FORKS.load(Ordering::Relaxed));
+        let rec = record.to_bytes();
+        pg.record[..rec.len()].copy_from_slice(&rec);
+        pg.path[..path.len()].copy_from_slice(path.as_bytes());
+        pg.path_len = AtomicU32::new(path.len() as u32);
+        // The program gets the number the kernel would have given it: the lowest free
+        // one, on a description of its own (what dup, fork and exec share).
+        let fd = match fresh.open_descriptor(cloexec) {
+            Ok(fd) => fd,
+            Err(e) => {
+                crate::pages::discard(fresh);
+                return Err(e);
             }
-            let page = map(mfd)?;
-            // SAFETY: the fresh mapping is ours alone until published.
-            let pg = unsafe { &mut *page.as_ptr() };
-            pg.magic = MAGIC;
-            pg.flags = AtomicU32::new(flags as u32);
-            pg.offset = AtomicU64::new(0);
-            pg.lock_owner = AtomicU64::new(0);
-            // Every open passes here: the pid without a system call.
-            pg.creator = AtomicU32::new(crate::state::owner_pid());
-            pg.creator_forks = AtomicU64::new(FORKS.load(Ordering::Relaxed));
-            let rec = record.to_bytes();
-            pg.record[..rec.len()].copy_from_slice(&rec);
-            pg.path[..path.len()].copy_from_slice(path.as_bytes());
-            pg.path_len = AtomicU32::new(path.len() as u32);
-            pg.path_gen = AtomicU32::new(0);
-            pg.orphan = AtomicU32::new(0);
-            let of = Arc::new(OpenFile {
+        };
+        crate::pages::opened(fresh);
+        Ok((
+            fd,
+            Arc::new(OpenFile {
                 page,
                 path: RwLock::new((0, Arc::from(path))),
                 record,
                 listing: Mutex::new(None),
                 locked_here: AtomicBool::new(false),
-            });
-            let proc_path = format!("/proc/self/fd/{mfd}\0");
-            let mut oflags = libc::O_PATH;
-            if cloexec {
-                oflags |= libc::O_CLOEXEC;
-            }
-            // SAFETY: NUL-terminated path; the result is checked.
-            let fd = unsafe { libc::open(proc_path.as_ptr().cast(), oflags) };
-            if fd < 0 {
-                return Err(os_err());
-            }
-            // The program gets the number the kernel would have given it: the lowest
-            // free one, which the memfd took. The O_PATH fd replaces the memfd there.
-            let dup_flags = if cloexec { libc::O_CLOEXEC } else { 0 };
-            // SAFETY: moves our new O_PATH fd onto our own memfd's number; checked.
-            let r = unsafe { libc::dup3(fd, mfd, dup_flags) };
-            // SAFETY: the O_PATH fd's first number, ours alone.
-            unsafe { libc::close(fd) };
-            if r < 0 {
-                return Err(os_err());
-            }
-            Ok((mfd, of))
-        })();
-        if done.is_err() {
-            // SAFETY: our own memfd (the mapping, if any, keeps the memory alive).
-            unsafe { libc::close(mfd) };
-        }
-        done
+            }),
+        ))
     }
 
     /// Recognises a description inherited across exec on fd `fd`.
@@ -312,10 +258,10 @@ impl OpenFile {
         if mfd < 0 {
             return None;
         }
-        let page = map(mfd);
+        let page = crate::pages::map(mfd);
         // SAFETY: our temporary descriptor.
         unsafe { libc::close(mfd) };
-        let page = page.ok()?;
+        let page = page.ok()?.cast::<Page>();
         // SAFETY: a mapping of PAGE bytes made just now.
         let pg = unsafe { page.as_ref() };
         let parsed = (pg.magic == MAGIC)
@@ -326,8 +272,7 @@ impl OpenFile {
             })
             .flatten();
         let Some((gen, path, record)) = parsed else {
-            // SAFETY: the mapping made above.
-            unsafe { libc::munmap(page.as_ptr().cast(), PAGE) };
+            crate::pages::unmap_later(page.cast());
             return None;
         };
         // Held by more than one program from now on: never handed to the kernel.

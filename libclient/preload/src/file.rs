@@ -446,7 +446,7 @@ pub(crate) fn h_close(fd: c_int) -> Act<c_int> {
         // Not the program's: as far as it knows, nothing is open there.
         return Some(Err(Errno::EBADF));
     }
-    // (is_ours first: the vfork check costs a getpid, not to be paid on every close.)
+    // (is_ours first: while a vfork is under way the check costs a getpid.)
     if fds::is_ours(fd) && !state::in_vfork_child() {
         unbind(fd);
     }

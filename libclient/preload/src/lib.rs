@@ -3,7 +3,8 @@
 //! `table` (every intercepted entry point, in one table), `hook` (the interception
 //! machinery), `state` (lazy process state), `fds`
 //! (descriptors), `paths` (classifying path arguments), and the hook groups
-//! `file`, `meta`, `dir`, `stdio`, `exec`, `mmap`, `own` (the library's own descriptors).
+//! `file`, `meta`, `dir`, `stdio`, `exec`, `mmap`, `own` (the library's own descriptors),
+//! `pages` (the memory of open file descriptions) and `vfork`.
 //!
 //! Loading the library does nothing but read two environment variables (the state a
 //! parent handed over across exec); the hosts file is read when a path could be ours,
@@ -25,10 +26,12 @@ mod meta;
 mod mmap;
 mod orphans;
 mod own;
+mod pages;
 mod paths;
 mod state;
 mod stdio;
 mod table;
+mod vfork;
 
 extern "C" fn on_load() {
     let _inside = hook::Inside::enter();

@@ -95,6 +95,7 @@ fn load() -> Option<Fs> {
         return None;
     };
     register_atfork();
+    api::set_while_waiting(crate::pages::while_waiting);
     log::debug(format_args!("gkfs mounted at {}", mount.as_str()));
     Some(Fs {
         mount,
@@ -274,6 +275,9 @@ pub fn owner_pid() -> u32 {
 /// Is this a vfork child (sharing its parent's memory)? Such a child must not change
 /// the fd table or the working directory: they are the parent's.
 pub fn in_vfork_child() -> bool {
+    if !crate::vfork::maybe_child() {
+        return false;
+    }
     let o = OWNER.load(Ordering::Relaxed);
     // SAFETY: getpid cannot fail.
     o != 0 && o != unsafe { libc::getpid() }
@@ -332,6 +336,7 @@ fn register_atfork() {
     extern "C" fn prepare() {
         fds::lock_for_fork();
         crate::afterfork::hold(client_slot());
+        crate::pages::lock_for_fork();
     }
     extern "C" fn parent() {
         crate::afterfork::release();
@@ -342,6 +347,7 @@ fn register_atfork() {
         crate::afterfork::release();
         set_owner();
         fds::close_parent_connections();
+        crate::pages::forget_after_fork();
         crate::locks::forget_after_fork();
         crate::log::forget_unsupported_after_fork();
         for of in fds::descriptions() {
