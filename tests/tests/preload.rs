@@ -815,6 +815,13 @@ fn an_open_costs_one_system_call_and_a_close_only_the_kernels() {
                 rest.is_empty(),
                 "{what}: calls of the open's own: {rest:#?}"
             );
+            // One file open at a time: the page of the last one serves again, so
+            // nothing is made, closed or unmapped at all.
+            let work: Vec<_> = open[..open.len() - 1]
+                .iter()
+                .filter(|l| !on_channel(l))
+                .collect();
+            assert!(work.is_empty(), "{what}: pages made or released: {work:#?}");
             let close = &calls[markers[seg + 1] + 1..markers[seg + 2]];
             assert!(
                 close.len() == 1 && close[0].starts_with("close(") && !library_fd(close[0]),
@@ -822,6 +829,26 @@ fn an_open_costs_one_system_call_and_a_close_only_the_kernels() {
             );
         }
     }
+}
+
+/// The page of a description ends up serving another file only when no other process
+/// can hold it: here a forked child still reads its copy of the parent's descriptor
+/// after the parent closed it and opened other files.
+#[test]
+fn a_description_a_child_still_holds_serves_no_other_file() {
+    let s = Setup::new();
+    s.same(
+        "reuse-after-fork",
+        &prelude(
+            r#"echo first file > a
+exec 3< a
+(sleep 0.5; echo "child reads: $(cat <&3)") &
+exec 3<&-
+for i in 1 2 3 4 5 6 7 8 9 10; do echo "file $i" > "f$i"; exec 4< "f$i"; exec 4<&-; done
+wait
+cat f10"#,
+        ),
+    );
 }
 
 /// Compiles one of the C probes in `tests/c` into the scenario's work dir.

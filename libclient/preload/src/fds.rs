@@ -53,6 +53,9 @@ pub struct OpenFile {
     /// Has this process taken an OFD or flock lock on the description? (Its last
     /// close here drops them.)
     locked_here: AtomicBool,
+    /// The page's memfd on a library descriptor, while this process keeps it (-1: not
+    /// kept): then the page can serve the next description once this one ends.
+    memfd: std::sync::atomic::AtomicI32,
 }
 
 // SAFETY: the page is shared memory touched only through atomics (offset, flags), under
@@ -63,7 +66,11 @@ unsafe impl Sync for OpenFile {}
 
 impl Drop for OpenFile {
     fn drop(&mut self) {
-        crate::pages::unmap_later(self.page.cast());
+        let memfd = self.memfd.load(Ordering::Relaxed);
+        // No other process can hold a description made here since the last fork:
+        // its page can serve again.
+        let private = memfd >= 0 && self.made_here_since_fork(crate::state::owner_pid());
+        crate::pages::ended(self.page.cast(), memfd, private);
     }
 }
 
@@ -143,9 +150,11 @@ impl OpenFile {
         self.locked_here.store(true, Ordering::Relaxed);
     }
 
-    /// In a forked child: the parent took the locks, not the child.
-    pub fn clear_locked_here(&self) {
+    /// In a forked child: the parent took the locks, not the child; and the memfd
+    /// the parent kept is closed with its connections.
+    pub fn forget_parent_state(&self) {
         self.locked_here.store(false, Ordering::Relaxed);
+        self.memfd.store(-1, Ordering::Relaxed);
     }
 
     /// The status flags (access mode, O_APPEND, O_NONBLOCK...).
@@ -193,7 +202,8 @@ impl OpenFile {
     }
 
     /// Creates a description and reserves a kernel fd for it (close-on-exec if
-    /// `cloexec`): one system call, the `O_PATH` open of a ready page's memfd.
+    /// `cloexec`): one system call, the `O_PATH` open of a ready page's memfd (a
+    /// fresh page, or the page of a description that ended).
     pub fn create(
         path: &str,
         record: Record,
@@ -205,10 +215,15 @@ impl OpenFile {
         }
         let fresh = crate::pages::take()?;
         let page = fresh.page.cast::<Page>();
-        // SAFETY: a fresh zeroed mapping of PAGE bytes, ours alone until published.
+        // SAFETY: a mapping of PAGE bytes that no description uses, ours alone until
+        // published.
         let pg = unsafe { &mut *page.as_ptr() };
         pg.magic = MAGIC;
         pg.flags = AtomicU32::new(flags as u32);
+        pg.offset = AtomicU64::new(0);
+        pg.lock_owner = AtomicU64::new(0);
+        pg.path_gen = AtomicU32::new(0);
+        pg.orphan = AtomicU32::new(0);
         // Every open passes here: the pid without a system call.
         pg.creator = AtomicU32::new(crate::state::owner_pid());
         pg.creator_forks = AtomicU64::new(FORKS.load(Ordering::Relaxed));
@@ -225,7 +240,7 @@ impl OpenFile {
                 return Err(e);
             }
         };
-        crate::pages::opened(fresh);
+        let memfd = crate::pages::opened(fresh);
         Ok((
             fd,
             Arc::new(OpenFile {
@@ -234,6 +249,7 @@ impl OpenFile {
                 record,
                 listing: Mutex::new(None),
                 locked_here: AtomicBool::new(false),
+                memfd: std::sync::atomic::AtomicI32::new(memfd.unwrap_or(-1)),
             }),
         ))
     }
@@ -272,7 +288,7 @@ impl OpenFile {
             })
             .flatten();
         let Some((gen, path, record)) = parsed else {
-            crate::pages::unmap_later(page.cast());
+            crate::pages::ended(page.cast(), -1, false);
             return None;
         };
         // Held by more than one program from now on: never handed to the kernel.
@@ -283,6 +299,7 @@ impl OpenFile {
             record,
             listing: Mutex::new(None),
             locked_here: AtomicBool::new(false),
+            memfd: std::sync::atomic::AtomicI32::new(-1),
         }))
     }
 }

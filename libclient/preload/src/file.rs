@@ -421,22 +421,27 @@ fn before_release(fd: c_int, of: &Arc<OpenFile>) {
     crate::orphans::before_close(of, last_here);
 }
 
-/// Forgets our side of `fd` (before the kernel fd is closed).
-pub fn unbind(fd: c_int) {
-    if fds::is_ours(fd) {
-        if let Some(of) = fds::get(fd) {
-            before_release(fd, &of);
-        }
-        stdio::before_std_fd_change(fd);
-        fds::remove(fd);
-        stdio::std_fd_changed(fd);
+/// Forgets our side of `fd` (before the kernel fd is closed). Returns the description
+/// it was bound to: the caller drops it after the kernel's close, so that a fork in
+/// between finds it still in use (and its page never serves another description).
+#[must_use = "drop the description after the kernel's close"]
+pub fn unbind(fd: c_int) -> Option<Arc<OpenFile>> {
+    if !fds::is_ours(fd) {
+        return None;
     }
+    if let Some(of) = fds::get(fd) {
+        before_release(fd, &of);
+    }
+    stdio::before_std_fd_change(fd);
+    let of = fds::remove(fd);
+    stdio::std_fd_changed(fd);
+    of
 }
 
 /// Closes one of our fds from library code (where libc::close goes straight to the
 /// kernel).
 pub fn close_ours(fd: c_int) -> Result<c_int, Errno> {
-    unbind(fd);
+    let _ended = unbind(fd);
     // SAFETY: closes the reserved kernel fd.
     checked(unsafe { libc::close(fd) })
 }
@@ -448,7 +453,14 @@ pub(crate) fn h_close(fd: c_int) -> Act<c_int> {
     }
     // (is_ours first: while a vfork is under way the check costs a getpid.)
     if fds::is_ours(fd) && !state::in_vfork_child() {
-        unbind(fd);
+        let ended = unbind(fd);
+        static REAL: crate::hook::Real = crate::hook::Real::new(c"close");
+        // SAFETY: the type is the C prototype of the symbol `REAL` names.
+        let real = unsafe { REAL.func::<unsafe extern "C" fn(c_int) -> c_int>() }?;
+        // SAFETY: closes the program's descriptor, as it asked.
+        let r = checked(unsafe { real(fd) });
+        drop(ended);
+        return Some(r);
     }
     None
 }

@@ -143,10 +143,12 @@ fn close_range_skipping(first: c_uint, last: c_uint, flags: c_int) -> c_int {
         return unsafe { real(first, last, flags) };
     }
     let hi = last.min(fds::MAX_FD as u32 - 1);
+    // Dropped after the kernel's close (see `file::unbind`).
+    let mut ended = Vec::new();
     if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 && !crate::state::in_vfork_child() {
         for fd in fds::all() {
             if (first..=hi).contains(&(fd as c_uint)) {
-                crate::file::unbind(fd);
+                ended.extend(crate::file::unbind(fd));
             }
         }
     }
@@ -184,11 +186,10 @@ pub fn h_closefrom(low: c_int) -> Act<()> {
         // No close_range (an old kernel): one by one, as glibc falls back to.
         for fd in low..fds::floor().max(1024) as c_uint {
             if !fds::is_library(fd as c_int) {
-                if fds::is_ours(fd as c_int) {
-                    crate::file::unbind(fd as c_int);
-                }
+                let ended = crate::file::unbind(fd as c_int);
                 // SAFETY: closes the caller's descriptor.
                 unsafe { libc::syscall(libc::SYS_close, fd) };
+                drop(ended);
             }
         }
     }

@@ -3,12 +3,17 @@
 //!
 //! Making a page costs five system calls and two page faults (memfd_create, the move
 //! to a library number, ftruncate, mmap, first touch), releasing it two more (the
-//! memfd's close once the program's descriptor holds the file, munmap after the last
-//! close). Done inline, that was two thirds of a gkfs create. An open should cost one
-//! system call and a close only the kernel's, so both kinds of work happen while the
-//! process waits for a daemon's reply anyway ([`while_waiting`], run by the client
-//! API's wait): a few pages stay ready, and what is to be closed or unmapped waits in
-//! short lists. An open that finds no page ready makes one on the spot.
+//! memfd's close, munmap). Done inline, that was two thirds of a gkfs create. An open
+//! should cost one system call and a close only the kernel's:
+//! - A page serves again once its description ends, if no other process can hold it
+//!   (made in this process since its last fork): the description keeps the page's
+//!   memfd open (on a library descriptor, up to [`KEEP_MAX`] at a time), and at its end
+//!   page and memfd go back to the ready pages. A create-and-close loop then costs the
+//!   `O_PATH` open and the close, nothing else.
+//! - Other pages are made, closed and unmapped while the process waits for a daemon's
+//!   reply anyway ([`while_waiting`], run by the client API's wait): a few pages stay
+//!   ready, and what is to be closed or unmapped waits in short lists. An open that
+//!   finds no page ready makes one on the spot.
 //!
 //! Fork: the ready pages are shared with the parent (MAP_SHARED of its memfds), so a
 //! child drops them ([`forget_after_fork`]); their memfds are library descriptors,
@@ -27,10 +32,20 @@ use gkfs_proto::Errno;
 
 /// Bytes of a description page.
 pub const LEN: usize = 8192;
-/// Pages kept ready.
+/// Pages made ahead while requests wait.
 const READY: usize = 4;
-/// Deferred closes and unmaps kept before they are done on the spot.
+/// Pages kept ready at most (ended descriptions' pages included).
+const READY_MAX: usize = 8;
+/// Descriptions that keep their memfd at most (library descriptors: 128 of them fit
+/// above the library's floor with the usual limit of 1024).
+pub const KEEP_MAX: usize = 32;
+/// Deferred unmaps kept before they are done on the spot.
 const DEFERRED_MAX: usize = 64;
+/// Deferred closes kept before they are done on the spot (library descriptors too).
+const DEFERRED_CLOSES_MAX: usize = 16;
+
+/// Descriptions keeping their page's memfd now.
+static KEPT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A page ready for a new description: mapped, touched, its memfd on a library
 /// descriptor number (close-on-exec, out of the program's way).
@@ -208,25 +223,68 @@ pub fn take() -> Result<Fresh, Errno> {
     Ok(f)
 }
 
-/// A page whose descriptor the program now holds ([`Fresh::open_descriptor`]): its
-/// memfd is closed later, the page stays mapped (the description's).
-pub fn opened(f: Fresh) {
+/// A page whose descriptor the program now holds ([`Fresh::open_descriptor`]); the
+/// page stays mapped (the description's). Returns the memfd when the description
+/// keeps it (see the module doc), else it is closed later.
+pub fn opened(f: Fresh) -> Option<c_int> {
     if !f.deferrable {
-        return close(f.fd);
+        close(f.fd);
+        return None;
     }
-    let mut p = lock();
-    if p.to_close.len() < DEFERRED_MAX {
-        p.to_close.push(f.fd);
-        return;
+    let keep_max = if crate::fds::floor() >= 256 {
+        KEEP_MAX
+    } else {
+        0
+    };
+    let kept = KEPT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |k| {
+        (k < keep_max).then_some(k + 1)
+    });
+    if kept.is_ok() {
+        return Some(f.fd);
     }
-    let due = std::mem::take(&mut p.to_close);
-    drop(p);
-    due.into_iter().chain([f.fd]).for_each(close);
+    close_later(f.fd);
+    None
 }
 
-/// A page no description uses any more: unmapped later. Never waits for the lock
-/// (it runs wherever a description is dropped, other locks held).
-pub fn unmap_later(page: NonNull<u8>) {
+/// Closes library memfd `fd` later (now if the list is full or busy).
+fn close_later(fd: c_int) {
+    match try_lock() {
+        Some(mut p) if p.to_close.len() < DEFERRED_CLOSES_MAX => p.to_close.push(fd),
+        Some(mut p) => {
+            let due = std::mem::take(&mut p.to_close);
+            drop(p);
+            due.into_iter().chain([fd]).for_each(close);
+        }
+        None => close(fd),
+    }
+}
+
+/// A description ended (its last reference here dropped): its page, and `memfd` if it
+/// kept it (-1: not). A `private` page (no other process can hold it) with its memfd
+/// serves the next description; anything else is closed and unmapped later. Never
+/// waits for the lock (it runs wherever a description is dropped, other locks held).
+pub fn ended(page: NonNull<u8>, memfd: c_int, private: bool) {
+    if memfd >= 0 {
+        KEPT.fetch_sub(1, Ordering::AcqRel);
+        if private {
+            if let Some(mut p) = try_lock() {
+                if p.ready.len() < READY_MAX {
+                    p.ready.push_back(Fresh {
+                        fd: memfd,
+                        page,
+                        deferrable: true,
+                    });
+                    return;
+                }
+            }
+        }
+        close_later(memfd);
+    }
+    unmap_later(page);
+}
+
+/// A page no description uses any more: unmapped later. Never waits for the lock.
+fn unmap_later(page: NonNull<u8>) {
     match try_lock() {
         Some(mut p) if p.to_unmap.len() < DEFERRED_MAX => p.to_unmap.push(page),
         Some(mut p) => {
@@ -241,7 +299,11 @@ pub fn unmap_later(page: NonNull<u8>) {
 /// A page whose open failed: released.
 pub fn discard(f: Fresh) {
     unmap(f.page);
-    opened(f);
+    if f.deferrable {
+        close_later(f.fd);
+    } else {
+        close(f.fd);
+    }
 }
 
 /// Background work, run while this thread waits for a daemon's reply: one page made,
@@ -282,6 +344,8 @@ pub fn lock_for_fork() {
 /// the parent's connections.
 pub fn forget_after_fork() {
     PROC_FD.store(-1, Ordering::Release);
+    // The descriptions' kept memfds are the parent's too (`OpenFile::forget_parent_state`).
+    KEPT.store(0, Ordering::Release);
     let mut p = lock();
     p.to_close.clear();
     let ready = std::mem::take(&mut p.ready);

@@ -351,7 +351,7 @@ fn register_atfork() {
         crate::locks::forget_after_fork();
         crate::log::forget_unsupported_after_fork();
         for of in fds::descriptions() {
-            of.clear_locked_here();
+            of.forget_parent_state();
         }
         // The parent's connection belongs to the parent (its sockets and libfabric
         // state); the child opens its own on first use and never touches this one.
