@@ -14,8 +14,9 @@ use std::thread::JoinHandle;
 use anyhow::{Context, Result};
 use gkfs_fabric::shm::Channel;
 
-use crate::server::{handle_payload, Origin};
+use crate::server::handle_payload;
 use crate::state::State;
+use gkfs_fabric::bulk::Sender;
 
 /// The socket server; stopped (and its file removed) by [`LocalServer::stop`].
 pub struct LocalServer {
@@ -223,15 +224,7 @@ fn serve(stream: UnixStream, state: &State) {
                 return;
             }
         };
-        let reply = handle_payload(
-            state,
-            &payload,
-            false,
-            Origin::Local {
-                window: window.clone(),
-                pid,
-            },
-        );
+        let reply = handle_payload(state, &payload, false, Sender::local(window.clone(), pid));
         if let Err(e) = ch.send(&reply) {
             log::debug!("local client: cannot send a reply ({e}); closing its connection");
             return;

@@ -8,27 +8,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use gkfs_fabric::{FabricError, Peer, Request};
+use gkfs_fabric::bulk::Sender;
+use gkfs_fabric::{FabricError, Request};
 use gkfs_proto::msg::{dispatch, encode_reply, Opcode, RemoteError, RequestHeader};
 use gkfs_proto::Errno;
 
 use crate::state::State;
-
-/// Where a request came from: a fabric peer (bulk data moves by RMA with it) or a
-/// connection on the node-local socket (bulk data sits in its shared window, if it set
-/// one up).
-#[derive(Debug, Clone)]
-pub enum Origin {
-    /// A libfabric peer.
-    Fabric(Peer),
-    /// A client on this node, through the unix socket.
-    Local {
-        /// The memory window it shared, if any.
-        window: Option<gkfs_fabric::shm::SharedWindow>,
-        /// Its process (SO_PEERCRED at connect).
-        pid: Option<i32>,
-    },
-}
 
 /// Starts `threads` workers serving requests until `stop` is set and the endpoint
 /// is shut down.
@@ -83,12 +68,12 @@ pub fn handle(state: &State, req: &Request) -> Vec<u8> {
         state,
         req.payload(),
         req.truncated,
-        Origin::Fabric(req.from),
+        Sender::fabric(req.from),
     )
 }
 
 /// Turns one request (header and body) into its reply bytes.
-pub fn handle_payload(state: &State, payload: &[u8], truncated: bool, from: Origin) -> Vec<u8> {
+pub fn handle_payload(state: &State, payload: &[u8], truncated: bool, from: Sender) -> Vec<u8> {
     let (h, body) = match RequestHeader::split(payload) {
         Ok(x) => x,
         Err(e) => {

@@ -36,6 +36,19 @@ pub enum FabricError {
 }
 
 impl FabricError {
+    /// The errno a file system call that failed this way reports (the one table of
+    /// it: the client API and the daemon both use it).
+    pub fn errno(&self) -> i32 {
+        match self {
+            FabricError::Timeout => libc::ETIMEDOUT,
+            FabricError::Truncated(_) => libc::EPROTO,
+            FabricError::PeerGone(_)
+            | FabricError::Canceled
+            | FabricError::BadAddress(_)
+            | FabricError::Call { .. } => libc::EIO,
+        }
+    }
+
     /// Is this the peer being dead or unreachable (as opposed to a local problem)?
     pub fn is_peer_failure(&self) -> bool {
         matches!(self, FabricError::Timeout | FabricError::PeerGone(_))

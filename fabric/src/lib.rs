@@ -14,6 +14,9 @@
 //! Waiting never spins: one waiting thread blocks in `fi_cq_sread`, the others on a
 //! condition variable. Every wait has a deadline.
 //!
+//! A daemon's handlers move a request's bulk data through [`bulk::Sender`], the same
+//! calls whichever carrier brought the request.
+//!
 //! It also holds the node-local channel ([`shm::Channel`]: a unix socket and a shared
 //! memory region with a request slot, a reply slot and a data window, polled while
 //! that pays) and the polling rules both carriers share ([`spin`]).
@@ -21,6 +24,7 @@
 //! This crate knows nothing of file systems (it depends on no other gkfs crate).
 #![deny(missing_docs)]
 
+pub mod bulk;
 mod endpoint;
 mod error;
 pub mod shm;

@@ -37,10 +37,5 @@ pub enum ClientError {
 
 /// Maps a transport failure to the errno an application sees.
 pub(crate) fn fabric_errno(e: &FabricError) -> Errno {
-    match e {
-        FabricError::Timeout => Errno::ETIMEDOUT,
-        FabricError::PeerGone(_) | FabricError::Canceled => Errno::EIO,
-        FabricError::Truncated(_) => Errno::EPROTO,
-        FabricError::BadAddress(_) | FabricError::Call { .. } => Errno::EIO,
-    }
+    Errno(e.errno())
 }

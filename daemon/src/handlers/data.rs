@@ -1,14 +1,12 @@
-//! Data handlers: chunk pieces moved inline or by RMA, with disk I/O overlapping the
-//! next transfer.
+//! Data handlers: chunk pieces moved inline, or as bulk data through the request's
+//! [`Sender`] (the transport decides how: in place in a node-local client's shared
+//! window, or by RMA with the next transfer in flight while the disk works).
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use gkfs_fabric::{FabricError, Peer, RemoteBuf};
-
-use crate::server::Origin;
-use gkfs_fabric::shm::WindowLease;
+use gkfs_fabric::bulk::{BulkError, Sender};
+use gkfs_fabric::RemoteBuf;
 use gkfs_proto::msg::*;
 use gkfs_proto::wire::Bytes;
 use gkfs_proto::Errno;
@@ -17,46 +15,32 @@ use crate::state::State;
 
 /// Longest time one bulk transfer of a request may take.
 const RMA_TIMEOUT: Duration = Duration::from_secs(30);
-/// Transfers in flight per request while the disk works on earlier pieces.
-const PIPELINE_DEPTH: usize = 2;
 
-/// Where a request's bulk data is: RMA with a fabric peer, or a local shared window.
-enum BulkAt<'a> {
-    Rma(Peer),
-    /// The window, lent to this request; the range was checked.
-    Window(WindowLease<'a>),
-}
-
-fn bulk_at<'a>(from: &'a Origin, b: &Bulk) -> Result<BulkAt<'a>, RemoteError> {
-    match from {
-        Origin::Fabric(p) => Ok(BulkAt::Rma(*p)),
-        Origin::Local {
-            window: Some(w), ..
-        } => {
-            let lease = w.lease().ok_or_else(|| {
-                RemoteError::new(
-                    Errno::EBUSY,
-                    "the shared window is in use by another request",
-                )
-            })?;
-            if lease.get(b.addr, b.len).is_none() {
-                return Err(RemoteError::new(
-                    Errno::EINVAL,
-                    "bulk range outside the shared window",
-                ));
-            }
-            Ok(BulkAt::Window(lease))
+/// A failed bulk transfer as the client sees it.
+fn bulk_err(what: &'static str) -> impl Fn(BulkError<RemoteError>) -> RemoteError {
+    move |e| match e {
+        BulkError::Handler(e) => e,
+        BulkError::WindowBusy => RemoteError::new(
+            Errno::EBUSY,
+            "the shared window is in use by another request",
+        ),
+        BulkError::OutsideWindow => {
+            RemoteError::new(Errno::EINVAL, "bulk range outside the shared window")
         }
-        Origin::Local { window: None, .. } => Err(RemoteError::new(
+        BulkError::NoWindow => RemoteError::new(
             Errno::EINVAL,
             "bulk transfer over the node-local socket without a shared window",
-        )),
+        ),
+        BulkError::Transfer(e) => {
+            log::warn!("{what}: {e}");
+            RemoteError::new(Errno(e.errno()), format!("{what}: {e}"))
+        }
     }
 }
 
-/// A piece outside the shared window (its bulk range was checked, the pieces against it).
-fn window_range() -> RemoteError {
-    RemoteError::new(Errno::EINVAL, "piece outside the shared window")
+/// Where piece `p` lies in the client's buffer.
+fn in_buffer(p: &ChunkIo) -> (u64, u64) {
+    (p.buf_offset, p.len)
 }
 
 fn io_err(what: &str, e: std::io::Error) -> RemoteError {
@@ -67,11 +51,6 @@ fn io_err(what: &str, e: std::io::Error) -> RemoteError {
         log::error!("{what}: {e}");
     }
     RemoteError::new(errno, format!("{what}: {e}"))
-}
-
-fn fabric_err(what: &str, e: FabricError) -> RemoteError {
-    log::warn!("{what}: {e}");
-    RemoteError::new(Errno::EIO, format!("{what}: {e}"))
 }
 
 fn check_pieces(st: &State, pieces: &[ChunkIo], buf_len: u64) -> Result<(), RemoteError> {
@@ -102,7 +81,7 @@ fn remote(b: &Bulk) -> RemoteBuf {
 
 pub fn write_chunks(
     st: &State,
-    from: &Origin,
+    from: &Sender,
     mut req: WriteChunksReq,
 ) -> Result<WriteChunksReply, RemoteError> {
     let size_update = req.size_update.take();
@@ -123,7 +102,7 @@ pub fn write_chunks(
 
 fn write_data(
     st: &State,
-    from: &Origin,
+    from: &Sender,
     req: WriteChunksReq,
 ) -> Result<WriteChunksReply, RemoteError> {
     let id = req.file_id;
@@ -141,54 +120,22 @@ fn write_data(
         }
         Some(bulk) => {
             check_pieces(st, &req.pieces, bulk.len)?;
-            let from = match bulk_at(from, bulk)? {
-                BulkAt::Rma(p) => p,
-                BulkAt::Window(win) => {
-                    for p in &req.pieces {
-                        // Straight from the client's memory into the chunk file.
-                        let data = win
-                            .get(bulk.addr + p.buf_offset, p.len)
-                            .ok_or_else(window_range)?;
-                        st.chunks
-                            .write(id, p.chunk, p.offset, data)
-                            .map_err(|e| io_err("write chunk", e))?;
-                        written += p.len;
-                    }
-                    st.counters
-                        .bytes_written
-                        .fetch_add(written, Ordering::Relaxed);
-                    return Ok(WriteChunksReply { written });
-                }
-            };
             let deadline = Instant::now() + RMA_TIMEOUT;
-            let rb = remote(bulk);
-            let mut next = 0;
-            let mut inflight = VecDeque::new();
-            let mut spare: Vec<Vec<u8>> = Vec::new();
-            loop {
-                while next < req.pieces.len() && inflight.len() < PIPELINE_DEPTH {
-                    let p = &req.pieces[next];
-                    let buf = spare.pop().unwrap_or_default();
-                    let op = st
-                        .ep
-                        .start_read(from, rb, p.buf_offset, buf, p.len as usize, deadline)
-                        .map_err(|e| fabric_err("pull data from client", e))?;
-                    inflight.push_back((p, op));
-                    next += 1;
-                }
-                let Some((p, op)) = inflight.pop_front() else {
-                    break;
-                };
-                let data = op
-                    .wait(deadline)
-                    .map_err(|e| fabric_err("pull data from client", e))?;
-                // The next transfer is already in flight while this piece hits the disk.
-                st.chunks
-                    .write(id, p.chunk, p.offset, &data)
-                    .map_err(|e| io_err("write chunk", e))?;
-                written += p.len;
-                spare.push(data);
-            }
+            from.pull(
+                &st.ep,
+                remote(bulk),
+                &req.pieces,
+                in_buffer,
+                deadline,
+                |p, data| {
+                    st.chunks
+                        .write(id, p.chunk, p.offset, data)
+                        .map_err(|e| io_err("write chunk", e))?;
+                    written += p.len;
+                    Ok(())
+                },
+            )
+            .map_err(bulk_err("pull data from client"))?;
         }
     }
     st.counters
@@ -199,7 +146,7 @@ fn write_data(
 
 pub fn read_chunks(
     st: &State,
-    from: &Origin,
+    from: &Sender,
     req: ReadChunksReq,
 ) -> Result<ReadChunksReply, RemoteError> {
     let id = req.file_id;
@@ -207,9 +154,10 @@ pub fn read_chunks(
     let total: u64 = req.pieces.iter().map(|p| p.len).sum();
     match &req.bulk {
         None => {
-            let limit = match from {
-                Origin::Fabric(_) => gkfs_proto::limits::INLINE_READ_MAX,
-                Origin::Local { .. } => gkfs_proto::local::max_data(st.chunk_size.get()),
+            let limit = if from.is_local() {
+                gkfs_proto::local::max_data(st.chunk_size.get())
+            } else {
+                gkfs_proto::limits::INLINE_READ_MAX
             };
             if total > limit {
                 return Err(RemoteError::new(Errno::EINVAL, "inline read too large"));
@@ -238,64 +186,24 @@ pub fn read_chunks(
         }
         Some(bulk) => {
             check_pieces(st, &req.pieces, bulk.len)?;
-            let from = match bulk_at(from, bulk)? {
-                BulkAt::Rma(p) => p,
-                BulkAt::Window(mut win) => {
-                    for p in &req.pieces {
-                        // Straight from the chunk file into the client's memory.
-                        let buf = win
-                            .get_mut(bulk.addr + p.buf_offset, p.len)
-                            .ok_or_else(window_range)?;
-                        let n = st
-                            .chunks
-                            .read(id, p.chunk, p.offset, buf)
-                            .map_err(|e| io_err("read chunk", e))?;
-                        lens.push(n as u64);
-                    }
-                    count_read(st, &lens);
-                    return Ok(ReadChunksReply {
-                        lens,
-                        inline: Bytes::default(),
-                    });
-                }
-            };
             let deadline = Instant::now() + RMA_TIMEOUT;
-            let rb = remote(bulk);
-            let mut inflight = VecDeque::new();
-            let mut spare: Vec<Vec<u8>> = Vec::new();
-            for p in &req.pieces {
-                let mut buf = spare.pop().unwrap_or_default();
-                buf.resize(p.len as usize, 0);
-                // Reading this piece from disk overlaps the transfers still in flight.
-                let n = st
-                    .chunks
-                    .read(id, p.chunk, p.offset, &mut buf)
-                    .map_err(|e| io_err("read chunk", e))?;
-                lens.push(n as u64);
-                if n == 0 {
-                    // A hole: the client zero-fills, nothing to send.
-                    spare.push(buf);
-                    continue;
-                }
-                buf.truncate(n);
-                let op = st
-                    .ep
-                    .start_write(from, rb, p.buf_offset, buf, deadline)
-                    .map_err(|e| fabric_err("push data to client", e))?;
-                inflight.push_back(op);
-                if inflight.len() >= PIPELINE_DEPTH {
-                    if let Some(op) = inflight.pop_front() {
-                        spare.push(
-                            op.wait(deadline)
-                                .map_err(|e| fabric_err("push data to client", e))?,
-                        );
-                    }
-                }
-            }
-            for op in inflight {
-                op.wait(deadline)
-                    .map_err(|e| fabric_err("push data to client", e))?;
-            }
+            from.push(
+                &st.ep,
+                remote(bulk),
+                &req.pieces,
+                in_buffer,
+                deadline,
+                |p, buf| {
+                    let n = st
+                        .chunks
+                        .read(id, p.chunk, p.offset, buf)
+                        .map_err(|e| io_err("read chunk", e))?;
+                    // (0: a hole; the client zero-fills, nothing is sent.)
+                    lens.push(n as u64);
+                    Ok(n)
+                },
+            )
+            .map_err(bulk_err("push data to client"))?;
             count_read(st, &lens);
             Ok(ReadChunksReply {
                 lens,

@@ -62,12 +62,11 @@ pub fn relay(st: &State, r: RelayReq) -> Result<RelayReply, RemoteError> {
         .ep
         .call(peer, &r.request.0, max_reply, timeout)
         .map_err(|e| {
-            let errno = if matches!(e, gkfs_fabric::FabricError::Timeout) {
-                Errno::ETIMEDOUT
-            } else if e.is_peer_failure() {
-                Errno::EHOSTUNREACH
-            } else {
-                Errno::EIO
+            // A target that is gone is EHOSTUNREACH (the client marks it down); a
+            // timeout and the rest as every fabric call reports them.
+            let errno = match e.errno() {
+                libc::EIO if e.is_peer_failure() => Errno::EHOSTUNREACH,
+                errno => Errno(errno),
             };
             RemoteError::new(errno, format!("relay to daemon {}: {e}", r.target))
         })?;

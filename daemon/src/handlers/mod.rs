@@ -7,97 +7,95 @@ pub mod mgmt;
 
 use gkfs_proto::msg::*;
 
-use crate::server::Origin;
 use crate::state::State;
+use gkfs_fabric::bulk::Sender;
 
 impl Handler for State {
-    type Ctx = Origin;
-    fn ping(&self, _: &Origin, _: PingReq) -> Result<PingReply, RemoteError> {
+    type Ctx = Sender;
+    fn ping(&self, _: &Sender, _: PingReq) -> Result<PingReply, RemoteError> {
         mgmt::ping(self)
     }
-    fn stats(&self, _: &Origin, _: StatsReq) -> Result<StatsReply, RemoteError> {
+    fn stats(&self, _: &Sender, _: StatsReq) -> Result<StatsReply, RemoteError> {
         mgmt::stats(self)
     }
-    fn create(&self, _: &Origin, r: CreateReq) -> Result<CreateReply, RemoteError> {
+    fn create(&self, _: &Sender, r: CreateReq) -> Result<CreateReply, RemoteError> {
         meta::create(self, r)
     }
-    fn stat(&self, _: &Origin, r: StatReq) -> Result<StatReply, RemoteError> {
+    fn stat(&self, _: &Sender, r: StatReq) -> Result<StatReply, RemoteError> {
         meta::stat(self, r)
     }
-    fn remove(&self, _: &Origin, r: RemoveReq) -> Result<RemoveReply, RemoteError> {
+    fn remove(&self, _: &Sender, r: RemoveReq) -> Result<RemoveReply, RemoteError> {
         meta::remove(self, r)
     }
-    fn update_size(&self, _: &Origin, r: UpdateSizeReq) -> Result<UpdateSizeReply, RemoteError> {
+    fn update_size(&self, _: &Sender, r: UpdateSizeReq) -> Result<UpdateSizeReply, RemoteError> {
         meta::update_size(self, r)
     }
-    fn get_size(&self, _: &Origin, r: GetSizeReq) -> Result<GetSizeReply, RemoteError> {
+    fn get_size(&self, _: &Sender, r: GetSizeReq) -> Result<GetSizeReply, RemoteError> {
         meta::get_size(self, r)
     }
-    fn truncate(&self, _: &Origin, r: TruncateReq) -> Result<TruncateReply, RemoteError> {
+    fn truncate(&self, _: &Sender, r: TruncateReq) -> Result<TruncateReply, RemoteError> {
         meta::truncate(self, r)
     }
-    fn read_dir(&self, _: &Origin, r: ReadDirReq) -> Result<ReadDirReply, RemoteError> {
+    fn read_dir(&self, _: &Sender, r: ReadDirReq) -> Result<ReadDirReply, RemoteError> {
         meta::read_dir(self, r)
     }
-    fn put_record(&self, _: &Origin, r: PutRecordReq) -> Result<PutRecordReply, RemoteError> {
+    fn put_record(&self, _: &Sender, r: PutRecordReq) -> Result<PutRecordReply, RemoteError> {
         meta::put_record(self, r)
     }
-    fn scan_prefix(&self, _: &Origin, r: ScanPrefixReq) -> Result<ScanPrefixReply, RemoteError> {
+    fn scan_prefix(&self, _: &Sender, r: ScanPrefixReq) -> Result<ScanPrefixReply, RemoteError> {
         meta::scan_prefix(self, r)
     }
     fn write_chunks(
         &self,
-        from: &Origin,
+        from: &Sender,
         r: WriteChunksReq,
     ) -> Result<WriteChunksReply, RemoteError> {
         data::write_chunks(self, from, r)
     }
-    fn read_chunks(&self, from: &Origin, r: ReadChunksReq) -> Result<ReadChunksReply, RemoteError> {
+    fn read_chunks(&self, from: &Sender, r: ReadChunksReq) -> Result<ReadChunksReply, RemoteError> {
         data::read_chunks(self, from, r)
     }
-    fn truncate_chunks(&self, _: &Origin, r: TruncateChunksReq) -> Result<Empty, RemoteError> {
+    fn truncate_chunks(&self, _: &Sender, r: TruncateChunksReq) -> Result<Empty, RemoteError> {
         data::truncate_chunks(self, r)
     }
-    fn remove_chunks(&self, _: &Origin, r: RemoveChunksReq) -> Result<Empty, RemoteError> {
+    fn remove_chunks(&self, _: &Sender, r: RemoveChunksReq) -> Result<Empty, RemoteError> {
         data::remove_chunks(self, r)
     }
-    fn statfs(&self, _: &Origin, _: StatfsReq) -> Result<StatfsReply, RemoteError> {
+    fn statfs(&self, _: &Sender, _: StatfsReq) -> Result<StatfsReply, RemoteError> {
         mgmt::statfs(self)
     }
-    fn set_attr(&self, _: &Origin, r: SetAttrReq) -> Result<StatReply, RemoteError> {
+    fn set_attr(&self, _: &Sender, r: SetAttrReq) -> Result<StatReply, RemoteError> {
         meta::set_attr(self, r)
     }
-    fn metrics(&self, _: &Origin, _: MetricsReq) -> Result<MetricsReply, RemoteError> {
+    fn metrics(&self, _: &Sender, _: MetricsReq) -> Result<MetricsReply, RemoteError> {
         mgmt::metrics(self)
     }
     fn report_unsupported(
         &self,
-        _: &Origin,
+        _: &Sender,
         r: ReportUnsupportedReq,
     ) -> Result<Empty, RemoteError> {
         mgmt::report_unsupported(self, r)
     }
-    fn relay(&self, from: &Origin, r: RelayReq) -> Result<RelayReply, RemoteError> {
-        match from {
-            Origin::Local { .. } => mgmt::relay(self, r),
+    fn relay(&self, from: &Sender, r: RelayReq) -> Result<RelayReply, RemoteError> {
+        if !from.is_local() {
             // Only for processes on this node: never a hop for another node's traffic.
-            Origin::Fabric(_) => Err(RemoteError::new(
+            return Err(RemoteError::new(
                 gkfs_proto::Errno::EPERM,
                 "relays only serve the node-local socket",
-            )),
+            ));
         }
+        mgmt::relay(self, r)
     }
-    fn adjust_links(&self, _: &Origin, r: AdjustLinksReq) -> Result<AdjustLinksReply, RemoteError> {
+    fn adjust_links(&self, _: &Sender, r: AdjustLinksReq) -> Result<AdjustLinksReply, RemoteError> {
         meta::adjust_links(self, r)
     }
-    fn lock(&self, from: &Origin, r: LockReq) -> Result<LockReply, RemoteError> {
-        let peer = match from {
-            Origin::Local { pid, .. } => *pid,
-            Origin::Fabric(_) => None,
-        };
-        Ok(self.locks.apply(&r, std::time::Instant::now(), peer)?)
+    fn lock(&self, from: &Sender, r: LockReq) -> Result<LockReply, RemoteError> {
+        Ok(self
+            .locks
+            .apply(&r, std::time::Instant::now(), from.local_pid())?)
     }
-    fn lock_lease(&self, _: &Origin, r: LockLeaseReq) -> Result<LockLeaseReply, RemoteError> {
+    fn lock_lease(&self, _: &Sender, r: LockLeaseReq) -> Result<LockLeaseReply, RemoteError> {
         let held = self
             .locks
             .lease(&r.owners, r.release, &r.path, std::time::Instant::now());

@@ -1,0 +1,181 @@
+//! A request's bulk data as the daemon's handlers see it, whatever carried the
+//! request: the client's registered memory on another node (moved by RMA, the next
+//! transfer in flight while the handler works on the previous piece) or the shared
+//! window of a node-local connection (read and written in place, no copy). Handlers
+//! name pieces of the client's buffer and get or fill their bytes; how the bytes
+//! travel stays here.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::shm::SharedWindow;
+use crate::{Endpoint, FabricError, Peer, RemoteBuf};
+
+/// RMA transfers in flight per request while the handler works on earlier pieces.
+const PIPELINE_DEPTH: usize = 2;
+
+/// Who sent a request, as far as its handlers need to know: how its bulk data moves,
+/// and which process of this node sent it.
+#[derive(Debug, Clone)]
+pub struct Sender(Via);
+
+#[derive(Debug, Clone)]
+enum Via {
+    /// A libfabric peer: bulk data by RMA.
+    Fabric(Peer),
+    /// A process on this node, through the node-local channel.
+    Local {
+        /// The data window it shares, if any.
+        window: Option<SharedWindow>,
+        /// Its pid (SO_PEERCRED at connect).
+        pid: Option<i32>,
+    },
+}
+
+/// Why a bulk transfer failed.
+#[derive(Debug)]
+pub enum BulkError<E> {
+    /// The shared window is lent to another request of the same connection.
+    WindowBusy,
+    /// A piece lies outside the shared window.
+    OutsideWindow,
+    /// The request names bulk data, but the connection shares no window.
+    NoWindow,
+    /// An RMA transfer failed.
+    Transfer(FabricError),
+    /// The handler's own step failed.
+    Handler(E),
+}
+
+impl<E> From<FabricError> for BulkError<E> {
+    fn from(e: FabricError) -> Self {
+        BulkError::Transfer(e)
+    }
+}
+
+impl Sender {
+    /// A libfabric peer.
+    pub fn fabric(peer: Peer) -> Sender {
+        Sender(Via::Fabric(peer))
+    }
+
+    /// A process on this node (its window, if it shares one; its pid, if known).
+    pub fn local(window: Option<SharedWindow>, pid: Option<i32>) -> Sender {
+        Sender(Via::Local { window, pid })
+    }
+
+    /// Did the request come through the node-local channel?
+    pub fn is_local(&self) -> bool {
+        matches!(self.0, Via::Local { .. })
+    }
+
+    /// The sending process, for a node-local request whose pid is known.
+    pub fn local_pid(&self) -> Option<i32> {
+        match self.0 {
+            Via::Local { pid, .. } => pid,
+            Via::Fabric(_) => None,
+        }
+    }
+
+    /// Takes the bulk data piece by piece: `range(p)` is piece `p`'s offset and length
+    /// in the client's buffer `buf`, and `sink` gets each piece's bytes, in order.
+    /// Transfers end by `deadline`.
+    pub fn pull<T, E>(
+        &self,
+        ep: &Endpoint,
+        buf: RemoteBuf,
+        pieces: &[T],
+        range: impl Fn(&T) -> (u64, u64),
+        deadline: Instant,
+        mut sink: impl FnMut(&T, &[u8]) -> Result<(), E>,
+    ) -> Result<(), BulkError<E>> {
+        let peer = match &self.0 {
+            Via::Fabric(peer) => *peer,
+            Via::Local { window, .. } => {
+                let window = window.as_ref().ok_or(BulkError::NoWindow)?;
+                let lease = window.lease().ok_or(BulkError::WindowBusy)?;
+                for p in pieces {
+                    let (off, len) = range(p);
+                    let data = lease
+                        .get(buf.addr.saturating_add(off), len)
+                        .ok_or(BulkError::OutsideWindow)?;
+                    sink(p, data).map_err(BulkError::Handler)?;
+                }
+                return Ok(());
+            }
+        };
+        let mut next = 0;
+        let mut inflight = VecDeque::new();
+        let mut spare: Vec<Vec<u8>> = Vec::new();
+        loop {
+            while next < pieces.len() && inflight.len() < PIPELINE_DEPTH {
+                let p = &pieces[next];
+                let (off, len) = range(p);
+                let b = spare.pop().unwrap_or_default();
+                inflight.push_back((p, ep.start_read(peer, buf, off, b, len as usize, deadline)?));
+                next += 1;
+            }
+            let Some((p, op)) = inflight.pop_front() else {
+                return Ok(());
+            };
+            let data = op.wait(deadline)?;
+            // The next transfer is already in flight while the handler works.
+            sink(p, &data).map_err(BulkError::Handler)?;
+            spare.push(data);
+        }
+    }
+
+    /// Fills the client's buffer `buf` piece by piece: `range(p)` is piece `p`'s
+    /// offset and length there, and `source` fills a slice of that length and returns
+    /// how many bytes it filled (the rest is left for the client to zero). Transfers
+    /// end by `deadline`.
+    pub fn push<T, E>(
+        &self,
+        ep: &Endpoint,
+        buf: RemoteBuf,
+        pieces: &[T],
+        range: impl Fn(&T) -> (u64, u64),
+        deadline: Instant,
+        mut source: impl FnMut(&T, &mut [u8]) -> Result<usize, E>,
+    ) -> Result<(), BulkError<E>> {
+        let peer = match &self.0 {
+            Via::Fabric(peer) => *peer,
+            Via::Local { window, .. } => {
+                let window = window.as_ref().ok_or(BulkError::NoWindow)?;
+                let mut lease = window.lease().ok_or(BulkError::WindowBusy)?;
+                for p in pieces {
+                    let (off, len) = range(p);
+                    let dst = lease
+                        .get_mut(buf.addr.saturating_add(off), len)
+                        .ok_or(BulkError::OutsideWindow)?;
+                    source(p, dst).map_err(BulkError::Handler)?;
+                }
+                return Ok(());
+            }
+        };
+        let mut inflight = VecDeque::new();
+        let mut spare: Vec<Vec<u8>> = Vec::new();
+        for p in pieces {
+            let (off, len) = range(p);
+            let mut b = spare.pop().unwrap_or_default();
+            b.resize(len as usize, 0);
+            // Filling this piece overlaps the transfers still in flight.
+            let n = source(p, &mut b).map_err(BulkError::Handler)?;
+            if n == 0 {
+                spare.push(b);
+                continue;
+            }
+            b.truncate(n);
+            inflight.push_back(ep.start_write(peer, buf, off, b, deadline)?);
+            if inflight.len() >= PIPELINE_DEPTH {
+                if let Some(op) = inflight.pop_front() {
+                    spare.push(op.wait(deadline)?);
+                }
+            }
+        }
+        for op in inflight {
+            op.wait(deadline)?;
+        }
+        Ok(())
+    }
+}
