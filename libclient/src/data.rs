@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use gkfs_proto::limits::{INLINE_READ_MAX, INLINE_WRITE_MAX};
 use gkfs_proto::msg::*;
 use gkfs_proto::place::{place, place_chunk};
 use gkfs_proto::record::mode;
@@ -13,7 +12,7 @@ use gkfs_proto::{Errno, Record};
 
 use crate::client::{check_path, now_ns, Client};
 use crate::error::fabric_errno;
-use crate::rpc::{settled, wait_all, SMALL_REPLY};
+use crate::rpc::{settled, wait_all, Dir, Way, SMALL_REPLY};
 
 /// How to open a file (the `open(2)` flags that matter to the file system).
 #[derive(Debug, Clone, Copy, Default)]
@@ -251,9 +250,8 @@ impl Client {
         let groups = self.groups(id, off, data.len() as u64);
         let rpc = self.rpc();
         rpc.all_up(groups.keys().copied().chain([place(path, self.daemons())]))?;
-        // Over the fabric: small groups inline, large ones by RMA from `data`.
-        let rma = |d: u32, bytes: u64| !rpc.is_local(d) && bytes > INLINE_WRITE_MAX;
-        let mr = if groups.iter().any(|(d, g)| rma(*d, g.bytes)) {
+        let way = |d: u32, g: &Group| rpc.way(d, g.bytes, Dir::Write);
+        let mr = if groups.iter().any(|(d, g)| way(*d, g) == Way::Rma) {
             Some(
                 rpc.fabric()?
                     .ep
@@ -278,49 +276,52 @@ impl Client {
         };
         let mut pending = Vec::with_capacity(groups.len());
         for (d, g) in groups {
-            if rpc.is_local(d) {
-                // Local daemon: the pieces go into the connection's shared window, back
-                // to back, and the daemon writes them to disk from there.
-                let parts: Vec<&[u8]> = g.pieces.iter().map(piece).collect();
-                let req = WriteChunksReq {
-                    file_id: id,
-                    pieces: packed(&g.pieces),
-                    bulk: Some(Bulk::window(g.bytes)),
-                    inline: Bytes::default(),
-                    size_update: size_here(d),
-                };
-                let started = settled(rpc.start_with(d, &req, SMALL_REPLY, &parts), &mut pending)?;
-                pending.push(started);
-            } else if rma(d, g.bytes) {
-                let r = mr.as_ref().map(|m| m.remote()).ok_or(Errno::EIO)?;
-                let req = WriteChunksReq {
-                    file_id: id,
-                    pieces: g.pieces,
-                    bulk: Some(Bulk {
-                        addr: r.addr,
-                        key: r.key,
-                        len: r.len,
-                    }),
-                    inline: Bytes::default(),
-                    size_update: size_here(d),
-                };
-                let started = settled(rpc.start(d, &req, SMALL_REPLY), &mut pending)?;
-                pending.push(started);
-            } else {
-                let mut inline = Vec::with_capacity(g.bytes as usize);
-                for p in &g.pieces {
-                    inline.extend_from_slice(piece(p));
+            let started = match way(d, &g) {
+                Way::Window => {
+                    // Local daemon: the pieces go into the connection's shared window, back
+                    // to back, and the daemon writes them to disk from there.
+                    let parts: Vec<&[u8]> = g.pieces.iter().map(piece).collect();
+                    let req = WriteChunksReq {
+                        file_id: id,
+                        pieces: packed(&g.pieces),
+                        bulk: Some(Bulk::window(g.bytes)),
+                        inline: Bytes::default(),
+                        size_update: size_here(d),
+                    };
+                    rpc.start_with(d, &req, SMALL_REPLY, &parts)
                 }
-                let req = WriteChunksReq {
-                    file_id: id,
-                    pieces: packed(&g.pieces),
-                    bulk: None,
-                    inline: Bytes(inline),
-                    size_update: size_here(d),
-                };
-                let started = settled(rpc.start(d, &req, SMALL_REPLY), &mut pending)?;
-                pending.push(started);
-            }
+                Way::Rma => {
+                    let r = mr.as_ref().map(|m| m.remote()).ok_or(Errno::EIO)?;
+                    let req = WriteChunksReq {
+                        file_id: id,
+                        pieces: g.pieces,
+                        bulk: Some(Bulk {
+                            addr: r.addr,
+                            key: r.key,
+                            len: r.len,
+                        }),
+                        inline: Bytes::default(),
+                        size_update: size_here(d),
+                    };
+                    rpc.start(d, &req, SMALL_REPLY)
+                }
+                Way::Inline => {
+                    let mut inline = Vec::with_capacity(g.bytes as usize);
+                    for p in &g.pieces {
+                        inline.extend_from_slice(piece(p));
+                    }
+                    let req = WriteChunksReq {
+                        file_id: id,
+                        pieces: packed(&g.pieces),
+                        bulk: None,
+                        inline: Bytes(inline),
+                        size_update: size_here(d),
+                    };
+                    rpc.start(d, &req, SMALL_REPLY)
+                }
+            };
+            let started = settled(started, &mut pending)?;
+            pending.push(started);
         }
         // Otherwise the size update travels alongside the data.
         let size = if update_size && !merged {
@@ -374,19 +375,11 @@ impl Client {
         // Whether every piece came back whole: then the file reaches past the range (no
         // daemon keeps bytes past the end of a file) and no size lookup is needed.
         let mut whole = true;
-        let rma = |d: u32, bytes: u64| !rpc.is_local(d) && bytes > INLINE_READ_MAX;
-        enum Way {
-            /// Data in the reply, pieces back to back.
-            Inline,
-            /// Data written into our buffer by RMA; holes past each piece's `lens`.
-            Rma,
-            /// Data in the local connection's window, pieces back to back.
-            Window,
-        }
+        let way = |d: u32, g: &Group| rpc.way(d, g.bytes, Dir::Read);
         let mut sent: Vec<(Way, Group)> = Vec::with_capacity(groups.len());
         let mut windows = Vec::new();
         let replies = {
-            let mr = if groups.iter().any(|(d, g)| rma(*d, g.bytes)) {
+            let mr = if groups.iter().any(|(d, g)| way(*d, g) == Way::Rma) {
                 Some(
                     rpc.fabric()?
                         .ep
@@ -398,37 +391,42 @@ impl Client {
             };
             let mut pending = Vec::new();
             for (d, g) in groups {
-                let (way, req, reply_max) = if rpc.is_local(d) {
-                    let req = ReadChunksReq {
-                        file_id: id,
-                        pieces: packed(&g.pieces),
-                        bulk: Some(Bulk::window(g.bytes)),
-                    };
-                    (Way::Window, req, SMALL_REPLY + 8 * g.pieces.len())
-                } else if rma(d, g.bytes) {
-                    let r = mr.as_ref().map(|m| m.remote()).ok_or(Errno::EIO)?;
-                    let req = ReadChunksReq {
-                        file_id: id,
-                        pieces: g.pieces.clone(),
-                        bulk: Some(Bulk {
-                            addr: r.addr,
-                            key: r.key,
-                            len: r.len,
-                        }),
-                    };
-                    (Way::Rma, req, SMALL_REPLY + 8 * g.pieces.len())
-                } else {
-                    let reply_max = g.bytes as usize + 8 * g.pieces.len() + 1024;
-                    let req = ReadChunksReq {
-                        file_id: id,
-                        pieces: packed(&g.pieces),
-                        bulk: None,
-                    };
-                    (Way::Inline, req, reply_max)
+                let w = way(d, &g);
+                let (req, reply_max) = match w {
+                    Way::Window => {
+                        let req = ReadChunksReq {
+                            file_id: id,
+                            pieces: packed(&g.pieces),
+                            bulk: Some(Bulk::window(g.bytes)),
+                        };
+                        (req, SMALL_REPLY + 8 * g.pieces.len())
+                    }
+                    Way::Rma => {
+                        let r = mr.as_ref().map(|m| m.remote()).ok_or(Errno::EIO)?;
+                        let req = ReadChunksReq {
+                            file_id: id,
+                            pieces: g.pieces.clone(),
+                            bulk: Some(Bulk {
+                                addr: r.addr,
+                                key: r.key,
+                                len: r.len,
+                            }),
+                        };
+                        (req, SMALL_REPLY + 8 * g.pieces.len())
+                    }
+                    Way::Inline => {
+                        let reply_max = g.bytes as usize + 8 * g.pieces.len() + 1024;
+                        let req = ReadChunksReq {
+                            file_id: id,
+                            pieces: packed(&g.pieces),
+                            bulk: None,
+                        };
+                        (req, reply_max)
+                    }
                 };
                 let started = settled(rpc.start(d, &req, reply_max), &mut pending)?;
                 pending.push(started);
-                sent.push((way, g));
+                sent.push((w, g));
             }
             // Every call finishes (local windows are kept for the copy below) before the
             // daemons' access to `buf` is revoked and the buffer is touched again.
