@@ -7,7 +7,8 @@
 //!
 //! Usage: gkfs-bench [--quick] [--rss-creates N] [--json FILE]
 //!        gkfs-bench --remote [--quick] [--provider P]   # the remote path against
-//!        libfabric's own floor (fi_pingpong), side by side in one run
+//!        libfabric's own floor (fi_pingpong; RMA through gkfs_fabric, as Debian's
+//!        libfabric-bin has no fi_rma_bw), side by side in one run
 
 use std::time::{Duration, Instant};
 
@@ -227,6 +228,79 @@ fn median_us(n: usize, mut op: impl FnMut()) -> f64 {
     )
 }
 
+/// libfabric's RMA floor on `provider` through gkfs's own endpoint (Debian's
+/// libfabric-bin has no `fi_rma_bw`): in one process, one endpoint moves 1 MiB of
+/// another's registered buffer `n` times back to back, by RMA read (what a daemon does
+/// with a client's write) and by RMA write (with a read), one transfer in flight, no
+/// gkfs protocol. Returns (read MB/s, write MB/s).
+fn rma_floor(provider: &str, n: usize) -> (f64, f64) {
+    use gkfs_fabric::{Config, Endpoint, RemoteBuf};
+    const MIB: usize = 1 << 20;
+    let open = |node: Option<&str>| {
+        Endpoint::open(&Config {
+            provider: provider.into(),
+            node: node.map(str::to_string),
+            service: None,
+        })
+        .expect("a libfabric endpoint")
+    };
+    let server = open(Some("127.0.0.1"));
+    server.serve(4, 4096).expect("serve");
+    let client = open(None);
+    let peer = client.peer(server.address()).expect("peer");
+    let mover = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let req = server
+            .next_request(deadline)
+            .expect("request")
+            .expect("a request");
+        let v: Vec<u64> = req
+            .payload()
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let rb = RemoteBuf {
+            addr: v[0],
+            key: v[1],
+            len: v[2],
+        };
+        let mut buf = Vec::new();
+        let t = Instant::now();
+        for _ in 0..n {
+            let op = server.start_read(req.from, rb, 0, buf, MIB, deadline);
+            buf = op.and_then(|op| op.wait(deadline)).expect("RMA read");
+        }
+        let read = (n * MIB) as f64 / t.elapsed().as_secs_f64() / 1e6;
+        let t = Instant::now();
+        for _ in 0..n {
+            let op = server.start_write(req.from, rb, 0, buf, deadline);
+            buf = op.and_then(|op| op.wait(deadline)).expect("RMA write");
+        }
+        let write = (n * MIB) as f64 / t.elapsed().as_secs_f64() / 1e6;
+        let mut reply = read.to_le_bytes().to_vec();
+        reply.extend_from_slice(&write.to_le_bytes());
+        server.reply(&req, reply).expect("reply");
+        // Give the reply time to leave before the endpoint closes.
+        std::thread::sleep(Duration::from_millis(100));
+    });
+    let mut buf = vec![0x5au8; MIB];
+    let got = {
+        let mr = client.register_mut(&mut buf).expect("register");
+        let r = mr.remote();
+        let msg: Vec<u8> = [r.addr, r.key, r.len]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        // The client's wait drives its side of the transfers.
+        client
+            .call(peer, &msg, 64, Duration::from_secs(120))
+            .expect("the RMA run")
+    };
+    mover.join().expect("the RMA thread");
+    let f = |i: usize| f64::from_le_bytes(got[i * 8..i * 8 + 8].try_into().unwrap());
+    (f(0), f(1))
+}
+
 /// The remote path next to libfabric's floor: one daemon reached through libfabric.
 fn remote(o: &Opts) {
     let reps = o.repeats.unwrap_or(5);
@@ -243,7 +317,7 @@ fn remote(o: &Opts) {
     client.create("/probe", 0o644).expect("create");
     let n = if o.quick { 500 } else { 2000 };
     ping_us(&client, 200); // warm-up: the connection
-    let mut runs: Vec<[f64; 9]> = Vec::new();
+    let mut runs: Vec<[f64; 10]> = Vec::new();
     for r in 0..reps {
         let (pp_half, _) = fi_pingpong(&o.provider, 64, 3000);
         let ping = median_us(n, || {
@@ -258,7 +332,8 @@ fn remote(o: &Opts) {
         let total = if o.quick { 32 << 20 } else { 128 << 20 };
         let (w, rd) = seq_io(&client, 1, 1 << 20, total, r);
         let (_, pp_mbs) = fi_pingpong(&o.provider, 1 << 20, if o.quick { 100 } else { 300 });
-        runs.push([2.0 * pp_half, ping, stat, c1, c4, w, rd, pp_mbs, 0.0]);
+        let (rma_read, rma_write) = rma_floor(&o.provider, if o.quick { 100 } else { 300 });
+        runs.push([2.0 * pp_half, ping, stat, c1, c4, w, rd, pp_mbs, rma_read, rma_write]);
         eprintln!("remote run {} of {reps} done", r + 1);
     }
     let m = |i: usize| median(runs.iter().map(|x| x[i]).collect());
@@ -294,6 +369,18 @@ fn remote(o: &Opts) {
         "| 1 MiB read (MB/s) | {:.0} | {pp_mbs:.0} | {:.0}% |",
         m(6),
         100.0 * m(6) / pp_mbs
+    );
+    println!(
+        "| 1 MiB write (MB/s) | {:.0} | {:.0} (RMA read of 1 MiB, gkfs_fabric) | {:.0}% |",
+        m(5),
+        m(8),
+        100.0 * m(5) / m(8)
+    );
+    println!(
+        "| 1 MiB read (MB/s) | {:.0} | {:.0} (RMA write of 1 MiB, gkfs_fabric) | {:.0}% |",
+        m(6),
+        m(9),
+        100.0 * m(6) / m(9)
     );
 }
 
