@@ -5,6 +5,7 @@
 //! name pieces of the client's buffer and get or fill their bytes; how the bytes
 //! travel stays here.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -13,6 +14,30 @@ use crate::{Endpoint, FabricError, Peer, RemoteBuf};
 
 /// RMA transfers in flight per request while the handler works on earlier pieces.
 const PIPELINE_DEPTH: usize = 2;
+
+/// Largest buffer a thread keeps for its next transfers.
+const SPARE_MAX: usize = 4 << 20;
+
+thread_local! {
+    /// The RMA buffers of this thread's last transfers, for its next ones: a fresh
+    /// buffer costs its page faults and zeroing on every request.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn spare_buf() -> Vec<u8> {
+    SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+}
+
+fn keep_buf(b: Vec<u8>) {
+    if b.capacity() <= SPARE_MAX {
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() <= PIPELINE_DEPTH {
+                s.push(b);
+            }
+        });
+    }
+}
 
 /// Who sent a request, as far as its handlers need to know: how its bulk data moves,
 /// and which process of this node sent it.
@@ -106,12 +131,11 @@ impl Sender {
         };
         let mut next = 0;
         let mut inflight = VecDeque::new();
-        let mut spare: Vec<Vec<u8>> = Vec::new();
         loop {
             while next < pieces.len() && inflight.len() < PIPELINE_DEPTH {
                 let p = &pieces[next];
                 let (off, len) = range(p);
-                let b = spare.pop().unwrap_or_default();
+                let b = spare_buf();
                 inflight.push_back((p, ep.start_read(peer, buf, off, b, len as usize, deadline)?));
                 next += 1;
             }
@@ -121,7 +145,7 @@ impl Sender {
             let data = op.wait(deadline)?;
             // The next transfer is already in flight while the handler works.
             sink(p, &data).map_err(BulkError::Handler)?;
-            spare.push(data);
+            keep_buf(data);
         }
     }
 
@@ -154,27 +178,26 @@ impl Sender {
             }
         };
         let mut inflight = VecDeque::new();
-        let mut spare: Vec<Vec<u8>> = Vec::new();
         for p in pieces {
             let (off, len) = range(p);
-            let mut b = spare.pop().unwrap_or_default();
+            let mut b = spare_buf();
             b.resize(len as usize, 0);
             // Filling this piece overlaps the transfers still in flight.
             let n = source(p, &mut b).map_err(BulkError::Handler)?;
             if n == 0 {
-                spare.push(b);
+                keep_buf(b);
                 continue;
             }
             b.truncate(n);
             inflight.push_back(ep.start_write(peer, buf, off, b, deadline)?);
             if inflight.len() >= PIPELINE_DEPTH {
                 if let Some(op) = inflight.pop_front() {
-                    spare.push(op.wait(deadline)?);
+                    keep_buf(op.wait(deadline)?);
                 }
             }
         }
         for op in inflight {
-            op.wait(deadline)?;
+            keep_buf(op.wait(deadline)?);
         }
         Ok(())
     }

@@ -333,7 +333,18 @@ fn remote(o: &Opts) {
         let (w, rd) = seq_io(&client, 1, 1 << 20, total, r);
         let (_, pp_mbs) = fi_pingpong(&o.provider, 1 << 20, if o.quick { 100 } else { 300 });
         let (rma_read, rma_write) = rma_floor(&o.provider, if o.quick { 100 } else { 300 });
-        runs.push([2.0 * pp_half, ping, stat, c1, c4, w, rd, pp_mbs, rma_read, rma_write]);
+        runs.push([
+            2.0 * pp_half,
+            ping,
+            stat,
+            c1,
+            c4,
+            w,
+            rd,
+            pp_mbs,
+            rma_read,
+            rma_write,
+        ]);
         eprintln!("remote run {} of {reps} done", r + 1);
     }
     let m = |i: usize| median(runs.iter().map(|x| x[i]).collect());
