@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::shm::SharedWindow;
+use crate::shm::{SharedWindow, WindowLease};
 use crate::{Endpoint, FabricError, Peer, RemoteBuf};
 
 /// RMA transfers in flight per request while the handler works on earlier pieces.
@@ -78,7 +78,25 @@ impl<E> From<FabricError> for BulkError<E> {
     }
 }
 
+/// Where a request's bulk data is.
+enum Target<'a> {
+    /// With a fabric peer, by RMA.
+    Rma(Peer),
+    /// In the connection's window, lent to this request.
+    Window(WindowLease<'a>),
+}
+
 impl Sender {
+    fn target<E>(&self) -> Result<Target<'_>, BulkError<E>> {
+        match &self.0 {
+            Via::Fabric(peer) => Ok(Target::Rma(*peer)),
+            Via::Local { window, .. } => {
+                let window = window.as_ref().ok_or(BulkError::NoWindow)?;
+                Ok(Target::Window(window.lease().ok_or(BulkError::WindowBusy)?))
+            }
+        }
+    }
+
     /// A libfabric peer.
     pub fn fabric(peer: Peer) -> Sender {
         Sender(Via::Fabric(peer))
@@ -114,17 +132,13 @@ impl Sender {
         deadline: Instant,
         mut sink: impl FnMut(&T, &[u8]) -> Result<(), E>,
     ) -> Result<(), BulkError<E>> {
-        let peer = match &self.0 {
-            Via::Fabric(peer) => *peer,
-            Via::Local { window, .. } => {
-                let window = window.as_ref().ok_or(BulkError::NoWindow)?;
-                let lease = window.lease().ok_or(BulkError::WindowBusy)?;
+        let peer = match self.target()? {
+            Target::Rma(peer) => peer,
+            Target::Window(lease) => {
                 for p in pieces {
                     let (off, len) = range(p);
-                    let data = lease
-                        .get(buf.addr.saturating_add(off), len)
-                        .ok_or(BulkError::OutsideWindow)?;
-                    sink(p, data).map_err(BulkError::Handler)?;
+                    let data = lease.get(buf.addr.saturating_add(off), len);
+                    sink(p, data.ok_or(BulkError::OutsideWindow)?).map_err(BulkError::Handler)?;
                 }
                 return Ok(());
             }
@@ -162,17 +176,13 @@ impl Sender {
         deadline: Instant,
         mut source: impl FnMut(&T, &mut [u8]) -> Result<usize, E>,
     ) -> Result<(), BulkError<E>> {
-        let peer = match &self.0 {
-            Via::Fabric(peer) => *peer,
-            Via::Local { window, .. } => {
-                let window = window.as_ref().ok_or(BulkError::NoWindow)?;
-                let mut lease = window.lease().ok_or(BulkError::WindowBusy)?;
+        let peer = match self.target()? {
+            Target::Rma(peer) => peer,
+            Target::Window(mut lease) => {
                 for p in pieces {
                     let (off, len) = range(p);
-                    let dst = lease
-                        .get_mut(buf.addr.saturating_add(off), len)
-                        .ok_or(BulkError::OutsideWindow)?;
-                    source(p, dst).map_err(BulkError::Handler)?;
+                    let dst = lease.get_mut(buf.addr.saturating_add(off), len);
+                    source(p, dst.ok_or(BulkError::OutsideWindow)?).map_err(BulkError::Handler)?;
                 }
                 return Ok(());
             }

@@ -246,17 +246,25 @@ pub fn opened(f: Fresh) -> Option<c_int> {
     None
 }
 
-/// Closes library memfd `fd` later (now if the list is full or busy).
-fn close_later(fd: c_int) {
-    match try_lock() {
-        Some(mut p) if p.to_close.len() < DEFERRED_CLOSES_MAX => p.to_close.push(fd),
-        Some(mut p) => {
-            let due = std::mem::take(&mut p.to_close);
-            drop(p);
-            due.into_iter().chain([fd]).for_each(close);
-        }
-        None => close(fd),
+/// Queues `item` in the pool's list `list` (at most `max` long) for [`while_waiting`];
+/// a full list is done now, with `item`, and so is `item` when the pool is busy. Never
+/// waits for the lock.
+fn later<T>(item: T, list: fn(&mut Pool) -> &mut Vec<T>, max: usize, now: fn(T)) {
+    let Some(mut p) = try_lock() else {
+        return now(item);
+    };
+    let l = list(&mut p);
+    if l.len() < max {
+        return l.push(item);
     }
+    let due = std::mem::take(l);
+    drop(p);
+    due.into_iter().chain([item]).for_each(now);
+}
+
+/// Closes library memfd `fd` later.
+fn close_later(fd: c_int) {
+    later(fd, |p| &mut p.to_close, DEFERRED_CLOSES_MAX, close);
 }
 
 /// A description ended (its last reference here dropped): its page, and `memfd` if it
@@ -283,17 +291,9 @@ pub fn ended(page: NonNull<u8>, memfd: c_int, private: bool) {
     unmap_later(page);
 }
 
-/// A page no description uses any more: unmapped later. Never waits for the lock.
+/// A page no description uses any more: unmapped later.
 fn unmap_later(page: NonNull<u8>) {
-    match try_lock() {
-        Some(mut p) if p.to_unmap.len() < DEFERRED_MAX => p.to_unmap.push(page),
-        Some(mut p) => {
-            let due = std::mem::take(&mut p.to_unmap);
-            drop(p);
-            due.into_iter().chain([page]).for_each(unmap);
-        }
-        None => unmap(page),
-    }
+    later(page, |p| &mut p.to_unmap, DEFERRED_MAX, unmap);
 }
 
 /// A page whose open failed: released.
