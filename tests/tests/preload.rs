@@ -849,6 +849,34 @@ wait
 cat f10"#,
         ),
     );
+    // The same with a child that Python's subprocess starts with vfork and exec, and
+    // one that libc's popen starts.
+    let py = r#"
+import ctypes, os, subprocess, sys
+d = os.environ["D"]
+os.makedirs(d); os.chdir(d)
+open("a", "w").write("first file\n")
+fd = os.open("a", os.O_RDONLY)
+child = subprocess.Popen(["sh", "-c", "sleep 0.3; echo child reads: $(cat <&%d)" % fd], pass_fds=(fd,))
+os.close(fd)
+fd = os.open("a", os.O_RDONLY)
+os.set_inheritable(fd, True)
+libc = ctypes.CDLL(None)
+libc.popen.restype = ctypes.c_void_p
+libc.pclose.argtypes = [ctypes.c_void_p]
+sys.stdout.flush()
+piped = libc.popen(b"sleep 0.8; echo popen child reads: $(cat <&%d)" % fd, b"w")
+os.close(fd)
+for i in range(10):
+    open("f%d" % i, "w").write("file %d\n" % i)
+    os.close(os.open("f%d" % i, os.O_RDONLY))
+child.wait()
+libc.pclose(piped)
+"#;
+    s.same(
+        "reuse-after-vfork",
+        &format!("python3 - <<'EOF'\n{py}\nEOF"),
+    );
 }
 
 /// Compiles one of the C probes in `tests/c` into the scenario's work dir.

@@ -511,6 +511,8 @@ pub(crate) fn h_system(cmd: *const c_char) -> Act<c_int> {
     }
     // SAFETY: libc's system(3), whose prototype this is.
     let f = unsafe { REAL_SYSTEM.func::<unsafe extern "C" fn(*const c_char) -> c_int>() }?;
+    // The shell (and what it leaves running) holds this process's descriptions.
+    fds::forked();
     Some(Ok(with_state_in_environ(|| {
         // SAFETY: the caller's command string, passed on.
         crate::hook::outside(|| unsafe { f(cmd) })
@@ -525,6 +527,8 @@ pub(crate) fn h_popen(cmd: *const c_char, mode: *const c_char) -> Act<*mut libc:
     type Popen = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
     // SAFETY: libc's popen(3), whose prototype this is.
     let f = unsafe { REAL_POPEN.func::<Popen>() }?;
+    // The command holds this process's descriptions.
+    fds::forked();
     Some(checked(with_state_in_environ(|| {
         // SAFETY: the caller's command and mode strings, passed on.
         crate::hook::outside(|| unsafe { f(cmd, mode) })

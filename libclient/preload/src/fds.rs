@@ -445,10 +445,12 @@ pub fn lock_for_fork() {
     crate::afterfork::hold(write_table());
 }
 
-/// How often this process has forked (its children hold its descriptions since).
-static FORKS: AtomicU64 = AtomicU64::new(0);
+/// How often this process has forked (its children hold its descriptions since):
+/// fork, posix_spawn, system, popen, and vfork (raised in the wrapper, `vfork.rs`).
+pub(crate) static FORKS: AtomicU64 = AtomicU64::new(0);
 
-/// Counts a fork (atfork parent; posix_spawn, which runs no atfork handler).
+/// Counts a fork (atfork parent; posix_spawn, system and popen, which run no atfork
+/// handler).
 pub fn forked() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }

@@ -8,6 +8,9 @@
 //! test is one load. The count is in memory the child shares, raised before the child
 //! exists and lowered by the parent once the child has exec'ed or exited.
 //!
+//! It also counts the vfork as a fork (`fds::FORKS`): the child, and the program it
+//! execs, hold this process's descriptions from then on.
+//!
 //! A wrapper around vfork cannot be an ordinary function: the child returns through
 //! the wrapper's stack frame and then overwrites it while the parent sleeps. So the
 //! wrapper, like glibc's own, keeps the return address in a register across the
@@ -38,6 +41,8 @@ pub fn maybe_child() -> bool {
 pub unsafe extern "C" fn vfork() -> libc::pid_t {
     core::arch::naked_asm!(
         "lock inc dword ptr [rip + {count}]",
+        // The child holds this process's descriptions from now on.
+        "lock inc qword ptr [rip + {forks}]",
         // The return address leaves the shared stack for a register (the child's
         // calls will overwrite the stack; registers are per process).
         "pop rdi",
@@ -57,6 +62,7 @@ pub unsafe extern "C" fn vfork() -> libc::pid_t {
         "mov edi, eax",
         "jmp {failed}",
         count = sym UNDER_WAY,
+        forks = sym crate::fds::FORKS,
         nr = const libc::SYS_vfork,
         failed = sym vfork_failed,
     );
