@@ -6,7 +6,8 @@
 //! memfd's close, munmap). Done inline, that was two thirds of a gkfs create. An open
 //! should cost one system call and a close only the kernel's:
 //! - A page serves again once its description ends, if no other process can hold it
-//!   (made in this process since its last fork): the description keeps the page's
+//!   (made in this process since it last started a child: fork, vfork, posix_spawn,
+//!   system, popen): the description keeps the page's
 //!   memfd open (on a library descriptor, up to [`KEEP_MAX`] at a time), and at its end
 //!   page and memfd go back to the ready pages. A create-and-close loop then costs the
 //!   `O_PATH` open and the close, nothing else.
