@@ -2,9 +2,7 @@
  * DIR, then opens each again read-only, closing every descriptor right away. Each
  * open and each close sits between two marker calls (getppid through syscall(),
  * which no preload library sees) so that a trace (strace) shows which system calls
- * each one made. Before each open the program sleeps 2 ms, so that the daemon is
- * asleep and the request shows in the trace (a send on the socket that wakes it).
- * Usage: open_cost DIR N */
+ * each one made. Usage: open_cost DIR N */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -31,7 +29,6 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n; i++) {
             snprintf(path, sizeof path, "%s/f%d", dir, i);
             int flags = pass == 0 ? O_CREAT | O_EXCL | O_WRONLY : O_RDONLY;
-            usleep(2000);
             marker();
             int fd = open(path, flags | O_CLOEXEC, 0644);
             marker();

@@ -31,6 +31,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use gkfs_proto::Errno;
 
+use crate::paths::checked;
+
 /// Bytes of a description page.
 pub const LEN: usize = 8192;
 /// Pages made ahead while requests wait.
@@ -78,11 +80,7 @@ impl Fresh {
         };
         // SAFETY: a NUL-terminated name, relative to our own directory descriptor (or
         // absolute when there is none); the result is checked.
-        let fd = unsafe { libc::openat(dir.max(libc::AT_FDCWD), name.as_ptr().cast(), flags) };
-        if fd < 0 {
-            return Err(os_err());
-        }
-        Ok(fd)
+        checked(unsafe { libc::openat(dir.max(libc::AT_FDCWD), name.as_ptr().cast(), flags) })
     }
 }
 
@@ -148,14 +146,6 @@ fn try_lock() -> Option<MutexGuard<'static, Pool>> {
     }
 }
 
-fn os_err() -> Errno {
-    Errno(
-        std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO),
-    )
-}
-
 /// Maps [`LEN`] bytes of memfd `fd`, shared, read-write.
 pub fn map(fd: c_int) -> Result<NonNull<u8>, Errno> {
     // SAFETY: maps LEN bytes of a file we hold open; the result is checked.
@@ -170,7 +160,7 @@ pub fn map(fd: c_int) -> Result<NonNull<u8>, Errno> {
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(os_err());
+        return Err(Errno(crate::hook::errno()));
     }
     NonNull::new(p.cast()).ok_or(Errno::ENOMEM)
 }
@@ -190,17 +180,11 @@ fn unmap(page: NonNull<u8>) {
 /// Makes a page now.
 fn make() -> Result<Fresh, Errno> {
     // SAFETY: memfd_create with a static name; the result is checked.
-    let fd = unsafe { libc::memfd_create(c"gkfs".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(os_err());
-    }
-    let fd = crate::fds::own(fd);
+    let fd = crate::fds::own(checked(unsafe {
+        libc::memfd_create(c"gkfs".as_ptr(), libc::MFD_CLOEXEC)
+    })?);
     // SAFETY: sizing our own new memfd.
-    if unsafe { libc::ftruncate(fd, LEN as i64) } != 0 {
-        let e = os_err();
-        close(fd);
-        return Err(e);
-    }
+    checked(unsafe { libc::ftruncate(fd, LEN as i64) }).inspect_err(|_| close(fd))?;
     let page = map(fd).inspect_err(|_| close(fd))?;
     // Take the page faults here, not in the open that uses the page.
     for off in (0..LEN).step_by(4096) {
