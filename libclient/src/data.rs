@@ -1,18 +1,15 @@
-//! Files and their data: open, pread, pwrite, append. A large transfer is split into
-//! chunk pieces, grouped per daemon, and sent to every daemon involved at once; small
-//! groups travel inline, large ones by RMA from/to the caller's own buffer.
-
-use std::collections::BTreeMap;
+//! Files and their data: open, pread, pwrite, append. A transfer is split into chunk
+//! pieces, grouped per daemon, and sent to every daemon involved at once; how each
+//! daemon's share travels is `bulk.rs`'s business.
 
 use gkfs_proto::msg::*;
 use gkfs_proto::place::{place, place_chunk};
 use gkfs_proto::record::mode;
-use gkfs_proto::wire::Bytes;
 use gkfs_proto::{Errno, Record};
 
+use crate::bulk::Shares;
 use crate::client::{check_path, now_ns, Client};
-use crate::error::fabric_errno;
-use crate::rpc::{settled, wait_all, Dir, Way, SMALL_REPLY};
+use crate::rpc::SMALL_REPLY;
 
 /// How to open a file (the `open(2)` flags that matter to the file system).
 #[derive(Debug, Clone, Copy, Default)]
@@ -49,28 +46,6 @@ impl std::fmt::Debug for File {
             .field("id", &self.record.file_id)
             .finish()
     }
-}
-
-/// The pieces with buffer offsets renumbered back to back (as they sit in an inline
-/// payload or a shared window).
-fn packed(pieces: &[ChunkIo]) -> Vec<ChunkIo> {
-    let mut at = 0;
-    pieces
-        .iter()
-        .map(|p| {
-            let q = ChunkIo {
-                buf_offset: at,
-                ..*p
-            };
-            at += p.len;
-            q
-        })
-        .collect()
-}
-
-struct Group {
-    pieces: Vec<ChunkIo>,
-    bytes: u64,
 }
 
 impl Client {
@@ -171,16 +146,12 @@ impl Client {
         self.open(p, &OpenOptions::default())?.pread(buf, off)
     }
 
-    fn groups(&self, id: u64, off: u64, len: u64) -> BTreeMap<u32, Group> {
+    /// Each daemon's share of `len` bytes at `off` of file `id`.
+    fn shares(&self, id: u64, off: u64, len: u64) -> Shares {
         let n = self.daemons();
-        let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
+        let mut shares = Shares::new();
         for piece in self.inner.chunk_size.split(off, len) {
-            let g = groups
-                .entry(place_chunk(id, piece.chunk, n))
-                .or_insert(Group {
-                    pieces: Vec::new(),
-                    bytes: 0,
-                });
+            let g = shares.entry(place_chunk(id, piece.chunk, n)).or_default();
             g.pieces.push(ChunkIo {
                 chunk: piece.chunk,
                 offset: piece.chunk_offset,
@@ -189,7 +160,7 @@ impl Client {
             });
             g.bytes += piece.len;
         }
-        groups
+        shares
     }
 
     /// Largest span one data call covers when local daemons are involved (their
@@ -207,7 +178,7 @@ impl Client {
             return false;
         }
         let n = self.daemons();
-        let mut local: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut local = std::collections::BTreeMap::<u32, u64>::new();
         for piece in self.inner.chunk_size.split(off, len) {
             let d = place_chunk(id, piece.chunk, n);
             if rpc.is_local(d) {
@@ -247,85 +218,24 @@ impl Client {
             .checked_add(data.len() as u64)
             .filter(|e| *e <= i64::MAX as u64)
             .ok_or(Errno::EFBIG)?;
-        let groups = self.groups(id, off, data.len() as u64);
+        let shares = self.shares(id, off, data.len() as u64);
         let rpc = self.rpc();
-        rpc.all_up(groups.keys().copied().chain([place(path, self.daemons())]))?;
-        let way = |d: u32, g: &Group| rpc.way(d, g.bytes, Dir::Write);
-        let mr = if groups.iter().any(|(d, g)| way(*d, g) == Way::Rma) {
-            Some(
-                rpc.fabric()?
-                    .ep
-                    .register(data)
-                    .map_err(|e| fabric_errno(&e))?,
-            )
-        } else {
-            None
-        };
-        let piece = |p: &ChunkIo| &data[p.buf_offset as usize..(p.buf_offset + p.len) as usize];
+        rpc.all_up(shares.keys().copied().chain([place(path, self.daemons())]))?;
         // The size update rides with the data to the metadata owner when it also holds
         // some of the chunks; otherwise it is a call of its own.
         let owner = place(path, self.daemons());
-        let merged = update_size && groups.contains_key(&owner);
+        let merged = update_size && shares.contains_key(&owner);
         let mtime = now_ns();
-        let size_here = |d: u32| {
+        let writes = rpc.start_writes(id, data, shares, |d| {
             (merged && d == owner).then(|| SizeUpdate {
                 path: path.to_string(),
                 end,
                 mtime,
             })
-        };
-        let mut pending = Vec::with_capacity(groups.len());
-        for (d, g) in groups {
-            let started = match way(d, &g) {
-                Way::Window => {
-                    // Local daemon: the pieces go into the connection's shared window, back
-                    // to back, and the daemon writes them to disk from there.
-                    let parts: Vec<&[u8]> = g.pieces.iter().map(piece).collect();
-                    let req = WriteChunksReq {
-                        file_id: id,
-                        pieces: packed(&g.pieces),
-                        bulk: Some(Bulk::window(g.bytes)),
-                        inline: Bytes::default(),
-                        size_update: size_here(d),
-                    };
-                    rpc.start_with(d, &req, SMALL_REPLY, &parts)
-                }
-                Way::Rma => {
-                    let r = mr.as_ref().map(|m| m.remote()).ok_or(Errno::EIO)?;
-                    let req = WriteChunksReq {
-                        file_id: id,
-                        pieces: g.pieces,
-                        bulk: Some(Bulk {
-                            addr: r.addr,
-                            key: r.key,
-                            len: r.len,
-                        }),
-                        inline: Bytes::default(),
-                        size_update: size_here(d),
-                    };
-                    rpc.start(d, &req, SMALL_REPLY)
-                }
-                Way::Inline => {
-                    let mut inline = Vec::with_capacity(g.bytes as usize);
-                    for p in &g.pieces {
-                        inline.extend_from_slice(piece(p));
-                    }
-                    let req = WriteChunksReq {
-                        file_id: id,
-                        pieces: packed(&g.pieces),
-                        bulk: None,
-                        inline: Bytes(inline),
-                        size_update: size_here(d),
-                    };
-                    rpc.start(d, &req, SMALL_REPLY)
-                }
-            };
-            let started = settled(started, &mut pending)?;
-            pending.push(started);
-        }
+        })?;
         // Otherwise the size update travels alongside the data.
         let size = if update_size && !merged {
-            let started = rpc.start(
+            rpc.start(
                 owner,
                 &UpdateSizeReq {
                     path: path.to_string(),
@@ -334,14 +244,13 @@ impl Client {
                     mtime,
                 },
                 SMALL_REPLY,
-            );
-            Some(settled(started, &mut pending)?)
+            )
+            .map(Some)
         } else {
-            None
+            Ok(None)
         };
-        let written = wait_all(pending);
-        let sized = size.map(|s| s.wait()).transpose();
-        drop(mr);
+        let written = writes.finish();
+        let sized = size.and_then(|s| s.map(|s| s.wait()).transpose());
         written?;
         sized?;
         Ok(())
@@ -369,127 +278,11 @@ impl Client {
             return Ok(0);
         }
         let rpc = self.rpc();
-        let groups = self.groups(id, off, buf.len() as u64);
-        rpc.all_up(groups.keys().copied())?;
+        let shares = self.shares(id, off, buf.len() as u64);
+        rpc.all_up(shares.keys().copied())?;
         let len = buf.len();
-        // Whether every piece came back whole: then the file reaches past the range (no
-        // daemon keeps bytes past the end of a file) and no size lookup is needed.
-        let mut whole = true;
-        let way = |d: u32, g: &Group| rpc.way(d, g.bytes, Dir::Read);
-        let mut sent: Vec<(Way, Group)> = Vec::with_capacity(groups.len());
-        let mut windows = Vec::new();
-        let replies = {
-            let mr = if groups.iter().any(|(d, g)| way(*d, g) == Way::Rma) {
-                Some(
-                    rpc.fabric()?
-                        .ep
-                        .register_mut(buf)
-                        .map_err(|e| fabric_errno(&e))?,
-                )
-            } else {
-                None
-            };
-            let mut pending = Vec::new();
-            for (d, g) in groups {
-                let w = way(d, &g);
-                let (req, reply_max) = match w {
-                    Way::Window => {
-                        let req = ReadChunksReq {
-                            file_id: id,
-                            pieces: packed(&g.pieces),
-                            bulk: Some(Bulk::window(g.bytes)),
-                        };
-                        (req, SMALL_REPLY + 8 * g.pieces.len())
-                    }
-                    Way::Rma => {
-                        let r = mr.as_ref().map(|m| m.remote()).ok_or(Errno::EIO)?;
-                        let req = ReadChunksReq {
-                            file_id: id,
-                            pieces: g.pieces.clone(),
-                            bulk: Some(Bulk {
-                                addr: r.addr,
-                                key: r.key,
-                                len: r.len,
-                            }),
-                        };
-                        (req, SMALL_REPLY + 8 * g.pieces.len())
-                    }
-                    Way::Inline => {
-                        let reply_max = g.bytes as usize + 8 * g.pieces.len() + 1024;
-                        let req = ReadChunksReq {
-                            file_id: id,
-                            pieces: packed(&g.pieces),
-                            bulk: None,
-                        };
-                        (req, reply_max)
-                    }
-                };
-                let started = settled(rpc.start(d, &req, reply_max), &mut pending)?;
-                pending.push(started);
-                sent.push((w, g));
-            }
-            // Every call finishes (local windows are kept for the copy below) before the
-            // daemons' access to `buf` is revoked and the buffer is touched again.
-            let mut replies = Vec::with_capacity(pending.len());
-            let mut first_err = None;
-            for p in pending {
-                match p.wait_window() {
-                    Ok((r, w)) => {
-                        replies.push(r);
-                        windows.push(w);
-                    }
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                    }
-                }
-            }
-            drop(mr);
-            if let Some(e) = first_err {
-                return Err(e);
-            }
-            replies
-        };
-        for (((way, g), reply), win) in sent.iter().zip(replies).zip(&windows) {
-            match way {
-                Way::Inline | Way::Window => {
-                    let src_all = match way {
-                        Way::Inline => &reply.inline.0[..],
-                        _ => win.bytes(),
-                    };
-                    let mut at = 0usize;
-                    for (i, p) in g.pieces.iter().enumerate() {
-                        if reply.lens.get(i).is_none_or(|&n| n < p.len) {
-                            whole = false;
-                        }
-                        let dst = &mut buf[p.buf_offset as usize..(p.buf_offset + p.len) as usize];
-                        // A window holds only what the chunk had; the rest is a hole.
-                        let present = match way {
-                            Way::Window => {
-                                reply.lens.get(i).copied().ok_or(Errno::EPROTO)?.min(p.len)
-                            }
-                            _ => p.len,
-                        } as usize;
-                        let src = src_all.get(at..at + present).ok_or(Errno::EPROTO)?;
-                        dst[..present].copy_from_slice(src);
-                        dst[present..].fill(0);
-                        at += p.len as usize;
-                    }
-                }
-                Way::Rma => {
-                    // Bytes past what the chunk holds are a hole: zeros.
-                    if reply.lens.len() != g.pieces.len() {
-                        return Err(Errno::EPROTO);
-                    }
-                    for (p, &present) in g.pieces.iter().zip(&reply.lens) {
-                        whole &= present >= p.len;
-                        let present = present.min(p.len);
-                        buf[(p.buf_offset + present) as usize..(p.buf_offset + p.len) as usize]
-                            .fill(0);
-                    }
-                }
-            }
-        }
-        drop(windows);
+        // Every piece held whole: the file reaches past the range, no size lookup.
+        let whole = rpc.read_shares(id, buf, shares)?;
         if whole {
             return Ok(len);
         }

@@ -289,22 +289,6 @@ impl Rpcs {
         matches!(self.routes.get(d as usize), Some(Route::Local(_)))
     }
 
-    /// How daemon `d`'s share of `bytes` of a data call travels: the one place that
-    /// decides it (the limits are `gkfs_proto::limits`).
-    pub(crate) fn way(&self, d: u32, bytes: u64, dir: Dir) -> Way {
-        let inline_max = match dir {
-            Dir::Write => gkfs_proto::limits::INLINE_WRITE_MAX,
-            Dir::Read => gkfs_proto::limits::INLINE_READ_MAX,
-        };
-        if self.is_local(d) {
-            Way::Window
-        } else if bytes > inline_max {
-            Way::Rma
-        } else {
-            Way::Inline
-        }
-    }
-
     /// Does any daemon go through the node-local socket?
     pub fn any_local(&self) -> bool {
         self.routes.iter().any(|r| matches!(r, Route::Local(_)))
@@ -504,26 +488,6 @@ fn io_errno(e: &std::io::Error) -> Errno {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Errno::ETIMEDOUT,
         _ => Errno::EIO,
     }
-}
-
-/// How one daemon's share of a data call travels ([`Rpcs::way`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Way {
-    /// Through the node-local connection's shared window, pieces back to back.
-    Window,
-    /// In the request (a write) or the reply (a read), pieces back to back.
-    Inline,
-    /// By RMA, straight from or into the caller's buffer (registered once per call).
-    Rma,
-}
-
-/// The direction of a data call.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Dir {
-    /// Bytes to the daemons.
-    Write,
-    /// Bytes from the daemons.
-    Read,
 }
 
 enum Call {
