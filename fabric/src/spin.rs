@@ -35,7 +35,7 @@ impl SpinSlot {
     /// A slot, if one is free.
     pub fn take() -> Option<SpinSlot> {
         use std::sync::atomic::Ordering;
-        if SPINNING.fetch_add(1, Ordering::AcqRel) >= max_spinning() {
+        if SPINNING.fetch_add(1, Ordering::AcqRel) >= busy_max() {
             SPINNING.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
@@ -103,10 +103,13 @@ impl Score {
 /// quota included): at connection set-up, not in the middle of some later wait.
 pub fn init() {
     spin_time();
-    max_spinning();
+    busy_max();
 }
 
-fn max_spinning() -> usize {
+/// Threads of this process that should keep a core busy at once, polling or serving
+/// short requests: half the cores (a busy thread must not take the core the other
+/// side, or another process of the node, needs), at least one.
+pub fn busy_max() -> usize {
     static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *MAX.get_or_init(|| {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
