@@ -68,7 +68,7 @@ pub fn handle(state: &State, req: &Request) -> Vec<u8> {
         state,
         req.payload(),
         req.truncated,
-        Sender::fabric(req.from),
+        Sender::fabric(state.ep.clone(), req.from),
     )
 }
 

@@ -147,6 +147,44 @@ impl State {
         members.get(index as usize).cloned()
     }
 
+    /// Sends `request` to daemon `target` of the hosts file and waits for its reply (a
+    /// relayed request of a process on this node). A target that cannot be reached is
+    /// EHOSTUNREACH; other failures carry the transport's errno.
+    pub fn forward(
+        &self,
+        target: u32,
+        request: &[u8],
+        max_reply: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<u8>, (Errno, String)> {
+        let addr = self.member_address(target).ok_or_else(|| {
+            (
+                Errno::EINVAL,
+                format!("no daemon {target} in the hosts file"),
+            )
+        })?;
+        let peer = self
+            .ep
+            .peer(&addr)
+            .map_err(|e| (Errno::EHOSTUNREACH, format!("daemon {target}: {e}")))?;
+        self.ep
+            .call(peer, request, max_reply, timeout)
+            .map_err(|e| {
+                // A target that is gone is EHOSTUNREACH (the client marks it down); a
+                // timeout and the rest as every fabric call reports them.
+                let errno = match e.errno() {
+                    libc::EIO if e.is_peer_failure() => Errno::EHOSTUNREACH,
+                    errno => Errno(errno),
+                };
+                (errno, format!("relay to daemon {target}: {e}"))
+            })
+    }
+
+    /// Peers this daemon's endpoint has resolved so far.
+    pub fn fabric_peers(&self) -> usize {
+        self.ep.peer_count()
+    }
+
     /// The current membership, if known.
     pub fn membership(&self) -> Option<Membership> {
         *self.membership.read().unwrap_or_else(|p| p.into_inner())

@@ -9,6 +9,8 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use gkfs_proto::msg::Bulk;
+
 use crate::shm::{SharedWindow, WindowLease};
 use crate::{Endpoint, FabricError, Peer, RemoteBuf};
 
@@ -39,6 +41,15 @@ fn keep_buf(b: Vec<u8>) {
     }
 }
 
+/// The client's registered buffer a request names, as RMA calls take it.
+fn remote(b: &Bulk) -> RemoteBuf {
+    RemoteBuf {
+        addr: b.addr,
+        key: b.key,
+        len: b.len,
+    }
+}
+
 /// Who sent a request, as far as its handlers need to know: how its bulk data moves,
 /// and which process of this node sent it.
 #[derive(Debug, Clone)]
@@ -46,8 +57,8 @@ pub struct Sender(Via);
 
 #[derive(Debug, Clone)]
 enum Via {
-    /// A libfabric peer: bulk data by RMA.
-    Fabric(Peer),
+    /// A libfabric peer: bulk data by RMA through the endpoint the request came on.
+    Fabric(Endpoint, Peer),
     /// A process on this node, through the node-local channel.
     Local {
         /// The data window it shares, if any.
@@ -81,7 +92,7 @@ impl<E> From<FabricError> for BulkError<E> {
 /// Where a request's bulk data is.
 enum Target<'a> {
     /// With a fabric peer, by RMA.
-    Rma(Peer),
+    Rma(&'a Endpoint, Peer),
     /// In the connection's window, lent to this request.
     Window(WindowLease<'a>),
 }
@@ -89,7 +100,7 @@ enum Target<'a> {
 impl Sender {
     fn target<E>(&self) -> Result<Target<'_>, BulkError<E>> {
         match &self.0 {
-            Via::Fabric(peer) => Ok(Target::Rma(*peer)),
+            Via::Fabric(ep, peer) => Ok(Target::Rma(ep, *peer)),
             Via::Local { window, .. } => {
                 let window = window.as_ref().ok_or(BulkError::NoWindow)?;
                 Ok(Target::Window(window.lease().ok_or(BulkError::WindowBusy)?))
@@ -97,9 +108,9 @@ impl Sender {
         }
     }
 
-    /// A libfabric peer.
-    pub fn fabric(peer: Peer) -> Sender {
-        Sender(Via::Fabric(peer))
+    /// A libfabric peer, whose request came on `ep`.
+    pub fn fabric(ep: Endpoint, peer: Peer) -> Sender {
+        Sender(Via::Fabric(ep, peer))
     }
 
     /// A process on this node (its window, if it shares one; its pid, if known).
@@ -116,24 +127,23 @@ impl Sender {
     pub fn local_pid(&self) -> Option<i32> {
         match self.0 {
             Via::Local { pid, .. } => pid,
-            Via::Fabric(_) => None,
+            Via::Fabric(..) => None,
         }
     }
 
     /// Takes the bulk data piece by piece: `range(p)` is piece `p`'s offset and length
-    /// in the client's buffer `buf`, and `sink` gets each piece's bytes, in order.
-    /// Transfers end by `deadline`.
+    /// in the client's buffer `buf` (as the request names it), and `sink` gets each
+    /// piece's bytes, in order. Transfers end by `deadline`.
     pub fn pull<T, E>(
         &self,
-        ep: &Endpoint,
-        buf: RemoteBuf,
+        buf: &Bulk,
         pieces: &[T],
         range: impl Fn(&T) -> (u64, u64),
         deadline: Instant,
         mut sink: impl FnMut(&T, &[u8]) -> Result<(), E>,
     ) -> Result<(), BulkError<E>> {
-        let peer = match self.target()? {
-            Target::Rma(peer) => peer,
+        let (ep, peer) = match self.target()? {
+            Target::Rma(ep, peer) => (ep, peer),
             Target::Window(lease) => {
                 for p in pieces {
                     let (off, len) = range(p);
@@ -150,7 +160,10 @@ impl Sender {
                 let p = &pieces[next];
                 let (off, len) = range(p);
                 let b = spare_buf();
-                inflight.push_back((p, ep.start_read(peer, buf, off, b, len as usize, deadline)?));
+                inflight.push_back((
+                    p,
+                    ep.start_read(peer, remote(buf), off, b, len as usize, deadline)?,
+                ));
                 next += 1;
             }
             let Some((p, op)) = inflight.pop_front() else {
@@ -163,21 +176,20 @@ impl Sender {
         }
     }
 
-    /// Fills the client's buffer `buf` piece by piece: `range(p)` is piece `p`'s
-    /// offset and length there, and `source` fills a slice of that length and returns
-    /// how many bytes it filled (the rest is left for the client to zero). Transfers
-    /// end by `deadline`.
+    /// Fills the client's buffer `buf` (as the request names it) piece by piece:
+    /// `range(p)` is piece `p`'s offset and length there, and `source` fills a slice of
+    /// that length and returns how many bytes it filled (the rest is left for the
+    /// client to zero). Transfers end by `deadline`.
     pub fn push<T, E>(
         &self,
-        ep: &Endpoint,
-        buf: RemoteBuf,
+        buf: &Bulk,
         pieces: &[T],
         range: impl Fn(&T) -> (u64, u64),
         deadline: Instant,
         mut source: impl FnMut(&T, &mut [u8]) -> Result<usize, E>,
     ) -> Result<(), BulkError<E>> {
-        let peer = match self.target()? {
-            Target::Rma(peer) => peer,
+        let (ep, peer) = match self.target()? {
+            Target::Rma(ep, peer) => (ep, peer),
             Target::Window(mut lease) => {
                 for p in pieces {
                     let (off, len) = range(p);
@@ -199,7 +211,7 @@ impl Sender {
                 continue;
             }
             b.truncate(n);
-            inflight.push_back(ep.start_write(peer, buf, off, b, deadline)?);
+            inflight.push_back(ep.start_write(peer, remote(buf), off, b, deadline)?);
             if inflight.len() >= PIPELINE_DEPTH {
                 if let Some(op) = inflight.pop_front() {
                     keep_buf(op.wait(deadline)?);

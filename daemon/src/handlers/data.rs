@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gkfs_fabric::bulk::{BulkError, Sender};
-use gkfs_fabric::RemoteBuf;
 use gkfs_proto::msg::*;
 use gkfs_proto::wire::Bytes;
 use gkfs_proto::Errno;
@@ -71,14 +70,6 @@ fn check_pieces(st: &State, pieces: &[ChunkIo], buf_len: u64) -> Result<(), Remo
     Ok(())
 }
 
-fn remote(b: &Bulk) -> RemoteBuf {
-    RemoteBuf {
-        addr: b.addr,
-        key: b.key,
-        len: b.len,
-    }
-}
-
 pub fn write_chunks(
     st: &State,
     from: &Sender,
@@ -121,20 +112,13 @@ fn write_data(
         Some(bulk) => {
             check_pieces(st, &req.pieces, bulk.len)?;
             let deadline = Instant::now() + RMA_TIMEOUT;
-            from.pull(
-                &st.ep,
-                remote(bulk),
-                &req.pieces,
-                in_buffer,
-                deadline,
-                |p, data| {
-                    st.chunks
-                        .write(id, p.chunk, p.offset, data)
-                        .map_err(|e| io_err("write chunk", e))?;
-                    written += p.len;
-                    Ok(())
-                },
-            )
+            from.pull(bulk, &req.pieces, in_buffer, deadline, |p, data| {
+                st.chunks
+                    .write(id, p.chunk, p.offset, data)
+                    .map_err(|e| io_err("write chunk", e))?;
+                written += p.len;
+                Ok(())
+            })
             .map_err(bulk_err("pull data from client"))?;
         }
     }
@@ -187,22 +171,15 @@ pub fn read_chunks(
         Some(bulk) => {
             check_pieces(st, &req.pieces, bulk.len)?;
             let deadline = Instant::now() + RMA_TIMEOUT;
-            from.push(
-                &st.ep,
-                remote(bulk),
-                &req.pieces,
-                in_buffer,
-                deadline,
-                |p, buf| {
-                    let n = st
-                        .chunks
-                        .read(id, p.chunk, p.offset, buf)
-                        .map_err(|e| io_err("read chunk", e))?;
-                    // (0: a hole; the client zero-fills, nothing is sent.)
-                    lens.push(n as u64);
-                    Ok(n)
-                },
-            )
+            from.push(bulk, &req.pieces, in_buffer, deadline, |p, buf| {
+                let n = st
+                    .chunks
+                    .read(id, p.chunk, p.offset, buf)
+                    .map_err(|e| io_err("read chunk", e))?;
+                // (0: a hole; the client zero-fills, nothing is sent.)
+                lens.push(n as u64);
+                Ok(n)
+            })
             .map_err(bulk_err("push data to client"))?;
             count_read(st, &lens);
             Ok(ReadChunksReply {

@@ -36,7 +36,7 @@ pub fn metrics(st: &State) -> Result<MetricsReply, RemoteError> {
         chunk_bytes: c.bytes,
         meta_bytes: st.meta.size_bytes(),
         local_connections: st.counters.local_connections.load(Ordering::Relaxed),
-        fabric_peers: st.ep.peer_count() as u64,
+        fabric_peers: st.fabric_peers() as u64,
         metrics_address: st.metrics_address.get().cloned().unwrap_or_default(),
         ..st.metrics.snapshot()
     })
@@ -46,30 +46,11 @@ pub fn metrics(st: &State) -> Result<MetricsReply, RemoteError> {
 const RELAY_MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub fn relay(st: &State, r: RelayReq) -> Result<RelayReply, RemoteError> {
-    let addr = st.member_address(r.target).ok_or_else(|| {
-        RemoteError::new(
-            Errno::EINVAL,
-            format!("no daemon {} in the hosts file", r.target),
-        )
-    })?;
-    let peer = st
-        .ep
-        .peer(&addr)
-        .map_err(|e| RemoteError::new(Errno::EHOSTUNREACH, format!("daemon {}: {e}", r.target)))?;
     let timeout = std::time::Duration::from_millis(u64::from(r.timeout_ms)).min(RELAY_MAX_TIMEOUT);
     let max_reply = (r.max_reply as usize).min(gkfs_proto::limits::RELAY_MAX_REPLY);
     let reply = st
-        .ep
-        .call(peer, &r.request.0, max_reply, timeout)
-        .map_err(|e| {
-            // A target that is gone is EHOSTUNREACH (the client marks it down); a
-            // timeout and the rest as every fabric call reports them.
-            let errno = match e.errno() {
-                libc::EIO if e.is_peer_failure() => Errno::EHOSTUNREACH,
-                errno => Errno(errno),
-            };
-            RemoteError::new(errno, format!("relay to daemon {}: {e}", r.target))
-        })?;
+        .forward(r.target, &r.request.0, max_reply, timeout)
+        .map_err(|(errno, detail)| RemoteError::new(errno, detail))?;
     Ok(RelayReply {
         reply: gkfs_proto::wire::Bytes(reply),
     })
