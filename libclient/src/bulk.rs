@@ -419,7 +419,7 @@ mod tests {
         ];
         let bytes = pieces.iter().map(|p| p.len).sum();
         let got = parts(Share { pieces, bytes });
-        assert_eq!(got.len(), 4);
+        assert_eq!(got.len(), PARTS_MAX as usize);
         let mut at = 0;
         for part in &got {
             assert_eq!(part.bytes, part.pieces.iter().map(|p| p.len).sum::<u64>());
