@@ -193,6 +193,17 @@ impl Rpcs {
         }
     }
 
+    /// Local daemon `d`'s share cut into [`parts`], while the connections the parts take
+    /// fit the idle pool: a process whose threads all move large shares at once would
+    /// otherwise reconnect on every call.
+    fn local_parts(&self, d: u32, s: Share) -> Vec<Share> {
+        if self.local_room(d, PARTS_MAX as usize) {
+            parts(s)
+        } else {
+            vec![s]
+        }
+    }
+
     /// Is any share moved by RMA?
     fn any_rma(&self, shares: &Shares, dir: Dir) -> bool {
         shares
@@ -237,7 +248,7 @@ impl Rpcs {
                 Way::Window => {
                     // The daemon writes the pieces to disk straight from the window; the
                     // size update rides with the first part.
-                    for part in parts(s) {
+                    for part in self.local_parts(d, s) {
                         let put: Vec<&[u8]> = part.pieces.iter().map(|p| &data[range(p)]).collect();
                         let r = req(
                             packed(&part.pieces),
@@ -347,7 +358,7 @@ impl Rpcs {
         for (d, s) in shares {
             let way = self.way(d, s.bytes, Dir::Read);
             let calls = match way {
-                Way::Window => parts(s),
+                Way::Window => self.local_parts(d, s),
                 _ => vec![s],
             };
             for s in calls {

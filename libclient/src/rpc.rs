@@ -18,7 +18,7 @@
 
 use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -40,12 +40,22 @@ pub const RELAY_LIMIT: u64 = 2_000;
 /// A connection to a local daemon: its channel (slots and a shared data window).
 pub(crate) struct LocalConn {
     channel: Channel,
+    /// The route's count of open connections, lowered when this one closes.
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for LocalConn {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A daemon's node-local socket and the idle connections to it.
 pub(crate) struct LocalRoute {
     path: PathBuf,
     idle: Mutex<Vec<LocalConn>>,
+    /// Connections open now, idle or in use.
+    open: Arc<AtomicUsize>,
     max_frame: usize,
     timeout: std::time::Duration,
 }
@@ -62,7 +72,11 @@ impl LocalRoute {
             self.max_frame,
             self.timeout,
         )?;
-        Ok(LocalConn { channel })
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(LocalConn {
+            channel,
+            open: self.open.clone(),
+        })
     }
 
     fn give_back(&self, c: LocalConn) {
@@ -163,6 +177,7 @@ impl Rpcs {
                     Route::Local(Arc::new(LocalRoute {
                         path: PathBuf::from(s),
                         idle: Mutex::new(Vec::new()),
+                        open: Arc::new(AtomicUsize::new(0)),
                         max_frame,
                         timeout,
                     }))
@@ -287,6 +302,16 @@ impl Rpcs {
     /// Is daemon `d` reached through its node-local socket (data always inline)?
     pub fn is_local(&self, d: u32) -> bool {
         matches!(self.routes.get(d as usize), Some(Route::Local(_)))
+    }
+
+    /// May a call to local daemon `d` take `n` more connections without outgrowing the
+    /// idle pool (whatever is open beyond it is closed after use, and opened again by
+    /// the next call that needs it)?
+    pub(crate) fn local_room(&self, d: u32, n: usize) -> bool {
+        match self.routes.get(d as usize) {
+            Some(Route::Local(l)) => l.open.load(Ordering::Relaxed) + n <= IDLE_CONNS,
+            _ => false,
+        }
     }
 
     /// Does any daemon go through the node-local socket?
