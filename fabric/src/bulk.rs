@@ -41,15 +41,6 @@ fn keep_buf(b: Vec<u8>) {
     }
 }
 
-/// The client's registered buffer a request names, as RMA calls take it.
-fn remote(b: &Bulk) -> RemoteBuf {
-    RemoteBuf {
-        addr: b.addr,
-        key: b.key,
-        len: b.len,
-    }
-}
-
 /// Who sent a request, as far as its handlers need to know: how its bulk data moves,
 /// and which process of this node sent it.
 #[derive(Debug, Clone)]
@@ -162,7 +153,7 @@ impl Sender {
                 let b = spare_buf();
                 inflight.push_back((
                     p,
-                    ep.start_read(peer, remote(buf), off, b, len as usize, deadline)?,
+                    ep.start_read(peer, RemoteBuf::from(buf), off, b, len as usize, deadline)?,
                 ));
                 next += 1;
             }
@@ -211,7 +202,7 @@ impl Sender {
                 continue;
             }
             b.truncate(n);
-            inflight.push_back(ep.start_write(peer, remote(buf), off, b, deadline)?);
+            inflight.push_back(ep.start_write(peer, RemoteBuf::from(buf), off, b, deadline)?);
             if inflight.len() >= PIPELINE_DEPTH {
                 if let Some(op) = inflight.pop_front() {
                     keep_buf(op.wait(deadline)?);

@@ -87,6 +87,28 @@ pub struct RemoteBuf {
     pub len: u64,
 }
 
+/// The buffer as a request names it on the wire.
+impl From<RemoteBuf> for gkfs_proto::msg::Bulk {
+    fn from(r: RemoteBuf) -> Self {
+        gkfs_proto::msg::Bulk {
+            addr: r.addr,
+            key: r.key,
+            len: r.len,
+        }
+    }
+}
+
+/// The buffer a request names, as RMA calls take it.
+impl From<&gkfs_proto::msg::Bulk> for RemoteBuf {
+    fn from(b: &gkfs_proto::msg::Bulk) -> Self {
+        RemoteBuf {
+            addr: b.addr,
+            key: b.key,
+            len: b.len,
+        }
+    }
+}
+
 /// A request received by a serving endpoint.
 #[derive(Debug)]
 pub struct Request {

@@ -263,12 +263,7 @@ impl Rpcs {
                     continue;
                 }
                 Way::Rma => {
-                    let m = writes.mr.as_ref().ok_or(Errno::EIO)?.remote();
-                    let bulk = Bulk {
-                        addr: m.addr,
-                        key: m.key,
-                        len: m.len,
-                    };
+                    let bulk = writes.mr.as_ref().ok_or(Errno::EIO)?.remote().into();
                     let r = req(s.pieces, Some(bulk), Bytes::default(), update);
                     self.start(d, &r, SMALL_REPLY)
                 }
@@ -370,12 +365,7 @@ impl Rpcs {
                         SMALL_REPLY + lens,
                     ),
                     Way::Rma => {
-                        let r = remote.ok_or(Errno::EIO)?;
-                        let bulk = Bulk {
-                            addr: r.addr,
-                            key: r.key,
-                            len: r.len,
-                        };
+                        let bulk = remote.ok_or(Errno::EIO)?.into();
                         (s.pieces.clone(), Some(bulk), SMALL_REPLY + lens)
                     }
                     Way::Inline => (packed(&s.pieces), None, s.bytes as usize + lens + 1024),
