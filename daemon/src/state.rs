@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use gkfs_fabric::Endpoint;
 use gkfs_proto::chunk::ChunkSize;
 use gkfs_proto::hosts::Hosts;
+use gkfs_proto::msg::RemoteError;
 use gkfs_proto::Errno;
 
 use crate::store::chunks::ChunkStore;
@@ -156,9 +157,9 @@ impl State {
         request: &[u8],
         max_reply: usize,
         timeout: std::time::Duration,
-    ) -> Result<Vec<u8>, (Errno, String)> {
+    ) -> Result<Vec<u8>, RemoteError> {
         let addr = self.member_address(target).ok_or_else(|| {
-            (
+            RemoteError::new(
                 Errno::EINVAL,
                 format!("no daemon {target} in the hosts file"),
             )
@@ -166,7 +167,7 @@ impl State {
         let peer = self
             .ep
             .peer(&addr)
-            .map_err(|e| (Errno::EHOSTUNREACH, format!("daemon {target}: {e}")))?;
+            .map_err(|e| RemoteError::new(Errno::EHOSTUNREACH, format!("daemon {target}: {e}")))?;
         self.ep
             .call(peer, request, max_reply, timeout)
             .map_err(|e| {
@@ -176,7 +177,7 @@ impl State {
                     libc::EIO if e.is_peer_failure() => Errno::EHOSTUNREACH,
                     errno => Errno(errno),
                 };
-                (errno, format!("relay to daemon {target}: {e}"))
+                RemoteError::new(errno, format!("relay to daemon {target}: {e}"))
             })
     }
 

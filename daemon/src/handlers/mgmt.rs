@@ -48,9 +48,7 @@ const RELAY_MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60
 pub fn relay(st: &State, r: RelayReq) -> Result<RelayReply, RemoteError> {
     let timeout = std::time::Duration::from_millis(u64::from(r.timeout_ms)).min(RELAY_MAX_TIMEOUT);
     let max_reply = (r.max_reply as usize).min(gkfs_proto::limits::RELAY_MAX_REPLY);
-    let reply = st
-        .forward(r.target, &r.request.0, max_reply, timeout)
-        .map_err(|(errno, detail)| RemoteError::new(errno, detail))?;
+    let reply = st.forward(r.target, &r.request.0, max_reply, timeout)?;
     Ok(RelayReply {
         reply: gkfs_proto::wire::Bytes(reply),
     })
