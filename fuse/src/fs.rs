@@ -232,7 +232,7 @@ impl GkfsFs {
         }
         let t = |t: Option<TimeOrNow>| {
             t.map(|t| match t {
-                TimeOrNow::Now => ns_of(SystemTime::now()),
+                TimeOrNow::Now => gkfs_client::file_time_now(),
                 TimeOrNow::SpecificTime(t) => ns_of(t),
             })
         };

@@ -92,12 +92,20 @@ pub struct Client {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// Now, in ns since the epoch.
-pub(crate) fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+/// Now, as a file time stamp: ns since the epoch from the kernel's coarse clock (it
+/// advances once per tick, 1-4 ms). A local file system stamps mtime and ctime from
+/// the same clock, so a file here is ordered against local files as they are among
+/// themselves; and writes within one tick carry the same mtime, so the metadata owner
+/// has nothing to record for a write that does not grow the file.
+pub fn now_ns() -> i64 {
+    use nix::time::{clock_gettime, ClockId};
+    match clock_gettime(ClockId::CLOCK_REALTIME_COARSE) {
+        Ok(t) => t.tv_sec() * 1_000_000_000 + t.tv_nsec(),
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0),
+    }
 }
 
 fn read_token(path: &Path) -> Result<u128, ClientError> {

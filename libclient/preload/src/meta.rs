@@ -492,18 +492,11 @@ pub(crate) fn h_truncate(path: *const c_char, len: i64) -> Act<c_int> {
     )
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 /// Converts a utimensat time (UTIME_NOW / UTIME_OMIT aware) to ns or None (keep).
 fn time_arg(t: &libc::timespec) -> Result<Option<i64>, Errno> {
     match t.tv_nsec {
         libc::UTIME_OMIT => Ok(None),
-        libc::UTIME_NOW => Ok(Some(now_ns())),
+        libc::UTIME_NOW => Ok(Some(api::file_time_now())),
         n if (0..1_000_000_000).contains(&n) => Ok(Some(t.tv_sec * 1_000_000_000 + n)),
         _ => Err(Errno::EINVAL),
     }
@@ -511,7 +504,7 @@ fn time_arg(t: &libc::timespec) -> Result<Option<i64>, Errno> {
 
 fn set_times(p: &str, times: *const libc::timespec) -> Result<c_int, Errno> {
     let (a, m) = if times.is_null() {
-        let n = now_ns();
+        let n = api::file_time_now();
         (Some(n), Some(n))
     } else {
         // SAFETY: utimensat's times argument points at two timespecs.
