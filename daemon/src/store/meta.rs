@@ -11,6 +11,7 @@ use gkfs_proto::msg::{DirEntry, PathRecord};
 use gkfs_proto::{Errno, Record};
 use rocksdb::{Direction, IteratorMode, MergeOperands, Options, DB};
 
+use super::recent::Recent;
 use super::space::{usage, Space};
 
 /// Key of the persistent file-id counter (outside the `/` namespace).
@@ -63,6 +64,8 @@ pub struct MetaStore {
     wal: bool,
     /// Free space of the database's file system.
     space: Space,
+    /// The records read last (every change below forgets its path there).
+    recent: Recent,
 }
 
 /// The largest memtable (RocksDB's write buffer) of a metadata store.
@@ -158,7 +161,12 @@ impl MetaStore {
         opts.set_max_manifest_file_size(4 << 20);
         let db = DB::open(&opts, dir)?;
         let space = Space::new(dir, reserve).map_err(measure)?;
-        Ok(MetaStore { db, wal, space })
+        Ok(MetaStore {
+            db,
+            wal,
+            space,
+            recent: Recent::default(),
+        })
     }
 
     /// The headroom this store needs on its file system (see [`reserves`]).
@@ -174,10 +182,12 @@ impl MetaStore {
 
     /// Reads the record of `path`.
     pub fn get(&self, path: &str) -> Result<Option<Record>, MetaError> {
-        Ok(self
-            .db
-            .get_pinned(path.as_bytes())?
-            .and_then(|v| Record::from_bytes(&v).ok()))
+        self.recent.get(path, || {
+            Ok(self
+                .db
+                .get_pinned(path.as_bytes())?
+                .and_then(|v| Record::from_bytes(&v).ok()))
+        })
     }
 
     fn wo(&self) -> rocksdb::WriteOptions {
@@ -188,21 +198,24 @@ impl MetaStore {
 
     /// Stores the record of `path`.
     pub fn put(&self, path: &str, rec: &Record) -> Result<(), MetaError> {
-        Ok(self
-            .db
-            .put_opt(path.as_bytes(), rec.to_bytes(), &self.wo())?)
+        let done = self.db.put_opt(path.as_bytes(), rec.to_bytes(), &self.wo());
+        self.recent.forget(path);
+        Ok(done?)
     }
 
     /// Removes the record of `path`.
     pub fn delete(&self, path: &str) -> Result<(), MetaError> {
-        Ok(self.db.delete_opt(path.as_bytes(), &self.wo())?)
+        let done = self.db.delete_opt(path.as_bytes(), &self.wo());
+        self.recent.forget(path);
+        Ok(done?)
     }
 
     /// Raises size and mtime of `path` to at least the given values.
     pub fn merge_size(&self, path: &str, size: u64, mtime: i64) -> Result<(), MetaError> {
-        Ok(self
-            .db
-            .merge_opt(path.as_bytes(), size_operand(size, mtime), &self.wo())?)
+        let op = size_operand(size, mtime);
+        let done = self.db.merge_opt(path.as_bytes(), op, &self.wo());
+        self.recent.forget(path);
+        Ok(done?)
     }
 
     /// Direct children of `dir` stored here, after `start_after`, at most `max`

@@ -2,4 +2,5 @@
 
 pub mod chunks;
 pub mod meta;
+pub mod recent;
 pub mod space;
