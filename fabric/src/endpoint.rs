@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -284,9 +284,24 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+/// The process that loaded libfabric into this process image (0: none has).
+static LOADED_BY: AtomicU32 = AtomicU32::new(0);
+
+/// Was libfabric loaded into this process image by another process: the one this
+/// process was forked from (without exec, which starts a new image)? libfabric is not
+/// fork-safe. A child inherits its locks in whatever state the parent's threads held
+/// them, and the parent's endpoints without the threads that drive them, so a child
+/// that opens an endpoint can hang for good in its first call. Such a child should
+/// reach other nodes another way where it has one.
+pub fn loaded_before_fork() -> bool {
+    let by = LOADED_BY.load(Ordering::Relaxed);
+    by != 0 && by != std::process::id()
+}
+
 /// Loads the system libfabric (once per process; see csrc/wrap.c for why it is not
 /// linked).
 fn load_libfabric() -> Result<(), FabricError> {
+    LOADED_BY.store(std::process::id(), Ordering::Relaxed);
     // SAFETY: gkfs_fi_load takes no arguments and returns NULL or a pointer to a
     // NUL-terminated message in a static buffer that is never written again.
     let err = unsafe { sys::gkfs_fi_load() };

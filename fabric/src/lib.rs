@@ -32,6 +32,7 @@ pub mod spin;
 mod sys;
 
 pub use endpoint::{
-    Config, Endpoint, MemoryRegion, Peer, PendingCall, PendingRma, RemoteBuf, Request,
+    loaded_before_fork, Config, Endpoint, MemoryRegion, Peer, PendingCall, PendingRma, RemoteBuf,
+    Request,
 };
 pub use error::FabricError;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use gkfs_fabric::MemoryRegion;
 use gkfs_proto::limits::{INLINE_READ_MAX, INLINE_WRITE_MAX, SMALL_REPLY};
+use gkfs_proto::local::WINDOW_SIZE;
 use gkfs_proto::msg::{Bulk, ChunkIo, ReadChunksReply, ReadChunksReq, SizeUpdate, WriteChunksReq};
 use gkfs_proto::wire::Bytes;
 use gkfs_proto::Errno;
@@ -42,11 +43,19 @@ enum Way {
 
 /// The direction of a data call.
 #[derive(Debug, Clone, Copy)]
-enum Dir {
+pub(crate) enum Dir {
     /// Bytes to the daemons.
     Write,
     /// Bytes from the daemons.
     Read,
+}
+
+/// The most bytes a daemon's share may have to go in the request or the reply itself.
+fn inline_max(dir: Dir) -> u64 {
+    match dir {
+        Dir::Write => INLINE_WRITE_MAX,
+        Dir::Read => INLINE_READ_MAX,
+    }
 }
 
 /// The pieces with buffer offsets renumbered back to back (as they sit in an inline
@@ -180,16 +189,41 @@ impl Rpcs {
     /// How daemon `d`'s share of `bytes` travels: the one place that decides it (the
     /// limits are `gkfs_proto::limits`).
     fn way(&self, d: u32, bytes: u64, dir: Dir) -> Way {
-        let inline_max = match dir {
-            Dir::Write => INLINE_WRITE_MAX,
-            Dir::Read => INLINE_READ_MAX,
-        };
         if self.is_local(d) {
             Way::Window
-        } else if bytes > inline_max {
+        } else if bytes > inline_max(dir) {
             Way::Rma
         } else {
             Way::Inline
+        }
+    }
+
+    /// The most one call moves to or from daemon `d`: a local daemon's window; for
+    /// another node's daemon, any amount (by RMA), unless this process cannot use
+    /// libfabric ([`Rpcs::fabric_refused`]): then what goes inline, relayed by this
+    /// node's daemon. The data calls cut larger transfers into spans ([`Rpcs::span_max`]).
+    pub(crate) fn share_max(&self, d: u32, dir: Dir) -> u64 {
+        if self.is_local(d) {
+            WINDOW_SIZE as u64
+        } else if self.fabric_refused() {
+            inline_max(dir)
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// The smallest [`Rpcs::share_max`] of any daemon: a transfer of at most this many
+    /// bytes is never cut, and a transfer that must be cut is cut into spans this long.
+    pub(crate) fn span_max(&self, dir: Dir) -> u64 {
+        let local = if self.any_local() {
+            WINDOW_SIZE as u64
+        } else {
+            u64::MAX
+        };
+        if !self.all_local() && self.fabric_refused() {
+            local.min(inline_max(dir))
+        } else {
+            local
         }
     }
 

@@ -7,7 +7,7 @@ use gkfs_proto::place::{place, place_chunk};
 use gkfs_proto::record::mode;
 use gkfs_proto::{Errno, Record};
 
-use crate::bulk::Shares;
+use crate::bulk::{Dir, Shares};
 use crate::client::{check_path, now_ns, Client};
 use crate::rpc::SMALL_REPLY;
 
@@ -163,29 +163,24 @@ impl Client {
         shares
     }
 
-    /// Largest span one data call covers when local daemons are involved (their
-    /// shared window).
-    fn span(&self) -> u64 {
-        gkfs_proto::local::WINDOW_SIZE as u64
-    }
-
-    /// Must a transfer of `len` bytes at `off` be cut into spans: does any local
-    /// daemon's share exceed its connection's window? (Other daemons' shares move by
-    /// RMA, all at once, whatever their size.)
-    fn needs_spans(&self, id: u64, off: u64, len: u64) -> bool {
+    /// How a transfer of `len` bytes at `off` is cut: None when one data call moves it
+    /// (each daemon's share fits what one call moves to it, [`Rpcs::share_max`]),
+    /// else the length of the spans it is cut into ([`Rpcs::span_max`]).
+    fn spans(&self, id: u64, off: u64, len: u64, dir: Dir) -> Option<usize> {
         let rpc = self.rpc();
-        if len <= self.span() || !rpc.any_local() {
-            return false;
+        let span = rpc.span_max(dir);
+        if len <= span {
+            return None;
         }
         let n = self.daemons();
-        let mut local = std::collections::BTreeMap::<u32, u64>::new();
+        let mut share = std::collections::BTreeMap::<u32, u64>::new();
         for piece in self.inner.chunk_size.split(off, len) {
-            let d = place_chunk(id, piece.chunk, n);
-            if rpc.is_local(d) {
-                *local.entry(d).or_default() += piece.len;
-            }
+            *share.entry(place_chunk(id, piece.chunk, n)).or_default() += piece.len;
         }
-        local.values().any(|&b| b > self.span())
+        share
+            .iter()
+            .any(|(&d, &bytes)| bytes > rpc.share_max(d, dir))
+            .then_some(span as usize)
     }
 
     fn write_data(
@@ -196,10 +191,9 @@ impl Client {
         off: u64,
         update_size: bool,
     ) -> Result<(), Errno> {
-        let span = self.span() as usize;
-        if !self.needs_spans(id, off, data.len() as u64) {
+        let Some(span) = self.spans(id, off, data.len() as u64, Dir::Write) else {
             return self.write_span(path, id, data, off, update_size);
-        }
+        };
         for (i, part) in data.chunks(span).enumerate() {
             self.write_span(path, id, part, off + (i * span) as u64, update_size)?;
         }
@@ -257,10 +251,9 @@ impl Client {
     }
 
     fn read_data(&self, path: &str, id: u64, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
-        let span = self.span() as usize;
-        if !self.needs_spans(id, off, buf.len() as u64) {
+        let Some(span) = self.spans(id, off, buf.len() as u64, Dir::Read) else {
             return self.read_span(path, id, buf, off);
-        }
+        };
         let mut done = 0;
         for (i, part) in buf.chunks_mut(span).enumerate() {
             let want = part.len();

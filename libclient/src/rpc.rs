@@ -14,7 +14,9 @@
 //! On the 3-node test cluster a relayed create costs about 0.1 ms more than a direct
 //! one (2 100-2 300 creates/s against 2 400-2 600, one process on node1), so about
 //! 2 000 relayed requests cost what loading libfabric does. `LIBGKFS_FABRIC=direct`
-//! loads it at the first remote request, as before.
+//! loads it at the first remote request, as before. A process that does not use
+//! libfabric ([`Rpcs::fabric_refused`]: it failed to open, or the process was forked
+//! from one that had loaded it) relays every request for other nodes.
 
 use std::marker::PhantomData;
 use std::path::PathBuf;
@@ -133,8 +135,10 @@ pub(crate) struct Rpcs {
     routes: Vec<Route>,
     hosts: Hosts,
     fabric: OnceLock<Result<Fabric, String>>,
-    /// This node's daemon, for relayed requests (None: none here, or direct use).
+    /// This node's daemon, for relayed requests (None: none here).
     relay: Option<Arc<LocalRoute>>,
+    /// When libfabric is loaded (if it can be used at all).
+    fabric_use: FabricUse,
     /// Requests relayed so far.
     relayed: std::sync::atomic::AtomicU64,
     /// Set once this node's daemon failed to take a relayed request.
@@ -185,13 +189,10 @@ impl Rpcs {
                 _ => Route::Fabric,
             })
             .collect::<Vec<Route>>();
-        let relay = routes
-            .iter()
-            .find_map(|r| match r {
-                Route::Local(l) => Some(l.clone()),
-                Route::Fabric => None,
-            })
-            .filter(|_| fabric_use == FabricUse::Auto);
+        let relay = routes.iter().find_map(|r| match r {
+            Route::Local(l) => Some(l.clone()),
+            Route::Fabric => None,
+        });
         Arc::new_cyclic(|weak| Rpcs {
             me: weak.clone(),
             health: hosts.entries.iter().map(|_| Health::default()).collect(),
@@ -200,6 +201,7 @@ impl Rpcs {
             hosts,
             fabric: OnceLock::new(),
             relay,
+            fabric_use,
             relayed: std::sync::atomic::AtomicU64::new(0),
             relay_down: AtomicBool::new(false),
             token,
@@ -283,11 +285,32 @@ impl Rpcs {
         if self.relay_down.load(Ordering::Relaxed) {
             return None;
         }
+        if self.fabric_refused() {
+            // libfabric cannot be used here: this node's daemon still can reach them.
+            return Some(relay);
+        }
+        match (self.fabric.get(), self.fabric_use) {
+            (Some(_), _) | (None, FabricUse::Direct) => None,
+            (None, FabricUse::Auto) => {
+                (self.relayed.fetch_add(1, Ordering::Relaxed) < RELAY_LIMIT).then_some(relay)
+            }
+        }
+    }
+
+    /// Does this process not use libfabric: it failed to open, or this process was
+    /// forked from one that had loaded it ([`gkfs_fabric::loaded_before_fork`]) and
+    /// this node's daemon can relay instead? Then other nodes' daemons are reached only
+    /// through this node's daemon, and a transfer moves in pieces small enough to go
+    /// inline. (Without a daemon to relay, a forked child opens its own endpoint: the
+    /// only way left, which can hang if a parent thread was inside libfabric.)
+    pub(crate) fn fabric_refused(&self) -> bool {
         match self.fabric.get() {
-            Some(Ok(_)) => None,
-            // libfabric cannot be loaded here: this node's daemon still can reach them.
-            Some(Err(_)) => Some(relay),
-            None => (self.relayed.fetch_add(1, Ordering::Relaxed) < RELAY_LIMIT).then_some(relay),
+            Some(opened) => opened.is_err(),
+            None => {
+                gkfs_fabric::loaded_before_fork()
+                    && self.relay.is_some()
+                    && !self.relay_down.load(Ordering::Relaxed)
+            }
         }
     }
 
@@ -317,6 +340,11 @@ impl Rpcs {
     /// Does any daemon go through the node-local socket?
     pub fn any_local(&self) -> bool {
         self.routes.iter().any(|r| matches!(r, Route::Local(_)))
+    }
+
+    /// Does every daemon go through the node-local socket?
+    pub(crate) fn all_local(&self) -> bool {
+        self.routes.iter().all(|r| matches!(r, Route::Local(_)))
     }
 
     /// Sends `req` to daemon `d`; the reply may be up to `max_reply` bytes.

@@ -1515,3 +1515,113 @@ cp -r "$S/dir1" . && find dir1 | sort"#,
     let out = python_on(&s, count, &[("LIBGKFS_TIMEOUT_MS", "3000")]);
     assert_eq!(out, format!("{reachable}\n"));
 }
+
+/// Requests daemon `d` relayed for clients so far.
+fn relayed_by(c: &gkfs_client::Client, d: u32) -> u64 {
+    c.daemon_metrics(d)
+        .unwrap()
+        .ops
+        .iter()
+        .filter(|o| o.opcode == gkfs_proto::msg::Opcode::Relay as u16)
+        .map(|o| o.count)
+        .sum()
+}
+
+#[test]
+fn a_child_forked_from_a_libfabric_process_reaches_other_nodes_without_it() {
+    // One daemon has no node-local socket: to clients it is another node's daemon,
+    // reached through libfabric or relayed by the other (this node's).
+    let provider = std::env::var("GKFS_TEST_PROVIDER").unwrap_or_else(|_| "tcp;ofi_rxm".into());
+    let cluster = Cluster::start_custom(2, 512 * 1024, &provider, None, &|i| {
+        if i == 1 {
+            vec!["--socket".into(), "none".into()]
+        } else {
+            Vec::new()
+        }
+    });
+    let s = Setup::on(cluster);
+    let c = s.cluster.client();
+    let hosts = gkfs_proto::hosts::Hosts::parse(
+        "hosts",
+        &fs::read_to_string(&s.cluster.hosts_file).unwrap(),
+    )
+    .unwrap();
+    // This node's daemon (the one with a socket), which relays.
+    let here = hosts
+        .entries
+        .iter()
+        .position(|e| e.socket.is_some())
+        .unwrap() as u32;
+    let before = relayed_by(&c, here);
+    // The parent loads libfabric at once (LIBGKFS_FABRIC=direct) and keeps two threads
+    // in it while it forks. Each child then makes more remote requests than a fresh
+    // process relays before it loads libfabric, and moves a 3 MiB file, which a fresh
+    // process would move by RMA. libfabric is not fork-safe: a child that used it could
+    // hang in a lock a parent thread held, so every one of those requests must be
+    // relayed by this node's daemon, and every byte must come back.
+    let kids = 3;
+    let stats = 3 * gkfs_client::RELAY_LIMIT;
+    let code = format!(
+        r#"import os, sys, threading, time
+M = os.environ['M']
+os.mkdir(M + '/fk')
+for i in range(40):
+    with open(f'{{M}}/fk/f{{i}}', 'w') as f: f.write('x' * 100)
+assert sum('libfabric' in l for l in open('/proc/self/maps')) > 0
+stop = []
+def busy():
+    while not stop:
+        for i in range(40): os.stat(f'{{M}}/fk/f{{i}}')
+threads = [threading.Thread(target=busy) for _ in range(2)]
+for t in threads: t.start()
+kids = []
+for k in range({kids}):
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            for n in range({stats}):
+                assert os.stat(f'{{M}}/fk/f{{n % 40}}').st_size == 100
+            d = os.urandom(3 << 20)
+            with open(f'{{M}}/fk/big{{k}}', 'wb') as f: f.write(d)
+            with open(f'{{M}}/fk/big{{k}}', 'rb') as f: ok = f.read() == d
+        except Exception as e:
+            print('child', k, e, file=sys.stderr)
+        os._exit(0 if ok else 1)
+    kids.append(pid)
+    time.sleep(0.05)
+codes, deadline = {{}}, time.time() + 120
+while len(codes) < len(kids) and time.time() < deadline:
+    for p in kids:
+        if p not in codes:
+            q, st = os.waitpid(p, os.WNOHANG)
+            if q: codes[p] = os.waitstatus_to_exitcode(st)
+    time.sleep(0.01)
+stop.append(1)
+for t in threads: t.join()
+hung = [p for p in kids if p not in codes]
+for p in hung: os.kill(p, 9)
+print('hung', len(hung), 'failed', sum(c != 0 for c in codes.values()))
+print([os.stat(f'{{M}}/fk/big{{k}}').st_size for k in range({kids})])
+"#
+    );
+    let out = python_on(&s, &code, &[("LIBGKFS_FABRIC", "direct")]);
+    assert_eq!(
+        out,
+        format!("hung 0 failed 0\n{:?}\n", vec![3 << 20; kids]),
+        "{}",
+        s.cluster.logs()
+    );
+    // Each child's stats of files whose records the other daemon holds (more than a
+    // fresh process relays) went through this node's, as did its transfers' pieces for
+    // the other; the parent's own requests go straight to the other.
+    let remote = (0..stats)
+        .filter(|n| gkfs_proto::place::place(&format!("/fk/f{}", n % 40), 2) != here)
+        .count() as u64;
+    assert!(remote > gkfs_client::RELAY_LIMIT, "{remote} remote stats");
+    let relayed = relayed_by(&c, here) - before;
+    assert!(
+        relayed >= kids as u64 * remote,
+        "only {relayed} requests relayed for {kids} children of {remote} remote stats each"
+    );
+}
