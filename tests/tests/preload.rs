@@ -1425,19 +1425,36 @@ fn python_on(s: &Setup, code: &str, env: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-#[test]
-fn other_nodes_daemons_are_reached_through_this_nodes_until_libfabric_pays() {
-    // Daemon 1 (in start order) has no node-local socket: to clients it is a daemon on
-    // another node, reached through libfabric, or relayed by daemon 0.
+/// Two daemons, one without a node-local socket: to clients it is a daemon on another
+/// node, reached through libfabric or relayed by the other one, this node's.
+fn two_nodes() -> Cluster {
     let provider = std::env::var("GKFS_TEST_PROVIDER").unwrap_or_else(|_| "tcp;ofi_rxm".into());
-    let cluster = Cluster::start_custom(2, 512 * 1024, &provider, None, &|i| {
+    Cluster::start_custom(2, 512 * 1024, &provider, None, &|i| {
         if i == 1 {
             vec!["--socket".into(), "none".into()]
         } else {
             Vec::new()
         }
-    });
-    let mut s = Setup::on(cluster);
+    })
+}
+
+/// The index in the hosts file of [`two_nodes`]' daemon with a socket (this node's).
+fn this_nodes_daemon(s: &Setup) -> u32 {
+    let hosts = gkfs_proto::hosts::Hosts::parse(
+        "hosts",
+        &fs::read_to_string(&s.cluster.hosts_file).unwrap(),
+    )
+    .unwrap();
+    hosts
+        .entries
+        .iter()
+        .position(|e| e.socket.is_some())
+        .unwrap() as u32
+}
+
+#[test]
+fn other_nodes_daemons_are_reached_through_this_nodes_until_libfabric_pays() {
+    let mut s = Setup::on(two_nodes());
     // Everyday work, the same as on a local directory (the 3 MiB file moves by RMA,
     // which loads libfabric in that process: both ways are in this run).
     s.same(
@@ -1456,14 +1473,9 @@ cp -r "$S/dir1" . && find dir1 | sort"#,
     // 40 files over 2 daemons, metadata and small data: no libfabric in the process.
     let out = python_on(&s, &format!("{touch_all}print({maps})"), &[]);
     assert_eq!(out, "True\nFalse\n", "small remote work loaded libfabric");
-    // The relayed requests were served by daemon 0, for the process.
+    // The relayed requests were served by this node's daemon, for the process.
     let c = s.cluster.client();
-    let relayed: u64 = (0..2)
-        .filter_map(|d| c.daemon_metrics(d).ok())
-        .flat_map(|m| m.ops)
-        .filter(|o| o.opcode == gkfs_proto::msg::Opcode::Relay as u16)
-        .map(|o| o.count)
-        .sum();
+    let relayed = relayed_by(&c, this_nodes_daemon(&s));
     assert!(relayed >= 40, "{relayed} relayed requests");
     // A large transfer to the remote daemon is worth libfabric: loaded, and right.
     let big = "import os, hashlib\nM = os.environ['M']\nd = os.urandom(3 << 20)\nopen(M + '/big', 'wb').write(d)\nprint(open(M + '/big', 'rb').read() == d)\n";
@@ -1489,16 +1501,7 @@ cp -r "$S/dir1" . && find dir1 | sort"#,
     assert_eq!(out, "True\n");
     // This node's daemon dies: the other node's files are still reached (through
     // libfabric now), those it held fail.
-    let hosts = gkfs_proto::hosts::Hosts::parse(
-        "hosts",
-        &fs::read_to_string(&s.cluster.hosts_file).unwrap(),
-    )
-    .unwrap();
-    let here = hosts
-        .entries
-        .iter()
-        .position(|e| e.socket.is_some())
-        .unwrap() as u32;
+    let here = this_nodes_daemon(&s);
     // Readable: the record and the one chunk both on the other daemon.
     let reachable = (0..40)
         .filter(|i| {
@@ -1529,29 +1532,9 @@ fn relayed_by(c: &gkfs_client::Client, d: u32) -> u64 {
 
 #[test]
 fn a_child_forked_from_a_libfabric_process_reaches_other_nodes_without_it() {
-    // One daemon has no node-local socket: to clients it is another node's daemon,
-    // reached through libfabric or relayed by the other (this node's).
-    let provider = std::env::var("GKFS_TEST_PROVIDER").unwrap_or_else(|_| "tcp;ofi_rxm".into());
-    let cluster = Cluster::start_custom(2, 512 * 1024, &provider, None, &|i| {
-        if i == 1 {
-            vec!["--socket".into(), "none".into()]
-        } else {
-            Vec::new()
-        }
-    });
-    let s = Setup::on(cluster);
+    let s = Setup::on(two_nodes());
     let c = s.cluster.client();
-    let hosts = gkfs_proto::hosts::Hosts::parse(
-        "hosts",
-        &fs::read_to_string(&s.cluster.hosts_file).unwrap(),
-    )
-    .unwrap();
-    // This node's daemon (the one with a socket), which relays.
-    let here = hosts
-        .entries
-        .iter()
-        .position(|e| e.socket.is_some())
-        .unwrap() as u32;
+    let here = this_nodes_daemon(&s);
     let before = relayed_by(&c, here);
     // The parent loads libfabric at once (LIBGKFS_FABRIC=direct) and keeps two threads
     // in it while it forks. Each child then makes more remote requests than a fresh
