@@ -94,9 +94,10 @@ pub struct Client {
 
 /// Now, as a file time stamp: ns since the epoch from the kernel's coarse clock (it
 /// advances once per tick, 1-4 ms). A local file system stamps mtime and ctime from
-/// the same clock, so a file here is ordered against local files as they are among
-/// themselves; and writes within one tick carry the same mtime, so the metadata owner
-/// has nothing to record for a write that does not grow the file.
+/// the same clock (or, since Linux 6.13, a finer one if the times were read since the
+/// last change), so a file here is never newer than a local file written after it; and
+/// writes within one tick carry the same mtime, so the metadata owner has nothing to
+/// record for a write that does not grow the file.
 pub fn now_ns() -> i64 {
     use nix::time::{clock_gettime, ClockId};
     match clock_gettime(ClockId::CLOCK_REALTIME_COARSE) {

@@ -172,6 +172,62 @@ fn holes_eof_truncate_append(n: usize, t: Transport) {
 }
 per_daemon_count!(holes_eof_truncate_append);
 
+/// Every change shows in the next stat, though the daemon keeps records it read (a
+/// stat between the changes makes it keep one): a write inside the file a tick later
+/// moves only mtime, a write past the end the size, a truncate both, a remove the
+/// record. Times come from the kernel's coarse clock, as a local file's: a gkfs file
+/// written just before a local one is never the newer of the two.
+fn times_and_sizes_follow_every_change(n: usize, t: Transport) {
+    let c = Cluster::start_with(n, CHUNK);
+    let client = c.client_with(t);
+    let local = tempfile::NamedTempFile::new().unwrap();
+    let f = client.open("/t", &wopts()).unwrap();
+    let before = gkfs_client::file_time_now();
+    f.pwrite(&[1u8; 4096], 0).unwrap();
+    let mut last = client.stat("/t").unwrap();
+    assert_eq!(last.size, 4096);
+    assert!(
+        last.mtime >= before,
+        "mtime {} before the write ({before})",
+        last.mtime
+    );
+    for round in 0..5u64 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        f.pwrite(&[2u8; 4096], 0).unwrap();
+        local.as_file().write_at(b"x", 0).unwrap();
+        let r = client.stat("/t").unwrap();
+        assert_eq!(r.size, 4096 + round);
+        assert!(
+            r.mtime > last.mtime,
+            "a write a tick later kept mtime {}",
+            r.mtime
+        );
+        let local_mtime = {
+            use std::os::unix::fs::MetadataExt;
+            let m = local.as_file().metadata().unwrap();
+            m.mtime() * 1_000_000_000 + m.mtime_nsec()
+        };
+        assert!(
+            r.mtime <= local_mtime,
+            "written before the local file, stamped after it ({} > {local_mtime})",
+            r.mtime
+        );
+        f.pwrite(b"y", 4096 + round).unwrap();
+        assert_eq!(client.stat("/t").unwrap().size, 4097 + round);
+        f.truncate(4096 + round + 1).unwrap();
+        f.pwrite(b"z", 10).unwrap();
+        last = client.stat("/t").unwrap();
+        assert_eq!(last.size, 4097 + round);
+    }
+    f.truncate(100).unwrap();
+    assert_eq!(client.stat("/t").unwrap().size, 100);
+    client.unlink("/t").unwrap();
+    assert_eq!(client.stat("/t").unwrap_err(), Errno::ENOENT);
+    let again = client.open("/t", &wopts()).unwrap();
+    assert_eq!(again.size().unwrap(), 0);
+}
+per_daemon_count!(times_and_sizes_follow_every_change);
+
 fn threads_distinct_and_shared(n: usize, t: Transport) {
     let c = Cluster::start_with(n, CHUNK);
     let client = c.client_with(t);
