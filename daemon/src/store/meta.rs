@@ -426,4 +426,50 @@ mod tests {
         db.merge_size("/gone", 1, 1).unwrap();
         assert_eq!(db.get("/gone").unwrap(), None);
     }
+
+    #[test]
+    fn kept_records_match_the_database_after_concurrent_changes() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaStore::open(dir.path(), false).unwrap();
+        let paths: Vec<String> = (0..4).map(|i| format!("/f{i}")).collect();
+        // In each round four threads put, merge, delete and read the same few paths at
+        // once (no per-path lock, unlike the handlers); once they are done, what a read
+        // returns is what the database holds, whatever order the changes landed in.
+        for round in 0..200u64 {
+            std::thread::scope(|s| {
+                for t in 0..4u64 {
+                    let (db, paths) = (&db, &paths);
+                    s.spawn(move || {
+                        let mut rng = rand::rngs::StdRng::seed_from_u64(round * 4 + t);
+                        for i in 0..100i64 {
+                            let p = &paths[rng.random_range(0..paths.len())];
+                            match rng.random_range(0..8) {
+                                0 => db.delete(p).unwrap(),
+                                1 => {
+                                    let r = Record {
+                                        size: rng.random_range(0..1000),
+                                        ..rec(mode::S_IFREG)
+                                    };
+                                    db.put(p, &r).unwrap()
+                                }
+                                2 => db.merge_size(p, rng.random_range(0..2000), i).unwrap(),
+                                _ => {
+                                    db.get(p).unwrap();
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+            for p in &paths {
+                let truth = db
+                    .db
+                    .get_pinned(p.as_bytes())
+                    .unwrap()
+                    .and_then(|v| Record::from_bytes(&v).ok());
+                assert_eq!(db.get(p).unwrap(), truth, "{p} after round {round}");
+            }
+        }
+    }
 }
