@@ -64,7 +64,7 @@ pub struct MetaStore {
     wal: bool,
     /// Free space of the database's file system.
     space: Space,
-    /// The records read last (every change below forgets its path there).
+    /// The records read or stored last (see [`Recent`] for how they stay true).
     recent: Recent,
 }
 
@@ -198,9 +198,10 @@ impl MetaStore {
 
     /// Stores the record of `path`.
     pub fn put(&self, path: &str, rec: &Record) -> Result<(), MetaError> {
-        let done = self.db.put_opt(path.as_bytes(), rec.to_bytes(), &self.wo());
-        self.recent.forget(path);
-        Ok(done?)
+        let bytes = rec.to_bytes();
+        Ok(self.recent.store(path, *rec, || {
+            self.db.put_opt(path.as_bytes(), bytes, &self.wo())
+        })?)
     }
 
     /// Removes the record of `path`.

@@ -1,22 +1,25 @@
-//! The records read last, kept in memory in front of RocksDB.
+//! The records read or stored last, kept in memory in front of RocksDB.
 //!
 //! A 4 KiB write inside a file checks the file's record (is the write past its size,
-//! is its mtime newer?) and a `stat` reads it; each is a RocksDB lookup of ~0.7 µs,
-//! a tenth of what the whole request costs on the node-local channel. [`Recent`] keeps
-//! the records found by the last lookups, so that a hot file's record is a hash-map
-//! lookup away.
+//! is its mtime newer?) and a `stat` reads it, often right after the create that stored
+//! it; each is a RocksDB lookup of ~0.7 µs, a tenth of what the whole request costs on
+//! the node-local channel. [`Recent`] keeps the records found by the last lookups and
+//! stored by the last creates, so that a hot file's record is a hash-map lookup away.
 //!
 //! The database stays the truth. The cache only holds a record as the database held it
 //! at some moment after the last change to that path, by this rule:
 //! - every change to a path is made in the database first, then [`Recent::forget`]
-//!   drops the path's entry and counts a change in its shard;
+//!   drops the path's entry and counts a change in its shard; or, for a whole new
+//!   record, [`Recent::store`] makes the change with the shard locked and keeps the
+//!   record (so two stores of a path are kept in the order the database took them,
+//!   and a forget that follows a change always comes after any store it overlapped);
 //! - a lookup that misses notes its shard's change count before it reads the database,
 //!   and keeps what it read only if no change to that shard came in between.
 //!
 //! So a reader never sees a record older than a change that finished (returned to its
 //! caller) before the read began. Entries never expire otherwise: only this daemon
-//! writes its database, through [`super::meta::MetaStore`], which forgets on every
-//! change. A shard that fills up is emptied (a bounded size, no eviction order to keep).
+//! writes its database, through [`super::meta::MetaStore`], which forgets or stores on
+//! every change. A shard that fills up is emptied (a bounded size, no eviction order to keep).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -91,6 +94,29 @@ impl Recent {
         shard.records.remove(path);
         shard.changes += 1;
     }
+
+    /// Stores `rec` as the record of `path` with `write` (the database write), and
+    /// keeps it if that succeeded. The shard stays locked across the write, so that
+    /// two stores of one path are kept in the order the database took them.
+    pub fn store<E>(
+        &self,
+        path: &str,
+        rec: Record,
+        write: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut shard = self.shard(path);
+        let done = write();
+        shard.changes += 1;
+        if done.is_ok() {
+            if shard.records.len() >= SHARD_RECORDS {
+                shard.records.clear();
+            }
+            shard.records.insert(path.into(), rec);
+        } else {
+            shard.records.remove(path);
+        }
+        done
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +157,22 @@ mod tests {
         assert_eq!(got.map(|r| r.size), Some(1));
         let got = r.get("/f", || Ok::<_, Infallible>(Some(rec(7)))).unwrap();
         assert_eq!(got.map(|r| r.size), Some(7), "the overtaken read was kept");
+    }
+
+    #[test]
+    fn a_stored_record_is_kept_and_a_failed_store_forgets() {
+        let r = Recent::default();
+        r.get("/f", || Ok::<_, Infallible>(Some(rec(1)))).unwrap();
+        r.store("/f", rec(2), || Ok::<_, Infallible>(())).unwrap();
+        let got = r.get("/f", || -> Result<_, Infallible> { panic!("read again") });
+        assert_eq!(got.unwrap().map(|r| r.size), Some(2));
+        assert!(r.store("/f", rec(3), || Err("db")).is_err());
+        let got = r.get("/f", || Ok::<_, Infallible>(Some(rec(4)))).unwrap();
+        assert_eq!(
+            got.map(|r| r.size),
+            Some(4),
+            "a failed store left a record kept"
+        );
     }
 
     #[test]
