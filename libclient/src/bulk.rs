@@ -205,7 +205,14 @@ impl Rpcs {
     pub(crate) fn share_max(&self, d: u32, dir: Dir) -> u64 {
         if self.is_local(d) {
             WINDOW_SIZE as u64
-        } else if self.fabric_refused() {
+        } else {
+            self.remote_share_max(dir)
+        }
+    }
+
+    /// [`Rpcs::share_max`] of every daemon on another node.
+    fn remote_share_max(&self, dir: Dir) -> u64 {
+        if self.fabric_refused() {
             inline_max(dir)
         } else {
             u64::MAX
@@ -215,16 +222,9 @@ impl Rpcs {
     /// The smallest [`Rpcs::share_max`] of any daemon: a transfer of at most this many
     /// bytes is never cut, and a transfer that must be cut is cut into spans this long.
     pub(crate) fn span_max(&self, dir: Dir) -> u64 {
-        let local = if self.any_local() {
-            WINDOW_SIZE as u64
-        } else {
-            u64::MAX
-        };
-        if !self.all_local() && self.fabric_refused() {
-            local.min(inline_max(dir))
-        } else {
-            local
-        }
+        let local = self.any_local().then_some(WINDOW_SIZE as u64);
+        let remote = (!self.all_local()).then(|| self.remote_share_max(dir));
+        local.into_iter().chain(remote).min().unwrap_or(u64::MAX)
     }
 
     /// Local daemon `d`'s share cut into [`parts`], while the connections the parts take

@@ -98,7 +98,7 @@ pub struct Client {
 /// last change), so a file here is never newer than a local file written after it; and
 /// writes within one tick carry the same mtime, so the metadata owner has nothing to
 /// record for a write that does not grow the file.
-pub fn now_ns() -> i64 {
+pub fn file_time_now() -> i64 {
     use nix::time::{clock_gettime, ClockId};
     match clock_gettime(ClockId::CLOCK_REALTIME_COARSE) {
         Ok(t) => t.tv_sec() * 1_000_000_000 + t.tv_nsec(),
@@ -340,7 +340,7 @@ impl Client {
             uid: self.inner.uid,
             gid: self.inner.gid,
             exclusive,
-            time: now_ns(),
+            time: file_time_now(),
             check_parent: one_daemon && parent != "/",
         };
         if one_daemon {
@@ -543,7 +543,7 @@ impl Client {
             }
         }
         let mut moved = rec;
-        moved.ctime = now_ns();
+        moved.ctime = file_time_now();
         let replaced = self
             .rpc()
             .call(
@@ -645,7 +645,7 @@ impl Client {
                         mode: perm.unwrap_or(u32::MAX),
                         atime: atime.unwrap_or(-1),
                         mtime: mtime.unwrap_or(-1),
-                        ctime: now_ns(),
+                        ctime: file_time_now(),
                     },
                 )?
                 .record)
@@ -666,7 +666,7 @@ impl Client {
                     &TruncateReq {
                         path: p.to_string(),
                         size,
-                        mtime: now_ns(),
+                        mtime: file_time_now(),
                     },
                 )?
                 .old)

@@ -8,7 +8,7 @@ use gkfs_proto::record::mode;
 use gkfs_proto::{Errno, Record};
 
 use crate::bulk::{Dir, Shares};
-use crate::client::{check_path, now_ns, Client};
+use crate::client::{check_path, file_time_now, Client};
 use crate::rpc::SMALL_REPLY;
 
 /// How to open a file (the `open(2)` flags that matter to the file system).
@@ -214,12 +214,12 @@ impl Client {
             .ok_or(Errno::EFBIG)?;
         let shares = self.shares(id, off, data.len() as u64);
         let rpc = self.rpc();
-        rpc.all_up(shares.keys().copied().chain([place(path, self.daemons())]))?;
+        let owner = place(path, self.daemons());
+        rpc.all_up(shares.keys().copied().chain([owner]))?;
         // The size update rides with the data to the metadata owner when it also holds
         // some of the chunks; otherwise it is a call of its own.
-        let owner = place(path, self.daemons());
         let merged = update_size && shares.contains_key(&owner);
-        let mtime = now_ns();
+        let mtime = file_time_now();
         let writes = rpc.start_writes(id, data, shares, |d| {
             (merged && d == owner).then(|| SizeUpdate {
                 path: path.to_string(),
@@ -342,7 +342,7 @@ impl File {
                         path: p.to_string(),
                         end: 0,
                         append_len: data.len() as u64,
-                        mtime: now_ns(),
+                        mtime: file_time_now(),
                     },
                 )?
                 .offset;

@@ -23,7 +23,7 @@ mod locks;
 pub mod mountpath;
 mod rpc;
 
-pub use client::{now_ns as file_time_now, Client, ClientConfig};
+pub use client::{file_time_now, Client, ClientConfig};
 pub use data::{File, OpenOptions};
 pub use error::ClientError;
 pub use gkfs_proto::limits::{INLINE_READ_MAX, INLINE_WRITE_MAX};

@@ -15,7 +15,7 @@ use gkfs_proto::msg::{AdjustLinksReq, PutRecordReq};
 use gkfs_proto::path::{inode_path, INODES_DIR};
 use gkfs_proto::{Errno, Record};
 
-use crate::client::{check_path, now_ns, Client};
+use crate::client::{check_path, file_time_now, Client};
 
 /// The name record of a linked file: type and permission bits, the file id.
 fn name_record(rec: &Record) -> Record {
@@ -117,7 +117,7 @@ impl Client {
                 &AdjustLinksReq {
                     path: inode.to_string(),
                     delta,
-                    ctime: now_ns(),
+                    ctime: file_time_now(),
                 },
             )?
             .record)

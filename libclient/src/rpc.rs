@@ -133,6 +133,8 @@ pub(crate) struct Rpcs {
     me: Weak<Rpcs>,
     health: Vec<Health>,
     routes: Vec<Route>,
+    /// How many of `routes` are node-local (counted once: data calls ask on every call).
+    locals: usize,
     hosts: Hosts,
     fabric: OnceLock<Result<Fabric, String>>,
     /// This node's daemon, for relayed requests (None: none here).
@@ -193,10 +195,15 @@ impl Rpcs {
             Route::Local(l) => Some(l.clone()),
             Route::Fabric => None,
         });
+        let locals = routes
+            .iter()
+            .filter(|r| matches!(r, Route::Local(_)))
+            .count();
         Arc::new_cyclic(|weak| Rpcs {
             me: weak.clone(),
             health: hosts.entries.iter().map(|_| Health::default()).collect(),
             routes,
+            locals,
             membership: hosts.membership(),
             hosts,
             fabric: OnceLock::new(),
@@ -339,12 +346,12 @@ impl Rpcs {
 
     /// Does any daemon go through the node-local socket?
     pub fn any_local(&self) -> bool {
-        self.routes.iter().any(|r| matches!(r, Route::Local(_)))
+        self.locals > 0
     }
 
     /// Does every daemon go through the node-local socket?
     pub(crate) fn all_local(&self) -> bool {
-        self.routes.iter().all(|r| matches!(r, Route::Local(_)))
+        self.locals == self.routes.len()
     }
 
     /// Sends `req` to daemon `d`; the reply may be up to `max_reply` bytes.

@@ -22,14 +22,15 @@
 //! every change. A shard that fills up is emptied (a bounded size, no eviction order to keep).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard};
 
+use gkfs_proto::place::path_hash;
 use gkfs_proto::Record;
 
 /// Shards, each with its own lock, so that the daemon's threads rarely wait on each other.
 const SHARDS: usize = 16;
-/// Records per shard before it is emptied: 8 192 in all, about 1.5 MiB.
+/// Records per shard before it is emptied: 8 192 in all (each a path and an 80-byte
+/// map entry: about 1.5 MiB with paths of 100 bytes).
 const SHARD_RECORDS: usize = 512;
 
 #[derive(Default)]
@@ -38,26 +39,38 @@ struct Shard {
     changes: u64,
 }
 
-/// The records of recently read paths (see the module docs for when one may be kept).
+impl Shard {
+    /// Keeps `rec` for `path`, emptying the shard first if it is full.
+    fn keep(&mut self, path: &str, rec: Record) {
+        if self.records.len() >= SHARD_RECORDS {
+            self.records.clear();
+        }
+        self.records.insert(path.into(), rec);
+    }
+}
+
+/// The records of recently read or stored paths (see the module docs for when one may
+/// be kept).
 pub struct Recent {
-    hasher: RandomState,
     shards: Vec<Mutex<Shard>>,
 }
 
 impl Default for Recent {
     fn default() -> Recent {
         Recent {
-            hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 }
 
 impl Recent {
+    /// The shard of `path` (by the placement hash, as the daemon's path lock stripes).
+    fn shard_of(&self, path: &str) -> &Mutex<Shard> {
+        &self.shards[(path_hash(path) % SHARDS as u64) as usize]
+    }
+
     fn shard(&self, path: &str) -> MutexGuard<'_, Shard> {
-        let i = self.hasher.hash_one(path) as usize % SHARDS;
-        // A panic while holding a shard leaves only a map of copies: keep using it.
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+        lock(self.shard_of(path))
     }
 
     /// The record of `path`: the kept one, or what `read` finds in the database (kept
@@ -67,8 +80,9 @@ impl Recent {
         path: &str,
         read: impl FnOnce() -> Result<Option<Record>, E>,
     ) -> Result<Option<Record>, E> {
+        let cell = self.shard_of(path);
         let before = {
-            let shard = self.shard(path);
+            let shard = lock(cell);
             if let Some(rec) = shard.records.get(path) {
                 return Ok(Some(*rec));
             }
@@ -76,12 +90,9 @@ impl Recent {
         };
         let found = read()?;
         if let Some(rec) = found {
-            let mut shard = self.shard(path);
+            let mut shard = lock(cell);
             if shard.changes == before {
-                if shard.records.len() >= SHARD_RECORDS {
-                    shard.records.clear();
-                }
-                shard.records.insert(path.into(), rec);
+                shard.keep(path, rec);
             }
         }
         Ok(found)
@@ -108,15 +119,17 @@ impl Recent {
         let done = write();
         shard.changes += 1;
         if done.is_ok() {
-            if shard.records.len() >= SHARD_RECORDS {
-                shard.records.clear();
-            }
-            shard.records.insert(path.into(), rec);
+            shard.keep(path, rec);
         } else {
             shard.records.remove(path);
         }
         done
     }
+}
+
+/// A panic while holding a shard leaves only a map of copies: keep using it.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
