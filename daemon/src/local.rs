@@ -218,16 +218,29 @@ fn serve(stream: UnixStream, state: &State) {
     loop {
         let payload = match ch.recv() {
             Ok(Some(p)) => p,
-            Ok(None) => return,
+            Ok(None) => break,
             Err(e) => {
                 log::warn!("local client: {e}; closing its connection");
-                return;
+                break;
             }
         };
         let reply = handle_payload(state, &payload, false, Sender::local(window.clone(), pid));
+        count_read_elsewhere(state, &mut ch);
         if let Err(e) = ch.send(&reply) {
             log::debug!("local client: cannot send a reply ({e}); closing its connection");
-            return;
+            break;
         }
+    }
+    count_read_elsewhere(state, &mut ch);
+}
+
+/// Adds what the client read from our chunk files itself to the read counter.
+fn count_read_elsewhere(state: &State, ch: &mut Channel) {
+    let n = ch.take_read_elsewhere();
+    if n > 0 {
+        state
+            .counters
+            .bytes_read
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 }

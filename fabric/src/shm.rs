@@ -9,6 +9,10 @@
 //! | magic, 2 mailboxes | request slot    | reply slot       | data window ...  |
 //! ```
 //!
+//! The control block also holds a counter of the bytes the client read from the
+//! daemon's chunk files itself (without a request): the daemon adds what it grew by to
+//! its own read counter after each request and when the connection ends.
+//!
 //! Each direction has a mailbox: a state word and a length. The sender of a message
 //! that fits the slot copies it in and moves the state from `EMPTY` to `POSTED`; the
 //! receiver polls the state briefly (while polling pays, [`crate::spin::Score`]; at most
@@ -37,7 +41,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +55,9 @@ pub const CTRL_SIZE: usize = 4096;
 pub const SLOT_SIZE: usize = 64 << 10;
 /// Offset of the data window in the region.
 const WINDOW_AT: usize = CTRL_SIZE + 2 * SLOT_SIZE;
+
+/// Byte offset of the counter of bytes read without a request (its own cache line).
+const READ_ELSEWHERE_AT: usize = 192;
 
 /// Mailbox states.
 const EMPTY: u32 = 0;
@@ -206,6 +213,15 @@ impl Region {
         unsafe { &*self.ptr.as_ptr().add(i * 4).cast::<AtomicU32>() }
     }
 
+    /// The client's read-elsewhere counter.
+    fn read_elsewhere(&self) -> &AtomicU64 {
+        const _: () =
+            assert!(READ_ELSEWHERE_AT.is_multiple_of(8) && READ_ELSEWHERE_AT + 8 <= CTRL_SIZE);
+        // SAFETY: inside the control block (checked above), 8-byte aligned (the mapping
+        // is page aligned), any bit pattern is a valid AtomicU64; lives as long as &self.
+        unsafe { &*self.ptr.as_ptr().add(READ_ELSEWHERE_AT).cast::<AtomicU64>() }
+    }
+
     /// Mailbox `dir`'s state and length words (each mailbox has its own cache line).
     fn mailbox(&self, dir: Dir) -> (&AtomicU32, &AtomicU32) {
         let at = 16 * (1 + dir as usize);
@@ -300,6 +316,8 @@ pub struct Channel {
     /// How long a frame may stall half way (daemon side; the client has its deadline).
     stall: Option<Duration>,
     score: Score,
+    /// Daemon side: the client's read-elsewhere counter as last taken.
+    read_elsewhere_seen: u64,
 }
 
 impl Channel {
@@ -339,6 +357,7 @@ impl Channel {
             max_frame,
             stall: None,
             score: Score::default(),
+            read_elsewhere_seen: 0,
         })
     }
 
@@ -385,6 +404,7 @@ impl Channel {
             max_frame,
             stall: Some(stall),
             score: Score::default(),
+            read_elsewhere_seen: 0,
         })
     }
 
@@ -550,6 +570,26 @@ impl Channel {
             }
             _ => &mut [],
         }
+    }
+
+    /// Client side: counts `bytes` this process read from the daemon's chunk files
+    /// itself, for the daemon's read counter.
+    pub fn count_read_elsewhere(&self, bytes: u64) {
+        if let (Some(r), Side::Client) = (&self.region, self.side) {
+            r.read_elsewhere().fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Daemon side: what the client's read-elsewhere counter grew by since the last
+    /// call (0 if it went backwards: the region is not trusted).
+    pub fn take_read_elsewhere(&mut self) -> u64 {
+        let (Some(r), Side::Daemon) = (&self.region, self.side) else {
+            return 0;
+        };
+        let now = r.read_elsewhere().load(Ordering::Relaxed);
+        let grew = now.saturating_sub(self.read_elsewhere_seen);
+        self.read_elsewhere_seen = self.read_elsewhere_seen.max(now);
+        grew
     }
 
     /// The daemon's handle on the client's window, for the handlers (None: no region).

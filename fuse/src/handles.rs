@@ -79,6 +79,11 @@ impl Handles {
             return None;
         }
         drop(files);
+        // Its chunk files kept open for reads: removing the file must free their space.
+        of.file
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .release_kept();
         locked(&self.hidden).remove(&of.ino)
     }
 

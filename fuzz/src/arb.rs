@@ -213,6 +213,8 @@ arb_struct! {
     ReportUnsupportedReq { calls };
     RelayReq { target, request, max_reply, timeout_ms };
     RelayReply { reply };
+    ChunkDirReq {};
+    ChunkDirReply { path, dev, ino };
 }
 
 impl Arb for RequestHeader {

@@ -393,6 +393,10 @@ macro_rules! with_rpc {
                 type $R = RelayReq;
                 $body
             }
+            Some(Opcode::ChunkDir) => {
+                type $R = ChunkDirReq;
+                $body
+            }
             None => $unknown,
         }
     };
@@ -482,6 +486,7 @@ checker_handler! {
     metrics(MetricsReq) -> MetricsReply;
     report_unsupported(ReportUnsupportedReq) -> Empty;
     relay(RelayReq) -> RelayReply;
+    chunk_dir(ChunkDirReq) -> ChunkDirReply;
 }
 
 /// Checks that an error detail that went through a reply is the original cut at a

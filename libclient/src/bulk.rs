@@ -328,10 +328,21 @@ impl Rpcs {
     ) -> Result<bool, Errno> {
         let mut whole = true;
         let mut first_err = None;
+        let (direct, shares): (Shares, Shares) = shares
+            .into_iter()
+            .partition(|(d, _)| self.chunk_dir(*d).is_some());
         if !self.any_rma(&shares, Dir::Read) {
             // Nothing lent to a daemon by RMA: each reply lands as it comes, while the
             // daemons still fill the windows of the later ones.
-            let (pending, sent) = self.start_reads(file_id, None, shares)?;
+            let (mut pending, mut sent) = self.start_reads(file_id, None, shares)?;
+            // Meanwhile the node-local chunks are read here.
+            let (w, rest) = self.read_here(file_id, buf, direct);
+            whole &= w;
+            if !rest.is_empty() {
+                let (p, s) = self.start_reads(file_id, None, rest)?;
+                pending.extend(p);
+                sent.extend(s);
+            }
             for (p, (way, s)) in pending.into_iter().zip(&sent) {
                 let landed = p
                     .wait_window()
@@ -345,6 +356,10 @@ impl Rpcs {
             }
             return first_err.map_or(Ok(whole), Err);
         }
+        let (w, rest) = self.read_here(file_id, buf, direct);
+        whole &= w;
+        let mut shares = shares;
+        shares.extend(rest);
         let mr = self
             .fabric()?
             .ep
@@ -370,6 +385,41 @@ impl Rpcs {
             whole &= land(buf, *way, s, reply, win.bytes())?;
         }
         Ok(whole)
+    }
+
+    /// Reads the shares of node-local daemons whose chunk files this process reads
+    /// itself ([`Rpcs::chunk_dir`]) into `buf`. Returns whether every piece was held
+    /// whole, and the shares that could not be read here (for their daemons to read).
+    fn read_here(&self, file_id: u64, buf: &mut [u8], shares: Shares) -> (bool, Shares) {
+        let mut whole = true;
+        let mut rest = Shares::new();
+        for (d, s) in shares {
+            let Some((route, dir)) = self.chunk_dir(d) else {
+                rest.insert(d, s);
+                continue;
+            };
+            let mut held_all = 0;
+            let mut failed = None;
+            for p in &s.pieces {
+                match dir.read(file_id, p.chunk, p.offset, &mut buf[range(p)]) {
+                    Ok(held) => {
+                        whole &= held as u64 >= p.len;
+                        held_all += held as u64;
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            route.count_read_elsewhere(held_all);
+            if let Some(e) = failed {
+                // (No descriptor left, say: the daemon reads the whole share again.)
+                log::debug!("reading daemon {d}'s chunks here: {e}; the daemon reads them");
+                rest.insert(d, s);
+            }
+        }
+        (whole, rest)
     }
 
     /// Starts the read calls of every share (`remote`: the caller's buffer, registered,

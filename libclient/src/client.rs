@@ -16,7 +16,7 @@ use gkfs_proto::record::mode;
 use gkfs_proto::{Errno, Record};
 
 use crate::error::ClientError;
-use crate::rpc::{wait_all, FabricUse, Rpcs, Transport, SMALL_REPLY};
+use crate::rpc::{wait_all, FabricUse, LocalReads, Rpcs, Transport, SMALL_REPLY};
 
 /// How to reach a file system.
 #[derive(Debug, Clone)]
@@ -32,6 +32,9 @@ pub struct ClientConfig {
     /// When to load libfabric for other nodes' daemons (`LIBGKFS_FABRIC`: `auto` or
     /// `direct`).
     pub fabric: FabricUse,
+    /// Who reads node-local daemons' chunks (`LIBGKFS_LOCAL_READS`: `direct` or
+    /// `daemon`).
+    pub local_reads: LocalReads,
 }
 
 impl ClientConfig {
@@ -51,10 +54,15 @@ impl ClientConfig {
             Ok("direct") => FabricUse::Direct,
             _ => FabricUse::Auto,
         };
+        let local_reads = match std::env::var("LIBGKFS_LOCAL_READS").as_deref() {
+            Ok("daemon") => LocalReads::Daemon,
+            _ => LocalReads::Direct,
+        };
         Ok(ClientConfig {
             hosts_file: hosts_file.into(),
             token_file: std::env::var_os(config::ENV_TOKEN_FILE).map(Into::into),
             timeout: Duration::from_millis(timeout),
+            local_reads,
             transport,
             fabric,
         })
@@ -68,6 +76,7 @@ impl ClientConfig {
             timeout: Duration::from_millis(config::DEFAULT_TIMEOUT_MS),
             transport: Transport::Auto,
             fabric: FabricUse::Auto,
+            local_reads: LocalReads::Direct,
         }
     }
 }
@@ -164,7 +173,14 @@ impl Client {
         );
         Ok(Client {
             inner: Arc::new(Inner {
-                rpc: Rpcs::new(hosts.clone(), cfg.transport, cfg.fabric, token, cfg.timeout),
+                rpc: Rpcs::new(
+                    hosts.clone(),
+                    cfg.transport,
+                    cfg.fabric,
+                    cfg.local_reads,
+                    token,
+                    cfg.timeout,
+                ),
                 hosts,
                 chunk_size,
                 uid,
@@ -439,11 +455,19 @@ impl Client {
         self.name_removed(&rec)
     }
 
+    /// Closes the chunk files this process keeps open to read file `id` from daemons on
+    /// its node (see `direct.rs`). Call it when the program closes its last handle of
+    /// the file: a chunk file kept open keeps its space after the file is removed.
+    pub fn release_kept(&self, id: u64) {
+        self.rpc().release_kept(id);
+    }
+
     /// Removes the chunks of a record that no longer has a name.
     pub(crate) fn remove_data(&self, rec: &Record) -> Result<(), Errno> {
         if rec.is_dir() || rec.file_id == 0 || rec.size == 0 {
             return Ok(());
         }
+        self.release_kept(rec.file_id);
         let chunks = self.inner.chunk_size.chunks_for_size(rec.size);
         let pending = self
             .chunk_owners(rec.file_id, 0, chunks)
@@ -674,6 +698,7 @@ impl Client {
         if size >= old.size {
             return Ok(());
         }
+        self.release_kept(old.file_id);
         let cs = self.inner.chunk_size;
         let pending = self
             .chunk_owners(old.file_id, cs.chunk_of(size), cs.chunks_for_size(old.size))

@@ -308,6 +308,11 @@ impl File {
         self.record.file_id
     }
 
+    /// [`Client::release_kept`] of this file: at the program's last close of it.
+    pub fn release_kept(&self) {
+        self.client.release_kept(self.id());
+    }
+
     /// Writes all of `data` at `off` (or, if opened with `append`, at the end).
     /// Returns the bytes written.
     pub fn pwrite(&self, data: &[u8], off: u64) -> Result<usize, Errno> {

@@ -17,6 +17,7 @@
 mod bulk;
 mod client;
 mod data;
+mod direct;
 mod error;
 mod links;
 mod locks;
@@ -25,13 +26,14 @@ mod rpc;
 
 pub use client::{file_time_now, Client, ClientConfig};
 pub use data::{File, OpenOptions};
+pub use direct::set_open_kept;
 pub use error::ClientError;
 pub use gkfs_proto::limits::{INLINE_READ_MAX, INLINE_WRITE_MAX};
 pub use gkfs_proto::msg::lock;
 pub use gkfs_proto::msg::{DirEntry, MetricsReply, OpMetrics, PingReply, StatfsReply, StatsReply};
 pub use gkfs_proto::{Errno, Record};
 pub use locks::{new_lock_owner, LockSpec};
-pub use rpc::{set_while_waiting, FabricUse, Transport, RELAY_LIMIT};
+pub use rpc::{set_while_waiting, FabricUse, LocalReads, Transport, RELAY_LIMIT};
 
 /// A random number, never 0: unique in a job for all practical purposes (lock owners,
 /// names of hidden files).

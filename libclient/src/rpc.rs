@@ -20,16 +20,17 @@
 
 use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use gkfs_fabric::shm::Channel;
 use gkfs_fabric::{Config as FabricConfig, Endpoint, Peer, PendingCall};
 use gkfs_proto::hosts::Hosts;
-use gkfs_proto::msg::{decode_reply, encode_request, RelayReq, RequestHeader, Rpc};
+use gkfs_proto::msg::{decode_reply, encode_request, ChunkDirReq, RelayReq, RequestHeader, Rpc};
 use gkfs_proto::Errno;
 
+use crate::direct::ChunkDir;
 use crate::error::fabric_errno;
 
 pub use gkfs_proto::limits::SMALL_REPLY;
@@ -60,10 +61,37 @@ pub(crate) struct LocalRoute {
     open: Arc<AtomicUsize>,
     max_frame: usize,
     timeout: std::time::Duration,
+    /// Its chunk dir, opened here at the first read ([`LocalReads::Direct`]); None
+    /// when its chunks are read by the daemon.
+    chunk_dir: OnceLock<Option<ChunkDir>>,
+    /// Bytes read from its chunk files here and not yet told to a connection.
+    unreported: AtomicU64,
 }
 
 impl LocalRoute {
     fn conn(&self) -> std::io::Result<LocalConn> {
+        let c = self.conn_any()?;
+        let n = self.unreported.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            c.channel.count_read_elsewhere(n);
+        }
+        Ok(c)
+    }
+
+    /// Counts `bytes` read from the daemon's chunk files here, on an idle connection
+    /// (the daemon adds it up after its next request or when the connection ends), or
+    /// on the next one taken if none is idle.
+    pub(crate) fn count_read_elsewhere(&self, bytes: u64) {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        match idle.last() {
+            Some(c) => c.channel.count_read_elsewhere(bytes),
+            None => {
+                self.unreported.fetch_add(bytes, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn conn_any(&self) -> std::io::Result<LocalConn> {
         if let Some(c) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(c);
         }
@@ -87,6 +115,17 @@ impl LocalRoute {
             idle.push(c);
         }
     }
+}
+
+/// Who reads the chunks a daemon on this node holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalReads {
+    /// This process, from the daemon's chunk files (see `direct.rs`), where it sees
+    /// them; the daemon otherwise.
+    #[default]
+    Direct,
+    /// The daemon, into the connection's shared window.
+    Daemon,
 }
 
 /// When a process loads libfabric for other nodes' daemons.
@@ -141,6 +180,7 @@ pub(crate) struct Rpcs {
     relay: Option<Arc<LocalRoute>>,
     /// When libfabric is loaded (if it can be used at all).
     fabric_use: FabricUse,
+    local_reads: LocalReads,
     /// Requests relayed so far.
     relayed: std::sync::atomic::AtomicU64,
     /// Set once this node's daemon failed to take a relayed request.
@@ -170,6 +210,7 @@ impl Rpcs {
         hosts: Hosts,
         transport: Transport,
         fabric_use: FabricUse,
+        local_reads: LocalReads,
         token: u128,
         timeout: std::time::Duration,
     ) -> Arc<Rpcs> {
@@ -186,6 +227,8 @@ impl Rpcs {
                         open: Arc::new(AtomicUsize::new(0)),
                         max_frame,
                         timeout,
+                        chunk_dir: OnceLock::new(),
+                        unreported: AtomicU64::new(0),
                     }))
                 }
                 _ => Route::Fabric,
@@ -209,6 +252,7 @@ impl Rpcs {
             fabric: OnceLock::new(),
             relay,
             fabric_use,
+            local_reads,
             relayed: std::sync::atomic::AtomicU64::new(0),
             relay_down: AtomicBool::new(false),
             token,
@@ -341,6 +385,35 @@ impl Rpcs {
         match self.routes.get(d as usize) {
             Some(Route::Local(l)) => l.open.load(Ordering::Relaxed) + n <= IDLE_CONNS,
             _ => false,
+        }
+    }
+
+    /// Local daemon `d`'s route and its chunk dir, when this process reads `d`'s chunks
+    /// itself ([`LocalReads::Direct`]; asked of `d` at the first read).
+    pub(crate) fn chunk_dir(&self, d: u32) -> Option<(&LocalRoute, &ChunkDir)> {
+        let Some(Route::Local(l)) = self.routes.get(d as usize) else {
+            return None;
+        };
+        if self.local_reads != LocalReads::Direct {
+            return None;
+        }
+        let dir = l.chunk_dir.get_or_init(|| {
+            let reply = self.call(d, &ChunkDirReq {}).ok()?;
+            ChunkDir::open(&reply)
+                .map_err(|e| log::debug!("daemon {d}'s chunks are read by the daemon: {e}"))
+                .ok()
+        });
+        dir.as_ref().map(|c| (&**l, c))
+    }
+
+    /// Closes the chunk files of file `id` kept open for reads here.
+    pub(crate) fn release_kept(&self, id: u64) {
+        for r in &self.routes {
+            if let Route::Local(l) = r {
+                if let Some(Some(dir)) = l.chunk_dir.get() {
+                    dir.release(id);
+                }
+            }
         }
     }
 

@@ -7,6 +7,19 @@
 /// The default chunk size: 512 KiB.
 pub const DEFAULT_CHUNK_SIZE: u64 = 512 * 1024;
 
+/// Where chunk `chunk` of file `id` lives, relative to a daemon's chunk directory:
+/// `<id as 16 hex digits>/<chunk in decimal>`. The daemon stores chunks there, and a
+/// process on its node reads them there directly ([`crate::msg::ChunkDirReq`]); a
+/// missing file, or bytes past its end, are a hole.
+pub fn chunk_file(id: u64, chunk: u64) -> String {
+    format!("{}/{chunk}", file_dir(id))
+}
+
+/// The directory of file `id`'s chunks, relative to the chunk directory.
+pub fn file_dir(id: u64) -> String {
+    format!("{id:016x}")
+}
+
 /// A validated chunk size (a power of two between 4 KiB and 1 GiB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkSize(u64);

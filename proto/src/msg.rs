@@ -287,6 +287,7 @@ rpcs! {
     21 Metrics metrics(MetricsReq) -> MetricsReply;
     22 ReportUnsupported report_unsupported(ReportUnsupportedReq) -> Empty;
     23 Relay relay(RelayReq) -> RelayReply;
+    24 ChunkDir chunk_dir(ChunkDirReq) -> ChunkDirReply;
 }
 
 impl Opcode {
@@ -886,6 +887,25 @@ wire_struct! {
     }
 }
 wire_struct! {
+    /// Ask a daemon, over its node-local socket, where it keeps its chunk files, so that
+    /// a process on its node can read chunks straight from them (the layout is
+    /// [`crate::chunk::chunk_file`]). Refused from libfabric peers.
+    pub struct ChunkDirReq {}
+}
+wire_struct! {
+    /// Answer to [`ChunkDirReq`].
+    pub struct ChunkDirReply {
+        /// The chunk directory, absolute.
+        pub path: String,
+        /// Its device and inode number as the daemon sees them: a process that opens
+        /// `path` and finds another directory there (another mount namespace) must not
+        /// read from it.
+        pub dev: u64,
+        /// See `dev`.
+        pub ino: u64,
+    }
+}
+wire_struct! {
     /// Answer to [`RelayReq`]: the target daemon's encoded reply.
     pub struct RelayReply {
         /// The reply, as the target sent it.
@@ -1245,6 +1265,15 @@ mod tests {
                 },
                 RelayReply
             ),
+            sample!(ChunkDirReq {}, ChunkDirReq),
+            sample!(
+                ChunkDirReply {
+                    path: s(rng),
+                    dev: 3,
+                    ino: 9
+                },
+                ChunkDirReply
+            ),
         ]
     }
 
@@ -1417,6 +1446,9 @@ mod tests {
                 Err(Errno::ENOSYS.into())
             }
             fn relay(&self, _: &(), _: RelayReq) -> Result<RelayReply, RemoteError> {
+                Err(Errno::ENOSYS.into())
+            }
+            fn chunk_dir(&self, _: &(), _: ChunkDirReq) -> Result<ChunkDirReply, RemoteError> {
                 Err(Errno::ENOSYS.into())
             }
         }

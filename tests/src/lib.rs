@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gkfs_client::{Client, ClientConfig};
+use gkfs_client::{Client, ClientConfig, LocalReads, Transport};
 use gkfs_proto::hosts::Hosts;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -55,6 +55,17 @@ pub fn skip(test: &str, reason: &str) {
 }
 
 /// N daemons on this machine.
+/// How a test client reaches the test daemons (every one of which is on this host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// The node-local socket; chunks read straight from the daemons' chunk files.
+    Local,
+    /// The node-local socket; chunks read by the daemons into the shared window.
+    LocalDaemonReads,
+    /// libfabric (RMA for large transfers), though a node-local socket is there.
+    Fabric,
+}
+
 pub struct Cluster {
     dir: tempfile::TempDir,
     children: Vec<Option<Child>>,
@@ -232,12 +243,17 @@ impl Cluster {
         .expect("client")
     }
 
-    /// A client using `transport` for the daemons on this host (`Fabric` forces
-    /// libfabric even though every test daemon also has a node-local socket).
-    pub fn client_with(&self, transport: gkfs_client::Transport) -> Client {
+    /// A client reaching the daemons over `carrier`.
+    pub fn client_with(&self, carrier: Carrier) -> Client {
+        let (transport, local_reads) = match carrier {
+            Carrier::Local => (Transport::Auto, LocalReads::Direct),
+            Carrier::LocalDaemonReads => (Transport::Auto, LocalReads::Daemon),
+            Carrier::Fabric => (Transport::Fabric, LocalReads::Direct),
+        };
         Client::new(&ClientConfig {
             timeout: Duration::from_secs(20),
             transport,
+            local_reads,
             ..ClientConfig::new(&self.hosts_file)
         })
         .expect("client")

@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::FileExt;
 
-use gkfs_client::{Client, Errno, OpenOptions, Transport};
-use gkfs_tests::Cluster;
+use gkfs_client::{Client, Errno, OpenOptions};
+use gkfs_tests::{Carrier, Cluster};
 use rand::{Rng, RngCore, SeedableRng};
 
 /// Small chunks so that modest transfers cross many chunk and daemon boundaries.
@@ -14,28 +14,34 @@ const CHUNK: u64 = 64 * 1024;
 macro_rules! per_daemon_count {
     ($name:ident) => {
         mod $name {
-            use gkfs_client::Transport;
+            use gkfs_tests::Carrier;
             #[test]
             fn one_daemon() {
-                super::$name(1, Transport::Auto)
+                super::$name(1, Carrier::Local)
             }
             #[test]
             fn two_daemons() {
-                super::$name(2, Transport::Auto)
+                super::$name(2, Carrier::Local)
             }
             #[test]
             fn four_daemons() {
-                super::$name(4, Transport::Auto)
+                super::$name(4, Carrier::Local)
+            }
+            // The daemons reading chunks into the shared window, as for a process that
+            // cannot read their chunk files itself.
+            #[test]
+            fn two_daemons_daemon_reads() {
+                super::$name(2, Carrier::LocalDaemonReads)
             }
             // The same through libfabric (RMA for large transfers) instead of the
             // node-local socket.
             #[test]
             fn two_daemons_fabric() {
-                super::$name(2, Transport::Fabric)
+                super::$name(2, Carrier::Fabric)
             }
             #[test]
             fn four_daemons_fabric() {
-                super::$name(4, Transport::Fabric)
+                super::$name(4, Carrier::Fabric)
             }
         }
     };
@@ -50,7 +56,7 @@ fn wopts() -> OpenOptions {
     }
 }
 
-fn random_io_matches_local_file(n: usize, t: Transport) {
+fn random_io_matches_local_file(n: usize, t: Carrier) {
     let c = Cluster::start_with(n, CHUNK);
     let client = c.client_with(t);
     let f = client.open("/data.bin", &wopts()).unwrap();
@@ -113,7 +119,7 @@ fn read_full(f: &fs::File, buf: &mut [u8], off: u64) -> usize {
     done
 }
 
-fn holes_eof_truncate_append(n: usize, t: Transport) {
+fn holes_eof_truncate_append(n: usize, t: Carrier) {
     let c = Cluster::start_with(n, CHUNK);
     let client = c.client_with(t);
     let f = client.open("/sparse", &wopts()).unwrap();
@@ -177,7 +183,7 @@ per_daemon_count!(holes_eof_truncate_append);
 /// moves only mtime, a write past the end the size, a truncate both, a remove the
 /// record. Times come from the kernel's coarse clock, as a local file's: a gkfs file
 /// written just before a local one is never the newer of the two.
-fn times_and_sizes_follow_every_change(n: usize, t: Transport) {
+fn times_and_sizes_follow_every_change(n: usize, t: Carrier) {
     let c = Cluster::start_with(n, CHUNK);
     let client = c.client_with(t);
     let local = tempfile::NamedTempFile::new().unwrap();
@@ -228,7 +234,116 @@ fn times_and_sizes_follow_every_change(n: usize, t: Transport) {
 }
 per_daemon_count!(times_and_sizes_follow_every_change);
 
-fn threads_distinct_and_shared(n: usize, t: Transport) {
+/// A reader that keeps reading a file while another client cuts, rewrites and removes
+/// it sees every change that finished before its read, as on a local file: a process
+/// reading node-local chunks straight from the chunk files (`Carrier::Local`) keeps
+/// them open, and must never read a chunk file that a truncate removed.
+fn reads_see_every_finished_truncate_and_rewrite(n: usize, t: Carrier) {
+    let c = Cluster::start_with(n, CHUNK);
+    let (reader, writer) = (c.client_with(t), c.client_with(t));
+    let w = writer.open("/f", &wopts()).unwrap();
+    let r = reader.open("/f", &OpenOptions::default()).unwrap();
+    let local = tempfile::tempfile().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7 + n as u64);
+    let span = 6 * CHUNK;
+    for round in 0..40u8 {
+        // Rewrite from a cut somewhere (often 0: all chunks removed), or write over.
+        let cut = match round % 4 {
+            0 => Some(0),
+            1 => Some(rng.random_range(0..span)),
+            2 => None,
+            _ => Some(rng.random_range(0..CHUNK)),
+        };
+        if let Some(cut) = cut {
+            w.truncate(cut).unwrap();
+            local.set_len(cut).unwrap();
+        }
+        let off = rng.random_range(0..span);
+        let data = vec![round.wrapping_mul(37) | 1; rng.random_range(1..2 * CHUNK) as usize];
+        w.pwrite(&data, off).unwrap();
+        local.write_all_at(&data, off).unwrap();
+        let size = local.metadata().unwrap().len();
+        let mut got = vec![0xeeu8; (span + 2 * CHUNK) as usize];
+        let mut want = vec![0xeeu8; got.len()];
+        let n_got = r.pread(&mut got, 0).unwrap();
+        let n_want = read_full(&local, &mut want, 0);
+        assert_eq!(n_got, n_want, "round {round}: size {size}");
+        assert!(
+            got[..n_got] == want[..n_want],
+            "round {round}: bytes differ"
+        );
+    }
+    // Removed, then made again at the same path: the new file's bytes only.
+    writer.unlink("/f").unwrap();
+    let w2 = writer.open("/f", &wopts()).unwrap();
+    w2.pwrite(b"fresh", 3).unwrap();
+    let r2 = reader.open("/f", &OpenOptions::default()).unwrap();
+    let mut got = [9u8; 16];
+    assert_eq!(r2.pread(&mut got, 0).unwrap(), 8);
+    assert_eq!(&got[..8], b"\0\0\0fresh");
+}
+per_daemon_count!(reads_see_every_finished_truncate_and_rewrite);
+
+/// A process reads chunks of daemons on its node straight from their chunk files: the
+/// daemons serve no read request for them, and still count the bytes (for the job's
+/// summary and metrics). With `LIBGKFS_LOCAL_READS=daemon` they read them as before.
+#[test]
+fn node_local_chunks_are_read_without_a_request_and_still_counted() {
+    let c = Cluster::start_with(2, CHUNK);
+    let data: Vec<u8> = (0..5 * CHUNK as usize + 123)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let w = c.client_with(Carrier::Local);
+    w.open("/f", &wopts()).unwrap().pwrite(&data, 0).unwrap();
+    let read_requests_and_bytes = |cl: &Client| {
+        (0..2).fold((0u64, 0u64), |(reqs, bytes), d| {
+            let m = cl.daemon_metrics(d).unwrap();
+            let r = m
+                .ops
+                .iter()
+                .find(|o| o.opcode == gkfs_proto::msg::Opcode::ReadChunks as u16)
+                .map_or(0, |o| o.count);
+            (reqs + r, bytes + m.bytes_read)
+        })
+    };
+    for (carrier, direct) in [(Carrier::Local, true), (Carrier::LocalDaemonReads, false)] {
+        let before = read_requests_and_bytes(&w);
+        {
+            let r = c.client_with(carrier);
+            let f = r.open("/f", &OpenOptions::default()).unwrap();
+            let mut got = vec![0u8; data.len() + 10];
+            for _ in 0..3 {
+                assert_eq!(f.pread(&mut got, 0).unwrap(), data.len());
+                assert!(got[..data.len()] == data[..]);
+            }
+            // The reader's client ends: its connections close.
+        }
+        // (The daemons count what came without a request when a connection ends.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let after = loop {
+            let now = read_requests_and_bytes(&w);
+            if now.1 >= before.1 + 3 * data.len() as u64 || std::time::Instant::now() > deadline {
+                break now;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(
+            after.1 - before.1,
+            3 * data.len() as u64,
+            "{carrier:?}: bytes counted"
+        );
+        if direct {
+            assert_eq!(after.0, before.0, "{carrier:?}: no read request");
+        } else {
+            assert!(
+                after.0 >= before.0 + 6,
+                "{carrier:?}: read requests {after:?}"
+            );
+        }
+    }
+}
+
+fn threads_distinct_and_shared(n: usize, t: Carrier) {
     let c = Cluster::start_with(n, CHUNK);
     let client = c.client_with(t);
     let shared = client.open("/shared", &wopts()).unwrap();
@@ -267,7 +382,7 @@ fn threads_distinct_and_shared(n: usize, t: Transport) {
 }
 per_daemon_count!(threads_distinct_and_shared);
 
-fn readdir_rename_unlink(n: usize, t: Transport) {
+fn readdir_rename_unlink(n: usize, t: Carrier) {
     let c = Cluster::start_with(n, CHUNK);
     let client = c.client_with(t);
     client.mkdir("/dir", 0o755).unwrap();
@@ -355,7 +470,7 @@ fn chunk_listing(c: &Cluster) -> Vec<String> {
     out
 }
 
-fn errnos(n: usize, t: Transport) {
+fn errnos(n: usize, t: Carrier) {
     let c = Cluster::start_with(n, CHUNK);
     let client: Client = c.client_with(t);
     assert_eq!(client.stat("/nope").unwrap_err(), Errno::ENOENT);

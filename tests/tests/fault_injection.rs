@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gkfs_client::{Client, ClientConfig, Errno, Transport};
+use gkfs_client::{Client, ClientConfig, Errno, LocalReads, Transport};
 use gkfs_proto::place::{place, place_chunk};
 use gkfs_tests::Cluster;
 use nix::sys::signal::Signal;
@@ -27,10 +27,15 @@ enum Op {
     Readdir,
 }
 
+/// The client under test. Its reads ask the daemons: a process that reads a node-local
+/// daemon's chunk files itself (the default) keeps reading them while that daemon is
+/// stopped or gone, since the bytes are on this node's disk; these tests are about how
+/// calls to a daemon fail.
 fn client(c: &Cluster, transport: Transport) -> Client {
     Client::new(&ClientConfig {
         timeout: TIMEOUT,
         transport,
+        local_reads: LocalReads::Daemon,
         ..ClientConfig::new(&c.hosts_file)
     })
     .unwrap()

@@ -632,6 +632,44 @@ print(sorted(os.listdir(".")), open("f").read())
     s.same("slash-calls", &format!("python3 - <<'EOF'\n{py}\nEOF"));
 }
 
+/// A program that read a file and closed it holds nothing of it open: the chunk files
+/// the library kept open to read the file's node-local chunks itself close with the
+/// file's last descriptor (a chunk file kept open would keep its space after `rm`).
+#[test]
+fn a_closed_file_keeps_no_chunk_file_open() {
+    let s = Setup::new();
+    let py = r#"
+import os
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+os.mkdir(os.environ["D"])
+os.chdir(os.environ["D"])
+for name in ("warm", "big"):
+    with open(name, "wb") as f:
+        f.write(os.urandom(3 << 20))
+with open("warm", "rb") as f:
+    f.read()
+before = fds()
+f = open("big", "rb")
+assert len(f.read()) == 3 << 20
+reading = fds()
+f.close()
+print(reading - before > 1, fds() - before)
+"#;
+    let (out, _, _) = s.run("kept", &format!("python3 - <<'EOF'\n{py}\nEOF"), true);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.trim(),
+        "True 0",
+        "descriptors while reading, and left after the close"
+    );
+}
+
 /// The library's own descriptors once sat at low numbers: `exec 3> f; echo a >&3` in
 /// bash wrote into the daemon connection (EIO, or status 0 and an empty file), and a
 /// program's dup2/close_range/closefrom over low numbers cut the connection.

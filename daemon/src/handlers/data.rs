@@ -198,6 +198,23 @@ fn count_read(st: &State, lens: &[u64]) {
         .fetch_add(lens.iter().sum::<u64>(), Ordering::Relaxed);
 }
 
+/// Where this daemon's chunk files are, for a process on this node to read them itself.
+pub fn chunk_dir(st: &State) -> Result<ChunkDirReply, RemoteError> {
+    let root = st.chunks.root();
+    let path = std::fs::canonicalize(root).map_err(|e| io_err("chunk directory", e))?;
+    let meta = std::fs::metadata(&path).map_err(|e| io_err("chunk directory", e))?;
+    let path = path
+        .into_os_string()
+        .into_string()
+        .map_err(|_| RemoteError::new(Errno::ENOTSUP, "the chunk directory's path is not UTF-8"))?;
+    use std::os::unix::fs::MetadataExt;
+    Ok(ChunkDirReply {
+        path,
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
 pub fn truncate_chunks(st: &State, req: TruncateChunksReq) -> Result<Empty, RemoteError> {
     st.chunks
         .truncate(req.file_id, req.size)

@@ -87,6 +87,16 @@ impl Handler for State {
         }
         mgmt::relay(self, r)
     }
+    fn chunk_dir(&self, from: &Sender, _: ChunkDirReq) -> Result<ChunkDirReply, RemoteError> {
+        if !from.is_local() {
+            // A path on this node means nothing to another node's process.
+            return Err(RemoteError::new(
+                gkfs_proto::Errno::EPERM,
+                "the chunk directory is only told over the node-local socket",
+            ));
+        }
+        data::chunk_dir(self)
+    }
     fn adjust_links(&self, _: &Sender, r: AdjustLinksReq) -> Result<AdjustLinksReply, RemoteError> {
         meta::adjust_links(self, r)
     }

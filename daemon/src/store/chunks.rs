@@ -1,5 +1,8 @@
-//! The chunk store: chunk `k` of file `id` is the file `<root>/<id as 16 hex>/<k>`.
-//! A missing chunk file, or bytes past its end, read as a hole (zeros).
+//! The chunk store: chunk `k` of file `id` is the file `<root>/<id as 16 hex>/<k>`
+//! ([`gkfs_proto::chunk::chunk_file`]). A missing chunk file, or bytes past its end,
+//! read as a hole (zeros). Processes on this node read chunk files directly too (see
+//! `gkfs_client`'s `direct.rs`): so a chunk's bytes only ever change in place (a write,
+//! or a cut of the boundary chunk) or by removing the file, never by replacing it.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -99,11 +102,11 @@ impl ChunkStore {
     }
 
     fn file_dir(&self, id: u64) -> PathBuf {
-        self.root.join(format!("{id:016x}"))
+        self.root.join(gkfs_proto::chunk::file_dir(id))
     }
 
     fn chunk_path(&self, id: u64, chunk: u64) -> PathBuf {
-        self.file_dir(id).join(chunk.to_string())
+        self.root.join(gkfs_proto::chunk::chunk_file(id, chunk))
     }
 
     fn check(&self, offset: u64, len: usize) -> io::Result<()> {
@@ -134,6 +137,11 @@ impl ChunkStore {
             .chunk_file(id, chunk, true)?
             .ok_or_else(|| io::Error::from(ErrorKind::NotFound))?;
         f.write_all_at(data, offset)
+    }
+
+    /// The directory the chunk files live in.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The chunk dir's free space, for statfs and for admitting new records when the

@@ -71,6 +71,13 @@ impl Drop for OpenFile {
         // its page can serve again.
         let private = memfd >= 0 && self.made_here_since_fork(crate::state::owner_pid());
         crate::pages::ended(self.page.cast(), memfd, private);
+        // The last description of the file here: the chunk files the client keeps open
+        // to read it go, so that removing the file frees their space.
+        if !self.record.is_dir() && self.record.file_id != 0 {
+            if let Some(c) = crate::state::made_client() {
+                c.release_kept(self.record.file_id);
+            }
+        }
     }
 }
 

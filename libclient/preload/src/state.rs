@@ -96,6 +96,7 @@ fn load() -> Option<Fs> {
     };
     register_atfork();
     api::set_while_waiting(crate::pages::while_waiting);
+    api::set_open_kept(crate::own::open_kept);
     log::debug(format_args!("gkfs mounted at {}", mount.as_str()));
     Some(Fs {
         mount,
@@ -117,6 +118,11 @@ fn read_hosts(path: &std::path::Path) -> (Result<Hosts, String>, String) {
             String::new(),
         ),
     }
+}
+
+/// The connection, if this process made it already.
+pub fn made_client() -> Option<Client> {
+    client_slot().clone()
 }
 
 /// The connection, opened on first use.

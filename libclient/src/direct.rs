@@ -1,0 +1,250 @@
+//! Reading a node-local daemon's chunks straight from its chunk files.
+//!
+//! A daemon on this node keeps chunk `k` of file `id` in the file
+//! `<its chunk dir>/<gkfs_proto::chunk::chunk_file(id, k)>`, and tells the chunk dir
+//! over its node-local socket ([`ChunkDirReq`]). Asking the daemon to read costs a
+//! request, the daemon's pread into the shared window and this process's copy out of
+//! it, with the bytes written by one core and read by the other; reading the chunk
+//! file here costs one pread, as on a local file system. Writes still go through the
+//! daemon, which checks space, keeps the size and owns every change.
+//!
+//! Why what is read here is what the daemon would have read:
+//! - The daemon changes a chunk's bytes only in place (a write, the cut of the
+//!   boundary chunk) or removes the chunk file; it never puts another file in its place
+//!   (`daemon/src/store/chunks.rs`). A chunk file kept open here is checked before every
+//!   read (one fstat): once it has no links left it was removed, and the path is opened
+//!   again (a missing file is a hole). A truncate or remove that finished before the
+//!   read started has therefore always taken effect.
+//! - The chunk dir is used only if its device and inode are the ones the daemon
+//!   reported (another mount namespace could show another directory at that path).
+//! - Any other failure (no permission, no descriptors left) leaves the read to the
+//!   daemon, as before.
+//!
+//! A chunk file kept open here keeps its space after it is removed. So they are closed
+//! when the program closes its last descriptor of the file in this process
+//! ([`crate::Client::release_kept`]: the preload library and the FUSE mount call it),
+//! and before this process cuts or removes the file's chunks itself; at most
+//! `kept_max` stay open in all.
+//!
+//! The bytes read here are added to the daemon's read counter through a connection's
+//! control block ([`gkfs_fabric::shm::Channel::count_read_elsewhere`]).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, ErrorKind};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use gkfs_proto::msg::ChunkDirReply;
+
+/// Chunk files kept open at most, whatever the descriptor limit.
+const KEPT_MAX: u64 = 256;
+/// Chunk files kept open at least.
+const KEPT_MIN: u64 = 16;
+
+/// How the embedding program opens the chunk files this API keeps open.
+static OPEN_KEPT: OnceLock<fn(&Path) -> io::Result<File>> = OnceLock::new();
+
+/// Sets how the chunk files this API keeps open are opened, read-only (once per
+/// process; later calls are ignored): the preload library moves them out of the
+/// program's way, as its other descriptors. Without it, `File::open`.
+pub fn set_open_kept(f: fn(&Path) -> io::Result<File>) {
+    let _ = OPEN_KEPT.set(f);
+}
+
+/// A chunk file kept open, and who it was when opened.
+struct Kept {
+    file: File,
+    ino: u64,
+}
+
+/// A node-local daemon's chunk dir, opened for reading here.
+pub(crate) struct ChunkDir {
+    path: PathBuf,
+    dev: u64,
+    kept: Mutex<HashMap<(u64, u64), Arc<Kept>>>,
+    kept_max: usize,
+}
+
+/// At most an eighth of the soft descriptor limit (a program near its limit must not
+/// find our chunk files in its way), within [`KEPT_MIN`]..=[`KEPT_MAX`].
+fn kept_max() -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    (soft / 8).clamp(KEPT_MIN, KEPT_MAX) as usize
+}
+
+impl ChunkDir {
+    /// The chunk dir the daemon reported, if this process sees the same directory.
+    pub fn open(reply: &ChunkDirReply) -> io::Result<ChunkDir> {
+        let path = PathBuf::from(&reply.path);
+        let meta = std::fs::metadata(&path)?;
+        if !meta.is_dir() || meta.dev() != reply.dev || meta.ino() != reply.ino {
+            return Err(io::Error::other(format!(
+                "{} is not the daemon's chunk directory in this process",
+                path.display()
+            )));
+        }
+        Ok(ChunkDir {
+            path,
+            dev: reply.dev,
+            kept: Mutex::new(HashMap::new()),
+            kept_max: kept_max(),
+        })
+    }
+
+    /// Chunk `chunk` of file `id`, open; None if it does not exist (a hole).
+    fn chunk(&self, id: u64, chunk: u64) -> io::Result<Option<Arc<Kept>>> {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = kept.get(&(id, chunk)).cloned() {
+            drop(kept);
+            let st = nix::sys::stat::fstat(k.file.as_raw_fd())?;
+            if st.st_nlink > 0 && st.st_ino == k.ino {
+                return Ok(Some(k));
+            }
+            // Removed since (or, outside the preload, no longer our descriptor).
+            kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            kept.remove(&(id, chunk));
+        }
+        drop(kept);
+        let open = OPEN_KEPT.get().copied().unwrap_or(|p| File::open(p));
+        let file = match open(&self.path.join(gkfs_proto::chunk::chunk_file(id, chunk))) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st = nix::sys::stat::fstat(file.as_raw_fd())?;
+        if st.st_dev != self.dev {
+            return Err(io::Error::other("a chunk file on another file system"));
+        }
+        let k = Arc::new(Kept {
+            file,
+            ino: st.st_ino,
+        });
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= self.kept_max {
+            kept.clear();
+        }
+        kept.insert((id, chunk), k.clone());
+        Ok(Some(k))
+    }
+
+    /// Closes the chunk files of file `id` kept open here.
+    pub fn release(&self, id: u64) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.retain(|(i, _), _| *i != id);
+    }
+
+    /// Reads into `buf` from `offset` of chunk `chunk` of file `id`; returns the bytes
+    /// present (the rest of `buf` is zeroed: a hole), as the daemon's read does.
+    pub fn read(&self, id: u64, chunk: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(k) = self.chunk(id, chunk)? else {
+            buf.fill(0);
+            return Ok(0);
+        };
+        let mut done = 0;
+        while done < buf.len() {
+            match k.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        buf[done..].fill(0);
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn dir_of(d: &std::path::Path) -> ChunkDir {
+        let m = std::fs::metadata(d).unwrap();
+        ChunkDir::open(&ChunkDirReply {
+            path: d.display().to_string(),
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+        .unwrap()
+    }
+
+    fn put(d: &std::path::Path, id: u64, chunk: u64, data: &[u8]) {
+        let p = d.join(gkfs_proto::chunk::chunk_file(id, chunk));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+
+    #[test]
+    fn reads_what_the_chunk_holds_and_zeros_past_it() {
+        let t = tempfile::tempdir().unwrap();
+        put(t.path(), 5, 2, b"hello");
+        let cd = dir_of(t.path());
+        let mut buf = [9u8; 8];
+        assert_eq!(cd.read(5, 2, 1, &mut buf).unwrap(), 4);
+        assert_eq!(&buf, b"ello\0\0\0\0");
+        // A chunk that is not there is a hole.
+        let mut buf = [9u8; 4];
+        assert_eq!(cd.read(5, 3, 0, &mut buf).unwrap(), 0);
+        assert_eq!(buf, [0; 4]);
+    }
+
+    #[test]
+    fn a_removed_chunk_is_never_read_through_the_descriptor_kept() {
+        let t = tempfile::tempdir().unwrap();
+        put(t.path(), 1, 0, b"old bytes");
+        let cd = dir_of(t.path());
+        let mut buf = [0u8; 9];
+        assert_eq!(cd.read(1, 0, 0, &mut buf).unwrap(), 9);
+        // Removed (a truncate to 0), then written again (a new file at the path).
+        std::fs::remove_file(t.path().join(gkfs_proto::chunk::chunk_file(1, 0))).unwrap();
+        let mut buf = [7u8; 9];
+        assert_eq!(
+            cd.read(1, 0, 0, &mut buf).unwrap(),
+            0,
+            "a removed chunk is a hole"
+        );
+        put(t.path(), 1, 0, b"new");
+        assert_eq!(cd.read(1, 0, 0, &mut buf).unwrap(), 3);
+        assert_eq!(&buf, b"new\0\0\0\0\0\0");
+        // A cut in place shows through the same descriptor.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(t.path().join(gkfs_proto::chunk::chunk_file(1, 0)))
+            .unwrap();
+        f.set_len(1).unwrap();
+        assert_eq!(cd.read(1, 0, 0, &mut buf).unwrap(), 1);
+    }
+
+    #[test]
+    fn another_directory_at_the_path_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let m = std::fs::metadata(t.path()).unwrap();
+        let got = ChunkDir::open(&ChunkDirReply {
+            path: t.path().display().to_string(),
+            dev: m.dev(),
+            ino: m.ino() + 1,
+        });
+        assert!(got.is_err());
+    }
+
+    #[test]
+    fn at_most_kept_max_chunk_files_stay_open() {
+        let t = tempfile::tempdir().unwrap();
+        let cd = dir_of(t.path());
+        let n = cd.kept_max as u64 + 5;
+        for k in 0..n {
+            put(t.path(), 9, k, &[k as u8]);
+        }
+        let mut b = [0u8; 1];
+        for k in 0..n {
+            assert_eq!(cd.read(9, k, 0, &mut b).unwrap(), 1);
+            assert_eq!(b[0], k as u8);
+            assert!(cd.kept.lock().unwrap().len() <= cd.kept_max);
+        }
+    }
+}
