@@ -111,6 +111,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="2 daemons, 3 repeats, smaller sizes")
     ap.add_argument("--out", default="bench/results", help="directory for results.json/.md/.png")
     ap.add_argument("--only", default="", help="comma-separated workload names to run")
+    ap.add_argument("--gkfs-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra environment of the runs on gkfs (repeatable), e.g. "
+                         "LIBGKFS_LOCAL_READS=daemon")
     a = ap.parse_args()
     if a.quick:
         a.daemons, a.repeats = "2", 3
@@ -157,7 +160,9 @@ def main():
         if p.returncode != 0:
             sys.exit(f"harness: gkfs-run start failed:\n{p.stderr}")
         hosts = os.path.join(inst, "hosts")
-        gk = Target(f"gkfs({n})", mnt, dict(base_env, LD_PRELOAD=lib, LIBGKFS_HOSTS_FILE=hosts))
+        extra = dict(kv.split("=", 1) for kv in a.gkfs_env)
+        gk = Target(f"gkfs({n})", mnt,
+                    dict(base_env, LD_PRELOAD=lib, LIBGKFS_HOSTS_FILE=hosts, **extra))
         print(f"== {n} daemon(s)            {'':<18} {'gkfs':>12} {'raw':>12} {'ratio':>7}", flush=True)
         try:
             if want("startup"):
