@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod bulk;
+pub mod chunk_file;
 mod endpoint;
 mod error;
 pub mod shm;

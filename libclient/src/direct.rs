@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, ErrorKind};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -144,17 +144,7 @@ impl ChunkDir {
             buf.fill(0);
             return Ok(0);
         };
-        let mut done = 0;
-        while done < buf.len() {
-            match k.file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        buf[done..].fill(0);
-        Ok(done)
+        gkfs_fabric::chunk_file::read_held(&k.file, offset, buf)
     }
 }
 

@@ -158,17 +158,7 @@ impl ChunkStore {
             buf.fill(0);
             return Ok(0);
         };
-        let mut done = 0;
-        while done < buf.len() {
-            match f.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        buf[done..].fill(0);
-        Ok(done)
+        gkfs_fabric::chunk_file::read_held(&f, offset, buf)
     }
 
     /// Cuts file `id` to `size` bytes: removes whole chunks past it and shortens the

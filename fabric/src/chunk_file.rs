@@ -1,0 +1,51 @@
+//! Reading a chunk file: the one rule for what a chunk holds, shared by the daemon
+//! (reading for a request) and a client reading its node's chunk files itself.
+
+use std::fs::File;
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
+
+/// Reads chunk file `f` from `offset` into `buf`; returns the bytes it holds there. The
+/// rest of `buf` (past the end of the chunk file: a hole) is zeroed.
+pub fn read_held(f: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    buf[done..].fill(0);
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_file_holds_then_zeros() {
+        let mut f = scratch_file();
+        std::io::Write::write_all(&mut f, b"abcdef").unwrap();
+        let mut buf = [9u8; 6];
+        assert_eq!(read_held(&f, 4, &mut buf).unwrap(), 2);
+        assert_eq!(&buf, b"ef\0\0\0\0");
+        assert_eq!(read_held(&f, 100, &mut buf).unwrap(), 0);
+        assert_eq!(buf, [0; 6]);
+    }
+
+    fn scratch_file() -> File {
+        let p = std::env::temp_dir().join(format!("gkfs-chunk-file-test-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        std::fs::remove_file(&p).unwrap();
+        f
+    }
+}
