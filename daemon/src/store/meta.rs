@@ -102,11 +102,17 @@ fn merge_size(_key: &[u8], existing: Option<&[u8]>, ops: &MergeOperands) -> Opti
         }
         let size = u64::from_le_bytes(op[..8].try_into().unwrap_or_default());
         let mtime = i64::from_le_bytes(op[8..].try_into().unwrap_or_default());
-        rec.size = rec.size.max(size);
-        rec.mtime = rec.mtime.max(mtime);
-        rec.ctime = rec.ctime.max(mtime);
+        raise_size(&mut rec, size, mtime);
     }
     Some(rec.to_bytes())
+}
+
+/// What a size operand does to a record: size and times raised to at least the given
+/// values (the merge operator, and the record cache, apply the same).
+fn raise_size(rec: &mut Record, size: u64, mtime: i64) {
+    rec.size = rec.size.max(size);
+    rec.mtime = rec.mtime.max(mtime);
+    rec.ctime = rec.ctime.max(mtime);
 }
 
 /// Partial merge of two operands: keep the maxima.
@@ -214,9 +220,11 @@ impl MetaStore {
     /// Raises size and mtime of `path` to at least the given values.
     pub fn merge_size(&self, path: &str, size: u64, mtime: i64) -> Result<(), MetaError> {
         let op = size_operand(size, mtime);
-        let done = self.db.merge_opt(path.as_bytes(), op, &self.wo());
-        self.recent.forget(path);
-        Ok(done?)
+        Ok(self.recent.change(
+            path,
+            |rec| raise_size(rec, size, mtime),
+            || self.db.merge_opt(path.as_bytes(), op, &self.wo()),
+        )?)
     }
 
     /// Direct children of `dir` stored here, after `start_after`, at most `max`

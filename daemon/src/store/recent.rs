@@ -13,6 +13,8 @@
 //!   record, [`Recent::store`] makes the change with the shard locked and keeps the
 //!   record (so two stores of a path are kept in the order the database took them,
 //!   and a forget that follows a change always comes after any store it overlapped);
+//!   or, for a merge (a write that raises size and mtime), [`Recent::change`] makes it
+//!   with the shard locked and applies the same change to the kept record;
 //! - a lookup that misses notes its shard's change count before it reads the database,
 //!   and keeps what it read only if no change to that shard came in between.
 //!
@@ -127,6 +129,32 @@ impl Recent {
     }
 }
 
+impl Recent {
+    /// Changes the record of `path` with `write` (the database write of a change that
+    /// `update` also describes: a merge), and applies `update` to the kept record if
+    /// that succeeded. The shard stays locked across the write, as in [`Recent::store`],
+    /// so the kept record stays what the database holds (a write inside a file
+    /// checks it next, and need not read the database again).
+    pub fn change<E>(
+        &self,
+        path: &str,
+        update: impl FnOnce(&mut Record),
+        write: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut shard = self.shard(path);
+        let done = write();
+        shard.changes += 1;
+        match (&done, shard.records.get_mut(path)) {
+            (Ok(()), Some(rec)) => update(rec),
+            (Ok(()), None) => {}
+            (Err(_), _) => {
+                shard.records.remove(path);
+            }
+        }
+        done
+    }
+}
+
 /// A panic while holding a shard leaves only a map of copies: keep using it.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(|p| p.into_inner())
@@ -186,6 +214,24 @@ mod tests {
             Some(4),
             "a failed store left a record kept"
         );
+    }
+
+    #[test]
+    fn a_change_updates_the_kept_record_and_a_failed_one_forgets() {
+        let r = Recent::default();
+        r.get("/f", || Ok::<_, Infallible>(Some(rec(1)))).unwrap();
+        r.change("/f", |k| k.size = 5, || Ok::<_, Infallible>(()))
+            .unwrap();
+        let got = r.get("/f", || -> Result<_, Infallible> { panic!("read again") });
+        assert_eq!(got.unwrap().map(|r| r.size), Some(5));
+        assert!(r.change("/f", |k| k.size = 6, || Err("db")).is_err());
+        let got = r.get("/f", || Ok::<_, Infallible>(Some(rec(9)))).unwrap();
+        assert_eq!(got.map(|r| r.size), Some(9), "a failed change left a record kept");
+        // A change of a path not kept keeps nothing.
+        r.change("/g", |k| k.size = 1, || Ok::<_, Infallible>(()))
+            .unwrap();
+        let got = r.get("/g", || Ok::<_, Infallible>(None)).unwrap();
+        assert_eq!(got, None);
     }
 
     #[test]
