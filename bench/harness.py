@@ -113,7 +113,7 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated workload names to run")
     ap.add_argument("--gkfs-env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra environment of the runs on gkfs (repeatable), e.g. "
-                         "LIBGKFS_LOCAL_READS=daemon")
+                         "LIBGKFS_LOCAL_DATA=daemon")
     a = ap.parse_args()
     if a.quick:
         a.daemons, a.repeats = "2", 3

@@ -225,22 +225,23 @@ fn serve(stream: UnixStream, state: &State) {
             }
         };
         let reply = handle_payload(state, &payload, false, Sender::local(window.clone(), pid));
-        count_read_elsewhere(state, &mut ch);
+        count_elsewhere(state, &mut ch);
         if let Err(e) = ch.send(&reply) {
             log::debug!("local client: cannot send a reply ({e}); closing its connection");
             break;
         }
     }
-    count_read_elsewhere(state, &mut ch);
+    count_elsewhere(state, &mut ch);
 }
 
-/// Adds what the client read from our chunk files itself to the read counter.
-fn count_read_elsewhere(state: &State, ch: &mut Channel) {
-    let n = ch.take_read_elsewhere();
-    if n > 0 {
-        state
-            .counters
-            .bytes_read
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+/// Adds what the client read from and wrote to our chunk files itself to the counters.
+fn count_elsewhere(state: &State, ch: &mut Channel) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (read, written) = ch.take_elsewhere();
+    if read > 0 {
+        state.counters.bytes_read.fetch_add(read, Relaxed);
+    }
+    if written > 0 {
+        state.counters.bytes_written.fetch_add(written, Relaxed);
     }
 }

@@ -1,9 +1,18 @@
-//! Reading a chunk file: the one rule for what a chunk holds, shared by the daemon
-//! (reading for a request) and a client reading its node's chunk files itself.
+//! Chunk files, for the daemon and for a client reading and writing its node's chunk
+//! files itself: the one rule for what a chunk holds, and how free space is measured.
 
 use std::fs::File;
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// Size and free space (to unprivileged users) of the file system holding `path`, in
+/// bytes.
+pub fn usage(path: &Path) -> io::Result<(u64, u64)> {
+    let v = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    let frag = v.fragment_size() as u64;
+    Ok((v.blocks() as u64 * frag, v.blocks_available() as u64 * frag))
+}
 
 /// Reads chunk file `f` from `offset` into `buf`; returns the bytes it holds there. The
 /// rest of `buf` (past the end of the chunk file: a hole) is zeroed.

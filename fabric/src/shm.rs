@@ -9,9 +9,9 @@
 //! | magic, 2 mailboxes | request slot    | reply slot       | data window ...  |
 //! ```
 //!
-//! The control block also holds a counter of the bytes the client read from the
-//! daemon's chunk files itself (without a request): the daemon adds what it grew by to
-//! its own read counter after each request and when the connection ends.
+//! The control block also holds counters of the bytes the client read from and wrote
+//! to the daemon's chunk files itself (without a request): the daemon adds what they
+//! grew by to its own counters after each request and when the connection ends.
 //!
 //! Each direction has a mailbox: a state word and a length. The sender of a message
 //! that fits the slot copies it in and moves the state from `EMPTY` to `POSTED`; the
@@ -56,8 +56,9 @@ pub const SLOT_SIZE: usize = 64 << 10;
 /// Offset of the data window in the region.
 const WINDOW_AT: usize = CTRL_SIZE + 2 * SLOT_SIZE;
 
-/// Byte offset of the counter of bytes read without a request (its own cache line).
-const READ_ELSEWHERE_AT: usize = 192;
+/// Byte offset of the counters of bytes read and written without a request (a cache
+/// line of their own).
+const ELSEWHERE_AT: usize = 192;
 
 /// Mailbox states.
 const EMPTY: u32 = 0;
@@ -213,13 +214,19 @@ impl Region {
         unsafe { &*self.ptr.as_ptr().add(i * 4).cast::<AtomicU32>() }
     }
 
-    /// The client's read-elsewhere counter.
-    fn read_elsewhere(&self) -> &AtomicU64 {
-        const _: () =
-            assert!(READ_ELSEWHERE_AT.is_multiple_of(8) && READ_ELSEWHERE_AT + 8 <= CTRL_SIZE);
+    /// The client's elsewhere counter `i` (0: bytes read, 1: bytes written).
+    fn elsewhere(&self, i: usize) -> &AtomicU64 {
+        const _: () = assert!(ELSEWHERE_AT.is_multiple_of(8) && ELSEWHERE_AT + 16 <= CTRL_SIZE);
+        assert!(i < 2);
         // SAFETY: inside the control block (checked above), 8-byte aligned (the mapping
         // is page aligned), any bit pattern is a valid AtomicU64; lives as long as &self.
-        unsafe { &*self.ptr.as_ptr().add(READ_ELSEWHERE_AT).cast::<AtomicU64>() }
+        unsafe {
+            &*self
+                .ptr
+                .as_ptr()
+                .add(ELSEWHERE_AT + 8 * i)
+                .cast::<AtomicU64>()
+        }
     }
 
     /// Mailbox `dir`'s state and length words (each mailbox has its own cache line).
@@ -316,8 +323,8 @@ pub struct Channel {
     /// How long a frame may stall half way (daemon side; the client has its deadline).
     stall: Option<Duration>,
     score: Score,
-    /// Daemon side: the client's read-elsewhere counter as last taken.
-    read_elsewhere_seen: u64,
+    /// Daemon side: the client's read and written elsewhere counters as last taken.
+    elsewhere_seen: [u64; 2],
 }
 
 impl Channel {
@@ -357,7 +364,7 @@ impl Channel {
             max_frame,
             stall: None,
             score: Score::default(),
-            read_elsewhere_seen: 0,
+            elsewhere_seen: [0; 2],
         })
     }
 
@@ -404,7 +411,7 @@ impl Channel {
             max_frame,
             stall: Some(stall),
             score: Score::default(),
-            read_elsewhere_seen: 0,
+            elsewhere_seen: [0; 2],
         })
     }
 
@@ -572,24 +579,31 @@ impl Channel {
         }
     }
 
-    /// Client side: counts `bytes` this process read from the daemon's chunk files
-    /// itself, for the daemon's read counter.
-    pub fn count_read_elsewhere(&self, bytes: u64) {
+    /// Client side: counts bytes this process read from (`read`) and wrote to
+    /// (`written`) the daemon's chunk files itself, for the daemon's counters.
+    pub fn count_elsewhere(&self, read: u64, written: u64) {
         if let (Some(r), Side::Client) = (&self.region, self.side) {
-            r.read_elsewhere().fetch_add(bytes, Ordering::Relaxed);
+            for (i, n) in [read, written].into_iter().enumerate() {
+                if n > 0 {
+                    r.elsewhere(i).fetch_add(n, Ordering::Relaxed);
+                }
+            }
         }
     }
 
-    /// Daemon side: what the client's read-elsewhere counter grew by since the last
-    /// call (0 if it went backwards: the region is not trusted).
-    pub fn take_read_elsewhere(&mut self) -> u64 {
+    /// Daemon side: what the client's read and written elsewhere counters grew by
+    /// since the last call (0 for one that went backwards: the region is not trusted).
+    pub fn take_elsewhere(&mut self) -> (u64, u64) {
         let (Some(r), Side::Daemon) = (&self.region, self.side) else {
-            return 0;
+            return (0, 0);
         };
-        let now = r.read_elsewhere().load(Ordering::Relaxed);
-        let grew = now.saturating_sub(self.read_elsewhere_seen);
-        self.read_elsewhere_seen = self.read_elsewhere_seen.max(now);
-        grew
+        let mut grew = [0; 2];
+        for (i, g) in grew.iter_mut().enumerate() {
+            let now = r.elsewhere(i).load(Ordering::Relaxed);
+            *g = now.saturating_sub(self.elsewhere_seen[i]);
+            self.elsewhere_seen[i] = self.elsewhere_seen[i].max(now);
+        }
+        (grew[0], grew[1])
     }
 
     /// The daemon's handle on the client's window, for the handlers (None: no region).

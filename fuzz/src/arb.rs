@@ -214,7 +214,7 @@ arb_struct! {
     RelayReq { target, request, max_reply, timeout_ms };
     RelayReply { reply };
     ChunkDirReq {};
-    ChunkDirReply { path, dev, ino };
+    ChunkDirReply { path, dev, ino, reserve };
 }
 
 impl Arb for RequestHeader {

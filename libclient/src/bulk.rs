@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use gkfs_fabric::MemoryRegion;
 use gkfs_proto::limits::{INLINE_READ_MAX, INLINE_WRITE_MAX, SMALL_REPLY};
 use gkfs_proto::local::WINDOW_SIZE;
-use gkfs_proto::msg::{Bulk, ChunkIo, ReadChunksReply, ReadChunksReq, SizeUpdate, WriteChunksReq};
+use gkfs_proto::msg::{
+    Bulk, ChunkIo, ReadChunksReply, ReadChunksReq, SizeUpdate, UpdateSizeReq, WriteChunksReq,
+};
 use gkfs_proto::wire::Bytes;
 use gkfs_proto::Errno;
 
@@ -167,6 +169,8 @@ type Call = (Way, Share);
 /// dropping this waits for them (a daemon may still be reading the buffer).
 pub(crate) struct Writes<'a> {
     pending: Vec<Pending<WriteChunksReq>>,
+    /// Size updates of shares written here to node-local chunk files.
+    updates: Vec<Pending<UpdateSizeReq>>,
     mr: Option<MemoryRegion<'a>>,
 }
 
@@ -174,16 +178,23 @@ impl Writes<'_> {
     /// Waits for every write; the first error after all are over.
     pub fn finish(mut self) -> Result<(), Errno> {
         let done = wait_all(std::mem::take(&mut self.pending)).map(|_| ());
+        let updated = wait_all(std::mem::take(&mut self.updates)).map(|_| ());
         self.mr.take();
-        done
+        done.and(updated)
     }
 }
 
 impl Drop for Writes<'_> {
     fn drop(&mut self) {
         let _ = wait_all(std::mem::take(&mut self.pending));
+        let _ = wait_all(std::mem::take(&mut self.updates));
     }
 }
+
+/// A node-local share of at least this many bytes is written by this process straight
+/// to the daemon's chunk files (where it can, [`Rpcs::write_here`]); smaller ones cost
+/// a request either way (the size update), and go to the daemon with their bytes.
+const WRITE_HERE_MIN: u64 = PART_MIN;
 
 impl Rpcs {
     /// How daemon `d`'s share of `bytes` travels: the one place that decides it (the
@@ -267,10 +278,27 @@ impl Rpcs {
         };
         let mut writes = Writes {
             pending: Vec::with_capacity(shares.len()),
+            updates: Vec::new(),
             mr,
         };
         for (d, s) in shares {
             let mut update = size_update(d);
+            if self.write_here(d, file_id, data, &s) {
+                // The bytes are in place: only the size update (if it was to ride along)
+                // goes to the daemon.
+                if let Some(u) = update.take() {
+                    let req = UpdateSizeReq {
+                        path: u.path,
+                        end: u.end,
+                        append_len: 0,
+                        mtime: u.mtime,
+                    };
+                    let started = settled(self.start(d, &req, SMALL_REPLY), &mut writes.pending);
+                    let started = settled(started, &mut writes.updates)?;
+                    writes.updates.push(started);
+                }
+                continue;
+            }
             let req = |pieces, bulk, inline, size_update| WriteChunksReq {
                 file_id,
                 pieces,
@@ -387,6 +415,31 @@ impl Rpcs {
         Ok(whole)
     }
 
+    /// Writes daemon `d`'s share `s` of `data` straight to its chunk files, if `d` is on
+    /// this node, this process can use its chunk files ([`Rpcs::chunk_dir`]), the share
+    /// is large enough to pay ([`WRITE_HERE_MIN`]) and there is room above the daemon's
+    /// reserve. Returns whether it did; if not (or a write failed: no descriptor left,
+    /// say), the daemon writes the share, all of it.
+    fn write_here(&self, d: u32, file_id: u64, data: &[u8], s: &Share) -> bool {
+        if s.bytes < WRITE_HERE_MIN {
+            return false;
+        }
+        let Some((route, dir)) = self.chunk_dir(d) else {
+            return false;
+        };
+        if !dir.room(s.bytes) {
+            return false;
+        }
+        for p in &s.pieces {
+            if let Err(e) = dir.write(file_id, p.chunk, p.offset, &data[range(p)]) {
+                log::debug!("writing daemon {d}'s chunks here: {e}; the daemon writes them");
+                return false;
+            }
+        }
+        route.count_elsewhere(0, s.bytes);
+        true
+    }
+
     /// Reads the shares of node-local daemons whose chunk files this process reads
     /// itself ([`Rpcs::chunk_dir`]) into `buf`. Returns whether every piece was held
     /// whole, and the shares that could not be read here (for their daemons to read).
@@ -412,7 +465,7 @@ impl Rpcs {
                     }
                 }
             }
-            route.count_read_elsewhere(held_all);
+            route.count_elsewhere(held_all, 0);
             if let Some(e) = failed {
                 // (No descriptor left, say: the daemon reads the whole share again.)
                 log::debug!("reading daemon {d}'s chunks here: {e}; the daemon reads them");

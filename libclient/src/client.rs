@@ -16,7 +16,7 @@ use gkfs_proto::record::mode;
 use gkfs_proto::{Errno, Record};
 
 use crate::error::ClientError;
-use crate::rpc::{wait_all, FabricUse, LocalReads, Rpcs, Transport, SMALL_REPLY};
+use crate::rpc::{wait_all, FabricUse, LocalData, Rpcs, Transport, SMALL_REPLY};
 
 /// How to reach a file system.
 #[derive(Debug, Clone)]
@@ -32,9 +32,9 @@ pub struct ClientConfig {
     /// When to load libfabric for other nodes' daemons (`LIBGKFS_FABRIC`: `auto` or
     /// `direct`).
     pub fabric: FabricUse,
-    /// Who reads node-local daemons' chunks (`LIBGKFS_LOCAL_READS`: `direct` or
-    /// `daemon`).
-    pub local_reads: LocalReads,
+    /// Who moves the bytes of node-local daemons' chunks (`LIBGKFS_LOCAL_DATA`:
+    /// `direct` or `daemon`).
+    pub local_data: LocalData,
 }
 
 impl ClientConfig {
@@ -54,15 +54,15 @@ impl ClientConfig {
             Ok("direct") => FabricUse::Direct,
             _ => FabricUse::Auto,
         };
-        let local_reads = match std::env::var("LIBGKFS_LOCAL_READS").as_deref() {
-            Ok("daemon") => LocalReads::Daemon,
-            _ => LocalReads::Direct,
+        let local_data = match std::env::var("LIBGKFS_LOCAL_DATA").as_deref() {
+            Ok("daemon") => LocalData::Daemon,
+            _ => LocalData::Direct,
         };
         Ok(ClientConfig {
             hosts_file: hosts_file.into(),
             token_file: std::env::var_os(config::ENV_TOKEN_FILE).map(Into::into),
             timeout: Duration::from_millis(timeout),
-            local_reads,
+            local_data,
             transport,
             fabric,
         })
@@ -76,7 +76,7 @@ impl ClientConfig {
             timeout: Duration::from_millis(config::DEFAULT_TIMEOUT_MS),
             transport: Transport::Auto,
             fabric: FabricUse::Auto,
-            local_reads: LocalReads::Direct,
+            local_data: LocalData::Direct,
         }
     }
 }
@@ -177,7 +177,7 @@ impl Client {
                     hosts.clone(),
                     cfg.transport,
                     cfg.fabric,
-                    cfg.local_reads,
+                    cfg.local_data,
                     token,
                     cfg.timeout,
                 ),

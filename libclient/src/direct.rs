@@ -1,12 +1,17 @@
-//! Reading a node-local daemon's chunks straight from its chunk files.
+//! Reading and writing a node-local daemon's chunks straight in its chunk files.
 //!
 //! A daemon on this node keeps chunk `k` of file `id` in the file
 //! `<its chunk dir>/<gkfs_proto::chunk::chunk_file(id, k)>`, and tells the chunk dir
 //! over its node-local socket ([`ChunkDirReq`]). Asking the daemon to read costs a
 //! request, the daemon's pread into the shared window and this process's copy out of
 //! it, with the bytes written by one core and read by the other; reading the chunk
-//! file here costs one pread, as on a local file system. Writes still go through the
-//! daemon, which checks space, keeps the size and owns every change.
+//! file here costs one pread, as on a local file system. The same holds for large
+//! writes (`bulk.rs` writes shares of 256 KiB or more here); the size update still goes
+//! to the file's metadata owner after the bytes are in place, as it does after the
+//! daemon wrote them. A write here first checks that the chunk dir's file system keeps
+//! the daemon's reserve free ([`ChunkDir::room`]; else the daemon writes, and says
+//! ENOSPC when it must); processes writing at the same moment may each take up to one
+//! share of it.
 //!
 //! Why what is read here is what the daemon would have read:
 //! - The daemon changes a chunk's bytes only in place (a write, the cut of the
@@ -26,14 +31,14 @@
 //! and before this process cuts or removes the file's chunks itself; at most
 //! `kept_max` stay open in all.
 //!
-//! The bytes read here are added to the daemon's read counter through a connection's
-//! control block ([`gkfs_fabric::shm::Channel::count_read_elsewhere`]).
+//! The bytes read and written here are added to the daemon's counters through a
+//! connection's control block ([`gkfs_fabric::shm::Channel::count_elsewhere`]).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, ErrorKind};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -64,6 +69,8 @@ struct Kept {
 pub(crate) struct ChunkDir {
     path: PathBuf,
     dev: u64,
+    /// Free bytes the daemon keeps for its metadata (direct writes leave them).
+    reserve: u64,
     kept: Mutex<HashMap<(u64, u64), Arc<Kept>>>,
     kept_max: usize,
 }
@@ -90,6 +97,7 @@ impl ChunkDir {
         Ok(ChunkDir {
             path,
             dev: reply.dev,
+            reserve: reply.reserve,
             kept: Mutex::new(HashMap::new()),
             kept_max: kept_max(),
         })
@@ -131,6 +139,35 @@ impl ChunkDir {
         Ok(Some(k))
     }
 
+    /// Is there room for `bytes` more on the chunk dir's file system, above the
+    /// daemon's reserve? (Otherwise the daemon writes, and says ENOSPC when it must.)
+    pub fn room(&self, bytes: u64) -> bool {
+        gkfs_fabric::chunk_file::usage(&self.path)
+            .is_ok_and(|(_, free)| free >= self.reserve.saturating_add(bytes))
+    }
+
+    /// Writes `data` at `offset` of chunk `chunk` of file `id` (the chunk file and its
+    /// directory made if missing), as the daemon's write does. The chunk file is opened
+    /// for this write alone: a write always lands in the file the path names now.
+    pub fn write(&self, id: u64, chunk: u64, offset: u64, data: &[u8]) -> io::Result<()> {
+        let path = self.path.join(gkfs_proto::chunk::chunk_file(id, chunk));
+        let open = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        };
+        let f = match open() {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                std::fs::create_dir_all(self.path.join(gkfs_proto::chunk::file_dir(id)))?;
+                open()?
+            }
+            r => r?,
+        };
+        f.write_all_at(data, offset)
+    }
+
     /// Closes the chunk files of file `id` kept open here.
     pub fn release(&self, id: u64) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
@@ -159,6 +196,7 @@ mod tests {
             path: d.display().to_string(),
             dev: m.dev(),
             ino: m.ino(),
+            reserve: 0,
         })
         .unwrap()
     }
@@ -211,6 +249,26 @@ mod tests {
     }
 
     #[test]
+    fn a_write_makes_the_chunk_file_and_lands_where_the_daemon_reads() {
+        let t = tempfile::tempdir().unwrap();
+        let cd = dir_of(t.path());
+        cd.write(3, 1, 4, b"abc").unwrap();
+        cd.write(3, 1, 0, b"xy").unwrap();
+        let p = t.path().join(gkfs_proto::chunk::chunk_file(3, 1));
+        assert_eq!(std::fs::read(p).unwrap(), b"xy\0\0abc");
+        let mut buf = [0u8; 7];
+        assert_eq!(cd.read(3, 1, 0, &mut buf).unwrap(), 7);
+        // No room above a reserve larger than the disk: the daemon writes (and says
+        // ENOSPC).
+        assert!(cd.room(1));
+        let full = ChunkDir {
+            reserve: u64::MAX / 2,
+            ..dir_of(t.path())
+        };
+        assert!(!full.room(1));
+    }
+
+    #[test]
     fn another_directory_at_the_path_is_refused() {
         let t = tempfile::tempdir().unwrap();
         let m = std::fs::metadata(t.path()).unwrap();
@@ -218,6 +276,7 @@ mod tests {
             path: t.path().display().to_string(),
             dev: m.dev(),
             ino: m.ino() + 1,
+            reserve: 0,
         });
         assert!(got.is_err());
     }

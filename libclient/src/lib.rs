@@ -33,7 +33,7 @@ pub use gkfs_proto::msg::lock;
 pub use gkfs_proto::msg::{DirEntry, MetricsReply, OpMetrics, PingReply, StatfsReply, StatsReply};
 pub use gkfs_proto::{Errno, Record};
 pub use locks::{new_lock_owner, LockSpec};
-pub use rpc::{set_while_waiting, FabricUse, LocalReads, Transport, RELAY_LIMIT};
+pub use rpc::{set_while_waiting, FabricUse, LocalData, Transport, RELAY_LIMIT};
 
 /// A random number, never 0: unique in a job for all practical purposes (lock owners,
 /// names of hidden files).

@@ -61,32 +61,33 @@ pub(crate) struct LocalRoute {
     open: Arc<AtomicUsize>,
     max_frame: usize,
     timeout: std::time::Duration,
-    /// Its chunk dir, opened here at the first read ([`LocalReads::Direct`]); None
-    /// when its chunks are read by the daemon.
+    /// Its chunk dir, opened here at the first data call ([`LocalData::Direct`]); None
+    /// when the daemon moves its chunks' bytes.
     chunk_dir: OnceLock<Option<ChunkDir>>,
-    /// Bytes read from its chunk files here and not yet told to a connection.
-    unreported: AtomicU64,
+    /// Bytes read from and written to its chunk files here, not yet told to a
+    /// connection.
+    unreported: [AtomicU64; 2],
 }
 
 impl LocalRoute {
     fn conn(&self) -> std::io::Result<LocalConn> {
         let c = self.conn_any()?;
-        let n = self.unreported.swap(0, Ordering::Relaxed);
-        if n > 0 {
-            c.channel.count_read_elsewhere(n);
-        }
+        let [r, w] = &self.unreported;
+        let (r, w) = (r.swap(0, Ordering::Relaxed), w.swap(0, Ordering::Relaxed));
+        c.channel.count_elsewhere(r, w);
         Ok(c)
     }
 
-    /// Counts `bytes` read from the daemon's chunk files here, on an idle connection
-    /// (the daemon adds it up after its next request or when the connection ends), or
-    /// on the next one taken if none is idle.
-    pub(crate) fn count_read_elsewhere(&self, bytes: u64) {
+    /// Counts bytes read from and written to the daemon's chunk files here, on an idle
+    /// connection (the daemon adds them up after its next request or when the
+    /// connection ends), or on the next one taken if none is idle.
+    pub(crate) fn count_elsewhere(&self, read: u64, written: u64) {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         match idle.last() {
-            Some(c) => c.channel.count_read_elsewhere(bytes),
+            Some(c) => c.channel.count_elsewhere(read, written),
             None => {
-                self.unreported.fetch_add(bytes, Ordering::Relaxed);
+                self.unreported[0].fetch_add(read, Ordering::Relaxed);
+                self.unreported[1].fetch_add(written, Ordering::Relaxed);
             }
         }
     }
@@ -117,14 +118,15 @@ impl LocalRoute {
     }
 }
 
-/// Who reads the chunks a daemon on this node holds.
+/// Who moves the bytes of chunks a daemon on this node holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LocalReads {
-    /// This process, from the daemon's chunk files (see `direct.rs`), where it sees
-    /// them; the daemon otherwise.
+pub enum LocalData {
+    /// This process, in the daemon's chunk files (see `direct.rs`), where it sees them:
+    /// every read, and writes of 256 KiB or more to one daemon (the daemon still makes
+    /// the size update); the daemon otherwise.
     #[default]
     Direct,
-    /// The daemon, into the connection's shared window.
+    /// The daemon, through the connection's shared window.
     Daemon,
 }
 
@@ -180,7 +182,7 @@ pub(crate) struct Rpcs {
     relay: Option<Arc<LocalRoute>>,
     /// When libfabric is loaded (if it can be used at all).
     fabric_use: FabricUse,
-    local_reads: LocalReads,
+    local_data: LocalData,
     /// Requests relayed so far.
     relayed: std::sync::atomic::AtomicU64,
     /// Set once this node's daemon failed to take a relayed request.
@@ -210,7 +212,7 @@ impl Rpcs {
         hosts: Hosts,
         transport: Transport,
         fabric_use: FabricUse,
-        local_reads: LocalReads,
+        local_data: LocalData,
         token: u128,
         timeout: std::time::Duration,
     ) -> Arc<Rpcs> {
@@ -228,7 +230,7 @@ impl Rpcs {
                         max_frame,
                         timeout,
                         chunk_dir: OnceLock::new(),
-                        unreported: AtomicU64::new(0),
+                        unreported: Default::default(),
                     }))
                 }
                 _ => Route::Fabric,
@@ -252,7 +254,7 @@ impl Rpcs {
             fabric: OnceLock::new(),
             relay,
             fabric_use,
-            local_reads,
+            local_data,
             relayed: std::sync::atomic::AtomicU64::new(0),
             relay_down: AtomicBool::new(false),
             token,
@@ -389,12 +391,12 @@ impl Rpcs {
     }
 
     /// Local daemon `d`'s route and its chunk dir, when this process reads `d`'s chunks
-    /// itself ([`LocalReads::Direct`]; asked of `d` at the first read).
+    /// itself ([`LocalData::Direct`]; asked of `d` at the first data call).
     pub(crate) fn chunk_dir(&self, d: u32) -> Option<(&LocalRoute, &ChunkDir)> {
         let Some(Route::Local(l)) = self.routes.get(d as usize) else {
             return None;
         };
-        if self.local_reads != LocalReads::Direct {
+        if self.local_data != LocalData::Direct {
             return None;
         }
         let dir = l.chunk_dir.get_or_init(|| {

@@ -888,7 +888,7 @@ wire_struct! {
 }
 wire_struct! {
     /// Ask a daemon, over its node-local socket, where it keeps its chunk files, so that
-    /// a process on its node can read chunks straight from them (the layout is
+    /// a process on its node can read and write chunks straight there (the layout is
     /// [`crate::chunk::chunk_file`]). Refused from libfabric peers.
     pub struct ChunkDirReq {}
 }
@@ -903,6 +903,9 @@ wire_struct! {
         pub dev: u64,
         /// See `dev`.
         pub ino: u64,
+        /// Free bytes the daemon keeps on the chunk dir's file system for its metadata:
+        /// a process writing chunk files itself stops before it would take them.
+        pub reserve: u64,
     }
 }
 wire_struct! {
@@ -1270,7 +1273,8 @@ mod tests {
                 ChunkDirReply {
                     path: s(rng),
                     dev: 3,
-                    ino: 9
+                    ino: 9,
+                    reserve: 1 << 20
                 },
                 ChunkDirReply
             ),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gkfs_client::{Client, ClientConfig, LocalReads, Transport};
+use gkfs_client::{Client, ClientConfig, LocalData, Transport};
 use gkfs_proto::hosts::Hosts;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -61,7 +61,7 @@ pub enum Carrier {
     /// The node-local socket; chunks read straight from the daemons' chunk files.
     Local,
     /// The node-local socket; chunks read by the daemons into the shared window.
-    LocalDaemonReads,
+    LocalThroughDaemon,
     /// libfabric (RMA for large transfers), though a node-local socket is there.
     Fabric,
 }
@@ -245,15 +245,15 @@ impl Cluster {
 
     /// A client reaching the daemons over `carrier`.
     pub fn client_with(&self, carrier: Carrier) -> Client {
-        let (transport, local_reads) = match carrier {
-            Carrier::Local => (Transport::Auto, LocalReads::Direct),
-            Carrier::LocalDaemonReads => (Transport::Auto, LocalReads::Daemon),
-            Carrier::Fabric => (Transport::Fabric, LocalReads::Direct),
+        let (transport, local_data) = match carrier {
+            Carrier::Local => (Transport::Auto, LocalData::Direct),
+            Carrier::LocalThroughDaemon => (Transport::Auto, LocalData::Daemon),
+            Carrier::Fabric => (Transport::Fabric, LocalData::Direct),
         };
         Client::new(&ClientConfig {
             timeout: Duration::from_secs(20),
             transport,
-            local_reads,
+            local_data,
             ..ClientConfig::new(&self.hosts_file)
         })
         .expect("client")

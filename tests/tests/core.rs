@@ -31,7 +31,7 @@ macro_rules! per_daemon_count {
             // cannot read their chunk files itself.
             #[test]
             fn two_daemons_daemon_reads() {
-                super::$name(2, Carrier::LocalDaemonReads)
+                super::$name(2, Carrier::LocalThroughDaemon)
             }
             // The same through libfabric (RMA for large transfers) instead of the
             // node-local socket.
@@ -284,61 +284,83 @@ fn reads_see_every_finished_truncate_and_rewrite(n: usize, t: Carrier) {
 }
 per_daemon_count!(reads_see_every_finished_truncate_and_rewrite);
 
-/// A process reads chunks of daemons on its node straight from their chunk files: the
-/// daemons serve no read request for them, and still count the bytes (for the job's
-/// summary and metrics). With `LIBGKFS_LOCAL_READS=daemon` they read them as before.
+/// A process reads and (in large pieces) writes chunks of the daemon on its node
+/// straight in its chunk files: the daemon serves no data request for them, and still
+/// counts the bytes (for the job's summary and metrics). With `LIBGKFS_LOCAL_DATA=daemon`
+/// the daemon moves them, as before.
 #[test]
-fn node_local_chunks_are_read_without_a_request_and_still_counted() {
-    let c = Cluster::start_with(2, CHUNK);
-    let data: Vec<u8> = (0..5 * CHUNK as usize + 123)
+fn node_local_chunks_are_moved_without_a_request_and_still_counted() {
+    let c = Cluster::start_with(1, CHUNK);
+    let data: Vec<u8> = (0..12 * CHUNK as usize + 123)
         .map(|i| (i % 251) as u8)
         .collect();
-    let w = c.client_with(Carrier::Local);
-    w.open("/f", &wopts()).unwrap().pwrite(&data, 0).unwrap();
-    let read_requests_and_bytes = |cl: &Client| {
-        (0..2).fold((0u64, 0u64), |(reqs, bytes), d| {
-            let m = cl.daemon_metrics(d).unwrap();
-            let r = m
-                .ops
+    let admin = c.client_with(Carrier::Local);
+    // (requests of ReadChunks, of WriteChunks, bytes read, bytes written)
+    let counters = || {
+        let m = admin.daemon_metrics(0).unwrap();
+        let reqs = |op: gkfs_proto::msg::Opcode| {
+            m.ops
                 .iter()
-                .find(|o| o.opcode == gkfs_proto::msg::Opcode::ReadChunks as u16)
-                .map_or(0, |o| o.count);
-            (reqs + r, bytes + m.bytes_read)
-        })
+                .find(|o| o.opcode == op as u16)
+                .map_or(0, |o| o.count)
+        };
+        use gkfs_proto::msg::Opcode::{ReadChunks, WriteChunks};
+        (
+            reqs(ReadChunks),
+            reqs(WriteChunks),
+            m.bytes_read,
+            m.bytes_written,
+        )
     };
-    for (carrier, direct) in [(Carrier::Local, true), (Carrier::LocalDaemonReads, false)] {
-        let before = read_requests_and_bytes(&w);
+    for (i, (carrier, direct)) in [(Carrier::Local, true), (Carrier::LocalThroughDaemon, false)]
+        .into_iter()
+        .enumerate()
+    {
+        let before = counters();
         {
-            let r = c.client_with(carrier);
-            let f = r.open("/f", &OpenOptions::default()).unwrap();
+            let cl = c.client_with(carrier);
+            let f = cl.open(&format!("/f{i}"), &wopts()).unwrap();
+            assert_eq!(f.pwrite(&data, 0).unwrap(), data.len());
             let mut got = vec![0u8; data.len() + 10];
             for _ in 0..3 {
                 assert_eq!(f.pread(&mut got, 0).unwrap(), data.len());
                 assert!(got[..data.len()] == data[..]);
             }
-            // The reader's client ends: its connections close.
+            // The client ends: its connections close.
         }
-        // (The daemons count what came without a request when a connection ends.)
+        // (The daemon counts what came without a request when a connection ends.)
+        let len = data.len() as u64;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let after = loop {
-            let now = read_requests_and_bytes(&w);
-            if now.1 >= before.1 + 3 * data.len() as u64 || std::time::Instant::now() > deadline {
+            let now = counters();
+            let counted = now.2 >= before.2 + 3 * len && now.3 >= before.3 + len;
+            if counted || std::time::Instant::now() > deadline {
                 break now;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
         assert_eq!(
-            after.1 - before.1,
-            3 * data.len() as u64,
-            "{carrier:?}: bytes counted"
+            after.2 - before.2,
+            3 * len,
+            "{carrier:?}: bytes read counted"
+        );
+        assert_eq!(
+            after.3 - before.3,
+            len,
+            "{carrier:?}: bytes written counted"
         );
         if direct {
-            assert_eq!(after.0, before.0, "{carrier:?}: no read request");
+            assert_eq!(
+                (after.0, after.1),
+                (before.0, before.1),
+                "{carrier:?}: data requests"
+            );
         } else {
             assert!(
-                after.0 >= before.0 + 6,
+                after.0 >= before.0 + 3,
                 "{carrier:?}: read requests {after:?}"
             );
+            assert!(after.1 > before.1, "{carrier:?}: write requests {after:?}");
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gkfs_client::{Client, ClientConfig, Errno, LocalReads, Transport};
+use gkfs_client::{Client, ClientConfig, Errno, LocalData, Transport};
 use gkfs_proto::place::{place, place_chunk};
 use gkfs_tests::Cluster;
 use nix::sys::signal::Signal;
@@ -35,7 +35,7 @@ fn client(c: &Cluster, transport: Transport) -> Client {
     Client::new(&ClientConfig {
         timeout: TIMEOUT,
         transport,
-        local_reads: LocalReads::Daemon,
+        local_data: LocalData::Daemon,
         ..ClientConfig::new(&c.hosts_file)
     })
     .unwrap()

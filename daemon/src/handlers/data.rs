@@ -212,6 +212,7 @@ pub fn chunk_dir(st: &State) -> Result<ChunkDirReply, RemoteError> {
         path,
         dev: meta.dev(),
         ino: meta.ino(),
+        reserve: st.chunks.space().reserve(),
     })
 }
 

@@ -226,7 +226,11 @@ mod tests {
         assert_eq!(got.unwrap().map(|r| r.size), Some(5));
         assert!(r.change("/f", |k| k.size = 6, || Err("db")).is_err());
         let got = r.get("/f", || Ok::<_, Infallible>(Some(rec(9)))).unwrap();
-        assert_eq!(got.map(|r| r.size), Some(9), "a failed change left a record kept");
+        assert_eq!(
+            got.map(|r| r.size),
+            Some(9),
+            "a failed change left a record kept"
+        );
         // A change of a path not kept keeps nothing.
         r.change("/g", |k| k.size = 1, || Ok::<_, Infallible>(()))
             .unwrap();

@@ -38,12 +38,7 @@ pub struct Space {
     epoch: Instant,
 }
 
-/// Size and free space of the file system holding `path`, in bytes.
-pub fn usage(path: &Path) -> io::Result<(u64, u64)> {
-    let v = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
-    let frag = v.fragment_size() as u64;
-    Ok((v.blocks() as u64 * frag, v.blocks_available() as u64 * frag))
-}
+pub use gkfs_fabric::chunk_file::usage;
 
 impl Space {
     /// Watches the file system of `path`, keeping `reserve` bytes free for metadata.
