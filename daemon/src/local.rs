@@ -212,6 +212,11 @@ fn serve(stream: UnixStream, state: &State) {
         }
     };
     let window = ch.shared_window();
+    // What the client moves in our chunk files itself counts when we report counters.
+    let elsewhere = ch.elsewhere_counts();
+    if let Some(c) = &elsewhere {
+        state.counters.start_elsewhere(c.clone());
+    }
     let pid = nix::sys::socket::getsockopt(ch.stream(), nix::sys::socket::sockopt::PeerCredentials)
         .ok()
         .map(|c| c.pid());
@@ -225,23 +230,12 @@ fn serve(stream: UnixStream, state: &State) {
             }
         };
         let reply = handle_payload(state, &payload, false, Sender::local(window.clone(), pid));
-        count_elsewhere(state, &mut ch);
         if let Err(e) = ch.send(&reply) {
             log::debug!("local client: cannot send a reply ({e}); closing its connection");
             break;
         }
     }
-    count_elsewhere(state, &mut ch);
-}
-
-/// Adds what the client read from and wrote to our chunk files itself to the counters.
-fn count_elsewhere(state: &State, ch: &mut Channel) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let (read, written) = ch.take_elsewhere();
-    if read > 0 {
-        state.counters.bytes_read.fetch_add(read, Relaxed);
-    }
-    if written > 0 {
-        state.counters.bytes_written.fetch_add(written, Relaxed);
+    if let Some(c) = &elsewhere {
+        state.counters.end_elsewhere(c);
     }
 }

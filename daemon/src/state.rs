@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use gkfs_fabric::shm::ElsewhereCounts;
 use gkfs_fabric::Endpoint;
 use gkfs_proto::chunk::ChunkSize;
 use gkfs_proto::hosts::Hosts;
@@ -37,6 +38,42 @@ pub struct Counters {
     pub bytes_read: AtomicU64,
     /// Clients connected through the node-local socket now.
     pub local_connections: AtomicU64,
+    /// What each connected node-local client moved in our chunk files itself, not yet
+    /// added to `bytes_read`/`bytes_written` ([`Counters::add_elsewhere`]).
+    pub elsewhere: Mutex<Vec<Arc<ElsewhereCounts>>>,
+}
+
+impl Counters {
+    /// Adds what `c` grew by to `bytes_read` and `bytes_written`.
+    pub fn add_from(&self, c: &ElsewhereCounts) {
+        let (read, written) = c.take();
+        self.bytes_read.fetch_add(read, Ordering::Relaxed);
+        self.bytes_written.fetch_add(written, Ordering::Relaxed);
+    }
+
+    /// Adds what every connected node-local client moved in our chunk files itself
+    /// since the last time: call before reporting the byte counters.
+    pub fn add_elsewhere(&self) {
+        let live = self.elsewhere.lock().unwrap_or_else(|e| e.into_inner());
+        for c in live.iter() {
+            self.add_from(c);
+        }
+    }
+
+    /// Starts counting a connection's client (until [`Counters::end_elsewhere`]).
+    pub fn start_elsewhere(&self, c: Arc<ElsewhereCounts>) {
+        self.elsewhere
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c);
+    }
+
+    /// A connection ended: adds what its client moved last and stops counting it.
+    pub fn end_elsewhere(&self, c: &Arc<ElsewhereCounts>) {
+        let mut live = self.elsewhere.lock().unwrap_or_else(|e| e.into_inner());
+        self.add_from(c);
+        live.retain(|l| !Arc::ptr_eq(l, c));
+    }
 }
 
 struct IdAlloc {

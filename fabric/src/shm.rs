@@ -11,7 +11,8 @@
 //!
 //! The control block also holds counters of the bytes the client read from and wrote
 //! to the daemon's chunk files itself (without a request): the daemon adds what they
-//! grew by to its own counters after each request and when the connection ends.
+//! grew by to its own counters whenever it reports them and when the connection ends
+//! ([`ElsewhereCounts`]).
 //!
 //! Each direction has a mailbox: a state word and a length. The sender of a message
 //! that fits the slot copies it in and moves the state from `EMPTY` to `POSTED`; the
@@ -323,8 +324,38 @@ pub struct Channel {
     /// How long a frame may stall half way (daemon side; the client has its deadline).
     stall: Option<Duration>,
     score: Score,
-    /// Daemon side: the client's read and written elsewhere counters as last taken.
-    elsewhere_seen: [u64; 2],
+}
+
+/// Daemon side: a client's counters of bytes it read from and wrote to the daemon's
+/// chunk files itself, shared by the connection's thread and whoever reports the
+/// daemon's counters.
+pub struct ElsewhereCounts {
+    region: Arc<Region>,
+    /// The counters as last taken.
+    seen: std::sync::Mutex<[u64; 2]>,
+}
+
+impl std::fmt::Debug for ElsewhereCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElsewhereCounts")
+            .field("seen", &self.seen)
+            .finish()
+    }
+}
+
+impl ElsewhereCounts {
+    /// What the client's counters (bytes read, bytes written) grew by since the last
+    /// call (0 for one that went backwards: the region is not trusted).
+    pub fn take(&self) -> (u64, u64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut grew = [0; 2];
+        for (i, g) in grew.iter_mut().enumerate() {
+            let now = self.region.elsewhere(i).load(Ordering::Relaxed);
+            *g = now.saturating_sub(seen[i]);
+            seen[i] = seen[i].max(now);
+        }
+        (grew[0], grew[1])
+    }
 }
 
 impl Channel {
@@ -364,7 +395,6 @@ impl Channel {
             max_frame,
             stall: None,
             score: Score::default(),
-            elsewhere_seen: [0; 2],
         })
     }
 
@@ -411,7 +441,6 @@ impl Channel {
             max_frame,
             stall: Some(stall),
             score: Score::default(),
-            elsewhere_seen: [0; 2],
         })
     }
 
@@ -591,19 +620,16 @@ impl Channel {
         }
     }
 
-    /// Daemon side: what the client's read and written elsewhere counters grew by
-    /// since the last call (0 for one that went backwards: the region is not trusted).
-    pub fn take_elsewhere(&mut self) -> (u64, u64) {
-        let (Some(r), Side::Daemon) = (&self.region, self.side) else {
-            return (0, 0);
-        };
-        let mut grew = [0; 2];
-        for (i, g) in grew.iter_mut().enumerate() {
-            let now = r.elsewhere(i).load(Ordering::Relaxed);
-            *g = now.saturating_sub(self.elsewhere_seen[i]);
-            self.elsewhere_seen[i] = self.elsewhere_seen[i].max(now);
+    /// Daemon side: the client's counters of bytes it moved in the daemon's chunk
+    /// files itself (None without a region).
+    pub fn elsewhere_counts(&self) -> Option<Arc<ElsewhereCounts>> {
+        match (&self.region, self.side) {
+            (Some(r), Side::Daemon) => Some(Arc::new(ElsewhereCounts {
+                region: r.clone(),
+                seen: Default::default(),
+            })),
+            _ => None,
         }
-        (grew[0], grew[1])
     }
 
     /// The daemon's handle on the client's window, for the handlers (None: no region).

@@ -685,7 +685,9 @@ fn a_local_count_above_the_ceiling_is_refused_before_anything_starts() {
 fn stats_report_what_the_daemons_served() {
     let cluster = gkfs_tests::Cluster::start(2);
     let hosts = cluster.hosts_file.display().to_string();
-    let c = cluster.client();
+    // Its data goes through the daemons (WriteChunks requests), not straight into
+    // their chunk files.
+    let c = cluster.client_with(gkfs_tests::Carrier::LocalThroughDaemon);
     let data = vec![7u8; 3 * 1024 * 1024 + 5];
     c.mkdir("/d", 0o755).unwrap();
     for i in 0..50 {

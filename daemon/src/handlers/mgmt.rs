@@ -15,6 +15,7 @@ pub fn ping(st: &State) -> Result<PingReply, RemoteError> {
 }
 
 pub fn stats(st: &State) -> Result<StatsReply, RemoteError> {
+    st.counters.add_elsewhere();
     let c = st.chunks.stats();
     Ok(StatsReply {
         records: st.meta.count(),
@@ -27,6 +28,7 @@ pub fn stats(st: &State) -> Result<StatsReply, RemoteError> {
 }
 
 pub fn metrics(st: &State) -> Result<MetricsReply, RemoteError> {
+    st.counters.add_elsewhere();
     let c = st.chunks.stats();
     Ok(MetricsReply {
         bytes_read: st.counters.bytes_read.load(Ordering::Relaxed),
