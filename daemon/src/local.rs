@@ -213,29 +213,25 @@ fn serve(stream: UnixStream, state: &State) {
     };
     let window = ch.shared_window();
     // What the client moves in our chunk files itself counts when we report counters.
-    let elsewhere = ch.elsewhere_counts();
-    if let Some(c) = &elsewhere {
-        state.counters.start_elsewhere(c.clone());
-    }
+    let _watched = ch
+        .elsewhere_counts()
+        .map(|c| state.counters.watch_elsewhere(c));
     let pid = nix::sys::socket::getsockopt(ch.stream(), nix::sys::socket::sockopt::PeerCredentials)
         .ok()
         .map(|c| c.pid());
     loop {
         let payload = match ch.recv() {
             Ok(Some(p)) => p,
-            Ok(None) => break,
+            Ok(None) => return,
             Err(e) => {
                 log::warn!("local client: {e}; closing its connection");
-                break;
+                return;
             }
         };
         let reply = handle_payload(state, &payload, false, Sender::local(window.clone(), pid));
         if let Err(e) = ch.send(&reply) {
             log::debug!("local client: cannot send a reply ({e}); closing its connection");
-            break;
+            return;
         }
-    }
-    if let Some(c) = &elsewhere {
-        state.counters.end_elsewhere(c);
     }
 }

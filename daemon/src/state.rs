@@ -40,12 +40,31 @@ pub struct Counters {
     pub local_connections: AtomicU64,
     /// What each connected node-local client moved in our chunk files itself, not yet
     /// added to `bytes_read`/`bytes_written` ([`Counters::add_elsewhere`]).
-    pub elsewhere: Mutex<Vec<Arc<ElsewhereCounts>>>,
+    elsewhere: Mutex<Vec<Arc<ElsewhereCounts>>>,
+}
+
+/// A connection's client counted by [`Counters::add_elsewhere`] until this is dropped
+/// (when the connection ends), which adds what it moved last.
+pub struct WatchedElsewhere<'a> {
+    counters: &'a Counters,
+    counts: Arc<ElsewhereCounts>,
+}
+
+impl Drop for WatchedElsewhere<'_> {
+    fn drop(&mut self) {
+        let mut live = self.counters.live();
+        self.counters.add_from(&self.counts);
+        live.retain(|l| !Arc::ptr_eq(l, &self.counts));
+    }
 }
 
 impl Counters {
+    fn live(&self) -> std::sync::MutexGuard<'_, Vec<Arc<ElsewhereCounts>>> {
+        self.elsewhere.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Adds what `c` grew by to `bytes_read` and `bytes_written`.
-    pub fn add_from(&self, c: &ElsewhereCounts) {
+    fn add_from(&self, c: &ElsewhereCounts) {
         let (read, written) = c.take();
         self.bytes_read.fetch_add(read, Ordering::Relaxed);
         self.bytes_written.fetch_add(written, Ordering::Relaxed);
@@ -54,25 +73,19 @@ impl Counters {
     /// Adds what every connected node-local client moved in our chunk files itself
     /// since the last time: call before reporting the byte counters.
     pub fn add_elsewhere(&self) {
-        let live = self.elsewhere.lock().unwrap_or_else(|e| e.into_inner());
-        for c in live.iter() {
+        for c in self.live().iter() {
             self.add_from(c);
         }
     }
 
-    /// Starts counting a connection's client (until [`Counters::end_elsewhere`]).
-    pub fn start_elsewhere(&self, c: Arc<ElsewhereCounts>) {
-        self.elsewhere
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(c);
-    }
-
-    /// A connection ended: adds what its client moved last and stops counting it.
-    pub fn end_elsewhere(&self, c: &Arc<ElsewhereCounts>) {
-        let mut live = self.elsewhere.lock().unwrap_or_else(|e| e.into_inner());
-        self.add_from(c);
-        live.retain(|l| !Arc::ptr_eq(l, c));
+    /// Counts what a connection's client moves in our chunk files itself, for as long
+    /// as the returned guard lives.
+    pub fn watch_elsewhere(&self, counts: Arc<ElsewhereCounts>) -> WatchedElsewhere<'_> {
+        self.live().push(counts.clone());
+        WatchedElsewhere {
+            counters: self,
+            counts,
+        }
     }
 }
 

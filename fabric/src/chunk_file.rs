@@ -1,10 +1,39 @@
 //! Chunk files, for the daemon and for a client reading and writing its node's chunk
-//! files itself: the one rule for what a chunk holds, and how free space is measured.
+//! files itself: where one is and how it is opened for writing, the one rule for what a
+//! chunk holds, and how free space is measured.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Chunk `chunk` of file `id` in chunk dir `root` ([`gkfs_proto::chunk::chunk_file`]).
+pub fn path(root: &Path, id: u64, chunk: u64) -> PathBuf {
+    root.join(gkfs_proto::chunk::chunk_file(id, chunk))
+}
+
+/// Opens chunk `chunk` of file `id` in `root` for reading and writing; with `create`,
+/// makes it (and the file's directory) if missing, else None when it is missing.
+pub fn open(root: &Path, id: u64, chunk: u64, create: bool) -> io::Result<Option<File>> {
+    let path = path(root, id, chunk);
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(&path)
+    };
+    match open() {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == ErrorKind::NotFound && !create => Ok(None),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            std::fs::create_dir_all(root.join(gkfs_proto::chunk::file_dir(id)))?;
+            open().map(Some)
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// Size and free space (to unprivileged users) of the file system holding `path`, in
 /// bytes.

@@ -16,8 +16,9 @@ use gkfs_proto::msg::{
 use gkfs_proto::wire::Bytes;
 use gkfs_proto::Errno;
 
+use crate::direct::ChunkDir;
 use crate::error::fabric_errno;
-use crate::rpc::{settled, wait_all, Pending, Rpcs};
+use crate::rpc::{settled, wait_all, LocalRoute, Pending, Rpcs};
 
 /// One daemon's share of a data call: its pieces, at their offsets in the caller's
 /// buffer.
@@ -162,6 +163,40 @@ fn land(
     Ok(whole)
 }
 
+/// A node-local daemon's share read here: the daemon, its route and chunk dir, the share.
+type Here<'r> = (u32, &'r LocalRoute, &'r ChunkDir, Share);
+
+/// Reads the shares of node-local daemons whose chunk files this process reads itself
+/// ([`Rpcs::chunk_dir`]) into `buf`. Returns whether every piece was held whole, and
+/// the shares that could not be read here (for their daemons to read).
+fn read_here(file_id: u64, buf: &mut [u8], here: Vec<Here<'_>>) -> (bool, Shares) {
+    let mut whole = true;
+    let mut rest = Shares::new();
+    for (d, route, dir, s) in here {
+        let mut held_all = 0;
+        let mut failed = None;
+        for p in &s.pieces {
+            match dir.read(file_id, p.chunk, p.offset, &mut buf[range(p)]) {
+                Ok(held) => {
+                    whole &= held as u64 >= p.len;
+                    held_all += held as u64;
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        route.count_elsewhere(held_all, 0);
+        if let Some(e) = failed {
+            // (No descriptor left, say: the daemon reads the whole share again.)
+            log::debug!("reading daemon {d}'s chunks here: {e}; the daemon reads them");
+            rest.insert(d, s);
+        }
+    }
+    (whole, rest)
+}
+
 /// A read call in flight: how it travels, and the part of a share it reads.
 type Call = (Way, Share);
 
@@ -285,17 +320,11 @@ impl Rpcs {
             let mut update = size_update(d);
             if self.write_here(d, file_id, data, &s) {
                 // The bytes are in place: only the size update (if it was to ride along)
-                // goes to the daemon.
+                // goes to the daemon. (If it cannot start, dropping `writes` waits for
+                // the calls in flight.)
                 if let Some(u) = update.take() {
-                    let req = UpdateSizeReq {
-                        path: u.path,
-                        end: u.end,
-                        append_len: 0,
-                        mtime: u.mtime,
-                    };
-                    let started = settled(self.start(d, &req, SMALL_REPLY), &mut writes.pending);
-                    let started = settled(started, &mut writes.updates)?;
-                    writes.updates.push(started);
+                    let req: UpdateSizeReq = u.into();
+                    writes.updates.push(self.start(d, &req, SMALL_REPLY)?);
                 }
                 continue;
             }
@@ -356,15 +385,25 @@ impl Rpcs {
     ) -> Result<bool, Errno> {
         let mut whole = true;
         let mut first_err = None;
-        let (direct, shares): (Shares, Shares) = shares
-            .into_iter()
-            .partition(|(d, _)| self.chunk_dir(*d).is_some());
+        // The shares of node-local daemons whose chunk files this process reads itself,
+        // and the others.
+        let mut here = Vec::new();
+        let mut others = Shares::new();
+        for (d, s) in shares {
+            match self.chunk_dir(d) {
+                Some((route, dir)) => here.push((d, route, dir, s)),
+                None => {
+                    others.insert(d, s);
+                }
+            }
+        }
+        let mut shares = others;
         if !self.any_rma(&shares, Dir::Read) {
             // Nothing lent to a daemon by RMA: each reply lands as it comes, while the
             // daemons still fill the windows of the later ones.
             let (mut pending, mut sent) = self.start_reads(file_id, None, shares)?;
             // Meanwhile the node-local chunks are read here.
-            let (w, rest) = self.read_here(file_id, buf, direct);
+            let (w, rest) = read_here(file_id, buf, here);
             whole &= w;
             if !rest.is_empty() {
                 let (p, s) = self.start_reads(file_id, None, rest)?;
@@ -384,9 +423,8 @@ impl Rpcs {
             }
             return first_err.map_or(Ok(whole), Err);
         }
-        let (w, rest) = self.read_here(file_id, buf, direct);
+        let (w, rest) = read_here(file_id, buf, here);
         whole &= w;
-        let mut shares = shares;
         shares.extend(rest);
         let mr = self
             .fabric()?
@@ -438,41 +476,6 @@ impl Rpcs {
         }
         route.count_elsewhere(0, s.bytes);
         true
-    }
-
-    /// Reads the shares of node-local daemons whose chunk files this process reads
-    /// itself ([`Rpcs::chunk_dir`]) into `buf`. Returns whether every piece was held
-    /// whole, and the shares that could not be read here (for their daemons to read).
-    fn read_here(&self, file_id: u64, buf: &mut [u8], shares: Shares) -> (bool, Shares) {
-        let mut whole = true;
-        let mut rest = Shares::new();
-        for (d, s) in shares {
-            let Some((route, dir)) = self.chunk_dir(d) else {
-                rest.insert(d, s);
-                continue;
-            };
-            let mut held_all = 0;
-            let mut failed = None;
-            for p in &s.pieces {
-                match dir.read(file_id, p.chunk, p.offset, &mut buf[range(p)]) {
-                    Ok(held) => {
-                        whole &= held as u64 >= p.len;
-                        held_all += held as u64;
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            route.count_elsewhere(held_all, 0);
-            if let Some(e) = failed {
-                // (No descriptor left, say: the daemon reads the whole share again.)
-                log::debug!("reading daemon {d}'s chunks here: {e}; the daemon reads them");
-                rest.insert(d, s);
-            }
-        }
-        (whole, rest)
     }
 
     /// Starts the read calls of every share (`remote`: the caller's buffer, registered,

@@ -37,7 +37,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, ErrorKind};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -65,13 +65,54 @@ struct Kept {
     ino: u64,
 }
 
+/// The chunk files kept open, by file (a program's close of a file releases its own at
+/// once, [`ChunkDir::release`]) and chunk.
+#[derive(Default)]
+struct KeptFiles {
+    files: HashMap<u64, HashMap<u64, Arc<Kept>>>,
+    /// Chunk files in `files`.
+    count: usize,
+}
+
+impl KeptFiles {
+    fn get(&self, id: u64, chunk: u64) -> Option<Arc<Kept>> {
+        self.files.get(&id)?.get(&chunk).cloned()
+    }
+
+    fn remove(&mut self, id: u64, chunk: u64) -> Option<Arc<Kept>> {
+        let chunks = self.files.get_mut(&id)?;
+        let k = chunks.remove(&chunk)?;
+        if chunks.is_empty() {
+            self.files.remove(&id);
+        }
+        self.count -= 1;
+        Some(k)
+    }
+
+    /// Keeps `k`, closing all kept first if `max` are open.
+    fn insert(&mut self, id: u64, chunk: u64, k: Arc<Kept>, max: usize) {
+        if self.count >= max {
+            *self = KeptFiles::default();
+        }
+        if self.files.entry(id).or_default().insert(chunk, k).is_none() {
+            self.count += 1;
+        }
+    }
+
+    fn release(&mut self, id: u64) {
+        if let Some(chunks) = self.files.remove(&id) {
+            self.count -= chunks.len();
+        }
+    }
+}
+
 /// A node-local daemon's chunk dir, opened for reading here.
 pub(crate) struct ChunkDir {
     path: PathBuf,
     dev: u64,
     /// Free bytes the daemon keeps for its metadata (direct writes leave them).
     reserve: u64,
-    kept: Mutex<HashMap<(u64, u64), Arc<Kept>>>,
+    kept: Mutex<KeptFiles>,
     kept_max: usize,
 }
 
@@ -98,27 +139,35 @@ impl ChunkDir {
             path,
             dev: reply.dev,
             reserve: reply.reserve,
-            kept: Mutex::new(HashMap::new()),
+            kept: Mutex::default(),
             kept_max: kept_max(),
         })
     }
 
+    fn kept(&self) -> std::sync::MutexGuard<'_, KeptFiles> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Chunk `chunk` of file `id`, open; None if it does not exist (a hole).
     fn chunk(&self, id: u64, chunk: u64) -> io::Result<Option<Arc<Kept>>> {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(k) = kept.get(&(id, chunk)).cloned() {
-            drop(kept);
+        let found = self.kept().get(id, chunk);
+        if let Some(k) = found {
             let st = nix::sys::stat::fstat(k.file.as_raw_fd())?;
             if st.st_nlink > 0 && st.st_ino == k.ino {
                 return Ok(Some(k));
             }
-            // Removed since (or, outside the preload, no longer our descriptor).
-            kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            kept.remove(&(id, chunk));
+            // Removed since: closed, and opened again below. Or the number names another
+            // file now (outside the preload a program can dup2 over it; the preload
+            // refuses that): then it is not ours to close.
+            let taken_over = st.st_ino != k.ino;
+            drop(k);
+            let gone = self.kept().remove(id, chunk);
+            if let (true, Some(Ok(k))) = (taken_over, gone.map(Arc::try_unwrap)) {
+                let _ = k.file.into_raw_fd();
+            }
         }
-        drop(kept);
         let open = OPEN_KEPT.get().copied().unwrap_or(|p| File::open(p));
-        let file = match open(&self.path.join(gkfs_proto::chunk::chunk_file(id, chunk))) {
+        let file = match open(&gkfs_fabric::chunk_file::path(&self.path, id, chunk)) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -131,11 +180,7 @@ impl ChunkDir {
             file,
             ino: st.st_ino,
         });
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() >= self.kept_max {
-            kept.clear();
-        }
-        kept.insert((id, chunk), k.clone());
+        self.kept().insert(id, chunk, k.clone(), self.kept_max);
         Ok(Some(k))
     }
 
@@ -150,28 +195,14 @@ impl ChunkDir {
     /// directory made if missing), as the daemon's write does. The chunk file is opened
     /// for this write alone: a write always lands in the file the path names now.
     pub fn write(&self, id: u64, chunk: u64, offset: u64, data: &[u8]) -> io::Result<()> {
-        let path = self.path.join(gkfs_proto::chunk::chunk_file(id, chunk));
-        let open = || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-        };
-        let f = match open() {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                std::fs::create_dir_all(self.path.join(gkfs_proto::chunk::file_dir(id)))?;
-                open()?
-            }
-            r => r?,
-        };
-        f.write_all_at(data, offset)
+        gkfs_fabric::chunk_file::open(&self.path, id, chunk, true)?
+            .ok_or_else(|| io::Error::from(ErrorKind::NotFound))?
+            .write_all_at(data, offset)
     }
 
     /// Closes the chunk files of file `id` kept open here.
     pub fn release(&self, id: u64) {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        kept.retain(|(i, _), _| *i != id);
+        self.kept().release(id);
     }
 
     /// Reads into `buf` from `offset` of chunk `chunk` of file `id`; returns the bytes
@@ -282,6 +313,25 @@ mod tests {
     }
 
     #[test]
+    fn a_release_closes_the_chunk_files_of_that_file_only() {
+        let t = tempfile::tempdir().unwrap();
+        for (id, chunk) in [(1, 0), (1, 1), (2, 0)] {
+            put(t.path(), id, chunk, b"x");
+        }
+        let cd = dir_of(t.path());
+        let mut b = [0u8; 1];
+        for (id, chunk) in [(1, 0), (1, 1), (2, 0)] {
+            assert_eq!(cd.read(id, chunk, 0, &mut b).unwrap(), 1);
+        }
+        assert_eq!(cd.kept().count, 3);
+        cd.release(1);
+        let kept = cd.kept();
+        assert_eq!(kept.count, 1);
+        assert!(kept.get(1, 0).is_none() && kept.get(1, 1).is_none());
+        assert!(kept.get(2, 0).is_some());
+    }
+
+    #[test]
     fn at_most_kept_max_chunk_files_stay_open() {
         let t = tempfile::tempdir().unwrap();
         let cd = dir_of(t.path());
@@ -293,7 +343,7 @@ mod tests {
         for k in 0..n {
             assert_eq!(cd.read(9, k, 0, &mut b).unwrap(), 1);
             assert_eq!(b[0], k as u8);
-            assert!(cd.kept.lock().unwrap().len() <= cd.kept_max);
+            assert!(cd.kept().count <= cd.kept_max);
         }
     }
 }

@@ -72,9 +72,13 @@ pub(crate) struct LocalRoute {
 impl LocalRoute {
     fn conn(&self) -> std::io::Result<LocalConn> {
         let c = self.conn_any()?;
+        // (Loaded first: on every call, and almost always 0.)
+        let take = |n: &AtomicU64| match n.load(Ordering::Relaxed) {
+            0 => 0,
+            _ => n.swap(0, Ordering::Relaxed),
+        };
         let [r, w] = &self.unreported;
-        let (r, w) = (r.swap(0, Ordering::Relaxed), w.swap(0, Ordering::Relaxed));
-        c.channel.count_elsewhere(r, w);
+        c.channel.count_elsewhere(take(r), take(w));
         Ok(c)
     }
 
@@ -390,8 +394,8 @@ impl Rpcs {
         }
     }
 
-    /// Local daemon `d`'s route and its chunk dir, when this process reads `d`'s chunks
-    /// itself ([`LocalData::Direct`]; asked of `d` at the first data call).
+    /// Local daemon `d`'s route and its chunk dir, when this process moves the bytes of
+    /// `d`'s chunks itself ([`LocalData::Direct`]; asked of `d` at the first data call).
     pub(crate) fn chunk_dir(&self, d: u32) -> Option<(&LocalRoute, &ChunkDir)> {
         let Some(Route::Local(l)) = self.routes.get(d as usize) else {
             return None;

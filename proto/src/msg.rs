@@ -630,6 +630,18 @@ wire_struct! {
         pub mtime: i64,
     }
 }
+
+impl From<SizeUpdate> for UpdateSizeReq {
+    /// The size update as a request of its own (when the data did not carry it).
+    fn from(u: SizeUpdate) -> UpdateSizeReq {
+        UpdateSizeReq {
+            path: u.path,
+            end: u.end,
+            append_len: 0,
+            mtime: u.mtime,
+        }
+    }
+}
 wire_struct! {
     /// Write pieces of chunks of one file; data comes inline or by RMA from `bulk`.
     pub struct WriteChunksReq {

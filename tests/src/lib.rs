@@ -54,18 +54,19 @@ pub fn skip(test: &str, reason: &str) {
     }
 }
 
-/// N daemons on this machine.
 /// How a test client reaches the test daemons (every one of which is on this host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Carrier {
-    /// The node-local socket; chunks read straight from the daemons' chunk files.
+    /// The node-local socket; chunk bytes moved by the client in the daemons' chunk
+    /// files (reads, and writes of 256 KiB or more to a daemon).
     Local,
-    /// The node-local socket; chunks read by the daemons into the shared window.
+    /// The node-local socket; chunk bytes moved by the daemons, through the window.
     LocalThroughDaemon,
     /// libfabric (RMA for large transfers), though a node-local socket is there.
     Fabric,
 }
 
+/// N daemons on this machine.
 pub struct Cluster {
     dir: tempfile::TempDir,
     children: Vec<Option<Child>>,

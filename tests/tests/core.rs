@@ -27,10 +27,10 @@ macro_rules! per_daemon_count {
             fn four_daemons() {
                 super::$name(4, Carrier::Local)
             }
-            // The daemons reading chunks into the shared window, as for a process that
-            // cannot read their chunk files itself.
+            // The daemons moving the bytes through the shared window, as for a process
+            // that cannot use their chunk files itself.
             #[test]
-            fn two_daemons_daemon_reads() {
+            fn two_daemons_through_the_daemons() {
                 super::$name(2, Carrier::LocalThroughDaemon)
             }
             // The same through libfabric (RMA for large transfers) instead of the

@@ -2,6 +2,7 @@
 //! [`Sender`] (the transport decides how: in place in a node-local client's shared
 //! window, or by RMA with the next transfer in flight while the disk works).
 
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -78,15 +79,7 @@ pub fn write_chunks(
     let size_update = req.size_update.take();
     let reply = write_data(st, from, req)?;
     if let Some(u) = size_update {
-        super::meta::update_size(
-            st,
-            UpdateSizeReq {
-                path: u.path,
-                end: u.end,
-                append_len: 0,
-                mtime: u.mtime,
-            },
-        )?;
+        super::meta::update_size(st, u.into())?;
     }
     Ok(reply)
 }
@@ -207,7 +200,6 @@ pub fn chunk_dir(st: &State) -> Result<ChunkDirReply, RemoteError> {
         .into_os_string()
         .into_string()
         .map_err(|_| RemoteError::new(Errno::ENOTSUP, "the chunk directory's path is not UTF-8"))?;
-    use std::os::unix::fs::MetadataExt;
     Ok(ChunkDirReply {
         path,
         dev: meta.dev(),

@@ -80,33 +80,14 @@ impl ChunkStore {
         if let Some(f) = self.cached(id, chunk) {
             return Ok(Some(f));
         }
-        let path = self.chunk_path(id, chunk);
-        let open = || {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(create)
-                .truncate(false)
-                .open(&path)
-        };
-        let f = match open() {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound && !create => return Ok(None),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                fs::create_dir_all(self.file_dir(id))?;
-                open()?
-            }
-            Err(e) => return Err(e),
+        let Some(f) = gkfs_fabric::chunk_file::open(&self.root, id, chunk, create)? else {
+            return Ok(None);
         };
         Ok(Some(self.remember(id, chunk, f)))
     }
 
     fn file_dir(&self, id: u64) -> PathBuf {
         self.root.join(gkfs_proto::chunk::file_dir(id))
-    }
-
-    fn chunk_path(&self, id: u64, chunk: u64) -> PathBuf {
-        self.root.join(gkfs_proto::chunk::chunk_file(id, chunk))
     }
 
     fn check(&self, offset: u64, len: usize) -> io::Result<()> {
