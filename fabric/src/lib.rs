@@ -21,11 +21,15 @@
 //! memory region with a request slot, a reply slot and a data window, polled while
 //! that pays) and the polling rules both carriers share ([`spin`]).
 //!
+//! Node-local clients that read and write chunk files themselves learn from the
+//! daemon's [`cuts`] counters when what they hold may have gone stale.
+//!
 //! This crate knows nothing of file systems (it depends on no other gkfs crate).
 #![deny(missing_docs)]
 
 pub mod bulk;
 pub mod chunk_file;
+pub mod cuts;
 mod endpoint;
 mod error;
 pub mod shm;

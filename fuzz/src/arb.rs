@@ -174,7 +174,7 @@ arb_struct! {
     RemoveReq { path, kind };
     RemoveReply { record };
     UpdateSizeReq { path, end, append_len, mtime };
-    UpdateSizeReply { offset };
+    UpdateSizeReply { offset, size };
     GetSizeReq { path };
     GetSizeReply { size };
     TruncateReq { path, size, mtime };
@@ -214,7 +214,7 @@ arb_struct! {
     RelayReq { target, request, max_reply, timeout_ms };
     RelayReply { reply };
     ChunkDirReq {};
-    ChunkDirReply { path, dev, ino, reserve };
+    ChunkDirReply { path, dev, ino, reserve, cuts };
 }
 
 impl Arb for RequestHeader {

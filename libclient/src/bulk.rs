@@ -210,12 +210,15 @@ pub(crate) struct Writes<'a> {
 }
 
 impl Writes<'_> {
-    /// Waits for every write; the first error after all are over.
-    pub fn finish(mut self) -> Result<(), Errno> {
+    /// Waits for every write; the first error after all are over. Else the file's size
+    /// as the metadata owner answered the size update, if it went on its own (the
+    /// share of that daemon was written here).
+    pub fn finish(mut self) -> Result<Option<u64>, Errno> {
         let done = wait_all(std::mem::take(&mut self.pending)).map(|_| ());
-        let updated = wait_all(std::mem::take(&mut self.updates)).map(|_| ());
+        let updated = wait_all(std::mem::take(&mut self.updates));
         self.mr.take();
-        done.and(updated)
+        done?;
+        Ok(updated?.iter().map(|r| r.size).max())
     }
 }
 
@@ -225,11 +228,6 @@ impl Drop for Writes<'_> {
         let _ = wait_all(std::mem::take(&mut self.updates));
     }
 }
-
-/// A node-local share of at least this many bytes is written by this process straight
-/// to the daemon's chunk files (where it can, [`Rpcs::write_here`]); smaller ones cost
-/// a request either way (the size update), and go to the daemon with their bytes.
-const WRITE_HERE_MIN: u64 = PART_MIN;
 
 impl Rpcs {
     /// How daemon `d`'s share of `bytes` travels: the one place that decides it (the
@@ -454,14 +452,10 @@ impl Rpcs {
     }
 
     /// Writes daemon `d`'s share `s` of `data` straight to its chunk files, if `d` is on
-    /// this node, this process can use its chunk files ([`Rpcs::chunk_dir`]), the share
-    /// is large enough to pay ([`WRITE_HERE_MIN`]) and there is room above the daemon's
-    /// reserve. Returns whether it did; if not (or a write failed: no descriptor left,
+    /// this node, this process can use its chunk files ([`Rpcs::chunk_dir`]) and there
+    /// is room above the daemon's reserve. Returns whether it did; if not (or a write failed: no descriptor left,
     /// say), the daemon writes the share, all of it.
     fn write_here(&self, d: u32, file_id: u64, data: &[u8], s: &Share) -> bool {
-        if s.bytes < WRITE_HERE_MIN {
-            return false;
-        }
         let Some((route, dir)) = self.chunk_dir(d) else {
             return false;
         };

@@ -216,10 +216,17 @@ impl Client {
         let rpc = self.rpc();
         let owner = place(path, self.daemons());
         rpc.all_up(shares.keys().copied().chain([owner]))?;
+        let mtime = file_time_now();
+        // A metadata owner on this node may have said already that the file holds the
+        // range (and no record was cut since): then no size update at all. Else what it
+        // answers is learnt, if it is on this node.
+        let owner_here = rpc.chunk_dir(owner).map(|(_, dir)| dir);
+        let update_size =
+            update_size && !owner_here.is_some_and(|dir| dir.size_known(id, path, end, mtime));
+        let cuts_before = owner_here.map(|dir| dir.size_cuts());
         // The size update rides with the data to the metadata owner when it also holds
         // some of the chunks; otherwise it is a call of its own.
         let merged = update_size && shares.contains_key(&owner);
-        let mtime = file_time_now();
         let writes = rpc.start_writes(id, data, shares, |d| {
             (merged && d == owner).then(|| SizeUpdate {
                 path: path.to_string(),
@@ -245,8 +252,13 @@ impl Client {
         };
         let written = writes.finish();
         let sized = size.and_then(|s| s.map(|s| s.wait()).transpose());
-        written?;
-        sized?;
+        let size = match (written?, sized?) {
+            (_, Some(reply)) => Some(reply.size),
+            (riding, None) => riding,
+        };
+        if let (Some(dir), Some(cuts), Some(size)) = (owner_here, cuts_before, size) {
+            dir.learn_size(id, path, size, cuts, mtime);
+        }
         Ok(())
     }
 

@@ -26,7 +26,7 @@ mod rpc;
 
 pub use client::{file_time_now, Client, ClientConfig};
 pub use data::{File, OpenOptions};
-pub use direct::set_open_kept;
+pub use direct::set_own_kept;
 pub use error::ClientError;
 pub use gkfs_proto::limits::{INLINE_READ_MAX, INLINE_WRITE_MAX};
 pub use gkfs_proto::msg::lock;

@@ -470,6 +470,9 @@ wire_struct! {
     pub struct UpdateSizeReply {
         /// For an append: where the reserved range starts. Else the requested end.
         pub offset: u64,
+        /// The file's size once this update is in (at least: a concurrent update may
+        /// have raised it since).
+        pub size: u64,
     }
 }
 wire_struct! {
@@ -918,6 +921,8 @@ wire_struct! {
         /// Free bytes the daemon keeps on the chunk dir's file system for its metadata:
         /// a process writing chunk files itself stops before it would take them.
         pub reserve: u64,
+        /// The daemon's cut counters (`gkfs_fabric::cuts`), absolute.
+        pub cuts: String,
     }
 }
 wire_struct! {
@@ -1055,7 +1060,8 @@ mod tests {
             ),
             sample!(
                 UpdateSizeReply {
-                    offset: rng.random()
+                    offset: rng.random(),
+                    size: rng.random()
                 },
                 UpdateSizeReply
             ),
@@ -1286,7 +1292,8 @@ mod tests {
                     path: s(rng),
                     dev: 3,
                     ino: 9,
-                    reserve: 1 << 20
+                    reserve: 1 << 20,
+                    cuts: s(rng)
                 },
                 ChunkDirReply
             ),

@@ -284,6 +284,57 @@ fn reads_see_every_finished_truncate_and_rewrite(n: usize, t: Carrier) {
 }
 per_daemon_count!(reads_see_every_finished_truncate_and_rewrite);
 
+/// A writer that keeps writing small pieces while another client cuts the file leaves
+/// the size and bytes a local file would have: the writer keeps node-local chunk files
+/// open and skips the size update of a write inside what the metadata owner said the
+/// file holds (`Carrier::Local`), and must notice every truncate that finished before
+/// its write (a chunk file removed under a kept descriptor, a size cut below what it
+/// knew).
+fn writes_see_every_finished_truncate_by_another_client(n: usize, t: Carrier) {
+    let c = Cluster::start_with(n, CHUNK);
+    let (writer, cutter, reader) = (c.client_with(t), c.client_with(t), c.client_with(t));
+    let w = writer.open("/f", &wopts()).unwrap();
+    let cut_by = cutter.open("/f", &OpenOptions::default()).unwrap();
+    let r = reader.open("/f", &OpenOptions::default()).unwrap();
+    let local = tempfile::tempfile().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11 + n as u64);
+    let span = 6 * CHUNK;
+    for round in 0..60u32 {
+        // A few small writes (the size learnt from the first), then a cut by the other
+        // client, then writes inside what the writer knew before the cut.
+        for k in 0..4u32 {
+            let off = rng.random_range(0..span);
+            let len = rng.random_range(1..CHUNK / 2) as usize;
+            let data = vec![(round * 7 + k) as u8 | 1; len];
+            w.pwrite(&data, off).unwrap();
+            local.write_all_at(&data, off).unwrap();
+        }
+        let cut = match round % 3 {
+            0 => 0,
+            1 => rng.random_range(0..CHUNK),
+            _ => rng.random_range(0..span),
+        };
+        cut_by.truncate(cut).unwrap();
+        local.set_len(cut).unwrap();
+        let off = rng.random_range(0..span / 2);
+        let data = vec![0x80 | round as u8; rng.random_range(1..CHUNK) as usize];
+        w.pwrite(&data, off).unwrap();
+        local.write_all_at(&data, off).unwrap();
+        let size = local.metadata().unwrap().len();
+        assert_eq!(r.size().unwrap(), size, "round {round}: size");
+        let mut got = vec![0xeeu8; (span + 2 * CHUNK) as usize];
+        let mut want = vec![0xeeu8; got.len()];
+        let n_got = r.pread(&mut got, 0).unwrap();
+        let n_want = read_full(&local, &mut want, 0);
+        assert_eq!(n_got, n_want, "round {round}: bytes read, size {size}");
+        assert!(
+            got[..n_got] == want[..n_want],
+            "round {round}: bytes differ"
+        );
+    }
+}
+per_daemon_count!(writes_see_every_finished_truncate_by_another_client);
+
 /// A process reads and (in large pieces) writes chunks of the daemon on its node
 /// straight in its chunk files: the daemon serves no data request for them, and still
 /// counts the bytes (for the job's summary and metrics). With `LIBGKFS_LOCAL_DATA=daemon`
@@ -479,6 +530,10 @@ fn chunk_listing(c: &Cluster) -> Vec<String> {
     let mut out = Vec::new();
     for (i, r) in c.rootdirs.iter().enumerate() {
         for d in fs::read_dir(r.join("chunks")).unwrap().flatten() {
+            // (Chunk files are in a directory per file; the daemon's cut counters too.)
+            if !d.file_type().unwrap().is_dir() {
+                continue;
+            }
             for f in fs::read_dir(d.path()).unwrap().flatten() {
                 out.push(format!(
                     "{i}/{}/{}",

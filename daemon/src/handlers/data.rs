@@ -200,11 +200,13 @@ pub fn chunk_dir(st: &State) -> Result<ChunkDirReply, RemoteError> {
         .into_os_string()
         .into_string()
         .map_err(|_| RemoteError::new(Errno::ENOTSUP, "the chunk directory's path is not UTF-8"))?;
+    let cuts = format!("{path}/{}", crate::store::chunks::CUTS_FILE);
     Ok(ChunkDirReply {
         path,
         dev: meta.dev(),
         ino: meta.ino(),
         reserve: st.chunks.space().reserve(),
+        cuts,
     })
 }
 

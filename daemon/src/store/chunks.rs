@@ -2,7 +2,9 @@
 //! ([`gkfs_proto::chunk::chunk_file`]). A missing chunk file, or bytes past its end,
 //! read as a hole (zeros). Processes on this node read chunk files directly too (see
 //! `gkfs_client`'s `direct.rs`): so a chunk's bytes only ever change in place (a write,
-//! or a cut of the boundary chunk) or by removing the file, never by replacing it.
+//! or a cut of the boundary chunk) or by removing the file, never by replacing it;
+//! and each removal moves the [`Cut::Chunks`] counter those processes watch
+//! ([`gkfs_fabric::cuts`]).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -10,6 +12,8 @@ use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use gkfs_fabric::cuts::{Cut, Cuts};
 
 use super::space::Space;
 
@@ -24,7 +28,13 @@ pub struct ChunkStore {
     space: Space,
     /// Open chunk files (read-write), so small I/O does not pay open and close each time.
     open: Mutex<HashMap<(u64, u64), Arc<File>>>,
+    /// The cut counters node-local clients map ([`CUTS_FILE`] in the chunk dir).
+    cuts: Cuts,
 }
+
+/// The cut counters' file in the chunk dir (chunk files live in 16-hex-digit
+/// directories beside it).
+pub const CUTS_FILE: &str = "cuts";
 
 /// Counts of what the store holds.
 #[derive(Debug, Default, Clone, Copy)]
@@ -42,6 +52,7 @@ impl ChunkStore {
     pub fn open(root: &Path, chunk_size: u64, reserve: u64) -> io::Result<ChunkStore> {
         fs::create_dir_all(root)?;
         Ok(ChunkStore {
+            cuts: Cuts::create(&root.join(CUTS_FILE))?,
             space: Space::new(root, reserve)?,
             root: root.to_path_buf(),
             chunk_size,
@@ -131,6 +142,12 @@ impl ChunkStore {
         &self.space
     }
 
+    /// The cut counters node-local clients watch: a handler that removes chunk files
+    /// or cuts or replaces a record holds [`Cuts::cutting`] while it does.
+    pub fn cuts(&self) -> &Cuts {
+        &self.cuts
+    }
+
     /// Reads into `buf` from `offset` of a chunk; returns the bytes present (the rest
     /// of `buf` is zeroed: a hole).
     pub fn read(&self, id: u64, chunk: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -145,6 +162,7 @@ impl ChunkStore {
     /// Cuts file `id` to `size` bytes: removes whole chunks past it and shortens the
     /// boundary chunk.
     pub fn truncate(&self, id: u64, size: u64) -> io::Result<()> {
+        let _cut = self.cuts.cutting(Cut::Chunks);
         self.forget(id);
         let dir = self.file_dir(id);
         let entries = match fs::read_dir(&dir) {
@@ -180,6 +198,7 @@ impl ChunkStore {
 
     /// Removes every chunk of file `id`.
     pub fn remove(&self, id: u64) -> io::Result<()> {
+        let _cut = self.cuts.cutting(Cut::Chunks);
         self.forget(id);
         match fs::remove_dir_all(self.file_dir(id)) {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
@@ -229,6 +248,10 @@ mod tests {
         assert_eq!(cs.stats().bytes, 12);
         cs.remove(7).unwrap();
         assert_eq!(cs.stats().chunks, 0);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [CUTS_FILE], "nothing but the cut counters is left");
     }
 }

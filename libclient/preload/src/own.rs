@@ -1,7 +1,7 @@
 //! The library's own descriptors, kept out of the program's way (see `fds` for the
 //! rules). Descriptors the library creates through libc (its sockets to the daemons,
 //! libfabric's sockets, epoll, event fds and pipes; the chunk files the client keeps
-//! open, [`open_kept`]) are moved high and marked the
+//! open, [`own_kept`]) are moved high and marked the
 //! moment they are made; threads the library starts (libfabric progress, the daemon
 //! probes) run marked as inside the library, so their calls count as the library's.
 //! The program's `close_range` and `closefrom` skip the library's descriptors and
@@ -22,16 +22,14 @@ fn made(fd: c_int) -> c_int {
     }
 }
 
-/// Opens `path` read-only for the client to keep open (the chunk files it reads from
-/// this node's daemon): a library descriptor from the start.
-pub fn open_kept(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+/// A chunk file the client keeps open (the chunk files it reads and writes of this
+/// node's daemon), just opened inside the library: a library descriptor from now on.
+pub fn own_kept(f: std::fs::File) -> std::fs::File {
     use std::os::fd::{FromRawFd, IntoRawFd};
-    // (Inside the library: the open hook hands it to libc unchanged.)
-    let f = std::fs::File::open(path)?;
     let fd = fds::own(f.into_raw_fd());
     // SAFETY: `fd` is the descriptor just opened (or its high copy, the low one
     // closed), owned by nothing else.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    unsafe { std::fs::File::from_raw_fd(fd) }
 }
 
 /// Two descriptors just written to `pair` by the real call (pipe, socketpair).

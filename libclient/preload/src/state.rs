@@ -96,7 +96,7 @@ fn load() -> Option<Fs> {
     };
     register_atfork();
     api::set_while_waiting(crate::pages::while_waiting);
-    api::set_open_kept(crate::own::open_kept);
+    api::set_own_kept(crate::own::own_kept);
     log::debug(format_args!("gkfs mounted at {}", mount.as_str()));
     Some(Fs {
         mount,
