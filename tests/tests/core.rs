@@ -119,6 +119,17 @@ fn read_full(f: &fs::File, buf: &mut [u8], off: u64) -> usize {
     done
 }
 
+/// Reading the first `len` bytes of `r` gives what they are in the local file.
+fn reads_as_local(r: &gkfs_client::File, local: &fs::File, len: u64, what: &str) {
+    let size = local.metadata().unwrap().len();
+    let mut got = vec![0xeeu8; len as usize];
+    let mut want = vec![0xeeu8; got.len()];
+    let n_got = r.pread(&mut got, 0).unwrap();
+    let n_want = read_full(local, &mut want, 0);
+    assert_eq!(n_got, n_want, "{what}: bytes read, size {size}");
+    assert!(got[..n_got] == want[..n_want], "{what}: bytes differ");
+}
+
 fn holes_eof_truncate_append(n: usize, t: Carrier) {
     let c = Cluster::start_with(n, CHUNK);
     let client = c.client_with(t);
@@ -262,16 +273,7 @@ fn reads_see_every_finished_truncate_and_rewrite(n: usize, t: Carrier) {
         let data = vec![round.wrapping_mul(37) | 1; rng.random_range(1..2 * CHUNK) as usize];
         w.pwrite(&data, off).unwrap();
         local.write_all_at(&data, off).unwrap();
-        let size = local.metadata().unwrap().len();
-        let mut got = vec![0xeeu8; (span + 2 * CHUNK) as usize];
-        let mut want = vec![0xeeu8; got.len()];
-        let n_got = r.pread(&mut got, 0).unwrap();
-        let n_want = read_full(&local, &mut want, 0);
-        assert_eq!(n_got, n_want, "round {round}: size {size}");
-        assert!(
-            got[..n_got] == want[..n_want],
-            "round {round}: bytes differ"
-        );
+        reads_as_local(&r, &local, span + 2 * CHUNK, &format!("round {round}"));
     }
     // Removed, then made again at the same path: the new file's bytes only.
     writer.unlink("/f").unwrap();
@@ -322,15 +324,7 @@ fn writes_see_every_finished_truncate_by_another_client(n: usize, t: Carrier) {
         local.write_all_at(&data, off).unwrap();
         let size = local.metadata().unwrap().len();
         assert_eq!(r.size().unwrap(), size, "round {round}: size");
-        let mut got = vec![0xeeu8; (span + 2 * CHUNK) as usize];
-        let mut want = vec![0xeeu8; got.len()];
-        let n_got = r.pread(&mut got, 0).unwrap();
-        let n_want = read_full(&local, &mut want, 0);
-        assert_eq!(n_got, n_want, "round {round}: bytes read, size {size}");
-        assert!(
-            got[..n_got] == want[..n_want],
-            "round {round}: bytes differ"
-        );
+        reads_as_local(&r, &local, span + 2 * CHUNK, &format!("round {round}"));
     }
 }
 per_daemon_count!(writes_see_every_finished_truncate_by_another_client);
