@@ -35,6 +35,24 @@ pub fn open(root: &Path, id: u64, chunk: u64, create: bool) -> io::Result<Option
     }
 }
 
+/// Gives chunk file `f` storage for bytes `offset..offset + len`, keeping its length
+/// (`fallocate` with `FALLOC_FL_KEEP_SIZE`): ENOTSUP where the file system cannot.
+pub fn allocate(f: &File, offset: u64, len: u64) -> io::Result<()> {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    use std::os::fd::AsRawFd;
+    let (off, len) = match (i64::try_from(offset), i64::try_from(len)) {
+        (Ok(o), Ok(l)) => (o, l),
+        _ => return Err(io::Error::from(ErrorKind::InvalidInput)),
+    };
+    loop {
+        match fallocate(f.as_raw_fd(), FallocateFlags::FALLOC_FL_KEEP_SIZE, off, len) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+}
+
 /// Size and free space (to unprivileged users) of the file system holding `path`, in
 /// bytes.
 pub fn usage(path: &Path) -> io::Result<(u64, u64)> {

@@ -375,15 +375,11 @@ impl GkfsFs {
         if m & !libc::FALLOC_FL_KEEP_SIZE != 0 {
             return Err(Errno::ENOTSUP);
         }
-        if m & libc::FALLOC_FL_KEEP_SIZE != 0 {
-            return Ok(());
-        }
-        let f = self.handles.file(fh.0)?.file();
-        let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
-        if end > f.size()? {
-            f.truncate(end)?;
-        }
-        Ok(())
+        let keep_size = m & libc::FALLOC_FL_KEEP_SIZE != 0;
+        self.handles
+            .file(fh.0)?
+            .file()
+            .allocate(offset, length, keep_size)
     }
 
     /// A POSIX lock request in the daemons' terms (the kernel's range is inclusive).

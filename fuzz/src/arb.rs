@@ -215,6 +215,7 @@ arb_struct! {
     RelayReply { reply };
     ChunkDirReq {};
     ChunkDirReply { path, dev, ino, reserve, cuts };
+    AllocateChunksReq { file_id, offset, len, daemons };
 }
 
 impl Arb for RequestHeader {

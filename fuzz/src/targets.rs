@@ -397,6 +397,10 @@ macro_rules! with_rpc {
                 type $R = ChunkDirReq;
                 $body
             }
+            Some(Opcode::AllocateChunks) => {
+                type $R = AllocateChunksReq;
+                $body
+            }
             None => $unknown,
         }
     };
@@ -487,6 +491,7 @@ checker_handler! {
     report_unsupported(ReportUnsupportedReq) -> Empty;
     relay(RelayReq) -> RelayReply;
     chunk_dir(ChunkDirReq) -> ChunkDirReply;
+    allocate_chunks(AllocateChunksReq) -> Empty;
 }
 
 /// Checks that an error detail that went through a reply is the original cut at a

@@ -9,7 +9,7 @@ use gkfs_proto::{Errno, Record};
 
 use crate::bulk::{Dir, Shares};
 use crate::client::{check_path, file_time_now, Client};
-use crate::rpc::SMALL_REPLY;
+use crate::rpc::{wait_all, SMALL_REPLY};
 
 /// How to open a file (the `open(2)` flags that matter to the file system).
 #[derive(Debug, Clone, Copy, Default)]
@@ -342,6 +342,61 @@ impl File {
                 .write_data(p, self.record.file_id, data, off, true)
         })?;
         Ok(data.len())
+    }
+
+    /// Gives the file storage for bytes `off..off + len` on the daemons that hold
+    /// them (fallocate): later writes there do not fail for want of space. Unless
+    /// `keep_size`, a file shorter than `off + len` grows to it (never shrinks: the
+    /// size update takes the larger size, whatever another process wrote meanwhile).
+    pub fn allocate(&self, off: u64, len: u64, keep_size: bool) -> Result<(), Errno> {
+        if self.record.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let end = off
+            .checked_add(len)
+            .filter(|e| *e <= i64::MAX as u64)
+            .ok_or(Errno::EFBIG)?;
+        let client = &self.client;
+        let cs = client.inner.chunk_size;
+        let id = self.record.file_id;
+        let daemons = client.daemons();
+        let pending = client
+            .chunk_owners(id, cs.chunk_of(off), cs.chunks_for_size(end))
+            .into_iter()
+            .map(|d| {
+                client.rpc().start(
+                    d,
+                    &AllocateChunksReq {
+                        file_id: id,
+                        offset: off,
+                        len,
+                        daemons,
+                    },
+                    SMALL_REPLY,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        wait_all(pending)?;
+        if keep_size {
+            return Ok(());
+        }
+        client.on_attrs(&self.path, |p| {
+            client
+                .rpc()
+                .call(
+                    place(p, daemons),
+                    &UpdateSizeReq {
+                        path: p.to_string(),
+                        end,
+                        append_len: 0,
+                        mtime: file_time_now(),
+                    },
+                )
+                .map(|_| ())
+        })
     }
 
     /// Appends `data` atomically (the metadata owner reserves the range); returns the

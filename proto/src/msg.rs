@@ -288,6 +288,7 @@ rpcs! {
     22 ReportUnsupported report_unsupported(ReportUnsupportedReq) -> Empty;
     23 Relay relay(RelayReq) -> RelayReply;
     24 ChunkDir chunk_dir(ChunkDirReq) -> ChunkDirReply;
+    25 AllocateChunks allocate_chunks(AllocateChunksReq) -> Empty;
 }
 
 impl Opcode {
@@ -318,6 +319,7 @@ impl Opcode {
                 | Opcode::ReadChunks
                 | Opcode::TruncateChunks
                 | Opcode::RemoveChunks
+                | Opcode::AllocateChunks
                 | Opcode::Stats
                 | Opcode::Metrics
         )
@@ -694,6 +696,21 @@ wire_struct! {
         pub file_id: u64,
         /// New size.
         pub size: u64,
+    }
+}
+wire_struct! {
+    /// Give storage to this daemon's chunks of bytes `offset..offset + len` of a file
+    /// (fallocate): afterwards writes there do not fail for want of space. The chunks'
+    /// contents and the file's size are unchanged (holes stay holes).
+    pub struct AllocateChunksReq {
+        /// File id.
+        pub file_id: u64,
+        /// First byte.
+        pub offset: u64,
+        /// Bytes.
+        pub len: u64,
+        /// Daemons in the caller's hosts file (which chunks are this daemon's).
+        pub daemons: u32,
     }
 }
 wire_struct! {
@@ -1172,6 +1189,15 @@ mod tests {
                 TruncateChunksReq
             ),
             sample!(RemoveChunksReq { file_id: 3 }, RemoveChunksReq),
+            sample!(
+                AllocateChunksReq {
+                    file_id: 3,
+                    offset: 5,
+                    len: 7,
+                    daemons: 2
+                },
+                AllocateChunksReq
+            ),
             sample!(Empty {}, Empty),
             sample!(StatfsReq {}, StatfsReq),
             sample!(
@@ -1472,6 +1498,9 @@ mod tests {
                 Err(Errno::ENOSYS.into())
             }
             fn chunk_dir(&self, _: &(), _: ChunkDirReq) -> Result<ChunkDirReply, RemoteError> {
+                Err(Errno::ENOSYS.into())
+            }
+            fn allocate_chunks(&self, _: &(), _: AllocateChunksReq) -> Result<Empty, RemoteError> {
                 Err(Errno::ENOSYS.into())
             }
         }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 use gkfs_client::{Client, Errno, OpenOptions};
 use gkfs_tests::{Carrier, Cluster};
@@ -328,6 +328,49 @@ fn writes_see_every_finished_truncate_by_another_client(n: usize, t: Carrier) {
     }
 }
 per_daemon_count!(writes_see_every_finished_truncate_by_another_client);
+
+/// fallocate gives storage on the daemons that hold the range (their chunk files get
+/// blocks) without changing what the file holds; it grows a shorter file to the
+/// range's end (unless KEEP_SIZE) and never shrinks a longer one.
+fn fallocate_gives_storage_and_only_ever_grows(n: usize, t: Carrier) {
+    let c = Cluster::start_with(n, CHUNK);
+    let client = c.client_with(t);
+    let f = client.open("/f", &wopts()).unwrap();
+    f.pwrite(b"tail", 3 * CHUNK).unwrap();
+    let blocks = || -> u64 {
+        c.chunk_paths()
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().blocks() * 512)
+            .sum()
+    };
+    let before = blocks();
+    // Inside the file: the size stays.
+    f.allocate(0, 2 * CHUNK, false).unwrap();
+    assert_eq!(f.size().unwrap(), 3 * CHUNK + 4);
+    assert!(
+        blocks() >= before + 2 * CHUNK,
+        "storage for two chunks: {} then {}",
+        before,
+        blocks()
+    );
+    // Past its end: it grows, zeros up to the new end.
+    f.allocate(4 * CHUNK, CHUNK, false).unwrap();
+    assert_eq!(f.size().unwrap(), 5 * CHUNK);
+    // KEEP_SIZE: storage only.
+    f.allocate(5 * CHUNK, CHUNK, true).unwrap();
+    assert_eq!(f.size().unwrap(), 5 * CHUNK);
+    assert!(blocks() >= 4 * CHUNK);
+    let mut got = vec![9u8; 5 * CHUNK as usize];
+    assert_eq!(f.pread(&mut got, 0).unwrap(), 5 * CHUNK as usize);
+    let mut want = vec![0u8; got.len()];
+    want[3 * CHUNK as usize..][..4].copy_from_slice(b"tail");
+    assert!(got == want, "holes read as zeros, the data stays");
+    // More than the daemons have: ENOSPC, and the file is as it was.
+    assert_eq!(f.allocate(0, 1 << 60, false), Err(Errno::ENOSPC));
+    assert_eq!(f.size().unwrap(), 5 * CHUNK);
+    assert_eq!(f.allocate(0, 0, false), Err(Errno::EINVAL));
+}
+per_daemon_count!(fallocate_gives_storage_and_only_ever_grows);
 
 /// A process reads and (in large pieces) writes chunks of the daemon on its node
 /// straight in its chunk files: the daemon serves no data request for them, and still

@@ -210,6 +210,38 @@ pub fn chunk_dir(st: &State) -> Result<ChunkDirReply, RemoteError> {
     })
 }
 
+pub fn allocate_chunks(st: &State, req: AllocateChunksReq) -> Result<Empty, RemoteError> {
+    let me = st
+        .membership()
+        .ok_or_else(|| RemoteError::new(Errno::EAGAIN, "this daemon has no membership yet"))?
+        .index;
+    if req.daemons == 0 || me >= req.daemons {
+        return Err(RemoteError::new(
+            Errno::EINVAL,
+            "daemon count does not include this daemon",
+        ));
+    }
+    // This daemon's share of a large range is about len / daemons: if even that is
+    // more than the free space, say so at once instead of filling the disk first.
+    let (_, free) = gkfs_fabric::chunk_file::usage(st.chunks.root())
+        .map_err(|e| io_err("allocate chunk", e))?;
+    if req.len / u64::from(req.daemons) > free {
+        return Err(RemoteError::new(
+            Errno::ENOSPC,
+            "allocation larger than this daemon's free space",
+        ));
+    }
+    for piece in st.chunk_size.split(req.offset, req.len) {
+        if gkfs_proto::place::place_chunk(req.file_id, piece.chunk, req.daemons) != me {
+            continue;
+        }
+        st.chunks
+            .allocate(req.file_id, piece.chunk, piece.chunk_offset, piece.len)
+            .map_err(|e| io_err("allocate chunk", e))?;
+    }
+    Ok(Empty {})
+}
+
 pub fn truncate_chunks(st: &State, req: TruncateChunksReq) -> Result<Empty, RemoteError> {
     st.chunks
         .truncate(req.file_id, req.size)

@@ -87,6 +87,9 @@ impl Handler for State {
         }
         mgmt::relay(self, r)
     }
+    fn allocate_chunks(&self, _: &Sender, r: AllocateChunksReq) -> Result<Empty, RemoteError> {
+        data::allocate_chunks(self, r)
+    }
     fn chunk_dir(&self, from: &Sender, _: ChunkDirReq) -> Result<ChunkDirReply, RemoteError> {
         if !from.is_local() {
             // A path on this node means nothing to another node's process.

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -112,15 +112,18 @@ impl ChunkStore {
     }
 
     /// Writes `data` at `offset` inside chunk `chunk` of file `id`. ENOSPC when it
-    /// would take the reserve, unless it only overwrites bytes the chunk already has.
+    /// would take the reserve, unless it only overwrites bytes the chunk already has,
+    /// or was given storage for ([`ChunkStore::allocate`]: the chunk file has at least
+    /// as many bytes of storage as the write's end).
     pub fn write(&self, id: u64, chunk: u64, offset: u64, data: &[u8]) -> io::Result<()> {
         self.check(offset, data.len())?;
         let room = self.space.admit_data(data.len() as u64);
         if room.is_err() {
             let end = offset + data.len() as u64;
-            let inside = self
-                .chunk_file(id, chunk, false)?
-                .is_some_and(|f| f.metadata().is_ok_and(|m| m.len() >= end));
+            let inside = self.chunk_file(id, chunk, false)?.is_some_and(|f| {
+                f.metadata()
+                    .is_ok_and(|m| m.len() >= end || m.blocks().saturating_mul(512) >= end)
+            });
             if !inside {
                 return room;
             }
@@ -129,6 +132,19 @@ impl ChunkStore {
             .chunk_file(id, chunk, true)?
             .ok_or_else(|| io::Error::from(ErrorKind::NotFound))?;
         f.write_all_at(data, offset)
+    }
+
+    /// Gives storage to bytes `offset..offset + len` of chunk `chunk` of file `id`
+    /// (the chunk file made if missing) without changing what it holds: its length
+    /// stays (`FALLOC_FL_KEEP_SIZE`), so what lies past it still reads as a hole.
+    /// ENOSPC when it would take the reserve.
+    pub fn allocate(&self, id: u64, chunk: u64, offset: u64, len: u64) -> io::Result<()> {
+        self.check(offset, len as usize)?;
+        self.space.admit_data(len)?;
+        let f = self
+            .chunk_file(id, chunk, true)?
+            .ok_or_else(|| io::Error::from(ErrorKind::NotFound))?;
+        gkfs_fabric::chunk_file::allocate(&f, offset, len)
     }
 
     /// The directory the chunk files live in.
@@ -228,6 +244,26 @@ impl ChunkStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_allocated_chunk_has_storage_and_still_reads_as_a_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let cs = ChunkStore::open(dir.path(), 65536, 0).unwrap();
+        cs.allocate(9, 1, 4096, 8192).unwrap();
+        let p = dir.path().join(gkfs_proto::chunk::chunk_file(9, 1));
+        let m = fs::metadata(&p).unwrap();
+        assert_eq!(m.len(), 0, "the chunk holds nothing yet");
+        assert!(
+            m.blocks() * 512 >= 8192,
+            "but has storage: {} blocks",
+            m.blocks()
+        );
+        let mut buf = [7u8; 16];
+        assert_eq!(cs.read(9, 1, 4096, &mut buf).unwrap(), 0);
+        assert_eq!(buf, [0; 16]);
+        // Past the chunk end is refused, as for a write.
+        assert!(cs.allocate(9, 1, 65536 - 10, 20).is_err());
+    }
 
     #[test]
     fn write_read_truncate_remove() {

@@ -630,14 +630,8 @@ fn fallocate_of(of: &OpenFile, mode_: c_int, off: i64, len: i64) -> Result<c_int
         );
         return Err(Errno::ENOTSUP);
     }
-    if mode_ & libc::FALLOC_FL_KEEP_SIZE != 0 {
-        return Ok(0);
-    }
-    let f = handle(of)?;
-    let end = (off as u64).checked_add(len as u64).ok_or(Errno::EFBIG)?;
-    if end > f.size()? {
-        f.truncate(end)?;
-    }
+    let keep_size = mode_ & libc::FALLOC_FL_KEEP_SIZE != 0;
+    handle(of)?.allocate(off as u64, len as u64, keep_size)?;
     Ok(0)
 }
 
