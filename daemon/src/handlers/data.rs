@@ -193,6 +193,12 @@ fn count_read(st: &State, lens: &[u64]) {
 
 /// Where this daemon's chunk files are, for a process on this node to read them itself.
 pub fn chunk_dir(st: &State) -> Result<ChunkDirReply, RemoteError> {
+    if !st.chunks.has_cuts() {
+        return Err(RemoteError::new(
+            Errno::ENOTSUP,
+            "this daemon keeps no cut counters: its data moves through it",
+        ));
+    }
     let root = st.chunks.root();
     let path = std::fs::canonicalize(root).map_err(|e| io_err("chunk directory", e))?;
     let meta = std::fs::metadata(&path).map_err(|e| io_err("chunk directory", e))?;

@@ -56,7 +56,7 @@ fn not_linked(p: &str, rec: Record) -> Result<Record, RemoteError> {
 pub fn adjust_links(st: &State, req: AdjustLinksReq) -> Result<AdjustLinksReply, RemoteError> {
     valid(&req.path)?;
     let _g = st.write_lock(&req.path);
-    let _cut = st.chunks.cuts().cutting(Cut::Sizes);
+    let _cut = st.chunks.cutting(Cut::Sizes);
     let mut rec = existing_file(st, &req.path)?;
     rec.nlink = rec.nlink.saturating_add_signed(req.delta);
     rec.ctime = rec.ctime.max(req.ctime);
@@ -140,7 +140,7 @@ pub fn remove(st: &State, req: RemoveReq) -> Result<RemoveReply, RemoteError> {
         return Err(Errno::EBUSY.into());
     }
     let _g = st.write_lock(&req.path);
-    let _cut = st.chunks.cuts().cutting(Cut::Sizes);
+    let _cut = st.chunks.cutting(Cut::Sizes);
     let record = existing(st, &req.path)?;
     match (req.kind, record.is_dir()) {
         (1, true) => return Err(Errno::EISDIR.into()),
@@ -192,7 +192,7 @@ pub fn get_size(st: &State, req: GetSizeReq) -> Result<GetSizeReply, RemoteError
 pub fn truncate(st: &State, req: TruncateReq) -> Result<TruncateReply, RemoteError> {
     valid(&req.path)?;
     let _g = st.write_lock(&req.path);
-    let _cut = st.chunks.cuts().cutting(Cut::Sizes);
+    let _cut = st.chunks.cutting(Cut::Sizes);
     let old = existing_file(st, &req.path)?;
     let mut rec = old;
     rec.size = req.size;
@@ -223,7 +223,7 @@ pub fn put_record(st: &State, req: PutRecordReq) -> Result<PutRecordReply, Remot
         return Err(Errno::EBUSY.into());
     }
     let _g = st.write_lock(&req.path);
-    let _cut = st.chunks.cuts().cutting(Cut::Sizes);
+    let _cut = st.chunks.cutting(Cut::Sizes);
     let replaced = st.meta.get(&req.path).map_err(Errno::from)?;
     if let Some(old) = &replaced {
         if !req.replace {
@@ -258,7 +258,7 @@ pub fn scan_prefix(st: &State, req: ScanPrefixReq) -> Result<ScanPrefixReply, Re
 pub fn set_attr(st: &State, req: SetAttrReq) -> Result<StatReply, RemoteError> {
     valid(&req.path)?;
     let _g = st.write_lock(&req.path);
-    let _cut = st.chunks.cuts().cutting(Cut::Sizes);
+    let _cut = st.chunks.cutting(Cut::Sizes);
     let rec = match st.meta.get(&req.path).map_err(Errno::from)? {
         Some(r) => r,
         None if req.path == "/" => root_record(st),

@@ -13,7 +13,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use gkfs_fabric::cuts::{Cut, Cuts};
+use gkfs_fabric::cuts::{Cut, Cuts, Cutting};
 
 use super::space::Space;
 
@@ -28,8 +28,10 @@ pub struct ChunkStore {
     space: Space,
     /// Open chunk files (read-write), so small I/O does not pay open and close each time.
     open: Mutex<HashMap<(u64, u64), Arc<File>>>,
-    /// The cut counters node-local clients map ([`CUTS_FILE`] in the chunk dir).
-    cuts: Cuts,
+    /// The cut counters node-local clients map ([`CUTS_FILE`] in the chunk dir). None
+    /// where they cannot be made (a file system without shared mappings, say): then
+    /// clients move this daemon's data through it.
+    cuts: Option<Cuts>,
 }
 
 /// The cut counters' file in the chunk dir (chunk files live in 16-hex-digit
@@ -51,8 +53,17 @@ impl ChunkStore {
     /// ENOSPC; see [`Space`]).
     pub fn open(root: &Path, chunk_size: u64, reserve: u64) -> io::Result<ChunkStore> {
         fs::create_dir_all(root)?;
+        let cuts_file = root.join(CUTS_FILE);
+        let cuts = Cuts::create(&cuts_file)
+            .map_err(|e| {
+                log::warn!(
+                    "cannot make the cut counters {}: {e}; processes on this node will move their data through this daemon",
+                    cuts_file.display()
+                )
+            })
+            .ok();
         Ok(ChunkStore {
-            cuts: Cuts::create(&root.join(CUTS_FILE))?,
+            cuts,
             space: Space::new(root, reserve)?,
             root: root.to_path_buf(),
             chunk_size,
@@ -158,10 +169,15 @@ impl ChunkStore {
         &self.space
     }
 
-    /// The cut counters node-local clients watch: a handler that removes chunk files
-    /// or cuts or replaces a record holds [`Cuts::cutting`] while it does.
-    pub fn cuts(&self) -> &Cuts {
-        &self.cuts
+    /// Moves cut counter `cut` now and when the guard is dropped: a handler that
+    /// removes chunk files or cuts or replaces a record holds it while it does.
+    pub fn cutting(&self, cut: Cut) -> Option<Cutting<'_>> {
+        self.cuts.as_ref().map(|c| c.cutting(cut))
+    }
+
+    /// Does this store keep cut counters (so clients may use its chunk files)?
+    pub fn has_cuts(&self) -> bool {
+        self.cuts.is_some()
     }
 
     /// Reads into `buf` from `offset` of a chunk; returns the bytes present (the rest
@@ -178,7 +194,7 @@ impl ChunkStore {
     /// Cuts file `id` to `size` bytes: removes whole chunks past it and shortens the
     /// boundary chunk.
     pub fn truncate(&self, id: u64, size: u64) -> io::Result<()> {
-        let _cut = self.cuts.cutting(Cut::Chunks);
+        let _cut = self.cutting(Cut::Chunks);
         self.forget(id);
         let dir = self.file_dir(id);
         let entries = match fs::read_dir(&dir) {
@@ -214,7 +230,7 @@ impl ChunkStore {
 
     /// Removes every chunk of file `id`.
     pub fn remove(&self, id: u64) -> io::Result<()> {
-        let _cut = self.cuts.cutting(Cut::Chunks);
+        let _cut = self.cutting(Cut::Chunks);
         self.forget(id);
         match fs::remove_dir_all(self.file_dir(id)) {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
@@ -244,6 +260,18 @@ impl ChunkStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_dir_that_cannot_hold_the_cut_counters_still_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join(CUTS_FILE)).unwrap();
+        let cs = ChunkStore::open(dir.path(), 4096, 0).unwrap();
+        assert!(!cs.has_cuts());
+        assert!(cs.cutting(Cut::Chunks).is_none());
+        cs.write(1, 0, 0, b"x").unwrap();
+        cs.truncate(1, 0).unwrap();
+        cs.remove(1).unwrap();
+    }
 
     #[test]
     fn an_allocated_chunk_has_storage_and_still_reads_as_a_hole() {
