@@ -79,7 +79,7 @@ impl Handles {
             return None;
         }
         drop(files);
-        // Its chunk files kept open for reads: removing the file must free their space.
+        // Its chunk files kept open: removing the file must free their space.
         of.file
             .read()
             .unwrap_or_else(|e| e.into_inner())

@@ -5,10 +5,11 @@
 //! over its node-local socket ([`ChunkDirReq`]). Asking the daemon to read costs a
 //! request, the daemon's pread into the shared window and this process's copy out of
 //! it, with the bytes written by one core and read by the other; reading the chunk
-//! file here costs one pread, as on a local file system. The same holds for large
-//! writes (`bulk.rs` writes shares of 256 KiB or more here); the size update still goes
+//! file here costs one pread, as on a local file system. The same holds for writes
+//! (`bulk.rs` writes every node-local share here when it can); the size update goes
 //! to the file's metadata owner after the bytes are in place, as it does after the
-//! daemon wrote them. A write here first checks that the chunk dir's file system keeps
+//! daemon wrote them, unless that owner already said the file holds the range
+//! ([`ChunkDir::size_known`]). A write here first checks that the chunk dir's file system keeps
 //! the daemon's reserve free ([`ChunkDir::room`]; else the daemon writes, and says
 //! ENOSPC when it must). Between two measurements of the free space a process writes
 //! at most a [`MARGIN_SHARE`]th of the margin above the reserve, so processes writing

@@ -125,9 +125,9 @@ impl LocalRoute {
 /// Who moves the bytes of chunks a daemon on this node holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LocalData {
-    /// This process, in the daemon's chunk files (see `direct.rs`), where it sees them:
-    /// every read, and writes of 256 KiB or more to one daemon (the daemon still makes
-    /// the size update); the daemon otherwise.
+    /// This process, in the daemon's chunk files (see `direct.rs`), where it sees them
+    /// and there is room above the daemon's reserve (the metadata owner still makes the
+    /// size update, when one is needed); the daemon otherwise.
     #[default]
     Direct,
     /// The daemon, through the connection's shared window.
@@ -412,7 +412,7 @@ impl Rpcs {
         dir.as_ref().map(|c| (&**l, c))
     }
 
-    /// Closes the chunk files of file `id` kept open for reads here.
+    /// Closes the chunk files of file `id` kept open here, and forgets its known size.
     pub(crate) fn release_kept(&self, id: u64) {
         for r in &self.routes {
             if let Route::Local(l) = r {

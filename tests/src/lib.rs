@@ -58,7 +58,7 @@ pub fn skip(test: &str, reason: &str) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Carrier {
     /// The node-local socket; chunk bytes moved by the client in the daemons' chunk
-    /// files (reads, and writes of 256 KiB or more to a daemon).
+    /// files (reads and writes), size updates skipped where the owner said the size.
     Local,
     /// The node-local socket; chunk bytes moved by the daemons, through the window.
     LocalThroughDaemon,
