@@ -453,8 +453,8 @@ impl Rpcs {
 
     /// Writes daemon `d`'s share `s` of `data` straight to its chunk files, if `d` is on
     /// this node, this process can use its chunk files ([`Rpcs::chunk_dir`]) and there
-    /// is room above the daemon's reserve. Returns whether it did; if not (or a write failed: no descriptor left,
-    /// say), the daemon writes the share, all of it.
+    /// is room above the daemon's reserve. Returns whether it did; if not (or a write
+    /// failed: no descriptor left, say), the daemon writes the share, all of it.
     fn write_here(&self, d: u32, file_id: u64, data: &[u8], s: &Share) -> bool {
         let Some((route, dir)) = self.chunk_dir(d) else {
             return false;

@@ -221,35 +221,26 @@ impl Client {
         // range (and no record was cut since): then no size update at all. Else what it
         // answers is learnt, if it is on this node.
         let owner_here = rpc.chunk_dir(owner).map(|(_, dir)| dir);
-        let update_size =
-            update_size && !owner_here.is_some_and(|dir| dir.size_known(id, path, end, mtime));
-        let cuts_before = owner_here.map(|dir| dir.size_cuts());
+        let update = (update_size
+            && !owner_here.is_some_and(|dir| dir.size_known(id, path, end, mtime)))
+        .then(|| SizeUpdate {
+            path: path.to_string(),
+            end,
+            mtime,
+        });
+        let cuts_before = owner_here
+            .filter(|_| update.is_some())
+            .map(|dir| dir.size_cuts());
         // The size update rides with the data to the metadata owner when it also holds
-        // some of the chunks; otherwise it is a call of its own.
-        let merged = update_size && shares.contains_key(&owner);
+        // some of the chunks; otherwise it is a call of its own, alongside the data.
+        let merged = update.is_some() && shares.contains_key(&owner);
         let writes = rpc.start_writes(id, data, shares, |d| {
-            (merged && d == owner).then(|| SizeUpdate {
-                path: path.to_string(),
-                end,
-                mtime,
-            })
+            update.clone().filter(|_| merged && d == owner)
         })?;
-        // Otherwise the size update travels alongside the data.
-        let size = if update_size && !merged {
-            rpc.start(
-                owner,
-                &UpdateSizeReq {
-                    path: path.to_string(),
-                    end,
-                    append_len: 0,
-                    mtime,
-                },
-                SMALL_REPLY,
-            )
-            .map(Some)
-        } else {
-            Ok(None)
-        };
+        let size = update
+            .filter(|_| !merged)
+            .map(|u| rpc.start(owner, &UpdateSizeReq::from(u), SMALL_REPLY))
+            .transpose();
         let written = writes.finish();
         let sized = size.and_then(|s| s.map(|s| s.wait()).transpose());
         let size = match (written?, sized?) {
@@ -388,12 +379,11 @@ impl File {
                 .rpc()
                 .call(
                     place(p, daemons),
-                    &UpdateSizeReq {
+                    &UpdateSizeReq::from(SizeUpdate {
                         path: p.to_string(),
                         end,
-                        append_len: 0,
                         mtime: file_time_now(),
-                    },
+                    }),
                 )
                 .map(|_| ())
         })

@@ -9,9 +9,9 @@
 //! (`bulk.rs` writes every node-local share here when it can); the size update goes
 //! to the file's metadata owner after the bytes are in place, as it does after the
 //! daemon wrote them, unless that owner already said the file holds the range
-//! ([`ChunkDir::size_known`]). A write here first checks that the chunk dir's file system keeps
-//! the daemon's reserve free ([`ChunkDir::room`]; else the daemon writes, and says
-//! ENOSPC when it must). Between two measurements of the free space a process writes
+//! ([`ChunkDir::size_known`]). A write here first checks that the chunk dir's file
+//! system keeps the daemon's reserve free ([`ChunkDir::room`]; else the daemon writes,
+//! and says ENOSPC when it must). Between two measurements of the free space a process writes
 //! at most a [`MARGIN_SHARE`]th of the margin above the reserve, so processes writing
 //! at the same moment do not take the reserve between them.
 //!
@@ -288,6 +288,11 @@ impl ChunkDir {
     /// (`size`, the update's `mtime`), sent after its [`Cut::Sizes`] counter read `cuts`.
     pub fn learn_size(&self, id: u64, path: &str, size: u64, cuts: u64, mtime: i64) {
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        // (Each write that grows a file learns again: no new path string for it.)
+        if let Some(k) = known.get_mut(&id).filter(|k| k.path == path) {
+            (k.size, k.cuts, k.mtime) = (size, cuts, mtime);
+            return;
+        }
         if known.len() >= KNOWN_MAX && !known.contains_key(&id) {
             known.clear();
         }

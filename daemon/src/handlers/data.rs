@@ -227,11 +227,13 @@ pub fn allocate_chunks(st: &State, req: AllocateChunksReq) -> Result<Empty, Remo
             "daemon count does not include this daemon",
         ));
     }
-    // This daemon's share of a large range is about len / daemons: if even that is
-    // more than the free space, say so at once instead of filling the disk first.
-    let (_, free) = gkfs_fabric::chunk_file::usage(st.chunks.root())
-        .map_err(|e| io_err("allocate chunk", e))?;
-    if req.len / u64::from(req.daemons) > free {
+    // This daemon's share of a large range is about len / daemons: if even that does
+    // not fit above the reserve, say so at once instead of filling the disk first.
+    if !st
+        .chunks
+        .space()
+        .could_hold(req.len / u64::from(req.daemons))
+    {
         return Err(RemoteError::new(
             Errno::ENOSPC,
             "allocation larger than this daemon's free space",

@@ -101,6 +101,12 @@ impl Space {
         }
     }
 
+    /// Could `len` more bytes be taken while the reserve stays free? Measures now and
+    /// admits nothing (for a quick refusal of a request far too large to try).
+    pub fn could_hold(&self, len: u64) -> bool {
+        self.measure() >= self.reserve.saturating_add(len)
+    }
+
     /// Admits a new metadata record; ENOSPC once less than half the reserve is free.
     pub fn admit_record(&self) -> io::Result<()> {
         if self.admit(RECORD_BYTES, self.reserve / 2) {
