@@ -53,6 +53,10 @@ fn spin_time() -> Duration {
 /// one (see `State::lead_away`).
 const TAKEOVER: Duration = Duration::from_micros(200);
 
+/// Incoming requests up to this long are copied out of their receive buffer, which is
+/// then posted again as it is (most requests: metadata, small writes).
+const COPY_OUT_MAX: usize = 64 * 1024;
+
 /// Completions read per `fi_cq_sread`.
 const CQ_BATCH: usize = 16;
 
@@ -132,6 +136,9 @@ impl Request {
 /// Result slot of one posted operation.
 struct Slot {
     st: Mutex<SlotState>,
+    /// Wakes the thread waiting for this operation; used with the endpoint's state
+    /// mutex.
+    cv: Condvar,
 }
 
 #[derive(Default)]
@@ -148,7 +155,13 @@ impl Slot {
     fn new() -> Arc<Slot> {
         Arc::new(Slot {
             st: Mutex::new(SlotState::default()),
+            cv: Condvar::new(),
         })
+    }
+    /// Has the operation an outcome (waiting to be taken, or taken)?
+    fn ended(&self) -> bool {
+        let st = lock(&self.st);
+        st.result.is_some() || st.taken
     }
     /// The data operation completed (called just before its context is freed).
     fn finish(&self, r: Result<(Vec<u8>, usize), FabricError>) {
@@ -229,9 +242,11 @@ struct State {
     /// away at once ([`Endpoint::hand_over`]).
     lead_away: Option<(Instant, std::thread::ThreadId)>,
     waiters: usize,
-    /// Waiters waiting for a reply or an RMA (not for a request): a leader off to
-    /// serve a request wakes them, since it may be a while before it polls again.
-    call_waiters: usize,
+    /// The slots of the waiters waiting for a reply or an RMA (not for a request), each
+    /// woken on its own condition variable: when its operation ends, or to take the
+    /// lead (a leader off to serve a request wakes one, since it may be a while before
+    /// it polls again).
+    calls: Vec<Arc<Slot>>,
     incoming: VecDeque<Request>,
     shutdown: bool,
     recv_size: usize,
@@ -595,15 +610,41 @@ impl Endpoint {
                 }
                 return Err(check(what, ret as i64).unwrap_err());
             }
-            self.poll(0, false);
+            // Full: reap completions (which may end other threads' operations).
+            let mut ended = Vec::new();
+            self.poll(0, false, &mut ended);
+            if !ended.is_empty() {
+                self.wake_owners(&lock(&self.inner.state), &mut ended, None);
+            }
         }
     }
 
-    /// Reads completions for up to `timeout_ms` and hands each to its owner. Returns
-    /// how many ended a waiter's operation (incoming requests are queued). `may_spin`:
+    /// Wakes the waiting owners of the `ended` operations (but not `own`'s, the
+    /// caller's); returns how many were woken.
+    fn wake_owners(
+        &self,
+        st: &State,
+        ended: &mut Vec<Arc<Slot>>,
+        own: Option<&Arc<Slot>>,
+    ) -> usize {
+        let mut woken = 0;
+        for s in ended.drain(..) {
+            if own.is_some_and(|o| Arc::ptr_eq(o, &s)) {
+                continue;
+            }
+            if st.calls.iter().any(|c| Arc::ptr_eq(c, &s)) {
+                s.cv.notify_one();
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Reads completions for up to `timeout_ms` and hands each to its owner; the slots
+    /// of the operations they ended go to `ended` (incoming requests are queued). `may_spin`:
     /// poll for a short while before blocking, if polling pays and a slot is free (for
     /// waits on a reply that is probably about to arrive).
-    fn poll(&self, timeout_ms: i32, may_spin: bool) -> usize {
+    fn poll(&self, timeout_ms: i32, may_spin: bool, ended: &mut Vec<Arc<Slot>>) {
         let mut entries = [sys::fi_cq_tagged_entry::default(); CQ_BATCH];
         let slot = (timeout_ms > 0
             && may_spin
@@ -647,10 +688,9 @@ impl Endpoint {
                 .record(n != -(sys::FI_EAGAIN as isize) && Instant::now() <= spin_until);
         }
         drop(slot);
-        let mut delivered = 0;
         if n > 0 {
             for e in &entries[..n as usize] {
-                delivered += usize::from(self.complete(e.op_context, Ok(e.len)));
+                ended.extend(self.complete(e.op_context, Ok(e.len)));
             }
         } else if n == -(sys::FI_EAVAIL as isize) {
             let mut err = sys::fi_cq_err_entry::default();
@@ -682,20 +722,24 @@ impl Endpoint {
                 if let FabricError::Truncated(_) = e {
                     e = FabricError::Truncated(err.len);
                 }
-                delivered += usize::from(self.complete(err.op_context, Err(e)));
+                ended.extend(self.complete(err.op_context, Err(e)));
             }
         } else if n < 0 && n != -(sys::FI_EAGAIN as isize) && n != -(sys::FI_ETIMEDOUT as isize) {
             log::warn!("fi_cq_sread: {}", strerror((-n) as i32));
             std::thread::sleep(Duration::from_millis(1));
         }
-        delivered
     }
 
-    /// Hands a completion to its owner; true if it ended a waiter's operation (not a
-    /// plain successful send, not an incoming request: those are queued).
-    fn complete(&self, ctx: *mut libc::c_void, result: Result<usize, FabricError>) -> bool {
+    /// Hands a completion to its owner; the slot of the waiter's operation it ended, if
+    /// it ended one (not a plain successful send, not an incoming request: those are
+    /// queued).
+    fn complete(
+        &self,
+        ctx: *mut libc::c_void,
+        result: Result<usize, FabricError>,
+    ) -> Option<Arc<Slot>> {
         if ctx.is_null() {
-            return false;
+            return None;
         }
         // SAFETY: every context we post is a Box<OpCtx> leaked by `post`, and the
         // provider reports each exactly once; we take ownership back here.
@@ -705,18 +749,18 @@ impl Endpoint {
             OpKind::Send { call, .. } => match (result, call) {
                 (Err(e), Some(slot)) => {
                     slot.fail(e);
-                    true
+                    Some(slot)
                 }
-                _ => false,
+                _ => None,
             },
             OpKind::Data { buf, slot } => {
                 slot.finish(result.map(|len| (buf, len)));
-                true
+                Some(slot)
             }
             OpKind::Incoming { buf } => {
                 drop(_mr);
                 self.on_incoming(buf, result);
-                false
+                None
             }
         }
     }
@@ -729,11 +773,25 @@ impl Endpoint {
         if shutdown {
             return;
         }
+        // The buffer to post again, if the message did not keep it.
+        let mut spare = None;
         match result {
-            Ok(len) => match self.parse_envelope(buf, len) {
-                Ok(req) => lock(&self.inner.state).incoming.push_back(req),
-                Err(e) => log::warn!("dropped a malformed message: {e}"),
-            },
+            Ok(len) => {
+                // A short message is copied out and its buffer posted again: a fresh
+                // receive buffer is zeroed (MAX_REQUEST bytes), which was 28% of a
+                // daemon's time serving creates from 4 remote client threads.
+                let msg = if len <= COPY_OUT_MAX && len <= buf.len() {
+                    let msg = buf[..len].to_vec();
+                    spare = Some(buf);
+                    msg
+                } else {
+                    buf
+                };
+                match self.parse_envelope(msg, len) {
+                    Ok(req) => lock(&self.inner.state).incoming.push_back(req),
+                    Err(e) => log::warn!("dropped a malformed message: {e}"),
+                }
+            }
             Err(FabricError::Truncated(_)) => {
                 let len = buf.len();
                 match self.parse_envelope(buf, len) {
@@ -745,9 +803,15 @@ impl Endpoint {
                 }
             }
             Err(FabricError::Canceled) => return,
-            Err(e) => log::warn!("receive failed: {e}"),
+            Err(e) => {
+                log::warn!("receive failed: {e}");
+                spare = Some(buf);
+            }
         }
-        if let Err(e) = self.post_receive(size) {
+        let buf = spare
+            .filter(|b| b.len() == size)
+            .unwrap_or_else(|| vec![0u8; size]);
+        if let Err(e) = self.post_receive(buf) {
             log::error!("cannot repost a receive buffer: {e}");
         }
     }
@@ -774,8 +838,8 @@ impl Endpoint {
         })
     }
 
-    fn post_receive(&self, size: usize) -> Result<(), FabricError> {
-        let mut buf = vec![0u8; size];
+    /// Posts `buf` (all of it) to receive the next incoming request.
+    fn post_receive(&self, mut buf: Vec<u8>) -> Result<(), FabricError> {
         let (ptr, len) = (buf.as_mut_ptr(), buf.len());
         let ep = self.inner.ep;
         self.post(
@@ -801,14 +865,17 @@ impl Endpoint {
     }
 
     /// Blocks until `check` yields a value, progressing the endpoint as leader when
-    /// nobody else does, or until `deadline`.
+    /// nobody else does, or until `deadline`. `own`: the slot of the call or RMA this
+    /// thread waits for; `None` for a serving thread waiting for a request.
     fn drive<T>(
         &self,
         deadline: Instant,
-        serving: bool,
+        own: Option<&Arc<Slot>>,
         mut check: impl FnMut(&mut State) -> Option<T>,
     ) -> Result<T, FabricError> {
         let inner = &self.inner;
+        let serving = own.is_none();
+        let mut ended = Vec::new();
         let mut st = lock(&inner.state);
         loop {
             if let Some(v) = check(&mut st) {
@@ -834,18 +901,16 @@ impl Endpoint {
                     // Poll first only while no other thread waits for a reply: the
                     // next completion is then probably this thread's own, and the
                     // others' wake-ups need the core a poller would take.
-                    let may_spin = st.call_waiters == 0;
+                    let may_spin = st.calls.is_empty();
                     drop(st);
-                    let got = self.poll((slice.as_millis() as i32).max(1), may_spin);
+                    self.poll((slice.as_millis() as i32).max(1), may_spin, &mut ended);
                     st = lock(&inner.state);
                     let done = check(&mut st);
-                    // Wake the others only when something may be theirs; when the
-                    // leader steps down, one of them takes over.
-                    let outcomes_for_others = if serving {
-                        got > 0
-                    } else {
-                        got > 1 || (got == 1 && done.is_none())
-                    };
+                    // Only the owner of an ended operation is woken, and only if it
+                    // waits (a wake-up of every waiter per completion, most of them to
+                    // sleep again, made 4 client threads' remote creates slower than
+                    // one thread's).
+                    let woken = self.wake_owners(&st, &mut ended, own);
                     // Requests left queued wake another thread to serve them only while
                     // the cores allow one more busy thread; otherwise the leader takes
                     // them when it is back (or a waiter after TAKEOVER): on 2 cores, 4
@@ -857,20 +922,18 @@ impl Endpoint {
                         && (!serving
                             || inner.handling.load(Ordering::Relaxed) + 1
                                 < crate::spin::busy_max() as u64);
-                    let for_others = outcomes_for_others || helper;
-                    if st.waiters > 0 && for_others {
+                    if helper && st.waiters > st.calls.len() {
                         inner.cv.notify_all();
                     }
                     if done.is_some() || Instant::now() >= deadline || st.shutdown {
                         st.leader = false;
-                        if serving && done.is_some() && !for_others {
-                            // Off to serve a request: back for the next one soon.
+                        if serving && done.is_some() && woken == 0 && !helper {
+                            // Off to serve a request: back for the next one soon; a
+                            // thread waiting for a reply leads meanwhile.
                             st.lead_away = Some((Instant::now(), me));
-                            if st.call_waiters > 0 {
-                                inner.cv.notify_all();
-                            }
-                        } else if st.waiters > 0 && !for_others {
-                            inner.cv.notify_one();
+                            self.pass_lead(&st, false);
+                        } else if !helper {
+                            self.pass_lead(&st, true);
                         }
                         match done {
                             Some(v) => return Ok(v),
@@ -880,19 +943,45 @@ impl Endpoint {
                 }
             } else {
                 st.waiters += 1;
-                st.call_waiters += usize::from(!serving);
                 let mut wait = (deadline - now).min(MAX_SLICE);
                 if let (true, Some((t, _))) = (reserved, st.lead_away) {
                     wait = wait.min((t + TAKEOVER).saturating_duration_since(now));
                 }
-                st = inner
-                    .cv
-                    .wait_timeout(st, wait.max(Duration::from_micros(1)))
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+                let wait = wait.max(Duration::from_micros(1));
+                st = match own {
+                    Some(slot) => {
+                        st.calls.push(slot.clone());
+                        let mut st = slot
+                            .cv
+                            .wait_timeout(st, wait)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                        if let Some(i) = st.calls.iter().position(|c| Arc::ptr_eq(c, slot)) {
+                            st.calls.swap_remove(i);
+                        }
+                        st
+                    }
+                    None => {
+                        inner
+                            .cv
+                            .wait_timeout(st, wait)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                };
                 st.waiters -= 1;
-                st.call_waiters -= usize::from(!serving);
             }
+        }
+    }
+
+    /// Wakes one waiting thread to take the lead: one whose call has not ended (a
+    /// thread whose call ended was woken already and returns), else, if `or_serving`, a
+    /// serving thread.
+    fn pass_lead(&self, st: &State, or_serving: bool) {
+        if let Some(s) = st.calls.iter().find(|s| !s.ended()) {
+            s.cv.notify_one();
+        } else if or_serving && st.waiters > st.calls.len() {
+            self.inner.cv.notify_one();
         }
     }
 
@@ -900,8 +989,8 @@ impl Endpoint {
     /// takes the lead now instead of after [`TAKEOVER`].
     pub fn hand_over(&self) {
         let mut st = lock(&self.inner.state);
-        if st.lead_away.take().is_some() && st.waiters > 0 && !st.leader {
-            self.inner.cv.notify_one();
+        if st.lead_away.take().is_some() && !st.leader {
+            self.pass_lead(&st, true);
         }
     }
 
@@ -910,7 +999,7 @@ impl Endpoint {
         slot: &Arc<Slot>,
         deadline: Instant,
     ) -> Result<(Vec<u8>, usize), FabricError> {
-        let r = self.drive(deadline, false, |_| slot.take());
+        let r = self.drive(deadline, Some(slot), |_| slot.take());
         match r {
             Ok(r) => r,
             Err(e) => Err(e),
@@ -990,14 +1079,14 @@ impl Endpoint {
         lock(&self.inner.state).recv_size = size + 10 + self.inner.name.len().max(256);
         let size = lock(&self.inner.state).recv_size;
         for _ in 0..count {
-            self.post_receive(size)?;
+            self.post_receive(vec![0u8; size])?;
         }
         Ok(())
     }
 
     /// Waits for the next request; `Ok(None)` when the endpoint is shut down.
     pub fn next_request(&self, deadline: Instant) -> Result<Option<Request>, FabricError> {
-        match self.drive(deadline, true, |st| st.incoming.pop_front()) {
+        match self.drive(deadline, None, |st| st.incoming.pop_front()) {
             Ok(r) => {
                 self.inner.handling.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(r))
@@ -1168,6 +1257,9 @@ impl Endpoint {
         // SAFETY: cq is open; signalling wakes a thread blocked in fi_cq_sread.
         unsafe { sys::gkfs_fi_cq_signal(self.inner.cq) };
         self.inner.cv.notify_all();
+        for s in &st.calls {
+            s.cv.notify_one();
+        }
     }
 }
 

@@ -38,6 +38,13 @@ struct Opts {
     /// libfabric provider of --remote.
     #[arg(long, default_value = "tcp;ofi_rxm")]
     provider: String,
+    /// With --remote: repeat one measurement for this many seconds instead of the
+    /// table (to profile it): creates-1, creates-4, write-1m or read-1m.
+    #[arg(long, value_name = "WHAT")]
+    soak: Option<String>,
+    /// Seconds of --soak.
+    #[arg(long, default_value_t = 10)]
+    soak_seconds: u64,
 }
 
 fn parse_args() -> Opts {
@@ -317,6 +324,9 @@ fn remote(o: &Opts) {
     client.create("/probe", 0o644).expect("create");
     let n = if o.quick { 500 } else { 2000 };
     ping_us(&client, 200); // warm-up: the connection
+    if let Some(what) = &o.soak {
+        return soak(&client, what, Duration::from_secs(o.soak_seconds));
+    }
     let mut runs: Vec<[f64; 10]> = Vec::new();
     for r in 0..reps {
         let (pp_half, _) = fi_pingpong(&o.provider, 64, 3000);
@@ -399,6 +409,46 @@ fn remote(o: &Opts) {
         m(9),
         100.0 * m(6) / m(9)
     );
+}
+
+/// Repeats one remote measurement until `time` is over, printing each round's figure.
+fn soak(client: &Client, what: &str, time: Duration) {
+    const MIB: usize = 1 << 20;
+    // Reads go over one file written once, so only reads are profiled.
+    let file = (what == "read-1m").then(|| {
+        let opts = OpenOptions {
+            create: true,
+            write: true,
+            mode: 0o644,
+            ..Default::default()
+        };
+        let f = client.open("/soak-read", &opts).expect("open");
+        for i in 0..64 {
+            f.pwrite(&vec![0x5au8; MIB], (i * MIB) as u64)
+                .expect("write");
+        }
+        f
+    });
+    let end = Instant::now() + time;
+    let mut round = 0;
+    while Instant::now() < end {
+        let v = match what {
+            "creates-1" => metadata(client, 1, 2000, round).0,
+            "creates-4" => metadata(client, 4, 2000, round).0,
+            "write-1m" => seq_io(client, 1, 1 << 20, 64 << 20, round).0,
+            "read-1m" => {
+                let (f, mut buf) = (file.as_ref().expect("the file"), vec![0u8; MIB]);
+                let t = Instant::now();
+                for i in 0..64 {
+                    assert_eq!(f.pread(&mut buf, (i * MIB) as u64).expect("read"), MIB);
+                }
+                (64 * MIB) as f64 / t.elapsed().as_secs_f64() / 1e6
+            }
+            _ => panic!("--soak takes creates-1, creates-4, write-1m or read-1m"),
+        };
+        println!("{what} round {round}: {v:.1}");
+        round += 1;
+    }
 }
 
 fn main() {
