@@ -4,13 +4,15 @@
 //! Progress is leader/follower, with no background thread: a thread that must wait for
 //! something (a reply, an RMA, an incoming request) becomes the *leader* if nobody is,
 //! and polls the CQ briefly, then blocks in `fi_cq_sread` (see `spin_time`); every
-//! completion it reads is handed to its owner, and the other waiters sleep on a
-//! condition variable. When the leader's own wait is over, it steps down and wakes the
-//! others so one takes over.
+//! completion it reads is handed to its owner, and the other waiters sleep, each on its
+//! own condition variable, woken when their operation ended. When the leader's own wait
+//! is over, it steps down and wakes one waiter whose operation has not ended, to take
+//! over.
 //! A serving thread that takes a short request keeps the lead, and the requests read
 //! with it, for when it is back; another thread is woken to serve them only while the
 //! cores allow one more busy thread ([`crate::spin::busy_max`]) or when the request
-//! takes long ([`Endpoint::hand_over`]). A leader polls before it blocks only while no
+//! takes long ([`Endpoint::hand_over`]). A serving thread that waits for the RMAs of
+//! its request leads meanwhile, and keeps the lead for its return when they are over. A leader polls before it blocks only while no
 //! other thread waits for a reply: with several calls in flight, the core it would
 //! spin on is the one their wake-ups need.
 //! With `FI_PROGRESS_MANUAL` providers (tcp;ofi_rxm) this also keeps RMA targets
@@ -895,7 +897,9 @@ impl Endpoint {
                 });
             if !st.leader && !reserved {
                 st.leader = true;
-                st.lead_away = None;
+                // A serving thread waiting for an RMA of the request it serves holds
+                // the lead it kept for its return; it keeps it again when its wait ends.
+                let kept = st.lead_away.take().is_some_and(|(_, by)| by == me);
                 loop {
                     let slice = (deadline - Instant::now()).min(MAX_SLICE);
                     // Poll first only while no other thread waits for a reply: the
@@ -930,6 +934,12 @@ impl Endpoint {
                         if serving && done.is_some() && woken == 0 && !helper {
                             // Off to serve a request: back for the next one soon; a
                             // thread waiting for a reply leads meanwhile.
+                            st.lead_away = Some((Instant::now(), me));
+                            self.pass_lead(&st, false);
+                        } else if !serving && kept && inner.handling.load(Ordering::Relaxed) > 0 {
+                            // Back to the request it serves: the lead stays kept for
+                            // this thread (waking another serving thread to lead cost a
+                            // wake-up per bulk request: a third of 1 MiB remote reads).
                             st.lead_away = Some((Instant::now(), me));
                             self.pass_lead(&st, false);
                         } else if !helper {
