@@ -55,10 +55,6 @@ fn spin_time() -> Duration {
 /// one (see `State::lead_away`).
 const TAKEOVER: Duration = Duration::from_micros(200);
 
-/// Incoming requests up to this long are copied out of their receive buffer, which is
-/// then posted again as it is (most requests: metadata, small writes).
-const COPY_OUT_MAX: usize = 64 * 1024;
-
 /// Completions read per `fi_cq_sread`.
 const CQ_BATCH: usize = 16;
 
@@ -124,14 +120,50 @@ pub struct Request {
     /// request should be answered with an error.
     pub truncated: bool,
     reply_tag: u64,
+    /// The receive buffer it came in (all of it), given back to `pool` when the
+    /// request is dropped.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
+    pool: Arc<RecvPool>,
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
+    }
+}
+
+/// Receive buffers given back by handled requests, to be posted again as they are.
+#[derive(Default)]
+struct RecvPool(Mutex<Vec<Vec<u8>>>);
+
+/// Most buffers a pool keeps (more than the posted ones plus the requests served at
+/// once is never needed).
+const RECV_POOL_MAX: usize = 64;
+
+impl RecvPool {
+    fn give(&self, buf: Vec<u8>) {
+        let mut p = lock(&self.0);
+        if p.len() < RECV_POOL_MAX && !buf.is_empty() {
+            p.push(buf);
+        }
+    }
+    fn take(&self) -> Option<Vec<u8>> {
+        lock(&self.0).pop()
+    }
+}
+
+impl std::fmt::Debug for RecvPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RecvPool({} buffers)", lock(&self.0).len())
+    }
 }
 
 impl Request {
     /// The request bytes (after the transport envelope).
     pub fn payload(&self) -> &[u8] {
-        &self.buf[self.start..]
+        &self.buf[self.start..self.end]
     }
 }
 
@@ -273,6 +305,8 @@ struct Inner {
     handling: AtomicU64,
     /// Whether polling the CQ before blocking pays.
     score: crate::spin::Score,
+    /// Receive buffers of handled requests.
+    recv_pool: Arc<RecvPool>,
 }
 
 // SAFETY: all libfabric objects are opened with FI_THREAD_SAFE, so they may be used
@@ -370,6 +404,7 @@ impl Endpoint {
             next_tag: AtomicU64::new(1),
             handling: AtomicU64::new(0),
             score: crate::spin::Score::default(),
+            recv_pool: Arc::default(),
             next_key: AtomicU64::new(1),
             peers: Mutex::new(HashMap::new()),
         };
@@ -775,42 +810,44 @@ impl Endpoint {
         if shutdown {
             return;
         }
-        // The buffer to post again, if the message did not keep it.
+        // The buffer goes with the request (which gives it back to the pool when it is
+        // dropped), or is posted again at once.
         let mut spare = None;
-        match result {
-            Ok(len) => {
-                // A short message is copied out and its buffer posted again: a fresh
-                // receive buffer is zeroed (MAX_REQUEST bytes), which was 28% of a
-                // daemon's time serving creates from 4 remote client threads.
-                let msg = if len <= COPY_OUT_MAX && len <= buf.len() {
-                    let msg = buf[..len].to_vec();
-                    spare = Some(buf);
-                    msg
-                } else {
-                    buf
-                };
-                match self.parse_envelope(msg, len) {
-                    Ok(req) => lock(&self.inner.state).incoming.push_back(req),
-                    Err(e) => log::warn!("dropped a malformed message: {e}"),
-                }
-            }
-            Err(FabricError::Truncated(_)) => {
-                let len = buf.len();
-                match self.parse_envelope(buf, len) {
-                    Ok(mut req) => {
-                        req.truncated = true;
-                        lock(&self.inner.state).incoming.push_back(req)
-                    }
-                    Err(e) => log::warn!("dropped an oversized malformed message: {e}"),
-                }
-            }
+        let (len, truncated) = match result {
+            Ok(len) => (len.min(buf.len()), false),
+            Err(FabricError::Truncated(_)) => (buf.len(), true),
             Err(FabricError::Canceled) => return,
             Err(e) => {
                 log::warn!("receive failed: {e}");
-                spare = Some(buf);
+                (0, false)
             }
+        };
+        if len > 0 {
+            match self.parse_envelope(&buf[..len]) {
+                Ok((from, reply_tag, start)) => {
+                    let req = Request {
+                        from,
+                        truncated,
+                        reply_tag,
+                        buf,
+                        start,
+                        end: len,
+                        pool: self.inner.recv_pool.clone(),
+                    };
+                    lock(&self.inner.state).incoming.push_back(req);
+                }
+                Err(e) => {
+                    log::warn!("dropped a malformed message: {e}");
+                    spare = Some(buf);
+                }
+            }
+        } else {
+            spare = Some(buf);
         }
+        // A fresh receive buffer is zeroed (MAX_REQUEST bytes): that was 28% of a
+        // daemon's time serving creates from 4 remote client threads.
         let buf = spare
+            .or_else(|| self.inner.recv_pool.take())
             .filter(|b| b.len() == size)
             .unwrap_or_else(|| vec![0u8; size]);
         if let Err(e) = self.post_receive(buf) {
@@ -818,8 +855,8 @@ impl Endpoint {
         }
     }
 
-    fn parse_envelope(&self, mut buf: Vec<u8>, len: usize) -> Result<Request, FabricError> {
-        buf.truncate(len);
+    /// The sender, reply tag and payload start of a received message.
+    fn parse_envelope(&self, buf: &[u8]) -> Result<(Peer, u64, usize), FabricError> {
         if buf.len() < 10 {
             return Err(FabricError::BadAddress(
                 "message shorter than its envelope".into(),
@@ -831,13 +868,7 @@ impl Endpoint {
             return Err(FabricError::BadAddress("bad envelope".into()));
         }
         let from = self.peer(&buf[10..10 + alen])?;
-        Ok(Request {
-            from,
-            truncated: false,
-            reply_tag,
-            buf,
-            start: 10 + alen,
-        })
+        Ok((from, reply_tag, 10 + alen))
     }
 
     /// Posts `buf` (all of it) to receive the next incoming request.

@@ -1,7 +1,8 @@
 //! Many threads on one endpoint, on both sides: every caller gets its own reply, byte
-//! for byte, short and long requests mixed (short ones are copied out of the receive
-//! buffer, which is posted again; long ones keep it), and no call waits for a wake-up
-//! that never comes (a waiter that is not woken sleeps a whole 200 ms slice).
+//! for byte, short and long requests mixed (receive buffers go back to a pool when a
+//! request is dropped and are posted again as they are, the last one's bytes still in
+//! them), and no call waits for a wake-up that never comes (a waiter that is not woken
+//! sleeps a whole 200 ms slice).
 
 use std::time::{Duration, Instant};
 
@@ -20,8 +21,8 @@ fn open(node: Option<&str>) -> Endpoint {
     .expect("a libfabric endpoint")
 }
 
-/// The request of caller `thread`'s call `i`: long (past the copy-out size) every
-/// seventh call, filled with bytes that name the call.
+/// The request of caller `thread`'s call `i`: long every seventh call, filled with
+/// bytes that name the call.
 fn request(thread: usize, i: usize) -> Vec<u8> {
     let len = if i % 7 == 3 {
         100 * 1024 + i
