@@ -173,7 +173,20 @@ struct Slot {
     /// Wakes the thread waiting for this operation; used with the endpoint's state
     /// mutex.
     cv: Condvar,
+    /// How long its waiter polls before it blocks, in µs (see [`bulk_spin`]).
+    spin_us: AtomicU64,
 }
+
+/// How long to poll for an operation that moves `bytes` by RMA before blocking: the
+/// usual [`spin_time`], or longer for a large transfer, which keeps making progress
+/// meanwhile (with `FI_PROGRESS_MANUAL` only while some thread polls; a blocked waiter
+/// is woken for every part of it). At 1 GB/s, at most [`BULK_SPIN_MAX`].
+fn bulk_spin(bytes: u64) -> Duration {
+    spin_time().max(Duration::from_micros(bytes / 1000).min(BULK_SPIN_MAX))
+}
+
+/// Longest poll of [`bulk_spin`].
+const BULK_SPIN_MAX: Duration = Duration::from_millis(2);
 
 #[derive(Default)]
 struct SlotState {
@@ -186,11 +199,15 @@ struct SlotState {
 }
 
 impl Slot {
-    fn new() -> Arc<Slot> {
+    fn new(spin: Duration) -> Arc<Slot> {
         Arc::new(Slot {
             st: Mutex::new(SlotState::default()),
             cv: Condvar::new(),
+            spin_us: AtomicU64::new(spin.as_micros() as u64),
         })
+    }
+    fn spin(&self) -> Duration {
+        Duration::from_micros(self.spin_us.load(Ordering::Relaxed))
     }
     /// Has the operation an outcome (waiting to be taken, or taken)?
     fn ended(&self) -> bool {
@@ -649,7 +666,7 @@ impl Endpoint {
             }
             // Full: reap completions (which may end other threads' operations).
             let mut ended = Vec::new();
-            self.poll(0, false, &mut ended);
+            self.poll(0, None, 0, &mut ended);
             if !ended.is_empty() {
                 self.wake_owners(&lock(&self.inner.state), &mut ended, None);
             }
@@ -678,24 +695,26 @@ impl Endpoint {
     }
 
     /// Reads completions for up to `timeout_ms` and hands each to its owner; the slots
-    /// of the operations they ended go to `ended` (incoming requests are queued). `may_spin`:
-    /// poll for a short while before blocking, if polling pays and a slot is free (for
-    /// waits on a reply that is probably about to arrive).
-    fn poll(&self, timeout_ms: i32, may_spin: bool, ended: &mut Vec<Arc<Slot>>) {
+    /// of the operations they ended go to `ended` (incoming requests are queued).
+    /// `spin`: poll this long before blocking, if polling pays, a slot is free and no
+    /// request taken from this endpoint is being served but the caller's own
+    /// `own_requests` (for waits on something that is probably about to arrive).
+    fn poll(
+        &self,
+        timeout_ms: i32,
+        spin: Option<Duration>,
+        own_requests: u64,
+        ended: &mut Vec<Arc<Slot>>,
+    ) {
         let mut entries = [sys::fi_cq_tagged_entry::default(); CQ_BATCH];
+        let spin = spin.unwrap_or(Duration::ZERO);
         let slot = (timeout_ms > 0
-            && may_spin
-            && !spin_time().is_zero()
-            && self.inner.handling.load(Ordering::Relaxed) == 0
+            && !spin.is_zero()
+            && self.inner.handling.load(Ordering::Relaxed) <= own_requests
             && self.inner.score.worth_polling())
         .then(crate::spin::SpinSlot::take)
         .flatten();
-        let spin_until = Instant::now()
-            + if slot.is_some() {
-                spin_time()
-            } else {
-                Duration::ZERO
-            };
+        let spin_until = Instant::now() + if slot.is_some() { spin } else { Duration::ZERO };
         // SAFETY: cq is open and entries has room for CQ_BATCH tagged entries.
         let n = unsafe {
             let mut n = -(sys::FI_EAGAIN as isize);
@@ -936,9 +955,20 @@ impl Endpoint {
                     // Poll first only while no other thread waits for a reply: the
                     // next completion is then probably this thread's own, and the
                     // others' wake-ups need the core a poller would take.
-                    let may_spin = st.calls.is_empty();
+                    let spin = st
+                        .calls
+                        .is_empty()
+                        .then(|| own.map_or_else(spin_time, |o| o.spin()));
                     drop(st);
-                    self.poll((slice.as_millis() as i32).max(1), may_spin, &mut ended);
+                    // A serving thread waiting for its own request's RMAs is the
+                    // handler a poller would take the core from.
+                    let own_requests = u64::from(kept && !serving);
+                    self.poll(
+                        (slice.as_millis() as i32).max(1),
+                        spin,
+                        own_requests,
+                        &mut ended,
+                    );
                     st = lock(&inner.state);
                     let done = check(&mut st);
                     // Only the owner of an ended operation is woken, and only if it
@@ -1057,7 +1087,7 @@ impl Endpoint {
         deadline: Instant,
     ) -> Result<PendingCall, FabricError> {
         let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed) % REQUEST_TAG;
-        let slot = Slot::new();
+        let slot = Slot::new(spin_time());
         let mut rbuf = vec![0u8; max_reply];
         let (rptr, rlen) = (rbuf.as_mut_ptr(), rbuf.len());
         let ep = self.inner.ep;
@@ -1199,7 +1229,7 @@ impl Endpoint {
     ) -> Result<PendingRma, FabricError> {
         let len = buf.len();
         self.check_remote(remote, offset, len)?;
-        let slot = Slot::new();
+        let slot = Slot::new(bulk_spin(len as u64));
         let (ptr, ep) = (buf.as_mut_ptr(), self.inner.ep);
         let (raddr, key) = (remote.addr + offset, remote.key);
         let what = match dir {
@@ -1315,6 +1345,15 @@ pub struct PendingCall {
 unsafe impl Send for PendingCall {}
 
 impl PendingCall {
+    /// The call lent the peer `bytes` to move by RMA: its wait polls longer before it
+    /// blocks ([`bulk_spin`]).
+    pub fn moving(self, bytes: u64) -> Self {
+        self.slot
+            .spin_us
+            .store(bulk_spin(bytes).as_micros() as u64, Ordering::Relaxed);
+        self
+    }
+
     /// Waits for the reply until `deadline`.
     pub fn wait(self, deadline: Instant) -> Result<Vec<u8>, FabricError> {
         match self.ep.wait_slot(&self.slot, deadline) {

@@ -353,8 +353,9 @@ impl Rpcs {
                 }
                 Way::Rma => {
                     let bulk = writes.mr.as_ref().ok_or(Errno::EIO)?.remote().into();
+                    let bytes = s.bytes;
                     let r = req(s.pieces, Some(bulk), Bytes::default(), update);
-                    self.start(d, &r, SMALL_REPLY)
+                    self.start(d, &r, SMALL_REPLY).map(|p| p.moving(bytes))
                 }
                 Way::Inline => {
                     let mut inline = Vec::with_capacity(s.bytes as usize);
@@ -509,7 +510,11 @@ impl Rpcs {
                     pieces,
                     bulk,
                 };
-                let started = settled(self.start(d, &req, reply_max), &mut pending)?;
+                let started = self.start(d, &req, reply_max).map(|p| match way {
+                    Way::Rma => p.moving(s.bytes),
+                    _ => p,
+                });
+                let started = settled(started, &mut pending)?;
                 pending.push(started);
                 sent.push((way, s));
             }

@@ -669,6 +669,15 @@ pub(crate) struct Pending<R: Rpc> {
 }
 
 impl<R: Rpc> Pending<R> {
+    /// The call lent the daemon `bytes` to move by RMA: waiting for it polls longer
+    /// before it blocks (`gkfs_fabric::PendingCall::moving`).
+    pub fn moving(mut self, bytes: u64) -> Self {
+        if let Call::Fabric(call) = self.call {
+            self.call = Call::Fabric(call.moving(bytes));
+        }
+        self
+    }
+
     /// Waits for the reply.
     pub fn wait(self) -> Result<R::Reply, Errno> {
         self.wait_window().map(|(r, _)| r)
