@@ -12,9 +12,10 @@
 //! with it, for when it is back; another thread is woken to serve them only while the
 //! cores allow one more busy thread ([`crate::spin::busy_max`]) or when the request
 //! takes long ([`Endpoint::hand_over`]). A serving thread that waits for the RMAs of
-//! its request leads meanwhile, and keeps the lead for its return when they are over. A leader polls before it blocks only while no
-//! other thread waits for a reply: with several calls in flight, the core it would
-//! spin on is the one their wake-ups need.
+//! its request leads meanwhile, and keeps the lead for its return when they are over.
+//! A leader polls before it blocks only while no other thread waits for a reply: with
+//! several calls in flight, the core it would spin on is the one their wake-ups need.
+//! How long it polls grows with the bytes an RMA (or a call that lent a buffer) moves.
 //! With `FI_PROGRESS_MANUAL` providers (tcp;ofi_rxm) this also keeps RMA targets
 //! progressing while their owner waits for the reply.
 
@@ -987,7 +988,9 @@ impl Endpoint {
                         && (!serving
                             || inner.handling.load(Ordering::Relaxed) + 1
                                 < crate::spin::busy_max() as u64);
-                    if helper && st.waiters > st.calls.len() {
+                    // (Any thread woken here leads if nobody does.)
+                    let helped = helper && st.waiters > st.calls.len();
+                    if helped {
                         inner.cv.notify_all();
                     }
                     if done.is_some() || Instant::now() >= deadline || st.shutdown {
@@ -1003,7 +1006,7 @@ impl Endpoint {
                             // wake-up per bulk request: a third of 1 MiB remote reads).
                             st.lead_away = Some((Instant::now(), me));
                             self.pass_lead(&st, false);
-                        } else if !helper {
+                        } else if !helped {
                             self.pass_lead(&st, true);
                         }
                         match done {

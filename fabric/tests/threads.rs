@@ -96,7 +96,17 @@ fn concurrent_callers_each_get_their_own_reply_without_lost_wakeups() {
 
 #[test]
 fn requests_served_while_other_requests_move_bulk_data_are_not_held_up() {
-    const SERVERS: usize = 3;
+    bulk_and_pings(3, 1);
+}
+
+#[test]
+fn requests_still_pass_while_every_serving_thread_moves_bulk_data() {
+    bulk_and_pings(2, 2);
+}
+
+/// `movers` client threads have 1 MiB pulled by RMA, 40 times each, while 3 others send
+/// short requests, to `servers` serving threads.
+fn bulk_and_pings(servers: usize, movers: usize) {
     const PINGERS: usize = 3;
     const PINGS: usize = 400;
     const BULK: usize = 1 << 20;
@@ -105,7 +115,7 @@ fn requests_served_while_other_requests_move_bulk_data_are_not_held_up() {
     server.serve(4, 128 * 1024).expect("serve");
     // 'b' + the client's buffer (addr, key, len): the handler pulls it by RMA (its
     // thread leads the endpoint while it waits), then answers with a checksum.
-    let servers: Vec<_> = (0..SERVERS)
+    let servers: Vec<_> = (0..servers)
         .map(|_| {
             let ep = server.clone();
             std::thread::spawn(move || loop {
@@ -154,20 +164,24 @@ fn requests_served_while_other_requests_move_bulk_data_are_not_held_up() {
     let data: Vec<u8> = (0..BULK).map(|i| (i % 251) as u8).collect();
     let want: u64 = data.iter().map(|&b| u64::from(b)).sum();
     let slow: usize = std::thread::scope(|s| {
-        let mover = s.spawn(|| {
-            let mr = client.register(&data).expect("register");
-            let r = mr.remote();
-            let mut msg = vec![b'b', 0, 0, 0, 0, 0, 0, 0];
-            for v in [r.addr, r.key, r.len] {
-                msg.extend_from_slice(&v.to_le_bytes());
-            }
-            for _ in 0..MOVES {
-                let reply = client
-                    .call(peer, &msg, 64, Duration::from_secs(30))
-                    .expect("bulk call");
-                assert_eq!(reply, want.to_le_bytes(), "the bytes moved differ");
-            }
-        });
+        let movers: Vec<_> = (0..movers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mr = client.register(&data).expect("register");
+                    let r = mr.remote();
+                    let mut msg = vec![b'b', 0, 0, 0, 0, 0, 0, 0];
+                    for v in [r.addr, r.key, r.len] {
+                        msg.extend_from_slice(&v.to_le_bytes());
+                    }
+                    for _ in 0..MOVES {
+                        let reply = client
+                            .call(peer, &msg, 64, Duration::from_secs(30))
+                            .expect("bulk call");
+                        assert_eq!(reply, want.to_le_bytes(), "the bytes moved differ");
+                    }
+                })
+            })
+            .collect();
         let pingers: Vec<_> = (0..PINGERS)
             .map(|t| {
                 let client = &client;
@@ -190,7 +204,9 @@ fn requests_served_while_other_requests_move_bulk_data_are_not_held_up() {
                 })
             })
             .collect();
-        mover.join().unwrap();
+        for m in movers {
+            m.join().unwrap();
+        }
         pingers.into_iter().map(|c| c.join().unwrap()).sum()
     });
     server.shutdown();
