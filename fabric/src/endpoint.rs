@@ -90,6 +90,32 @@ pub struct RemoteBuf {
     pub len: u64,
 }
 
+impl RemoteBuf {
+    /// Its 24 bytes (address, key, length, little-endian) for a message of a program's
+    /// own, as tests and benchmarks send them (gkfs requests carry a `Bulk`).
+    pub fn to_le_bytes(self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        for (i, v) in [self.addr, self.key, self.len].into_iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// Reads [`RemoteBuf::to_le_bytes`] from the start of `b`.
+    pub fn from_le_bytes(b: &[u8]) -> Option<RemoteBuf> {
+        let v = |i: usize| {
+            Some(u64::from_le_bytes(
+                b.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
+        Some(RemoteBuf {
+            addr: v(0)?,
+            key: v(1)?,
+            len: v(2)?,
+        })
+    }
+}
+
 /// The buffer as a request names it on the wire.
 impl From<RemoteBuf> for gkfs_proto::msg::Bulk {
     fn from(r: RemoteBuf) -> Self {
@@ -1441,5 +1467,22 @@ impl Drop for Inner {
                 sys::gkfs_fi_freeinfo(self.info);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_buffer_reads_back_from_its_bytes_and_short_bytes_are_none() {
+        let r = RemoteBuf {
+            addr: 0x1122_3344_5566_7788,
+            key: 42,
+            len: 1 << 20,
+        };
+        let b = r.to_le_bytes();
+        assert_eq!(RemoteBuf::from_le_bytes(&b), Some(r));
+        assert_eq!(RemoteBuf::from_le_bytes(&b[..23]), None);
     }
 }

@@ -261,16 +261,7 @@ fn rma_floor(provider: &str, n: usize) -> (f64, f64) {
             .next_request(deadline)
             .expect("request")
             .expect("a request");
-        let v: Vec<u64> = req
-            .payload()
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        let rb = RemoteBuf {
-            addr: v[0],
-            key: v[1],
-            len: v[2],
-        };
+        let rb = RemoteBuf::from_le_bytes(req.payload()).expect("a buffer");
         let mut buf = Vec::new();
         let t = Instant::now();
         for _ in 0..n {
@@ -293,11 +284,7 @@ fn rma_floor(provider: &str, n: usize) -> (f64, f64) {
     let mut buf = vec![0x5au8; MIB];
     let got = {
         let mr = client.register_mut(&mut buf).expect("register");
-        let r = mr.remote();
-        let msg: Vec<u8> = [r.addr, r.key, r.len]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
+        let msg = mr.remote().to_le_bytes();
         // The client's wait drives its side of the transfers.
         client
             .call(peer, &msg, 64, Duration::from_secs(120))
