@@ -11,7 +11,7 @@ use gkfs_fabric::MemoryRegion;
 use gkfs_proto::limits::{INLINE_READ_MAX, INLINE_WRITE_MAX, SMALL_REPLY};
 use gkfs_proto::local::WINDOW_SIZE;
 use gkfs_proto::msg::{
-    Bulk, ChunkIo, ReadChunksReply, ReadChunksReq, SizeUpdate, UpdateSizeReq, WriteChunksReq,
+    Bulk, ChunkIo, ReadChunksReply, ReadChunksReq, Rpc, SizeUpdate, UpdateSizeReq, WriteChunksReq,
 };
 use gkfs_proto::wire::Bytes;
 use gkfs_proto::Errno;
@@ -282,6 +282,21 @@ impl Rpcs {
         }
     }
 
+    /// Starts a data call to daemon `d` that moves `bytes` the `way` given: one that
+    /// lends the caller's buffer for RMA waits for the transfer polling
+    /// ([`Pending::moving`]).
+    fn start_data<R: Rpc>(
+        &self,
+        d: u32,
+        req: &R,
+        reply_max: usize,
+        way: Way,
+        bytes: u64,
+    ) -> Result<Pending<R>, Errno> {
+        let p = self.start(d, req, reply_max)?;
+        Ok(if way == Way::Rma { p.moving(bytes) } else { p })
+    }
+
     /// Is any share moved by RMA?
     fn any_rma(&self, shares: &Shares, dir: Dir) -> bool {
         shares
@@ -355,7 +370,7 @@ impl Rpcs {
                     let bulk = writes.mr.as_ref().ok_or(Errno::EIO)?.remote().into();
                     let bytes = s.bytes;
                     let r = req(s.pieces, Some(bulk), Bytes::default(), update);
-                    self.start(d, &r, SMALL_REPLY).map(|p| p.moving(bytes))
+                    self.start_data(d, &r, SMALL_REPLY, Way::Rma, bytes)
                 }
                 Way::Inline => {
                     let mut inline = Vec::with_capacity(s.bytes as usize);
@@ -510,10 +525,7 @@ impl Rpcs {
                     pieces,
                     bulk,
                 };
-                let started = self.start(d, &req, reply_max).map(|p| match way {
-                    Way::Rma => p.moving(s.bytes),
-                    _ => p,
-                });
+                let started = self.start_data(d, &req, reply_max, way, s.bytes);
                 let started = settled(started, &mut pending)?;
                 pending.push(started);
                 sent.push((way, s));

@@ -235,7 +235,8 @@ impl Client {
         // some of the chunks; otherwise it is a call of its own, alongside the data.
         let merged = update.is_some() && shares.contains_key(&owner);
         let writes = rpc.start_writes(id, data, shares, |d| {
-            update.clone().filter(|_| merged && d == owner)
+            // (Cloned for the owner alone: it holds the path.)
+            (merged && d == owner).then(|| update.clone()).flatten()
         })?;
         let size = update
             .filter(|_| !merged)

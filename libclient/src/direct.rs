@@ -11,9 +11,9 @@
 //! daemon wrote them, unless that owner already said the file holds the range
 //! ([`ChunkDir::size_known`]). A write here first checks that the chunk dir's file
 //! system keeps the daemon's reserve free ([`ChunkDir::room`]; else the daemon writes,
-//! and says ENOSPC when it must). Between two measurements of the free space a process writes
-//! at most a [`MARGIN_SHARE`]th of the margin above the reserve, so processes writing
-//! at the same moment do not take the reserve between them.
+//! and says ENOSPC when it must). Between two measurements of the free space a process
+//! writes at most a [`MARGIN_SHARE`]th of the margin above the reserve, so processes
+//! writing at the same moment do not take the reserve between them.
 //!
 //! Why what is read here is what the daemon would have read, and what is written here
 //! lands where the daemon reads:
