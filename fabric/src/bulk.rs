@@ -2,15 +2,19 @@
 //! request: the client's registered memory on another node (moved by RMA, the next
 //! transfer in flight while the handler works on the previous piece) or the shared
 //! window of a node-local connection (read and written in place, no copy). Handlers
-//! name pieces of the client's buffer and get or fill their bytes; how the bytes
-//! travel stays here.
+//! name pieces of the client's buffer and take their bytes, or say which chunk file
+//! holds the bytes to send; how the bytes travel stays here (a large piece for another
+//! node goes straight from the chunk file's page cache, with no copy on this side).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::Arc;
 use std::time::Instant;
 
 use gkfs_proto::msg::Bulk;
 
+use crate::chunk_file::{self, HeldMap};
 use crate::shm::{SharedWindow, WindowLease};
 use crate::{Endpoint, FabricError, Peer, RemoteBuf};
 
@@ -31,7 +35,8 @@ fn spare_buf() -> Vec<u8> {
 }
 
 fn keep_buf(b: Vec<u8>) {
-    if b.capacity() <= SPARE_MAX {
+    // (A write sent from a mapping gives back an empty buffer.)
+    if b.capacity() > 0 && b.capacity() <= SPARE_MAX {
         SPARE.with(|s| {
             let mut s = s.borrow_mut();
             if s.len() <= PIPELINE_DEPTH {
@@ -70,6 +75,8 @@ pub enum BulkError<E> {
     NoWindow,
     /// An RMA transfer failed.
     Transfer(FabricError),
+    /// Reading the data to send failed.
+    Read(std::io::Error),
     /// The handler's own step failed.
     Handler(E),
 }
@@ -168,41 +175,54 @@ impl Sender {
     }
 
     /// Fills the client's buffer `buf` (as the request names it) piece by piece:
-    /// `range(p)` is piece `p`'s offset and length there, and `source` fills a slice of
-    /// that length and returns how many bytes it filled (the rest is left for the
-    /// client to zero). Transfers end by `deadline`.
+    /// `range(p)` is piece `p`'s offset and length there, and `source(p)` says what the
+    /// piece holds. Returns how many bytes each piece held (the rest of it is a hole,
+    /// left for the client to zero). Large pieces go to another node straight from a
+    /// chunk file's page cache when `source` gives them mapped. Transfers end by
+    /// `deadline`.
     pub fn push<T, E>(
         &self,
         buf: &Bulk,
         pieces: &[T],
         range: impl Fn(&T) -> (u64, u64),
         deadline: Instant,
-        mut source: impl FnMut(&T, &mut [u8]) -> Result<usize, E>,
-    ) -> Result<(), BulkError<E>> {
+        mut source: impl FnMut(&T) -> Result<PieceData, E>,
+    ) -> Result<Vec<u64>, BulkError<E>> {
+        let mut held = Vec::with_capacity(pieces.len());
         let (ep, peer) = match self.target()? {
             Target::Rma(ep, peer) => (ep, peer),
             Target::Window(mut lease) => {
                 for p in pieces {
                     let (off, len) = range(p);
                     let dst = lease.get_mut(buf.addr.saturating_add(off), len);
-                    source(p, dst.ok_or(BulkError::OutsideWindow)?).map_err(BulkError::Handler)?;
+                    let data = source(p).map_err(BulkError::Handler)?;
+                    held.push(data.read_into(dst.ok_or(BulkError::OutsideWindow)?)?);
                 }
-                return Ok(());
+                return Ok(held);
             }
         };
+        let remote = RemoteBuf::from(buf);
         let mut inflight = VecDeque::new();
         for p in pieces {
             let (off, len) = range(p);
-            let mut b = spare_buf();
-            b.resize(len as usize, 0);
-            // Filling this piece overlaps the transfers still in flight.
-            let n = source(p, &mut b).map_err(BulkError::Handler)?;
-            if n == 0 {
-                keep_buf(b);
-                continue;
-            }
-            b.truncate(n);
-            inflight.push_back(ep.start_write(peer, RemoteBuf::from(buf), off, b, deadline)?);
+            let data = source(p).map_err(BulkError::Handler)?;
+            // Reading this piece overlaps the transfers still in flight.
+            let op = if let PieceData::Mapped(map) = data {
+                held.push(map.len() as u64);
+                ep.start_write_held(peer, remote, off, map, deadline)?
+            } else {
+                let mut b = spare_buf();
+                b.resize(len as usize, 0);
+                let n = data.read_into(&mut b)?;
+                held.push(n);
+                if n == 0 {
+                    keep_buf(b);
+                    continue;
+                }
+                b.truncate(n as usize);
+                ep.start_write(peer, remote, off, b, deadline)?
+            };
+            inflight.push_back(op);
             if inflight.len() >= PIPELINE_DEPTH {
                 if let Some(op) = inflight.pop_front() {
                     keep_buf(op.wait(deadline)?);
@@ -212,6 +232,36 @@ impl Sender {
         for op in inflight {
             keep_buf(op.wait(deadline)?);
         }
-        Ok(())
+        Ok(held)
+    }
+}
+
+/// What a piece sent by [`Sender::push`] holds.
+pub enum PieceData {
+    /// The bytes chunk file `.0` holds from offset `.1` (past its end: a hole).
+    File(Arc<File>, u64),
+    /// The bytes of a mapped chunk file (past them: a hole).
+    Mapped(HeldMap),
+    /// Nothing: all of it is a hole.
+    Hole,
+}
+
+impl PieceData {
+    /// Reads the piece into `dst` (zeroing what is a hole); returns the bytes held.
+    fn read_into<E>(&self, dst: &mut [u8]) -> Result<u64, BulkError<E>> {
+        match self {
+            PieceData::File(f, at) => chunk_file::read_held(f, *at, dst)
+                .map(|n| n as u64)
+                .map_err(BulkError::Read),
+            PieceData::Mapped(map) => {
+                let n = map.copy_to(dst);
+                dst[n..].fill(0);
+                Ok(n as u64)
+            }
+            PieceData::Hole => {
+                dst.fill(0);
+                Ok(0)
+            }
+        }
     }
 }

@@ -77,6 +77,117 @@ pub fn read_held(f: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     Ok(done)
 }
 
+/// Pieces shorter than this are read into a buffer rather than sent from a mapping
+/// ([`FileMap`]): a large piece sent from a mapping leaves out a copy that took as long
+/// as the send itself (measured), a short one gains little.
+pub const MAP_MIN: usize = 64 << 10;
+
+/// A chunk file mapped read-only and shared, from its start: what an RMA write sends
+/// straight from the page cache. Unmapped when the last [`HeldMap`] of it is dropped.
+///
+/// While it is mapped, the file must not be cut below the mapped length (a read past a
+/// file's end through a mapping raises SIGBUS), nor may it have holes there (mapping a
+/// hole of a tmpfs file allocates a page for it): the daemon's chunk store maps only
+/// files with storage for all they hold, and drops their mappings before it cuts them.
+pub struct FileMap {
+    base: std::ptr::NonNull<libc::c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping is memory of the whole process, read-only, not of the thread
+// that made it; it is only read through raw pointers (HeldMap).
+unsafe impl Send for FileMap {}
+// SAFETY: as above: nothing writes through it.
+unsafe impl Sync for FileMap {}
+
+impl FileMap {
+    /// Maps the first `len` bytes of `f`, if the file holds that many and has storage
+    /// for all it holds; None otherwise (or if its file system cannot map it).
+    pub fn new(f: &File, len: usize) -> Option<FileMap> {
+        use std::os::unix::fs::MetadataExt;
+        let m = f.metadata().ok()?;
+        if (len as u64) > m.len() || m.blocks().saturating_mul(512) < m.len() {
+            return None;
+        }
+        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+        // SAFETY: a new mapping at an address of the kernel's choosing (it overlaps no
+        // memory of ours) of bytes the open file `f` holds; unmapped by Drop only.
+        let base = unsafe {
+            mmap(
+                None,
+                std::num::NonZeroUsize::new(len)?,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_SHARED,
+                f,
+                0,
+            )
+        }
+        .ok()?;
+        Some(FileMap { base, len })
+    }
+
+    /// Bytes mapped.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never true: an empty file is not mapped.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        // SAFETY: base/len are one mapping made by FileMap::new, unmapped once, here.
+        let _ = unsafe { nix::sys::mman::munmap(self.base, self.len) };
+    }
+}
+
+/// `len` bytes from `start` of a [`FileMap`]: one piece to send. Only the kernel (a
+/// provider's send) and the NIC read through it, or [`HeldMap::copy_to`]: its bytes
+/// may change under a concurrent write, as a pread's source would.
+pub struct HeldMap {
+    map: std::sync::Arc<FileMap>,
+    start: usize,
+    len: usize,
+}
+
+impl HeldMap {
+    /// The piece `start..start + len` of `map`, if it lies inside it.
+    pub fn new(map: std::sync::Arc<FileMap>, start: usize, len: usize) -> Option<HeldMap> {
+        (start.checked_add(len)? <= map.len).then_some(HeldMap { map, start, len })
+    }
+
+    /// The piece's first byte.
+    pub fn as_ptr(&self) -> *const u8 {
+        // SAFETY: start + len <= the mapping's length (checked by new).
+        unsafe { self.map.base.as_ptr().cast::<u8>().add(self.start) }
+    }
+
+    /// The piece's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Is the piece empty?
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the piece into the start of `dst` (at most its length); returns the
+    /// bytes copied.
+    pub fn copy_to(&self, dst: &mut [u8]) -> usize {
+        let n = self.len.min(dst.len());
+        // SAFETY: the source is n mapped, readable bytes, which cannot overlap `dst`
+        // (a unique borrow of our own memory). A concurrent write to the file may change
+        // them meanwhile: the copy then holds some of the old bytes and some of the new,
+        // as a pread racing that write would.
+        unsafe { std::ptr::copy_nonoverlapping(self.as_ptr(), dst.as_mut_ptr(), n) };
+        n
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,8 +203,39 @@ mod tests {
         assert_eq!(buf, [0; 6]);
     }
 
+    #[test]
+    fn a_mapped_piece_holds_what_the_file_holds_from_an_unaligned_offset() {
+        let mut f = scratch_file();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::io::Write::write_all(&mut f, &data).unwrap();
+        let map = std::sync::Arc::new(FileMap::new(&f, data.len()).expect("a mapping"));
+        let piece = HeldMap::new(map.clone(), 1000, data.len() - 1000).expect("inside");
+        let mut got = vec![0u8; 400_000];
+        assert_eq!(piece.copy_to(&mut got), data.len() - 1000);
+        assert!(got[..data.len() - 1000] == data[1000..]);
+        assert!(
+            HeldMap::new(map.clone(), 1000, data.len()).is_none(),
+            "past the end"
+        );
+        assert!(
+            FileMap::new(&f, data.len() + 1).is_none(),
+            "more than it holds"
+        );
+    }
+
+    #[test]
+    fn a_file_with_holes_is_not_mapped() {
+        let f = scratch_file();
+        f.write_all_at(b"end", 400_000).unwrap();
+        assert!(FileMap::new(&f, 400_003).is_none());
+    }
+
     fn scratch_file() -> File {
-        let p = std::env::temp_dir().join(format!("gkfs-chunk-file-test-{}", std::process::id()));
+        // (One name per test: tests run in parallel.)
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p =
+            std::env::temp_dir().join(format!("gkfs-chunk-file-test-{}-{n}", std::process::id()));
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

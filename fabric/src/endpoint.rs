@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::chunk_file::HeldMap;
 use crate::error::{check, classify, strerror, FabricError};
 use crate::sys;
 
@@ -266,6 +267,20 @@ impl Slot {
     }
 }
 
+/// The local side of an RMA.
+enum RmaLocal {
+    /// A heap buffer (the destination of a read, or the source of a write).
+    Heap(Vec<u8>),
+    /// A chunk file's mapped bytes, the source of a write.
+    Held(HeldMap),
+}
+
+impl From<Vec<u8>> for RmaLocal {
+    fn from(buf: Vec<u8>) -> Self {
+        RmaLocal::Heap(buf)
+    }
+}
+
 /// Direction of an RMA.
 #[derive(Clone, Copy)]
 enum Rma {
@@ -284,6 +299,8 @@ enum OpKind {
     },
     /// A receive of a reply, or an RMA: the buffer goes to the slot.
     Data { buf: Vec<u8>, slot: Arc<Slot> },
+    /// An RMA write from a chunk file's mapped bytes, unmapped when it ends.
+    HeldWrite { map: HeldMap, slot: Arc<Slot> },
     /// A posted request buffer of a serving endpoint.
     Incoming { buf: Vec<u8> },
 }
@@ -633,24 +650,21 @@ impl Endpoint {
         self.inner.mr_mode & sys::FI_MR_LOCAL as u64 != 0
     }
 
-    fn local_mr(&self, buf: &[u8]) -> Result<(Option<LocalMr>, *mut libc::c_void), FabricError> {
-        if !self.needs_local_mr() || buf.is_empty() {
+    fn local_mr(
+        &self,
+        (ptr, len): (*const u8, usize),
+    ) -> Result<(Option<LocalMr>, *mut libc::c_void), FabricError> {
+        if !self.needs_local_mr() || len == 0 {
             return Ok((None, std::ptr::null_mut()));
         }
         let mut mr: *mut sys::fid_mr = std::ptr::null_mut();
         let access = (sys::FI_SEND | sys::FI_RECV | sys::FI_READ | sys::FI_WRITE) as u64;
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: buf is a live heap buffer owned by the operation context that will
-        // also own the registration, so it outlives the mr.
+        // SAFETY: ptr/len are a live heap buffer or mapping owned by the operation
+        // context that will also own the registration (and drops it first), so it
+        // outlives the mr.
         check("fi_mr_reg", unsafe {
-            sys::gkfs_fi_mr_reg(
-                self.inner.domain,
-                buf.as_ptr().cast(),
-                buf.len(),
-                access,
-                key,
-                &mut mr,
-            )
+            sys::gkfs_fi_mr_reg(self.inner.domain, ptr.cast(), len, access, key, &mut mr)
         } as i64)?;
         let local = LocalMr(mr);
         // SAFETY: mr was just opened successfully.
@@ -667,11 +681,12 @@ impl Endpoint {
         deadline: Instant,
         op: impl Fn(*mut libc::c_void, *mut libc::c_void) -> isize,
     ) -> Result<*mut OpCtx, FabricError> {
-        let buf: &[u8] = match &kind {
-            OpKind::Send { _buf, .. } => _buf,
-            OpKind::Data { buf, .. } | OpKind::Incoming { buf } => buf,
+        let local = match &kind {
+            OpKind::Send { _buf, .. } => (_buf.as_ptr(), _buf.len()),
+            OpKind::Data { buf, .. } | OpKind::Incoming { buf } => (buf.as_ptr(), buf.len()),
+            OpKind::HeldWrite { map, .. } => (map.as_ptr(), map.len()),
         };
-        let (mr, desc) = self.local_mr(buf)?;
+        let (mr, desc) = self.local_mr(local)?;
         let ctx = Box::into_raw(Box::new(OpCtx {
             fi: sys::fi_context2::default(),
             kind,
@@ -838,6 +853,13 @@ impl Endpoint {
             },
             OpKind::Data { buf, slot } => {
                 slot.finish(result.map(|len| (buf, len)));
+                Some(slot)
+            }
+            OpKind::HeldWrite { map, slot } => {
+                // (The registration goes before the mapping it names.)
+                drop(_mr);
+                drop(map);
+                slot.finish(result.map(|len| (Vec::new(), len)));
                 Some(slot)
             }
             OpKind::Incoming { buf } => {
@@ -1246,33 +1268,62 @@ impl Endpoint {
         self.start_rma(Rma::Write, peer, remote, offset, buf, deadline)
     }
 
-    /// Posts one RMA between `buf` (all of it) and `remote` at `offset`.
+    /// Starts an RMA write of a chunk file's mapped bytes (all of them) to `offset` of
+    /// the peer's `remote` buffer, with no copy on this side; `wait` gives back an
+    /// empty buffer.
+    pub fn start_write_held(
+        &self,
+        peer: Peer,
+        remote: RemoteBuf,
+        offset: u64,
+        map: HeldMap,
+        deadline: Instant,
+    ) -> Result<PendingRma, FabricError> {
+        self.start_rma(
+            Rma::Write,
+            peer,
+            remote,
+            offset,
+            RmaLocal::Held(map),
+            deadline,
+        )
+    }
+
+    /// Posts one RMA between `local` (all of it) and `remote` at `offset`.
     fn start_rma(
         &self,
         dir: Rma,
         peer: Peer,
         remote: RemoteBuf,
         offset: u64,
-        mut buf: Vec<u8>,
+        local: impl Into<RmaLocal>,
         deadline: Instant,
     ) -> Result<PendingRma, FabricError> {
-        let len = buf.len();
+        let mut local = local.into();
+        let (ptr, len) = match &mut local {
+            RmaLocal::Heap(buf) => (buf.as_mut_ptr(), buf.len()),
+            // (Only ever read: `Held` comes with writes alone.)
+            RmaLocal::Held(map) => (map.as_ptr().cast_mut(), map.len()),
+        };
         self.check_remote(remote, offset, len)?;
         let slot = Slot::new(bulk_spin(len as u64));
-        let (ptr, ep) = (buf.as_mut_ptr(), self.inner.ep);
+        let ep = self.inner.ep;
         let (raddr, key) = (remote.addr + offset, remote.key);
         let what = match dir {
             Rma::Read => "fi_read",
             Rma::Write => "fi_write",
         };
+        let slot_ = slot.clone();
+        let kind = match local {
+            RmaLocal::Heap(buf) => OpKind::Data { buf, slot: slot_ },
+            RmaLocal::Held(map) => OpKind::HeldWrite { map, slot: slot_ },
+        };
         self.post(
             what,
-            OpKind::Data {
-                buf,
-                slot: slot.clone(),
-            },
+            kind,
             deadline,
-            // SAFETY: ptr/len describe the heap buffer now owned by the context.
+            // SAFETY: ptr/len describe the heap buffer or mapping now owned by the
+            // context (a mapping is read-only and only ever the source of a write).
             |desc, ctx| unsafe {
                 match dir {
                     Rma::Read => {

@@ -286,6 +286,60 @@ fn reads_see_every_finished_truncate_and_rewrite(n: usize, t: Carrier) {
 }
 per_daemon_count!(reads_see_every_finished_truncate_and_rewrite);
 
+/// Reads from another node while the file is cut and written again under them: the
+/// daemon sends large pieces straight from its chunk files' mappings, and must neither
+/// send from a mapping past a file's new end (SIGBUS in the daemon, or a failed
+/// transfer) nor keep a mapping of a chunk file a cut removed. Every read succeeds and
+/// holds only bytes some round wrote, or zeros; the daemons live on.
+#[test]
+fn remote_reads_racing_cuts_and_rewrites_get_written_bytes_or_zeros() {
+    const BIG: u64 = 512 * 1024;
+    const ROUNDS: u8 = 250;
+    let c = Cluster::start_with(2, BIG);
+    let (reader, writer) = (
+        c.client_with(Carrier::Fabric),
+        c.client_with(Carrier::Fabric),
+    );
+    let w = writer.open("/race", &wopts()).unwrap();
+    let span = 8 * BIG;
+    w.pwrite(&vec![1u8; span as usize], 0).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let reads = std::thread::scope(|s| {
+        let read = s.spawn(|| {
+            let r = reader.open("/race", &OpenOptions::default()).unwrap();
+            let mut buf = vec![0u8; span as usize];
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = r.pread(&mut buf, 0).expect("a read racing a cut");
+                let odd = buf[..n]
+                    .iter()
+                    .position(|&b| b != 0 && !(1..=ROUNDS).contains(&b));
+                assert!(
+                    odd.is_none(),
+                    "read {reads}: byte {odd:?} was never written"
+                );
+                reads += 1;
+            }
+            reads
+        });
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for round in 2..=ROUNDS {
+            w.truncate(rng.random_range(0..span)).unwrap();
+            w.pwrite(&vec![round; span as usize], 0).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        read.join().unwrap()
+    });
+    assert!(reads > 0);
+    let mut got = vec![0u8; span as usize];
+    let r = reader.open("/race", &OpenOptions::default()).unwrap();
+    assert_eq!(r.pread(&mut got, 0).unwrap(), span as usize);
+    assert!(got.iter().all(|&b| b == ROUNDS), "the last round's bytes");
+    for d in 0..2 {
+        reader.ping(d).expect("the daemon lives on");
+    }
+}
+
 /// A writer that keeps writing small pieces while another client cuts the file leaves
 /// the size and bytes a local file would have: the writer keeps node-local chunk files
 /// open and skips the size update of a write inside what the metadata owner said the

@@ -31,6 +31,7 @@ fn bulk_err(what: &'static str) -> impl Fn(BulkError<RemoteError>) -> RemoteErro
             Errno::EINVAL,
             "bulk transfer over the node-local socket without a shared window",
         ),
+        BulkError::Read(e) => io_err("read chunk", e),
         BulkError::Transfer(e) => {
             log::warn!("{what}: {e}");
             RemoteError::new(Errno(e.errno()), format!("{what}: {e}"))
@@ -127,7 +128,6 @@ pub fn read_chunks(
     req: ReadChunksReq,
 ) -> Result<ReadChunksReply, RemoteError> {
     let id = req.file_id;
-    let mut lens = Vec::with_capacity(req.pieces.len());
     let total: u64 = req.pieces.iter().map(|p| p.len).sum();
     match &req.bulk {
         None => {
@@ -146,6 +146,7 @@ pub fn read_chunks(
                 .max()
                 .unwrap_or(0);
             check_pieces(st, &req.pieces, end)?;
+            let mut lens = Vec::with_capacity(req.pieces.len());
             let mut out = vec![0u8; end as usize];
             for p in &req.pieces {
                 let buf = &mut out[p.buf_offset as usize..(p.buf_offset + p.len) as usize];
@@ -164,16 +165,15 @@ pub fn read_chunks(
         Some(bulk) => {
             check_pieces(st, &req.pieces, bulk.len)?;
             let deadline = Instant::now() + RMA_TIMEOUT;
-            from.push(bulk, &req.pieces, in_buffer, deadline, |p, buf| {
-                let n = st
-                    .chunks
-                    .read(id, p.chunk, p.offset, buf)
-                    .map_err(|e| io_err("read chunk", e))?;
-                // (0: a hole; the client zero-fills, nothing is sent.)
-                lens.push(n as u64);
-                Ok(n)
-            })
-            .map_err(bulk_err("push data to client"))?;
+            // Pieces may be sent straight from their chunk files: none is cut meanwhile.
+            let _uncut = st.chunks.uncut(id);
+            let lens = from
+                .push(bulk, &req.pieces, in_buffer, deadline, |p| {
+                    st.chunks
+                        .held(id, p.chunk, p.offset, p.len)
+                        .map_err(|e| io_err("read chunk", e))
+                })
+                .map_err(bulk_err("push data to client"))?;
             count_read(st, &lens);
             Ok(ReadChunksReply {
                 lens,

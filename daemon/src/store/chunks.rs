@@ -11,7 +11,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use gkfs_fabric::bulk::PieceData;
+use gkfs_fabric::chunk_file::{FileMap, HeldMap, MAP_MIN};
 
 use gkfs_fabric::cuts::{Cut, Cuts, Cutting};
 
@@ -28,11 +31,22 @@ pub struct ChunkStore {
     space: Space,
     /// Open chunk files (read-write), so small I/O does not pay open and close each time.
     open: Mutex<HashMap<(u64, u64), Arc<File>>>,
+    /// Chunk files mapped to send large pieces from ([`ChunkStore::held`]), kept so a
+    /// chunk read again does not pay the mapping and its page faults again.
+    maps: Mutex<HashMap<(u64, u64), Arc<FileMap>>>,
     /// The cut counters node-local clients map ([`CUTS_FILE`] in the chunk dir). None
     /// where they cannot be made (a file system without shared mappings, say): then
     /// clients move this daemon's data through it.
     cuts: Option<Cuts>,
+    /// Held for reading while chunk files are mapped and sent from their mappings
+    /// ([`ChunkStore::uncut`]), for writing while a file is cut (a mapped byte past a
+    /// file's end raises SIGBUS). One lock per [`UNCUT_SHARDS`]th of the files.
+    uncut: Vec<RwLock<()>>,
 }
+
+/// Files sharing one [`ChunkStore::uncut`] lock: a cut waits only for sends of the
+/// files of its shard.
+const UNCUT_SHARDS: usize = 64;
 
 /// The cut counters' file in the chunk dir (chunk files live in 16-hex-digit
 /// directories beside it).
@@ -68,6 +82,8 @@ impl ChunkStore {
             root: root.to_path_buf(),
             chunk_size,
             open: Mutex::new(HashMap::new()),
+            maps: Mutex::new(HashMap::new()),
+            uncut: (0..UNCUT_SHARDS).map(|_| RwLock::new(())).collect(),
         })
     }
 
@@ -89,9 +105,14 @@ impl ChunkStore {
         f
     }
 
-    /// Forgets the open chunk files of `id` (before they are removed or cut).
+    /// Forgets the open and mapped chunk files of `id` (before they are removed or
+    /// cut).
     fn forget(&self, id: u64) {
         self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(i, _), _| *i != id);
+        self.maps
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(i, _), _| *i != id);
@@ -191,10 +212,68 @@ impl ChunkStore {
         gkfs_fabric::chunk_file::read_held(&f, offset, buf)
     }
 
+    /// What `len` bytes from `offset` of a chunk hold, to send them
+    /// ([`gkfs_fabric::bulk::Sender::push`]): a hole when the chunk file is missing;
+    /// for a large piece, the chunk file mapped when it can be ([`FileMap::new`]);
+    /// else the file itself. Sent while [`ChunkStore::uncut`] is held.
+    pub fn held(&self, id: u64, chunk: u64, offset: u64, len: u64) -> io::Result<PieceData> {
+        self.check(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
+        let Some(f) = self.chunk_file(id, chunk, false)? else {
+            return Ok(PieceData::Hole);
+        };
+        if len < MAP_MIN as u64 {
+            return Ok(PieceData::File(f, offset));
+        }
+        let size = f.metadata()?.len();
+        let held = size.saturating_sub(offset).min(len);
+        if held < MAP_MIN as u64 {
+            return Ok(PieceData::File(f, offset));
+        }
+        // (Both fit in usize: check() bounded them by the chunk size.)
+        let (start, held) = (offset as usize, held as usize);
+        let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = maps.get(&(id, chunk)).filter(|m| m.len() >= start + held);
+        let map = match cached {
+            Some(m) => m.clone(),
+            // Mapped anew (to the file's end) when it grew past the last mapping.
+            None => match FileMap::new(&f, size as usize) {
+                Some(m) => {
+                    if maps.len() >= OPEN_CHUNKS {
+                        maps.clear();
+                    }
+                    let m = Arc::new(m);
+                    maps.insert((id, chunk), m.clone());
+                    m
+                }
+                None => return Ok(PieceData::File(f, offset)),
+            },
+        };
+        drop(maps);
+        Ok(HeldMap::new(map, start, held).map_or(PieceData::File(f, offset), PieceData::Mapped))
+    }
+
+    /// Keeps the chunk files of `id` from being cut short until dropped, so they may be
+    /// sent from mappings of their page cache.
+    pub fn uncut(&self, id: u64) -> RwLockReadGuard<'_, ()> {
+        self.uncut_lock(id)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn uncut_lock(&self, id: u64) -> &RwLock<()> {
+        &self.uncut[(id % UNCUT_SHARDS as u64) as usize]
+    }
+
     /// Cuts file `id` to `size` bytes: removes whole chunks past it and shortens the
     /// boundary chunk.
     pub fn truncate(&self, id: u64, size: u64) -> io::Result<()> {
         let _cut = self.cutting(Cut::Chunks);
+        // Nothing sends the file's bytes from mappings while it is cut, nor maps them
+        // again before the cut is over: a mapping made before reaches past the new end.
+        let _uncut = self
+            .uncut_lock(id)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         self.forget(id);
         let dir = self.file_dir(id);
         let entries = match fs::read_dir(&dir) {
@@ -291,6 +370,37 @@ mod tests {
         assert_eq!(buf, [0; 16]);
         // Past the chunk end is refused, as for a write.
         assert!(cs.allocate(9, 1, 65536 - 10, 20).is_err());
+    }
+
+    #[test]
+    fn large_pieces_are_sent_from_a_mapping_that_a_cut_drops() {
+        const CHUNK: u64 = 512 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let cs = ChunkStore::open(dir.path(), CHUNK, 0).unwrap();
+        cs.write(3, 0, 0, &[5u8; CHUNK as usize]).unwrap();
+        let mapped = |p: PieceData| match p {
+            PieceData::Mapped(m) => Some(m.len()),
+            _ => None,
+        };
+        let piece = || cs.held(3, 0, 4096, CHUNK - 4096).unwrap();
+        assert_eq!(mapped(piece()), Some(CHUNK as usize - 4096));
+        assert!(
+            matches!(cs.held(3, 0, 0, 4096).unwrap(), PieceData::File(..)),
+            "short"
+        );
+        assert!(matches!(cs.held(3, 1, 0, CHUNK).unwrap(), PieceData::Hole));
+        // Cut: the next piece is what the cut file holds, from a new mapping.
+        cs.truncate(3, 200 * 1024).unwrap();
+        assert_eq!(mapped(piece()), Some(200 * 1024 - 4096));
+        assert_eq!(cs.maps.lock().unwrap()[&(3, 0)].len(), 200 * 1024);
+        // A chunk with a hole is read, not mapped (a mapped hole would take storage).
+        cs.write(3, 0, CHUNK - 10, b"tail").unwrap();
+        assert!(matches!(piece(), PieceData::File(..)));
+        cs.remove(3).unwrap();
+        assert!(
+            cs.maps.lock().unwrap().is_empty(),
+            "a removed file's mappings go"
+        );
     }
 
     #[test]

@@ -416,6 +416,7 @@ fn soak(client: &Client, what: &str, time: Duration) {
         }
         f
     });
+    let before = client.daemon_metrics(0).expect("metrics");
     let end = Instant::now() + time;
     let mut round = 0;
     while Instant::now() < end {
@@ -435,6 +436,20 @@ fn soak(client: &Client, what: &str, time: Duration) {
         };
         println!("{what} round {round}: {v:.1}");
         round += 1;
+    }
+    // Where the round's time went: the daemon's own time per request.
+    let after = client.daemon_metrics(0).expect("metrics");
+    for op in &after.ops {
+        let was = before.ops.iter().find(|b| b.opcode == op.opcode);
+        let count = op.count - was.map_or(0, |b| b.count);
+        let ns = op.total_ns - was.map_or(0, |b| b.total_ns);
+        if count > 0 {
+            println!(
+                "daemon served {count} {}, {:.1} µs each",
+                gkfs_proto::msg::Opcode::name_of(op.opcode),
+                ns as f64 / count as f64 / 1e3
+            );
+        }
     }
 }
 
