@@ -650,15 +650,16 @@ impl Endpoint {
         self.inner.mr_mode & sys::FI_MR_LOCAL as u64 != 0
     }
 
+    /// Registers a local buffer (`ptr`, `len`) for `access`, where the provider needs it.
     fn local_mr(
         &self,
         (ptr, len): (*const u8, usize),
+        access: u64,
     ) -> Result<(Option<LocalMr>, *mut libc::c_void), FabricError> {
         if !self.needs_local_mr() || len == 0 {
             return Ok((None, std::ptr::null_mut()));
         }
         let mut mr: *mut sys::fid_mr = std::ptr::null_mut();
-        let access = (sys::FI_SEND | sys::FI_RECV | sys::FI_READ | sys::FI_WRITE) as u64;
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
         // SAFETY: ptr/len are a live heap buffer or mapping owned by the operation
         // context that will also own the registration (and drops it first), so it
@@ -681,12 +682,18 @@ impl Endpoint {
         deadline: Instant,
         op: impl Fn(*mut libc::c_void, *mut libc::c_void) -> isize,
     ) -> Result<*mut OpCtx, FabricError> {
-        let local = match &kind {
-            OpKind::Send { _buf, .. } => (_buf.as_ptr(), _buf.len()),
-            OpKind::Data { buf, .. } | OpKind::Incoming { buf } => (buf.as_ptr(), buf.len()),
-            OpKind::HeldWrite { map, .. } => (map.as_ptr(), map.len()),
+        let any = (sys::FI_SEND | sys::FI_RECV | sys::FI_READ | sys::FI_WRITE) as u64;
+        let (local, access) = match &kind {
+            OpKind::Send { _buf, .. } => ((_buf.as_ptr(), _buf.len()), any),
+            OpKind::Data { buf, .. } | OpKind::Incoming { buf } => ((buf.as_ptr(), buf.len()), any),
+            // Read-only memory: registered as a source only (verbs asks for local write
+            // access with FI_RECV or FI_READ, which a read-only mapping cannot give).
+            OpKind::HeldWrite { map, .. } => (
+                (map.as_ptr(), map.len()),
+                (sys::FI_SEND | sys::FI_WRITE) as u64,
+            ),
         };
-        let (mr, desc) = self.local_mr(local)?;
+        let (mr, desc) = self.local_mr(local, access)?;
         let ctx = Box::into_raw(Box::new(OpCtx {
             fi: sys::fi_context2::default(),
             kind,
