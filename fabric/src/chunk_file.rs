@@ -101,14 +101,15 @@ unsafe impl Send for FileMap {}
 unsafe impl Sync for FileMap {}
 
 impl FileMap {
-    /// Maps the first `len` bytes of `f`, if the file holds that many and has storage
-    /// for all it holds; None otherwise (or if its file system cannot map it).
-    pub fn new(f: &File, len: usize) -> Option<FileMap> {
+    /// Maps all file `f` holds (`meta`: its metadata, just read), if it has storage
+    /// for all of it; None otherwise (or if it is empty, or its file system cannot
+    /// map it).
+    pub fn new(f: &File, meta: &std::fs::Metadata) -> Option<FileMap> {
         use std::os::unix::fs::MetadataExt;
-        let m = f.metadata().ok()?;
-        if (len as u64) > m.len() || m.blocks().saturating_mul(512) < m.len() {
+        if meta.blocks().saturating_mul(512) < meta.len() {
             return None;
         }
+        let len = usize::try_from(meta.len()).ok()?;
         use nix::sys::mman::{mmap, MapFlags, ProtFlags};
         // SAFETY: a new mapping at an address of the kernel's choosing (it overlaps no
         // memory of ours) of bytes the open file `f` holds; unmapped by Drop only.
@@ -208,7 +209,8 @@ mod tests {
         let mut f = scratch_file();
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         std::io::Write::write_all(&mut f, &data).unwrap();
-        let map = std::sync::Arc::new(FileMap::new(&f, data.len()).expect("a mapping"));
+        let map = std::sync::Arc::new(FileMap::new(&f, &f.metadata().unwrap()).expect("a mapping"));
+        assert_eq!(map.len(), data.len());
         let piece = HeldMap::new(map.clone(), 1000, data.len() - 1000).expect("inside");
         let mut got = vec![0u8; 400_000];
         assert_eq!(piece.copy_to(&mut got), data.len() - 1000);
@@ -217,17 +219,13 @@ mod tests {
             HeldMap::new(map.clone(), 1000, data.len()).is_none(),
             "past the end"
         );
-        assert!(
-            FileMap::new(&f, data.len() + 1).is_none(),
-            "more than it holds"
-        );
     }
 
     #[test]
     fn a_file_with_holes_is_not_mapped() {
         let f = scratch_file();
         f.write_all_at(b"end", 400_000).unwrap();
-        assert!(FileMap::new(&f, 400_003).is_none());
+        assert!(FileMap::new(&f, &f.metadata().unwrap()).is_none());
     }
 
     fn scratch_file() -> File {

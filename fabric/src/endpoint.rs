@@ -267,19 +267,44 @@ impl Slot {
     }
 }
 
-/// The local side of an RMA.
-enum RmaLocal {
-    /// A heap buffer (the destination of a read, or the source of a write).
+/// The local memory of a receive or an RMA, owned by the operation until it ends.
+enum LocalBuf {
+    /// A heap buffer (what a receive or an RMA read fills, or an RMA write sends).
     Heap(Vec<u8>),
-    /// A chunk file's mapped bytes, the source of a write.
+    /// A chunk file's mapped bytes: read-only, only ever what an RMA write sends.
     Held(HeldMap),
 }
 
-impl From<Vec<u8>> for RmaLocal {
-    fn from(buf: Vec<u8>) -> Self {
-        RmaLocal::Heap(buf)
+impl LocalBuf {
+    /// Where the memory is, for the provider (written only if it is a heap buffer).
+    fn ptr_len(&mut self) -> (*mut u8, usize) {
+        match self {
+            LocalBuf::Heap(buf) => (buf.as_mut_ptr(), buf.len()),
+            LocalBuf::Held(map) => (map.as_ptr().cast_mut(), map.len()),
+        }
+    }
+
+    /// What the provider may do with it: a mapping is registered as a source only
+    /// (verbs asks for local write access with FI_RECV or FI_READ, which read-only
+    /// memory cannot give).
+    fn access(&self) -> u64 {
+        match self {
+            LocalBuf::Heap(_) => ANY_ACCESS,
+            LocalBuf::Held(_) => (sys::FI_SEND | sys::FI_WRITE) as u64,
+        }
+    }
+
+    /// The heap buffer back (an empty one for a mapping, which is unmapped here).
+    fn into_heap(self) -> Vec<u8> {
+        match self {
+            LocalBuf::Heap(buf) => buf,
+            LocalBuf::Held(_) => Vec::new(),
+        }
     }
 }
+
+/// Every use of a local registration.
+const ANY_ACCESS: u64 = (sys::FI_SEND | sys::FI_RECV | sys::FI_READ | sys::FI_WRITE) as u64;
 
 /// Direction of an RMA.
 #[derive(Clone, Copy)]
@@ -298,9 +323,7 @@ enum OpKind {
         call: Option<Arc<Slot>>,
     },
     /// A receive of a reply, or an RMA: the buffer goes to the slot.
-    Data { buf: Vec<u8>, slot: Arc<Slot> },
-    /// An RMA write from a chunk file's mapped bytes, unmapped when it ends.
-    HeldWrite { map: HeldMap, slot: Arc<Slot> },
+    Data { buf: LocalBuf, slot: Arc<Slot> },
     /// A posted request buffer of a serving endpoint.
     Incoming { buf: Vec<u8> },
 }
@@ -678,20 +701,17 @@ impl Endpoint {
     fn post(
         &self,
         what: &'static str,
-        kind: OpKind,
+        mut kind: OpKind,
         deadline: Instant,
         op: impl Fn(*mut libc::c_void, *mut libc::c_void) -> isize,
     ) -> Result<*mut OpCtx, FabricError> {
-        let any = (sys::FI_SEND | sys::FI_RECV | sys::FI_READ | sys::FI_WRITE) as u64;
-        let (local, access) = match &kind {
-            OpKind::Send { _buf, .. } => ((_buf.as_ptr(), _buf.len()), any),
-            OpKind::Data { buf, .. } | OpKind::Incoming { buf } => ((buf.as_ptr(), buf.len()), any),
-            // Read-only memory: registered as a source only (verbs asks for local write
-            // access with FI_RECV or FI_READ, which a read-only mapping cannot give).
-            OpKind::HeldWrite { map, .. } => (
-                (map.as_ptr(), map.len()),
-                (sys::FI_SEND | sys::FI_WRITE) as u64,
-            ),
+        let (local, access) = match &mut kind {
+            OpKind::Send { _buf, .. } => ((_buf.as_ptr(), _buf.len()), ANY_ACCESS),
+            OpKind::Incoming { buf } => ((buf.as_ptr(), buf.len()), ANY_ACCESS),
+            OpKind::Data { buf, .. } => {
+                let (ptr, len) = buf.ptr_len();
+                ((ptr.cast_const(), len), buf.access())
+            }
         };
         let (mr, desc) = self.local_mr(local, access)?;
         let ctx = Box::into_raw(Box::new(OpCtx {
@@ -859,14 +879,9 @@ impl Endpoint {
                 _ => None,
             },
             OpKind::Data { buf, slot } => {
-                slot.finish(result.map(|len| (buf, len)));
-                Some(slot)
-            }
-            OpKind::HeldWrite { map, slot } => {
-                // (The registration goes before the mapping it names.)
+                // (The registration goes before the memory it names is unmapped.)
                 drop(_mr);
-                drop(map);
-                slot.finish(result.map(|len| (Vec::new(), len)));
+                slot.finish(result.map(|len| (buf.into_heap(), len)));
                 Some(slot)
             }
             OpKind::Incoming { buf } => {
@@ -1152,7 +1167,7 @@ impl Endpoint {
         let rctx = self.post(
             "fi_trecv",
             OpKind::Data {
-                buf: std::mem::take(&mut rbuf),
+                buf: LocalBuf::Heap(std::mem::take(&mut rbuf)),
                 slot: slot.clone(),
             },
             deadline,
@@ -1260,7 +1275,14 @@ impl Endpoint {
         deadline: Instant,
     ) -> Result<PendingRma, FabricError> {
         buf.resize(len, 0);
-        self.start_rma(Rma::Read, peer, remote, offset, buf, deadline)
+        self.start_rma(
+            Rma::Read,
+            peer,
+            remote,
+            offset,
+            LocalBuf::Heap(buf),
+            deadline,
+        )
     }
 
     /// Starts an RMA write of `buf` to `offset` of the peer's `remote` buffer.
@@ -1272,7 +1294,14 @@ impl Endpoint {
         buf: Vec<u8>,
         deadline: Instant,
     ) -> Result<PendingRma, FabricError> {
-        self.start_rma(Rma::Write, peer, remote, offset, buf, deadline)
+        self.start_rma(
+            Rma::Write,
+            peer,
+            remote,
+            offset,
+            LocalBuf::Heap(buf),
+            deadline,
+        )
     }
 
     /// Starts an RMA write of a chunk file's mapped bytes (all of them) to `offset` of
@@ -1291,7 +1320,7 @@ impl Endpoint {
             peer,
             remote,
             offset,
-            RmaLocal::Held(map),
+            LocalBuf::Held(map),
             deadline,
         )
     }
@@ -1303,15 +1332,10 @@ impl Endpoint {
         peer: Peer,
         remote: RemoteBuf,
         offset: u64,
-        local: impl Into<RmaLocal>,
+        mut local: LocalBuf,
         deadline: Instant,
     ) -> Result<PendingRma, FabricError> {
-        let mut local = local.into();
-        let (ptr, len) = match &mut local {
-            RmaLocal::Heap(buf) => (buf.as_mut_ptr(), buf.len()),
-            // (Only ever read: `Held` comes with writes alone.)
-            RmaLocal::Held(map) => (map.as_ptr().cast_mut(), map.len()),
-        };
+        let (ptr, len) = local.ptr_len();
         self.check_remote(remote, offset, len)?;
         let slot = Slot::new(bulk_spin(len as u64));
         let ep = self.inner.ep;
@@ -1320,14 +1344,12 @@ impl Endpoint {
             Rma::Read => "fi_read",
             Rma::Write => "fi_write",
         };
-        let slot_ = slot.clone();
-        let kind = match local {
-            RmaLocal::Heap(buf) => OpKind::Data { buf, slot: slot_ },
-            RmaLocal::Held(map) => OpKind::HeldWrite { map, slot: slot_ },
-        };
         self.post(
             what,
-            kind,
+            OpKind::Data {
+                buf: local,
+                slot: slot.clone(),
+            },
             deadline,
             // SAFETY: ptr/len describe the heap buffer or mapping now owned by the
             // context (a mapping is read-only and only ever the source of a write).

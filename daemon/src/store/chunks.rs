@@ -30,10 +30,10 @@ pub struct ChunkStore {
     /// Free space of the chunk dir's file system, with the metadata's reserve.
     space: Space,
     /// Open chunk files (read-write), so small I/O does not pay open and close each time.
-    open: Mutex<HashMap<(u64, u64), Arc<File>>>,
+    open: PerChunk<File>,
     /// Chunk files mapped to send large pieces from ([`ChunkStore::held`]), kept so a
     /// chunk read again does not pay the mapping and its page faults again.
-    maps: Mutex<HashMap<(u64, u64), Arc<FileMap>>>,
+    maps: PerChunk<FileMap>,
     /// The cut counters node-local clients map ([`CUTS_FILE`] in the chunk dir). None
     /// where they cannot be made (a file system without shared mappings, say): then
     /// clients move this daemon's data through it.
@@ -42,6 +42,40 @@ pub struct ChunkStore {
     /// ([`ChunkStore::uncut`]), for writing while a file is cut (a mapped byte past a
     /// file's end raises SIGBUS). One lock per [`UNCUT_SHARDS`]th of the files.
     uncut: Vec<RwLock<()>>,
+}
+
+/// What the store keeps per chunk (open files, mappings): at most [`OPEN_CHUNKS`]
+/// (emptied when it fills), each forgotten before its file's chunks are cut or removed.
+struct PerChunk<T>(Mutex<HashMap<(u64, u64), Arc<T>>>);
+
+impl<T> Default for PerChunk<T> {
+    fn default() -> Self {
+        PerChunk(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<T> PerChunk<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), Arc<T>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, id: u64, chunk: u64) -> Option<Arc<T>> {
+        self.lock().get(&(id, chunk)).cloned()
+    }
+
+    fn keep(&self, id: u64, chunk: u64, v: T) -> Arc<T> {
+        let v = Arc::new(v);
+        let mut kept = self.lock();
+        if kept.len() >= OPEN_CHUNKS {
+            kept.clear();
+        }
+        kept.insert((id, chunk), v.clone());
+        v
+    }
+
+    fn forget(&self, id: u64) {
+        self.lock().retain(|(i, _), _| *i != id);
+    }
 }
 
 /// Files sharing one [`ChunkStore::uncut`] lock: a cut waits only for sends of the
@@ -81,52 +115,28 @@ impl ChunkStore {
             space: Space::new(root, reserve)?,
             root: root.to_path_buf(),
             chunk_size,
-            open: Mutex::new(HashMap::new()),
-            maps: Mutex::new(HashMap::new()),
+            open: PerChunk::default(),
+            maps: PerChunk::default(),
             uncut: (0..UNCUT_SHARDS).map(|_| RwLock::new(())).collect(),
         })
-    }
-
-    fn cached(&self, id: u64, chunk: u64) -> Option<Arc<File>> {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(id, chunk))
-            .cloned()
-    }
-
-    fn remember(&self, id: u64, chunk: u64, f: File) -> Arc<File> {
-        let f = Arc::new(f);
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if open.len() >= OPEN_CHUNKS {
-            open.clear();
-        }
-        open.insert((id, chunk), f.clone());
-        f
     }
 
     /// Forgets the open and mapped chunk files of `id` (before they are removed or
     /// cut).
     fn forget(&self, id: u64) {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(i, _), _| *i != id);
-        self.maps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(i, _), _| *i != id);
+        self.open.forget(id);
+        self.maps.forget(id);
     }
 
     /// The chunk file, opened read-write; created (with its directory) if `create`.
     fn chunk_file(&self, id: u64, chunk: u64, create: bool) -> io::Result<Option<Arc<File>>> {
-        if let Some(f) = self.cached(id, chunk) {
+        if let Some(f) = self.open.get(id, chunk) {
             return Ok(Some(f));
         }
         let Some(f) = gkfs_fabric::chunk_file::open(&self.root, id, chunk, create)? else {
             return Ok(None);
         };
-        Ok(Some(self.remember(id, chunk, f)))
+        Ok(Some(self.open.keep(id, chunk, f)))
     }
 
     fn file_dir(&self, id: u64) -> PathBuf {
@@ -224,31 +234,21 @@ impl ChunkStore {
         if len < MAP_MIN as u64 {
             return Ok(PieceData::File(f, offset));
         }
-        let size = f.metadata()?.len();
-        let held = size.saturating_sub(offset).min(len);
+        let meta = f.metadata()?;
+        let held = meta.len().saturating_sub(offset).min(len);
         if held < MAP_MIN as u64 {
             return Ok(PieceData::File(f, offset));
         }
         // (Both fit in usize: check() bounded them by the chunk size.)
         let (start, held) = (offset as usize, held as usize);
-        let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
-        let cached = maps.get(&(id, chunk)).filter(|m| m.len() >= start + held);
-        let map = match cached {
-            Some(m) => m.clone(),
+        let map = match self.maps.get(id, chunk).filter(|m| m.len() >= start + held) {
+            Some(m) => m,
             // Mapped anew (to the file's end) when it grew past the last mapping.
-            None => match FileMap::new(&f, size as usize) {
-                Some(m) => {
-                    if maps.len() >= OPEN_CHUNKS {
-                        maps.clear();
-                    }
-                    let m = Arc::new(m);
-                    maps.insert((id, chunk), m.clone());
-                    m
-                }
+            None => match FileMap::new(&f, &meta) {
+                Some(m) => self.maps.keep(id, chunk, m),
                 None => return Ok(PieceData::File(f, offset)),
             },
         };
-        drop(maps);
         Ok(HeldMap::new(map, start, held).map_or(PieceData::File(f, offset), PieceData::Mapped))
     }
 
@@ -392,15 +392,12 @@ mod tests {
         // Cut: the next piece is what the cut file holds, from a new mapping.
         cs.truncate(3, 200 * 1024).unwrap();
         assert_eq!(mapped(piece()), Some(200 * 1024 - 4096));
-        assert_eq!(cs.maps.lock().unwrap()[&(3, 0)].len(), 200 * 1024);
+        assert_eq!(cs.maps.get(3, 0).unwrap().len(), 200 * 1024);
         // A chunk with a hole is read, not mapped (a mapped hole would take storage).
         cs.write(3, 0, CHUNK - 10, b"tail").unwrap();
         assert!(matches!(piece(), PieceData::File(..)));
         cs.remove(3).unwrap();
-        assert!(
-            cs.maps.lock().unwrap().is_empty(),
-            "a removed file's mappings go"
-        );
+        assert!(cs.maps.lock().is_empty(), "a removed file's mappings go");
     }
 
     #[test]
