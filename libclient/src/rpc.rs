@@ -70,8 +70,26 @@ pub(crate) struct LocalRoute {
 }
 
 impl LocalRoute {
+    fn new(path: PathBuf, max_frame: usize, timeout: Duration) -> LocalRoute {
+        LocalRoute {
+            path,
+            idle: Mutex::new(Vec::new()),
+            open: Arc::new(AtomicUsize::new(0)),
+            max_frame,
+            timeout,
+            chunk_dir: OnceLock::new(),
+            unreported: Default::default(),
+        }
+    }
+
     fn conn(&self) -> std::io::Result<LocalConn> {
         let c = self.conn_any()?;
+        self.report_unreported(&c);
+        Ok(c)
+    }
+
+    /// Tells `c` the bytes counted while no connection was idle.
+    fn report_unreported(&self, c: &LocalConn) {
         // (Loaded first: on every call, and almost always 0.)
         let take = |n: &AtomicU64| match n.load(Ordering::Relaxed) {
             0 => 0,
@@ -79,7 +97,6 @@ impl LocalRoute {
         };
         let [r, w] = &self.unreported;
         c.channel.count_elsewhere(take(r), take(w));
-        Ok(c)
     }
 
     /// Counts bytes read from and written to the daemon's chunk files here, on an idle
@@ -116,6 +133,10 @@ impl LocalRoute {
 
     fn give_back(&self, c: LocalConn) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Under the lock [`Self::count_elsewhere`] counts in: bytes counted while every
+        // connection was in use are told now, not only at a next request that may never
+        // come (the process may end first).
+        self.report_unreported(&c);
         if idle.len() < IDLE_CONNS {
             idle.push(c);
         }
@@ -227,15 +248,7 @@ impl Rpcs {
             .iter()
             .map(|e| match (&e.socket, transport) {
                 (Some(s), Transport::Auto) if Some(&e.hostname) == me.as_ref() => {
-                    Route::Local(Arc::new(LocalRoute {
-                        path: PathBuf::from(s),
-                        idle: Mutex::new(Vec::new()),
-                        open: Arc::new(AtomicUsize::new(0)),
-                        max_frame,
-                        timeout,
-                        chunk_dir: OnceLock::new(),
-                        unreported: Default::default(),
-                    }))
+                    Route::Local(Arc::new(LocalRoute::new(s.into(), max_frame, timeout)))
                 }
                 _ => Route::Fabric,
             })
@@ -823,5 +836,39 @@ pub(crate) fn wait_all<R: Rpc>(pending: Vec<Pending<R>>) -> Result<Vec<R::Reply>
     match first_err {
         Some(e) => Err(e),
         None => Ok(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// Bytes moved in the daemon's chunk files while every connection is in use reach
+    /// the daemon when that connection is given back, not only at a next request (which
+    /// a process that ends next never makes).
+    #[test]
+    fn bytes_counted_while_no_connection_is_idle_are_told_when_one_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let max = gkfs_proto::local::max_frame(1 << 16);
+        // The daemon's side: the connection's channel, for its counters.
+        let daemon = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            Channel::accept(stream, max, Duration::from_secs(10)).unwrap()
+        });
+        let route = LocalRoute::new(path, max, Duration::from_secs(10));
+        let c = route.conn().unwrap();
+        let daemon = daemon.join().unwrap();
+        let counts = daemon.elsewhere_counts().unwrap();
+        // In use: nowhere to tell it yet.
+        route.count_elsewhere(0, 1000);
+        assert_eq!(counts.take(), (0, 0));
+        route.give_back(c);
+        assert_eq!(counts.take(), (0, 1000));
+        // Idle: told at once.
+        route.count_elsewhere(7, 0);
+        assert_eq!(counts.take(), (7, 0));
     }
 }
