@@ -240,6 +240,22 @@ fn median_us(n: usize, mut op: impl FnMut()) -> f64 {
 /// another's registered buffer `n` times back to back, by RMA read (what a daemon does
 /// with a client's write) and by RMA write (with a read), one transfer in flight, no
 /// gkfs protocol. Returns (read MB/s, write MB/s).
+/// The storage's own floor for the remote write row: MB/s of `total` bytes written in
+/// 1 MiB `pwrite`s to a fresh file in $TMPDIR, the file system the daemon's chunks are
+/// on. (On tmpfs a fresh page costs about three times its copy: a daemon writing new
+/// chunks is bounded by this, however fast the network.)
+fn storage_write_floor(total: usize) -> f64 {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = std::fs::File::create(dir.path().join("floor")).expect("create");
+    let buf = vec![0x5au8; 1 << 20];
+    let t = Instant::now();
+    for off in (0..total).step_by(buf.len()) {
+        f.write_all_at(&buf, off as u64).expect("write");
+    }
+    total as f64 / t.elapsed().as_secs_f64() / 1e6
+}
+
 fn rma_floor(provider: &str, n: usize) -> (f64, f64) {
     use gkfs_fabric::{Config, Endpoint, RemoteBuf};
     const MIB: usize = 1 << 20;
@@ -314,7 +330,7 @@ fn remote(o: &Opts) {
     if let Some(what) = &o.soak {
         return soak(&client, what, Duration::from_secs(o.soak_seconds));
     }
-    let mut runs: Vec<[f64; 10]> = Vec::new();
+    let mut runs: Vec<[f64; 11]> = Vec::new();
     for r in 0..reps {
         let (pp_half, _) = fi_pingpong(&o.provider, 64, 3000);
         // Warm again after fi_pingpong's run: on this VM the first few hundred round
@@ -336,6 +352,7 @@ fn remote(o: &Opts) {
         let (w, rd) = seq_io(&client, 1, 1 << 20, total, r);
         let (_, pp_mbs) = fi_pingpong(&o.provider, 1 << 20, if o.quick { 100 } else { 300 });
         let (rma_read, rma_write) = rma_floor(&o.provider, if o.quick { 100 } else { 300 });
+        let disk = storage_write_floor(total);
         runs.push([
             2.0 * pp_half,
             ping,
@@ -347,6 +364,7 @@ fn remote(o: &Opts) {
             pp_mbs,
             rma_read,
             rma_write,
+            disk,
         ]);
         eprintln!("remote run {} of {reps} done", r + 1);
     }
@@ -395,6 +413,19 @@ fn remote(o: &Opts) {
         m(6),
         m(9),
         100.0 * m(6) / m(9)
+    );
+    println!(
+        "| 1 MiB write (MB/s) | {:.0} | {:.0} (pwrite of 1 MiB to a fresh file in $TMPDIR) | {:.0}% |",
+        m(5),
+        m(10),
+        100.0 * m(5) / m(10)
+    );
+    // Moving a piece and storing it, one after the other, on one daemon thread.
+    let serial = 1.0 / (1.0 / m(8) + 1.0 / m(10));
+    println!(
+        "| 1 MiB write (MB/s) | {:.0} | {serial:.0} (RMA read, then pwrite: 1/(1/a+1/b)) | {:.0}% |",
+        m(5),
+        100.0 * m(5) / serial
     );
 }
 
