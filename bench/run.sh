@@ -4,6 +4,8 @@
 # e.g. --quick). Results: bench/results/{results.json,results.md,sweep.png}.
 #   bench/run.sh paths [--quick]   # the preload-vs-FUSE table instead (bench/paths.py):
 #                                  # bench/results/paths.{json,md}
+#   bench/run.sh vs-gekkofs [--quick]  # gkfs next to GekkoFS (bench/vs_gekkofs.py; build
+#                                  # GekkoFS first: bench/gekkofs-build.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -20,8 +22,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 cargo build --release --workspace
 script=bench/harness.py
-if [ "${1:-}" = paths ]; then
-  script=bench/paths.py
-  shift
-fi
+case "${1:-}" in
+  paths) script=bench/paths.py; shift ;;
+  vs-gekkofs) script=bench/vs_gekkofs.py; shift ;;
+esac
 exec /usr/bin/python3 "$script" --bin "${CARGO_TARGET_DIR:-target}/release" "$@"
