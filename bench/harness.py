@@ -198,24 +198,81 @@ def main():
             shutil.rmtree(inst, ignore_errors=True)
             shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(raw_root, ignore_errors=True)
+    if want("remote"):
+        print("== remote path: 1 daemon through libfabric, next to libfabric's own floor", flush=True)
+        results.extend(remote_rows(a.bin, a.repeats, a.quick))
 
     machine = f"{os.uname().nodename}, {os.cpu_count()} cores, {os.uname().release}"
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "repeats": a.repeats}
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
     lines = [f"Measured {meta['date']} on {machine}; medians of {a.repeats} runs (min-max).", "",
-             "| daemons | workload | parameters | gkfs | raw /dev/shm | gkfs/raw | unit |",
+             "| daemons | workload | parameters | gkfs | raw /dev/shm (remote rows: the floor named) | gkfs/raw | unit |",
              "|---:|---|---|---:|---:|---:|---|"]
     for r in results:
         g, w = r["gkfs"], r["raw"]
+        floor = f"{w['median']:.1f} ({w['min']:.0f}-{w['max']:.0f})" if w else ""
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else ""
         lines.append(f"| {r['daemons']} | {r['workload']} | {r['params']} | {g['median']:.1f} "
-                     f"({g['min']:.0f}-{g['max']:.0f}) | {w['median']:.1f} ({w['min']:.0f}-{w['max']:.0f}) "
-                     f"| {r['ratio']:.2f} | {r['unit']} |")
+                     f"({g['min']:.0f}-{g['max']:.0f}) | {floor} | {ratio} | {r['unit']} |")
     table = "\n".join(lines)
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write(table + "\n")
     print("\n" + table)
     plot(results, os.path.join(a.out, "sweep.png"), meta)
+    plot_remote(results, os.path.join(a.out, "remote.png"), meta)
+
+
+def remote_rows(bindir, repeats, quick):
+    """The remote rows of `gkfs-bench --remote` (1 daemon reached through libfabric,
+    each run next to fi_pingpong and gkfs_fabric's RMA on the same provider), as results:
+    "raw" is the row's floor, and the parameters name it."""
+    fd, out = tempfile.mkstemp(prefix="gkfs-bench-remote-", suffix=".json")
+    os.close(fd)
+    cmd = [os.path.join(bindir, "gkfs-bench"), "--remote", "--repeats", str(repeats), "--json", out]
+    if quick:
+        cmd.append("--quick")
+    p = subprocess.run(cmd, env=dict(os.environ, TMPDIR="/dev/shm"), capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"harness: {' '.join(cmd)} failed:\n{p.stdout}\n{p.stderr}")
+    print(p.stdout, flush=True)
+    with open(out) as f:
+        doc = json.load(f)
+    os.unlink(out)
+    rows = []
+    for row in doc["rows"]:
+        floor = row["floor"]
+        raw = floor["stats"] if floor else None
+        rows.append({"workload": f"remote {row['what']}", "daemons": 1, "unit": row["unit"],
+                     "params": f"vs {floor['name']}" if floor else doc["provider"],
+                     "gkfs": row["gkfs"], "raw": raw,
+                     "ratio": row["gkfs"]["median"] / raw["median"] if raw else None})
+    return rows
+
+
+def plot_remote(results, path, meta):
+    """Bars of the remote rows' gkfs/floor ratios."""
+    rows = [r for r in results if r["workload"].startswith("remote") and r["ratio"] is not None]
+    if not rows:
+        return
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("harness: matplotlib missing (Debian: apt-get install python3-matplotlib); no plot")
+        return
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+    labels = [f"{r['workload'][7:]} {r['params']}" for r in rows]
+    ax.barh(range(len(rows)), [r["ratio"] for r in rows])
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="k", linewidth=0.8)
+    ax.set_xlabel("gkfs / floor (medians; round trips: lower is better, rates: higher)")
+    ax.set_title(f"gkfs remote path vs libfabric's floor — {meta['date']}, {meta['machine']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
 
 
 def plot(results, path, meta):

@@ -6,7 +6,7 @@
 //! with 1 and 2 daemons, then the daemon's RSS after many creates.
 //!
 //! Usage: gkfs-bench [--quick] [--rss-creates N] [--json FILE]
-//!        gkfs-bench --remote [--quick] [--provider P]   # the remote path against
+//!        gkfs-bench --remote [--quick] [--provider P] [--json FILE]   # the remote path against
 //!        libfabric's own floor (fi_pingpong; RMA through gkfs_fabric, as Debian's
 //!        libfabric-bin has no fi_rma_bw), side by side in one run
 
@@ -368,65 +368,116 @@ fn remote(o: &Opts) {
         ]);
         eprintln!("remote run {} of {reps} done", r + 1);
     }
-    let m = |i: usize| median(runs.iter().map(|x| x[i]).collect());
-    let (rtt, pp_mbs) = (m(0), m(7));
+    let col = |i: usize| -> Vec<f64> { runs.iter().map(|x| x[i]).collect() };
+    // Moving a piece and storing it, one after the other, on one daemon thread.
+    let serial: Vec<f64> = runs
+        .iter()
+        .map(|x| 1.0 / (1.0 / x[8] + 1.0 / x[10]))
+        .collect();
+    // (measurement, unit, gkfs's runs, the floor's name and runs; None: no floor)
+    let rows: Vec<(&str, &str, Vec<f64>, Option<(&str, Vec<f64>)>)> = vec![
+        (
+            "round trip, client API ping",
+            "µs",
+            col(1),
+            Some(("fi_pingpong 64 B", col(0))),
+        ),
+        (
+            "round trip, client API stat",
+            "µs",
+            col(2),
+            Some(("fi_pingpong 64 B", col(0))),
+        ),
+        ("creates, 1 thread", "ops/s", col(3), None),
+        (
+            "creates, 4 threads",
+            "ops/s",
+            col(4),
+            Some(("creates, 1 thread", col(3))),
+        ),
+        (
+            "1 MiB write",
+            "MB/s",
+            col(5),
+            Some(("fi_pingpong 1 MiB", col(7))),
+        ),
+        (
+            "1 MiB read",
+            "MB/s",
+            col(6),
+            Some(("fi_pingpong 1 MiB", col(7))),
+        ),
+        (
+            "1 MiB write",
+            "MB/s",
+            col(5),
+            Some(("RMA read of 1 MiB, gkfs_fabric", col(8))),
+        ),
+        (
+            "1 MiB read",
+            "MB/s",
+            col(6),
+            Some(("RMA write of 1 MiB, gkfs_fabric", col(9))),
+        ),
+        (
+            "1 MiB write",
+            "MB/s",
+            col(5),
+            Some(("pwrite of 1 MiB to a fresh file in $TMPDIR", col(10))),
+        ),
+        (
+            "1 MiB write",
+            "MB/s",
+            col(5),
+            Some(("RMA read, then pwrite: 1/(1/a+1/b)", serial)),
+        ),
+    ];
+    let spread = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi)
+    };
+    let cell = |v: &[f64]| {
+        let (lo, hi) = spread(v);
+        let d = if median(v.to_vec()) < 100.0 { 1 } else { 0 };
+        format!("{:.d$} ({lo:.d$}-{hi:.d$})", median(v.to_vec()))
+    };
     println!(
-        "Remote path, provider {}: 1 daemon reached through libfabric (no local socket), medians of {reps}",
+        "Remote path, provider {}: 1 daemon reached through libfabric (no local socket), medians (min-max) of {reps}",
         o.provider
     );
-    println!("| measurement | gkfs | libfabric floor | gkfs/floor |");
+    println!("| measurement | gkfs | floor | gkfs/floor |");
     println!("|---|---:|---:|---:|");
-    println!(
-        "| round trip, client API ping (µs) | {:.1} | {rtt:.1} (fi_pingpong 64 B) | {:.2}x |",
-        m(1),
-        m(1) / rtt
-    );
-    println!(
-        "| round trip, client API stat (µs) | {:.1} | {rtt:.1} | {:.2}x |",
-        m(2),
-        m(2) / rtt
-    );
-    println!("| creates, 1 thread (ops/s) | {:.0} | | |", m(3));
-    println!(
-        "| creates, 4 threads (ops/s) | {:.0} | | {:.2}x of 1 thread |",
-        m(4),
-        m(4) / m(3)
-    );
-    println!(
-        "| 1 MiB write (MB/s) | {:.0} | {pp_mbs:.0} (fi_pingpong 1 MiB) | {:.0}% |",
-        m(5),
-        100.0 * m(5) / pp_mbs
-    );
-    println!(
-        "| 1 MiB read (MB/s) | {:.0} | {pp_mbs:.0} | {:.0}% |",
-        m(6),
-        100.0 * m(6) / pp_mbs
-    );
-    println!(
-        "| 1 MiB write (MB/s) | {:.0} | {:.0} (RMA read of 1 MiB, gkfs_fabric) | {:.0}% |",
-        m(5),
-        m(8),
-        100.0 * m(5) / m(8)
-    );
-    println!(
-        "| 1 MiB read (MB/s) | {:.0} | {:.0} (RMA write of 1 MiB, gkfs_fabric) | {:.0}% |",
-        m(6),
-        m(9),
-        100.0 * m(6) / m(9)
-    );
-    println!(
-        "| 1 MiB write (MB/s) | {:.0} | {:.0} (pwrite of 1 MiB to a fresh file in $TMPDIR) | {:.0}% |",
-        m(5),
-        m(10),
-        100.0 * m(5) / m(10)
-    );
-    // Moving a piece and storing it, one after the other, on one daemon thread.
-    let serial = 1.0 / (1.0 / m(8) + 1.0 / m(10));
-    println!(
-        "| 1 MiB write (MB/s) | {:.0} | {serial:.0} (RMA read, then pwrite: 1/(1/a+1/b)) | {:.0}% |",
-        m(5),
-        100.0 * m(5) / serial
-    );
+    for (what, unit, g, floor) in &rows {
+        match floor {
+            Some((name, f)) => println!(
+                "| {what} ({unit}) | {} | {} ({name}) | {:.2}x |",
+                cell(g),
+                cell(f),
+                median(g.clone()) / median(f.clone())
+            ),
+            None => println!("| {what} ({unit}) | {} | | |", cell(g)),
+        }
+    }
+    if let Some(path) = &o.json {
+        let stats = |v: &[f64]| {
+            let (lo, hi) = spread(v);
+            serde_json::json!({"median": median(v.to_vec()), "min": lo, "max": hi, "runs": v})
+        };
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(what, unit, g, floor)| {
+                serde_json::json!({
+                    "what": what,
+                    "unit": unit,
+                    "gkfs": stats(g),
+                    "floor": floor.as_ref().map(|(name, f)| serde_json::json!({"name": name, "stats": stats(f)})),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({"provider": o.provider, "repeats": reps, "rows": v});
+        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).expect("write json");
+    }
 }
 
 /// Repeats one remote measurement until `time` is over, printing each round's figure.
