@@ -374,58 +374,57 @@ fn remote(o: &Opts) {
         .iter()
         .map(|x| 1.0 / (1.0 / x[8] + 1.0 / x[10]))
         .collect();
-    // (measurement, unit, gkfs's runs, the floor's name and runs; None: no floor)
-    let rows: Vec<(&str, &str, Vec<f64>, Option<(&str, Vec<f64>)>)> = vec![
-        (
+    let rows = vec![
+        RemoteRow::new(
             "round trip, client API ping",
             "µs",
             col(1),
             Some(("fi_pingpong 64 B", col(0))),
         ),
-        (
+        RemoteRow::new(
             "round trip, client API stat",
             "µs",
             col(2),
             Some(("fi_pingpong 64 B", col(0))),
         ),
-        ("creates, 1 thread", "ops/s", col(3), None),
-        (
+        RemoteRow::new("creates, 1 thread", "ops/s", col(3), None),
+        RemoteRow::new(
             "creates, 4 threads",
             "ops/s",
             col(4),
             Some(("creates, 1 thread", col(3))),
         ),
-        (
+        RemoteRow::new(
             "1 MiB write",
             "MB/s",
             col(5),
             Some(("fi_pingpong 1 MiB", col(7))),
         ),
-        (
+        RemoteRow::new(
             "1 MiB read",
             "MB/s",
             col(6),
             Some(("fi_pingpong 1 MiB", col(7))),
         ),
-        (
+        RemoteRow::new(
             "1 MiB write",
             "MB/s",
             col(5),
             Some(("RMA read of 1 MiB, gkfs_fabric", col(8))),
         ),
-        (
+        RemoteRow::new(
             "1 MiB read",
             "MB/s",
             col(6),
             Some(("RMA write of 1 MiB, gkfs_fabric", col(9))),
         ),
-        (
+        RemoteRow::new(
             "1 MiB write",
             "MB/s",
             col(5),
             Some(("pwrite of 1 MiB to a fresh file in $TMPDIR", col(10))),
         ),
-        (
+        RemoteRow::new(
             "1 MiB write",
             "MB/s",
             col(5),
@@ -448,7 +447,13 @@ fn remote(o: &Opts) {
     );
     println!("| measurement | gkfs | floor | gkfs/floor |");
     println!("|---|---:|---:|---:|");
-    for (what, unit, g, floor) in &rows {
+    for RemoteRow {
+        what,
+        unit,
+        gkfs: g,
+        floor,
+    } in &rows
+    {
         match floor {
             Some((name, f)) => println!(
                 "| {what} ({unit}) | {} | {} ({name}) | {:.2}x |",
@@ -466,7 +471,7 @@ fn remote(o: &Opts) {
         };
         let v: Vec<_> = rows
             .iter()
-            .map(|(what, unit, g, floor)| {
+            .map(|RemoteRow { what, unit, gkfs: g, floor }| {
                 serde_json::json!({
                     "what": what,
                     "unit": unit,
@@ -477,6 +482,31 @@ fn remote(o: &Opts) {
             .collect();
         let doc = serde_json::json!({"provider": o.provider, "repeats": reps, "rows": v});
         std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).expect("write json");
+    }
+}
+
+/// One row of the remote table: a measurement, its unit, gkfs's runs and the floor's
+/// name and runs (None: no floor).
+struct RemoteRow {
+    what: &'static str,
+    unit: &'static str,
+    gkfs: Vec<f64>,
+    floor: Option<(&'static str, Vec<f64>)>,
+}
+
+impl RemoteRow {
+    fn new(
+        what: &'static str,
+        unit: &'static str,
+        gkfs: Vec<f64>,
+        floor: Option<(&'static str, Vec<f64>)>,
+    ) -> RemoteRow {
+        RemoteRow {
+            what,
+            unit,
+            gkfs,
+            floor,
+        }
     }
 }
 
