@@ -11,7 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex};
 
 use gkfs_fabric::bulk::PieceData;
 use gkfs_fabric::chunk_file::{FileMap, HeldMap, MAP_MIN};
@@ -19,6 +19,7 @@ use gkfs_fabric::chunk_file::{FileMap, HeldMap, MAP_MIN};
 use gkfs_fabric::cuts::{Cut, Cuts, Cutting};
 
 use super::space::Space;
+use super::uncut::{Sending, Uncut};
 
 /// Chunk files kept open at most (the cache is emptied when it fills).
 const OPEN_CHUNKS: usize = 256;
@@ -38,10 +39,9 @@ pub struct ChunkStore {
     /// where they cannot be made (a file system without shared mappings, say): then
     /// clients move this daemon's data through it.
     cuts: Option<Cuts>,
-    /// Held for reading while chunk files are mapped and sent from their mappings
-    /// ([`ChunkStore::uncut`]), for writing while a file is cut (a mapped byte past a
-    /// file's end raises SIGBUS). One lock per [`UNCUT_SHARDS`]th of the files.
-    uncut: Vec<RwLock<()>>,
+    /// Held by a file's sends from its mappings ([`ChunkStore::uncut`]) and by its
+    /// cuts, which wait for each other (a mapped byte past a file's end raises SIGBUS).
+    uncut: Uncut,
 }
 
 /// What the store keeps per chunk (open files, mappings): at most [`OPEN_CHUNKS`]
@@ -78,10 +78,6 @@ impl<T> PerChunk<T> {
     }
 }
 
-/// Files sharing one [`ChunkStore::uncut`] lock: a cut waits only for sends of the
-/// files of its shard.
-const UNCUT_SHARDS: usize = 64;
-
 /// The cut counters' file in the chunk dir (chunk files live in 16-hex-digit
 /// directories beside it).
 pub const CUTS_FILE: &str = "cuts";
@@ -117,7 +113,7 @@ impl ChunkStore {
             chunk_size,
             open: PerChunk::default(),
             maps: PerChunk::default(),
-            uncut: (0..UNCUT_SHARDS).map(|_| RwLock::new(())).collect(),
+            uncut: Uncut::default(),
         })
     }
 
@@ -254,14 +250,8 @@ impl ChunkStore {
 
     /// Keeps the chunk files of `id` from being cut short until dropped, so they may be
     /// sent from mappings of their page cache.
-    pub fn uncut(&self, id: u64) -> RwLockReadGuard<'_, ()> {
-        self.uncut_lock(id)
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn uncut_lock(&self, id: u64) -> &RwLock<()> {
-        &self.uncut[(id % UNCUT_SHARDS as u64) as usize]
+    pub fn uncut(&self, id: u64) -> Sending<'_> {
+        self.uncut.sending(id)
     }
 
     /// Cuts file `id` to `size` bytes: removes whole chunks past it and shortens the
@@ -270,10 +260,7 @@ impl ChunkStore {
         let _cut = self.cutting(Cut::Chunks);
         // Nothing sends the file's bytes from mappings while it is cut, nor maps them
         // again before the cut is over: a mapping made before reaches past the new end.
-        let _uncut = self
-            .uncut_lock(id)
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let _uncut = self.uncut.cutting(id);
         self.forget(id);
         let dir = self.file_dir(id);
         let entries = match fs::read_dir(&dir) {

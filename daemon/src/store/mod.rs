@@ -4,3 +4,4 @@ pub mod chunks;
 pub mod meta;
 pub mod recent;
 pub mod space;
+pub mod uncut;
