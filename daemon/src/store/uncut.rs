@@ -11,9 +11,18 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 /// The files being sent from or cut now.
 #[derive(Default)]
 pub struct Uncut {
-    files: Mutex<HashMap<u64, Users>>,
-    /// Signalled when a file's last send or its cut ends.
+    held: Mutex<Held>,
+    /// Signalled when a send or a cut ends while somebody waits.
     ended: Condvar,
+}
+
+/// What [`Uncut`] guards.
+#[derive(Default)]
+struct Held {
+    files: HashMap<u64, Users>,
+    /// Threads waiting on [`Uncut::ended`] (none almost always: a send that ends then
+    /// makes no futex call; every remote read ends one).
+    waiting: u32,
 }
 
 /// Who holds one file now.
@@ -38,59 +47,62 @@ pub struct FileCut<'a> {
 }
 
 impl Uncut {
-    fn files(&self) -> MutexGuard<'_, HashMap<u64, Users>> {
-        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn wait<'a>(
+    /// Waits, with `g` let go meanwhile, while `busy` says file `id` is held.
+    fn wait_while<'a>(
         &self,
-        g: MutexGuard<'a, HashMap<u64, Users>>,
-    ) -> MutexGuard<'a, HashMap<u64, Users>> {
-        self.ended.wait(g).unwrap_or_else(|e| e.into_inner())
+        mut g: MutexGuard<'a, Held>,
+        id: u64,
+        busy: impl Fn(&Users) -> bool,
+    ) -> MutexGuard<'a, Held> {
+        while g.files.get(&id).is_some_and(&busy) {
+            g.waiting += 1;
+            g = self.ended.wait(g).unwrap_or_else(|e| e.into_inner());
+            g.waiting -= 1;
+        }
+        g
     }
 
     /// Waits while file `id` is cut, then keeps it from being cut until dropped.
     pub fn sending(&self, id: u64) -> Sending<'_> {
-        let mut files = self.files();
-        while files.get(&id).is_some_and(|u| u.cut) {
-            files = self.wait(files);
-        }
-        files.entry(id).or_default().sends += 1;
+        let mut g = self.wait_while(self.held(), id, |u| u.cut);
+        g.files.entry(id).or_default().sends += 1;
         Sending { uncut: self, id }
     }
 
     /// Waits for another cut of file `id` and for its sends to end, then keeps new
     /// sends of it out until dropped.
     pub fn cutting(&self, id: u64) -> FileCut<'_> {
-        let mut files = self.files();
-        while files.get(&id).is_some_and(|u| u.cut) {
-            files = self.wait(files);
-        }
-        files.entry(id).or_default().cut = true;
-        while files.get(&id).is_some_and(|u| u.sends > 0) {
-            files = self.wait(files);
-        }
+        let mut g = self.wait_while(self.held(), id, |u| u.cut);
+        g.files.entry(id).or_default().cut = true;
+        drop(self.wait_while(g, id, |u| u.sends > 0));
         FileCut { uncut: self, id }
     }
 
     /// Lets go of file `id` by `end` (a send or the cut), forgetting the file once
     /// nobody holds it, and wakes whoever waits.
     fn end(&self, id: u64, end: impl FnOnce(&mut Users)) {
-        let mut files = self.files();
-        if let Some(u) = files.get_mut(&id) {
+        let mut g = self.held();
+        if let Some(u) = g.files.get_mut(&id) {
             end(u);
             if u.sends == 0 && !u.cut {
-                files.remove(&id);
+                g.files.remove(&id);
             }
         }
-        drop(files);
-        self.ended.notify_all();
+        let waiting = g.waiting > 0;
+        drop(g);
+        if waiting {
+            self.ended.notify_all();
+        }
     }
 
     /// Files held now (sent from or cut).
     #[cfg(test)]
-    fn held(&self) -> usize {
-        self.files().len()
+    fn files_held(&self) -> usize {
+        self.held().files.len()
     }
 }
 
@@ -155,7 +167,7 @@ mod tests {
             drop(send);
             assert!(returns(&own), "the cut did not go on after the send ended");
         });
-        assert_eq!(u.held(), 0);
+        assert_eq!(u.files_held(), 0);
     }
 
     #[test]
@@ -175,7 +187,7 @@ mod tests {
             drop(first);
             assert!(returns(&cut) && returns(&late));
         });
-        assert_eq!(u.held(), 0);
+        assert_eq!(u.files_held(), 0);
     }
 
     #[test]
@@ -192,6 +204,6 @@ mod tests {
             drop(c);
             assert!(returns(&second));
         });
-        assert_eq!(u.held(), 0);
+        assert_eq!(u.files_held(), 0);
     }
 }
