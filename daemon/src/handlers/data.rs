@@ -166,11 +166,11 @@ pub fn read_chunks(
             check_pieces(st, &req.pieces, bulk.len)?;
             let deadline = Instant::now() + RMA_TIMEOUT;
             // Pieces may be sent straight from their chunk files: none is cut meanwhile.
-            let _uncut = st.chunks.uncut(id);
+            let sends = st.chunks.sends(id);
             let lens = from
                 .push(bulk, &req.pieces, in_buffer, deadline, |p| {
-                    st.chunks
-                        .held(id, p.chunk, p.offset, p.len)
+                    sends
+                        .held(p.chunk, p.offset, p.len)
                         .map_err(|e| io_err("read chunk", e))
                 })
                 .map_err(bulk_err("push data to client"))?;

@@ -32,14 +32,14 @@ pub struct ChunkStore {
     space: Space,
     /// Open chunk files (read-write), so small I/O does not pay open and close each time.
     open: PerChunk<File>,
-    /// Chunk files mapped to send large pieces from ([`ChunkStore::held`]), kept so a
+    /// Chunk files mapped to send large pieces from ([`FileSends::held`]), kept so a
     /// chunk read again does not pay the mapping and its page faults again.
     maps: PerChunk<FileMap>,
     /// The cut counters node-local clients map ([`CUTS_FILE`] in the chunk dir). None
     /// where they cannot be made (a file system without shared mappings, say): then
     /// clients move this daemon's data through it.
     cuts: Option<Cuts>,
-    /// Held by a file's sends from its mappings ([`ChunkStore::uncut`]) and by its
+    /// Held by a file's sends from its mappings ([`ChunkStore::sends`]) and by its
     /// cuts, which wait for each other (a mapped byte past a file's end raises SIGBUS).
     uncut: Uncut,
 }
@@ -75,6 +75,55 @@ impl<T> PerChunk<T> {
 
     fn forget(&self, id: u64) {
         self.lock().retain(|(i, _), _| *i != id);
+    }
+}
+
+/// Sends of one file's chunks ([`ChunkStore::sends`]): the file is not cut while this
+/// lives, so a mapping of its chunk files stays inside them.
+pub struct FileSends<'a> {
+    store: &'a ChunkStore,
+    id: u64,
+    _uncut: Sending<'a>,
+}
+
+impl FileSends<'_> {
+    /// What `len` bytes from `offset` of chunk `chunk` hold, to send them
+    /// ([`gkfs_fabric::bulk::Sender::push`]): a hole when the chunk file is missing;
+    /// for a large piece, the chunk file mapped when it can be ([`FileMap::new`]);
+    /// else the file itself.
+    pub fn held(&self, chunk: u64, offset: u64, len: u64) -> io::Result<PieceData> {
+        let (cs, id) = (self.store, self.id);
+        cs.check(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
+        let Some(f) = cs.chunk_file(id, chunk, false)? else {
+            return Ok(PieceData::Hole);
+        };
+        if len < MAP_MIN as u64 {
+            return Ok(PieceData::File(f, offset));
+        }
+        // (Both fit in usize: check() bounded them by the chunk size.)
+        let (start, len) = (offset as usize, len as usize);
+        // A mapping kept from before that covers the piece needs no look at the file:
+        // the file is at least that long (a cut drops its mappings, and none runs now)
+        // and has storage there (it had when mapped; nothing makes holes inside a file).
+        if let Some(m) = cs.maps.get(id, chunk).filter(|m| m.len() >= start + len) {
+            return Ok(
+                HeldMap::new(m, start, len).map_or(PieceData::File(f, offset), PieceData::Mapped)
+            );
+        }
+        let meta = f.metadata()?;
+        let held = (meta.len().saturating_sub(offset) as usize).min(len);
+        if held < MAP_MIN {
+            return Ok(PieceData::File(f, offset));
+        }
+        let map = match cs.maps.get(id, chunk).filter(|m| m.len() >= start + held) {
+            Some(m) => m,
+            // Mapped anew (to the file's end) when it grew past the last mapping.
+            None => match FileMap::new(&f, &meta) {
+                Some(m) => cs.maps.keep(id, chunk, m),
+                None => return Ok(PieceData::File(f, offset)),
+            },
+        };
+        Ok(HeldMap::new(map, start, held).map_or(PieceData::File(f, offset), PieceData::Mapped))
     }
 }
 
@@ -218,40 +267,15 @@ impl ChunkStore {
         gkfs_fabric::chunk_file::read_held(&f, offset, buf)
     }
 
-    /// What `len` bytes from `offset` of a chunk hold, to send them
-    /// ([`gkfs_fabric::bulk::Sender::push`]): a hole when the chunk file is missing;
-    /// for a large piece, the chunk file mapped when it can be ([`FileMap::new`]);
-    /// else the file itself. Sent while [`ChunkStore::uncut`] is held.
-    pub fn held(&self, id: u64, chunk: u64, offset: u64, len: u64) -> io::Result<PieceData> {
-        self.check(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
-        let Some(f) = self.chunk_file(id, chunk, false)? else {
-            return Ok(PieceData::Hole);
-        };
-        if len < MAP_MIN as u64 {
-            return Ok(PieceData::File(f, offset));
+    /// Keeps the chunk files of `id` from being cut short while the returned sends
+    /// live, so their pieces may be sent from mappings of their page cache
+    /// ([`FileSends::held`]).
+    pub fn sends(&self, id: u64) -> FileSends<'_> {
+        FileSends {
+            store: self,
+            id,
+            _uncut: self.uncut.sending(id),
         }
-        let meta = f.metadata()?;
-        let held = meta.len().saturating_sub(offset).min(len);
-        if held < MAP_MIN as u64 {
-            return Ok(PieceData::File(f, offset));
-        }
-        // (Both fit in usize: check() bounded them by the chunk size.)
-        let (start, held) = (offset as usize, held as usize);
-        let map = match self.maps.get(id, chunk).filter(|m| m.len() >= start + held) {
-            Some(m) => m,
-            // Mapped anew (to the file's end) when it grew past the last mapping.
-            None => match FileMap::new(&f, &meta) {
-                Some(m) => self.maps.keep(id, chunk, m),
-                None => return Ok(PieceData::File(f, offset)),
-            },
-        };
-        Ok(HeldMap::new(map, start, held).map_or(PieceData::File(f, offset), PieceData::Mapped))
-    }
-
-    /// Keeps the chunk files of `id` from being cut short until dropped, so they may be
-    /// sent from mappings of their page cache.
-    pub fn uncut(&self, id: u64) -> Sending<'_> {
-        self.uncut.sending(id)
     }
 
     /// Cuts file `id` to `size` bytes: removes whole chunks past it and shortens the
@@ -369,13 +393,16 @@ mod tests {
             PieceData::Mapped(m) => Some(m.len()),
             _ => None,
         };
-        let piece = || cs.held(3, 0, 4096, CHUNK - 4096).unwrap();
+        let piece = || cs.sends(3).held(0, 4096, CHUNK - 4096).unwrap();
         assert_eq!(mapped(piece()), Some(CHUNK as usize - 4096));
         assert!(
-            matches!(cs.held(3, 0, 0, 4096).unwrap(), PieceData::File(..)),
+            matches!(cs.sends(3).held(0, 0, 4096).unwrap(), PieceData::File(..)),
             "short"
         );
-        assert!(matches!(cs.held(3, 1, 0, CHUNK).unwrap(), PieceData::Hole));
+        assert!(matches!(
+            cs.sends(3).held(1, 0, CHUNK).unwrap(),
+            PieceData::Hole
+        ));
         // Cut: the next piece is what the cut file holds, from a new mapping.
         cs.truncate(3, 200 * 1024).unwrap();
         assert_eq!(mapped(piece()), Some(200 * 1024 - 4096));
