@@ -207,20 +207,28 @@ impl Sender {
             let (off, len) = range(p);
             let data = source(p).map_err(BulkError::Handler)?;
             // Reading this piece overlaps the transfers still in flight.
-            let op = if let PieceData::Mapped(map) = data {
-                held.push(map.len() as u64);
-                ep.start_write_held(peer, remote, off, map, deadline)?
-            } else {
-                let mut b = spare_buf();
-                b.resize(len as usize, 0);
-                let n = data.read_into(&mut b)?;
-                held.push(n);
-                if n == 0 {
-                    keep_buf(b);
+            let op = match data {
+                PieceData::Mapped(map) => {
+                    held.push(map.len() as u64);
+                    ep.start_write_held(peer, remote, off, map, deadline)?
+                }
+                // (Nothing is sent: the client zero-fills.)
+                PieceData::Hole => {
+                    held.push(0);
                     continue;
                 }
-                b.truncate(n as usize);
-                ep.start_write(peer, remote, off, b, deadline)?
+                PieceData::File(..) => {
+                    let mut b = spare_buf();
+                    b.resize(len as usize, 0);
+                    let n = data.read_into(&mut b)?;
+                    held.push(n);
+                    if n == 0 {
+                        keep_buf(b);
+                        continue;
+                    }
+                    b.truncate(n as usize);
+                    ep.start_write(peer, remote, off, b, deadline)?
+                }
             };
             inflight.push_back(op);
             if inflight.len() >= PIPELINE_DEPTH {
